@@ -1,0 +1,1 @@
+"""Feedback: answers to complainants, follow-up ratings, the deputies' view and the public query."""

@@ -1,0 +1,1 @@
+"""Intake: complaints and deputy suggestions as the operator records them; accounts and tokens."""

@@ -1,0 +1,76 @@
+"""Intake follows each matter's progress so operators see its status and repeats are judged right."""
+
+from __future__ import annotations
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.intake.models import Complaint, Suggestion
+from shared.bus import Subscription
+from shared.events import AnswerDelivered, CaseAssigned, CaseClosed, CaseConcluded, CaseReopened, RatingRecorded
+
+
+async def _matter(session: AsyncSession, case_id: str) -> Complaint | Suggestion | None:
+    return await session.get(Complaint, case_id) or await session.get(Suggestion, case_id)
+
+
+async def on_case_assigned(*, session: AsyncSession, event: CaseAssigned) -> None:
+    matter = await _matter(session, event.case_id)
+    if matter is None:
+        return
+    matter.assigned_team_code = event.team_code
+    if matter.status in ("received", "reopened"):
+        matter.status = "routed"
+    session.add(matter)
+
+
+async def on_case_concluded(*, session: AsyncSession, event: CaseConcluded) -> None:
+    matter = await _matter(session, event.case_id)
+    if matter is not None and matter.status not in ("answered", "closed"):
+        matter.status = "concluded"
+        session.add(matter)
+
+
+async def on_answer_delivered(*, session: AsyncSession, event: AnswerDelivered) -> None:
+    matter = await _matter(session, event.case_id)
+    if matter is None:
+        return
+    matter.status = "answered"
+    if isinstance(matter, Complaint):
+        matter.answered_at = event.delivered_at
+    session.add(matter)
+
+
+async def on_rating_recorded(*, session: AsyncSession, event: RatingRecorded) -> None:
+    complaint = await session.get(Complaint, event.case_id)
+    if complaint is not None:
+        complaint.last_rating = event.rating
+        session.add(complaint)
+
+
+async def on_case_reopened(*, session: AsyncSession, event: CaseReopened) -> None:
+    matter = await _matter(session, event.case_id)
+    if matter is not None:
+        matter.status = "reopened"
+        session.add(matter)
+
+
+async def on_case_closed(*, session: AsyncSession, event: CaseClosed) -> None:
+    matter = await _matter(session, event.case_id)
+    if matter is not None:
+        matter.status = "closed"
+        session.add(matter)
+
+
+SUBSCRIPTIONS = [
+    Subscription(
+        durable="intake-progress",
+        handlers={
+            CaseAssigned: on_case_assigned,
+            CaseConcluded: on_case_concluded,
+            AnswerDelivered: on_answer_delivered,
+            RatingRecorded: on_rating_recorded,
+            CaseReopened: on_case_reopened,
+            CaseClosed: on_case_closed,
+        },
+    )
+]

@@ -1,0 +1,119 @@
+"""Intake's tables.  Complainant identity lives only here, sealed with the identity key."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy import JSON, Index, UniqueConstraint
+from sqlmodel import Column, Field, SQLModel, Text
+
+from shared.db import UTCDateTime, utcnow
+
+
+def new_id() -> str:
+    return str(uuid4())
+
+
+class UserBase(SQLModel):
+    username: str = Field(max_length=64, unique=True, index=True)
+    role: str = Field(max_length=20)
+    team_code: str | None = Field(default=None, max_length=32)
+    display_name: str | None = Field(default=None, max_length=64)
+    deputy_name: str | None = Field(default=None, max_length=64)
+    deputy_delegation: str | None = Field(default=None, max_length=128)
+    active: bool = True
+
+
+class User(UserBase, table=True):
+    __tablename__ = "intake_user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    password_hash: str = Field(max_length=255)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Complaint(SQLModel, table=True):
+    __tablename__ = "intake_complaint"
+    __table_args__ = (Index("ix_intake_complaint_received", "received_at"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
+    tracking_code: str = Field(max_length=32, unique=True, index=True)
+    query_secret_hash: str = Field(max_length=64)
+    channel: str = Field(max_length=32)
+    platform_ticket_no: str | None = Field(default=None, max_length=64, index=True)
+    received_at: datetime = Field(sa_type=UTCDateTime)
+    anonymous: bool = False
+    identity_sealed: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    name_masked: str | None = Field(default=None, max_length=64)
+    phone_masked: str | None = Field(default=None, max_length=32)
+    accused_unit: str = Field(max_length=200)
+    accused_unit_code: str | None = Field(default=None, max_length=32)
+    county_code: str = Field(max_length=16, index=True)
+    accused_is_inspection_team: bool = False
+    officers: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    allegations: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    attachments: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    incident_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    place: str | None = Field(default=None, max_length=500)
+    account: str = Field(sa_column=Column(Text, nullable=False))
+    injury_or_death: bool = False
+    supervisor_flag: bool = False
+    repeat_of: str | None = Field(default=None, max_length=64, index=True)
+    repeat_after_rejection: bool = False
+    status: str = Field(default="received", max_length=32)
+    assigned_team_code: str | None = Field(default=None, max_length=32)
+    last_rating: str | None = Field(default=None, max_length=32)
+    answered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_by: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ComplainantKey(SQLModel, table=True):
+    """Keyed hashes of a complainant's phone and ID number, for finding earlier matters."""
+
+    __tablename__ = "intake_complainant_key"
+
+    complaint_id: str = Field(primary_key=True, max_length=64, foreign_key="intake_complaint.id")
+    match_key: str = Field(primary_key=True, max_length=64, index=True)
+
+
+class Suggestion(SQLModel, table=True):
+    __tablename__ = "intake_suggestion"
+    __table_args__ = (UniqueConstraint("session", "number", name="uq_intake_suggestion_session_number"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
+    tracking_code: str = Field(max_length=32, unique=True, index=True)
+    query_secret_hash: str = Field(max_length=64)
+    kind: str = Field(max_length=32)
+    session: str = Field(max_length=200)
+    number: str = Field(max_length=32)
+    title: str = Field(max_length=300)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    deputy_name: str = Field(max_length=64, index=True)
+    deputy_delegation: str = Field(max_length=128)
+    deputy_phone: str | None = Field(default=None, max_length=32)
+    co_signers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    lead_unit: str = Field(max_length=200)
+    co_units: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    received_at: datetime = Field(sa_type=UTCDateTime)
+    complex_matter: bool = False
+    status: str = Field(default="received", max_length=32)
+    assigned_team_code: str | None = Field(default=None, max_length=32)
+    reclassified_from: str | None = Field(default=None, max_length=64)
+    created_by: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class IdentityAccess(SQLModel, table=True):
+    """Every read of a complainant's full identity: who, when, why."""
+
+    __tablename__ = "intake_identity_access"
+
+    id: int | None = Field(default=None, primary_key=True)
+    complaint_id: str = Field(max_length=64, index=True)
+    accessor: str = Field(max_length=100)
+    role: str = Field(max_length=20)
+    purpose: str = Field(max_length=200)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -1,0 +1,335 @@
+"""Request and response shapes of intake's API.
+
+Field-level checks that need no data (phone format, ID checksum, lengths) live
+here so a 422 names the field; checks against reference data (units,
+categories) are in ``service.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+
+from services.intake.identity import id_number_problem, is_valid_phone, normalise_phone
+from shared.errors import LocalisedError
+
+Channel = Literal["phone", "web", "letter", "visit", "wechat", "email", "transfer_12345", "transfer_xinfang"]
+SuggestionKind = Literal["npc_suggestion", "cppcc_proposal"]
+
+CHANNEL_LABELS = {
+    "phone": "电话",
+    "web": "网站",
+    "letter": "来信",
+    "visit": "来访",
+    "wechat": "微信",
+    "email": "电子邮件",
+    "transfer_12345": "12345转办",
+    "transfer_xinfang": "信访转办",
+}
+
+MAX_SHORT_TEXT = 200
+MAX_PLACE = 500
+MAX_TITLE = 300
+MAX_SUGGESTION_TEXT = 50_000
+MAX_ITEMS = 50
+
+
+def _check_phone(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    phone = normalise_phone(value)
+    if not is_valid_phone(phone):
+        raise LocalisedError(
+            "电话号码格式不正确：手机为1开头的11位数字，座机为区号加号码，如0394-8888888",
+            "not a mainland mobile (11 digits starting with 1) or landline (area code + number) number",
+        )
+    return phone
+
+
+def _not_blank(value: str, *, zh: str = "不能为空", en: str = "must not be empty") -> str:
+    stripped = value.strip()
+    if not stripped:
+        raise LocalisedError(zh, en)
+    return stripped
+
+
+class ComplainantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    anonymous: bool = False
+    name: str | None = Field(default=None, max_length=64)
+    phone: str | None = Field(default=None, max_length=32)
+    id_number: str | None = Field(default=None, max_length=32)
+    email: EmailStr | None = None
+    address: str | None = Field(default=None, max_length=MAX_PLACE)
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        return _check_phone(value)
+
+    @field_validator("id_number")
+    @classmethod
+    def _id_number(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        problem = id_number_problem(value)
+        if problem:
+            raise LocalisedError(*problem)
+        return value.strip().upper()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @model_validator(mode="after")
+    def _named_needs_contact(self) -> ComplainantIn:
+        if not self.anonymous:
+            if not self.name:
+                raise LocalisedError("实名投诉需填写投诉人姓名（或勾选匿名）", "name is required unless anonymous")
+            if not (self.phone or self.email or self.address):
+                raise LocalisedError(
+                    "实名投诉需填写联系电话、电子邮箱或通信地址之一", "a phone, e-mail or address is required"
+                )
+        return self
+
+
+class OfficerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=64)
+    badge_no: str | None = Field(default=None, max_length=16, pattern=r"^[0-9A-Za-z]{4,16}$")
+    leadership: bool = False
+
+
+class AccusedIn(BaseModel):
+    """The acceptance contract's flat shape: one unit and at most one officer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    unit: str = Field(min_length=1, max_length=MAX_SHORT_TEXT)
+    county_code: str = Field(min_length=6, max_length=16)
+    officer_name: str | None = Field(default=None, max_length=64)
+    badge_no: str | None = Field(default=None, max_length=16, pattern=r"^[0-9A-Za-z]{4,16}$")
+    leadership: bool | None = None
+    officers: list[OfficerIn] = Field(default_factory=list, max_length=MAX_ITEMS)
+
+    @field_validator("unit")
+    @classmethod
+    def _unit(cls, value: str) -> str:
+        return _not_blank(value)
+
+
+class AllegationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    category: str = Field(min_length=1, max_length=64)
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class AttachmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: str = Field(min_length=1, max_length=100)
+    size_bytes: int = Field(ge=0, le=500 * 1024 * 1024)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    description: str | None = Field(default=None, max_length=500)
+
+
+class ComplaintCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Channel
+    platform_ticket_no: str | None = Field(default=None, max_length=64)
+    received_at: datetime | None = None
+    complainant: ComplainantIn
+    accused: AccusedIn
+    category: str | None = Field(default=None, max_length=64)
+    allegations: list[AllegationIn] = Field(default_factory=list, max_length=MAX_ITEMS)
+    incident_at: datetime | None = None
+    place: str | None = Field(default=None, max_length=MAX_PLACE)
+    account: str = Field(min_length=1)
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ITEMS)
+    supervisor_flag: bool = False
+
+    @field_validator("account")
+    @classmethod
+    def _account(cls, value: str) -> str:
+        return _not_blank(value, zh="请填写投诉人陈述的事情经过", en="the account must not be empty")
+
+    @field_validator("received_at", "incident_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise LocalisedError("时间需带时区，如 2026-11-02T09:14:00+08:00", "time needs a time zone offset")
+        return value
+
+    @model_validator(mode="after")
+    def _needs_a_category(self) -> ComplaintCreate:
+        if not self.category and not self.allegations:
+            raise LocalisedError("请选择投诉类别", "category (or allegations) is required")
+        return self
+
+
+class ComplaintCreated(BaseModel):
+    id: str
+    tracking_code: str
+    query_secret: str
+    kind: Literal["complaint"] = "complaint"
+    status: str
+    received_at: datetime
+    repeat_of: str | None
+    repeat_after_rejection: bool
+    key_clue_hints: list[str]
+    earlier_matters: list[EarlierMatter]
+
+
+class EarlierMatter(BaseModel):
+    id: str
+    tracking_code: str
+    received_at: datetime
+    accused_unit: str
+    status: str
+    last_rating: str | None
+
+
+class ComplaintRead(BaseModel):
+    id: str
+    tracking_code: str
+    kind: Literal["complaint"] = "complaint"
+    channel: str
+    platform_ticket_no: str | None
+    received_at: datetime
+    anonymous: bool
+    complainant_name: str | None = Field(description="masked")
+    complainant_phone: str | None = Field(description="masked")
+    accused_unit: str
+    accused_unit_code: str | None
+    county_code: str
+    officers: list[dict[str, object]]
+    allegations: list[dict[str, object]]
+    attachments: list[dict[str, object]]
+    incident_at: datetime | None
+    place: str | None
+    account: str
+    injury_or_death: bool
+    repeat_of: str | None
+    repeat_after_rejection: bool
+    status: str
+    assigned_team_code: str | None
+    last_rating: str | None
+    created_by: str
+    created_at: datetime
+
+
+class IdentityRead(BaseModel):
+    complaint_id: str
+    anonymous: bool
+    name: str | None
+    phone: str | None
+    id_number: str | None
+
+
+class ContactRead(BaseModel):
+    complaint_id: str
+    anonymous: bool
+    name: str | None
+    phone: str | None
+    email: str | None
+    address: str | None
+
+
+class DeputyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    delegation: str = Field(min_length=1, max_length=128)
+    phone: str | None = Field(default=None, max_length=32)
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        return _check_phone(value)
+
+    @field_validator("name", "delegation")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return _not_blank(value)
+
+
+class SuggestionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: SuggestionKind
+    session: str = Field(min_length=1, max_length=MAX_SHORT_TEXT)
+    number: str = Field(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z\-]+$")
+    title: str = Field(min_length=1, max_length=MAX_TITLE)
+    text: str = Field(min_length=1, max_length=MAX_SUGGESTION_TEXT)
+    deputy: DeputyIn
+    co_signers: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    lead_unit: str = Field(min_length=1, max_length=MAX_SHORT_TEXT)
+    co_units: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    received_at: datetime | None = None
+    complex_matter: bool = False
+
+    @field_validator("session", "title", "text", "lead_unit")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return _not_blank(value)
+
+    @field_validator("received_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise LocalisedError("时间需带时区，如 2026-02-20T09:00:00+08:00", "time needs a time zone offset")
+        return value
+
+
+class SuggestionCreated(BaseModel):
+    id: str
+    tracking_code: str
+    query_secret: str
+    kind: SuggestionKind
+    status: str
+    received_at: datetime
+
+
+class SuggestionRead(BaseModel):
+    id: str
+    tracking_code: str
+    kind: str
+    session: str
+    number: str
+    title: str
+    text: str
+    deputy_name: str
+    deputy_delegation: str
+    co_signers: list[str]
+    lead_unit: str
+    co_units: list[str]
+    received_at: datetime
+    status: str
+    assigned_team_code: str | None
+    created_at: datetime
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+    role: str
+    team_code: str | None = None
+    display_name: str | None = None
+
+
+class MeRead(BaseModel):
+    username: str
+    role: str
+    team_code: str | None
+    display_name: str | None
+    deputy_name: str | None
+    deputy_delegation: str | None

@@ -1,0 +1,423 @@
+"""Intake's business logic: recording complaints and suggestions, finding earlier matters.
+
+Every function takes keyword-only, typed arguments and does its work inside the
+caller's transaction; the caller commits, so the record and its outgoing event
+land together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import col, or_, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.intake.identity import (
+    Identity,
+    IdentityVault,
+    mask_name,
+    mask_phone,
+    new_query_secret,
+    random_code,
+)
+from services.intake.models import Complaint, ComplainantKey, IdentityAccess, Suggestion
+from services.intake.schemas import ComplaintCreate, EarlierMatter, SuggestionCreate
+from shared.audit import audit
+from shared.auth import Principal, query_secret_hash
+from shared.db import utcnow
+from shared.errors import FieldProblems
+from shared.events import AllegationRef, ComplaintReceived, OfficerRef, SuggestionReceived
+from shared.outbox import record_event
+from shared.reference import CategoryBook, Organisation
+from shared.workcalendar import SHANGHAI
+
+CLOCK_SKEW = timedelta(minutes=5)
+OPEN_STATUSES = ("received", "routed", "verifying", "reviewing", "concluded", "reopened")
+
+
+@dataclass(frozen=True)
+class IntakeContext:
+    """What intake's logic needs besides the session: keys and reference data."""
+
+    vault: IdentityVault
+    signing_key: str
+    organisation: Organisation
+    categories: CategoryBook
+    repeat_window: timedelta
+    account_max_chars: int
+
+
+@dataclass(frozen=True)
+class NewComplaint:
+    complaint: Complaint
+    query_secret: str
+    earlier: list[EarlierMatter]
+    key_clue_hints: list[str]
+
+
+def new_tracking_code(prefix: str, now: datetime) -> str:
+    return f"{prefix}{now.astimezone(SHANGHAI):%y%m%d}{random_code(6)}"
+
+
+def _check_reference_data(*, ctx: IntakeContext, complaint_in: ComplaintCreate, now: datetime) -> None:
+    problems: list[tuple[str, str, str]] = []
+    accused = complaint_in.accused
+    if not ctx.organisation.is_known_area(accused.county_code):
+        problems.append(
+            (
+                "accused.county_code",
+                f"不存在的县（市、区）代码：{accused.county_code}",
+                f"unknown county code {accused.county_code}",
+            )
+        )
+    names = [complaint_in.category] if complaint_in.category else []
+    names += [a.category for a in complaint_in.allegations]
+    for index, name in enumerate(names):
+        if name and ctx.categories.find(name) is None:
+            field = "category" if complaint_in.category and index == 0 else f"allegations.{index - (1 if complaint_in.category else 0)}.category"
+            problems.append(
+                (
+                    field,
+                    f"未知的投诉类别“{name}”，可选：{'、'.join(ctx.categories.names())}",
+                    f"unknown category {name!r}",
+                )
+            )
+    if len(complaint_in.account) > ctx.account_max_chars:
+        problems.append(
+            (
+                "account",
+                f"陈述过长：最多 {ctx.account_max_chars} 字，当前 {len(complaint_in.account)} 字；更长的材料请作为附件登记",
+                f"account too long: at most {ctx.account_max_chars} characters",
+            )
+        )
+    received = complaint_in.received_at or now
+    if received > now + CLOCK_SKEW:
+        problems.append(("received_at", "受理时间不能晚于当前时间", "received_at is in the future"))
+    if complaint_in.incident_at is not None:
+        if complaint_in.incident_at > now + CLOCK_SKEW:
+            problems.append(("incident_at", "事发时间不能晚于当前时间", "incident_at is in the future"))
+        elif complaint_in.incident_at > received + CLOCK_SKEW:
+            problems.append(("incident_at", "事发时间不能晚于受理时间", "incident_at is after received_at"))
+    if problems:
+        raise FieldProblems(problems)
+
+
+async def find_earlier(
+    *, session: AsyncSession, match_keys: list[str], exclude_id: str | None = None, limit: int = 20
+) -> list[Complaint]:
+    if not match_keys:
+        return []
+    query = (
+        select(Complaint)
+        .join(ComplainantKey, col(ComplainantKey.complaint_id) == col(Complaint.id))
+        .where(col(ComplainantKey.match_key).in_(match_keys))
+        .order_by(col(Complaint.received_at).desc())
+        .limit(limit)
+    )
+    if exclude_id:
+        query = query.where(Complaint.id != exclude_id)
+    rows = await session.exec(query)
+    seen: dict[str, Complaint] = {}
+    for row in rows:
+        seen.setdefault(row.id, row)
+    return list(seen.values())
+
+
+def as_earlier(complaint: Complaint) -> EarlierMatter:
+    return EarlierMatter(
+        id=complaint.id,
+        tracking_code=complaint.tracking_code,
+        received_at=complaint.received_at,
+        accused_unit=complaint.accused_unit,
+        status=complaint.status,
+        last_rating=complaint.last_rating,
+    )
+
+
+def _officers(complaint_in: ComplaintCreate, ctx: IntakeContext) -> list[dict[str, Any]]:
+    accused = complaint_in.accused
+    officers = [o.model_dump() for o in accused.officers]
+    if accused.officer_name or accused.badge_no:
+        officers.insert(
+            0,
+            {
+                "name": accused.officer_name,
+                "badge_no": accused.badge_no,
+                "leadership": bool(accused.leadership) or ctx.categories.is_leadership_title(accused.officer_name),
+            },
+        )
+    elif accused.leadership:
+        officers.insert(0, {"name": None, "badge_no": None, "leadership": True})
+    for officer in officers:
+        officer["leadership"] = bool(officer.get("leadership")) or ctx.categories.is_leadership_title(
+            officer.get("name")
+        )
+    return officers
+
+
+async def create_complaint(
+    *,
+    session: AsyncSession,
+    ctx: IntakeContext,
+    complaint_in: ComplaintCreate,
+    actor: Principal,
+    correlation_id: str | None,
+) -> NewComplaint:
+    now = utcnow()
+    _check_reference_data(ctx=ctx, complaint_in=complaint_in, now=now)
+    organisation, categories = ctx.organisation, ctx.categories
+    accused = complaint_in.accused
+    allegation_names = [complaint_in.category] if complaint_in.category else []
+    allegation_rows = [{"category": complaint_in.category, "description": None}] if complaint_in.category else []
+    for allegation in complaint_in.allegations:
+        allegation_names.append(allegation.category)
+        allegation_rows.append(allegation.model_dump())
+    resolved = [categories.find(name) for name in allegation_names]
+    for row, category in zip(allegation_rows, resolved, strict=True):
+        assert category is not None
+        row["category"] = category.name
+        row["serious"] = category.serious
+    officers = _officers(complaint_in, ctx)
+    unit_county = organisation.county_of_unit(accused.unit)
+    accused_is_team = "督察" in accused.unit
+    injury = categories.mentions_injury_or_death(complaint_in.account)
+
+    complainant = complaint_in.complainant
+    sealed = None
+    match_keys: list[str] = []
+    if not complainant.anonymous:
+        sealed = ctx.vault.seal(
+            Identity(
+                name=complainant.name,
+                phone=complainant.phone,
+                id_number=complainant.id_number,
+                email=str(complainant.email) if complainant.email else None,
+                address=complainant.address,
+            )
+        )
+        match_keys = ctx.vault.match_keys(phone=complainant.phone, id_number=complainant.id_number)
+
+    received_at = complaint_in.received_at or now
+    earlier = await find_earlier(session=session, match_keys=match_keys)
+    repeat_of: Complaint | None = None
+    window_start = received_at - ctx.repeat_window
+    for candidate in earlier:
+        same_unit = candidate.accused_unit == accused.unit or (
+            candidate.accused_unit_code is not None and candidate.accused_unit_code == (unit_county.code if unit_county else None)
+        )
+        if same_unit and candidate.county_code == accused.county_code and candidate.received_at >= window_start:
+            repeat_of = candidate
+            break
+    repeat_after_rejection = bool(repeat_of and repeat_of.last_rating == "unsatisfied")
+
+    tracking_code = new_tracking_code("C", received_at)
+    query_secret = new_query_secret()
+    complaint = Complaint(
+        tracking_code=tracking_code,
+        query_secret_hash=query_secret_hash(
+            signing_key=ctx.signing_key, tracking_code=tracking_code, query_secret=query_secret
+        ),
+        channel=complaint_in.channel,
+        platform_ticket_no=complaint_in.platform_ticket_no,
+        received_at=received_at,
+        anonymous=complainant.anonymous,
+        identity_sealed=sealed,
+        name_masked=None if complainant.anonymous else mask_name(complainant.name),
+        phone_masked=None if complainant.anonymous else mask_phone(complainant.phone),
+        accused_unit=accused.unit,
+        accused_unit_code=unit_county.code if unit_county else None,
+        county_code=accused.county_code,
+        accused_is_inspection_team=accused_is_team,
+        officers=officers,
+        allegations=allegation_rows,
+        attachments=[a.model_dump() for a in complaint_in.attachments],
+        incident_at=complaint_in.incident_at,
+        place=complaint_in.place,
+        account=complaint_in.account,
+        injury_or_death=injury,
+        supervisor_flag=complaint_in.supervisor_flag and actor.role == "supervisor",
+        repeat_of=repeat_of.id if repeat_of else None,
+        repeat_after_rejection=repeat_after_rejection,
+        created_by=actor.username,
+    )
+    session.add(complaint)
+    await session.flush()
+    for key in match_keys:
+        session.add(ComplainantKey(complaint_id=complaint.id, match_key=key))
+
+    hints = []
+    if any(c and c.serious for c in resolved):
+        hints.append("涉及严重类别（重点线索）")
+    if injury:
+        hints.append("陈述中提及受伤或死亡（重点线索）")
+    if any(o.get("leadership") for o in officers):
+        hints.append("被投诉人为单位领导（重点线索）")
+    if accused_is_team:
+        hints.append("被投诉单位为督察部门（重点线索）")
+    if repeat_after_rejection:
+        hints.append("不满意答复后的重复投诉（重点线索）")
+    elif repeat_of:
+        hints.append(f"重复件：与 {repeat_of.tracking_code} 为同一投诉人、同一被投诉单位")
+
+    record_event(
+        session,
+        ComplaintReceived(
+            case_id=complaint.id,
+            correlation_id=correlation_id,
+            actor=actor.username,
+            tracking_code=tracking_code,
+            query_secret_hash=complaint.query_secret_hash,
+            channel=complaint.channel,
+            received_at=received_at,
+            anonymous=complaint.anonymous,
+            accused_unit=complaint.accused_unit,
+            accused_unit_code=complaint.accused_unit_code,
+            county_code=complaint.county_code,
+            accused_is_inspection_team=accused_is_team,
+            officers=[OfficerRef(**o) for o in officers],
+            allegations=[AllegationRef(category=r["category"], serious=r["serious"]) for r in allegation_rows],
+            incident_at=complaint.incident_at,
+            place=complaint.place,
+            summary=complaint.account,
+            injury_or_death=injury,
+            repeat_of=complaint.repeat_of,
+            repeat_after_rejection=repeat_after_rejection,
+            supervisor_flag=complaint.supervisor_flag,
+        ),
+    )
+    await audit(
+        session,
+        case_id=complaint.id,
+        action="complaint_received",
+        actor=actor.username,
+        detail={"tracking_code": tracking_code, "channel": complaint.channel, "repeat_of": complaint.repeat_of},
+    )
+    return NewComplaint(
+        complaint=complaint,
+        query_secret=query_secret,
+        earlier=[as_earlier(e) for e in earlier],
+        key_clue_hints=hints,
+    )
+
+
+async def create_suggestion(
+    *,
+    session: AsyncSession,
+    signing_key: str,
+    suggestion_in: SuggestionCreate,
+    actor: Principal,
+    correlation_id: str | None,
+) -> tuple[Suggestion, str]:
+    now = utcnow()
+    received_at = suggestion_in.received_at or now
+    if received_at > now + CLOCK_SKEW:
+        raise FieldProblems([("received_at", "收到时间不能晚于当前时间", "received_at is in the future")])
+    duplicate = (
+        await session.exec(
+            select(Suggestion.id).where(
+                Suggestion.session == suggestion_in.session, Suggestion.number == suggestion_in.number
+            )
+        )
+    ).first()
+    if duplicate:
+        raise FieldProblems(
+            [
+                (
+                    "number",
+                    f"{suggestion_in.session}第{suggestion_in.number}号已登记，同一届次编号不能重复",
+                    "this number is already registered in this session",
+                )
+            ],
+            status_code=409,
+        )
+    tracking_code = new_tracking_code("S", received_at)
+    query_secret = new_query_secret()
+    suggestion = Suggestion(
+        tracking_code=tracking_code,
+        query_secret_hash=query_secret_hash(signing_key=signing_key, tracking_code=tracking_code, query_secret=query_secret),
+        kind=suggestion_in.kind,
+        session=suggestion_in.session,
+        number=suggestion_in.number,
+        title=suggestion_in.title,
+        text=suggestion_in.text,
+        deputy_name=suggestion_in.deputy.name,
+        deputy_delegation=suggestion_in.deputy.delegation,
+        deputy_phone=suggestion_in.deputy.phone,
+        co_signers=[s.strip() for s in suggestion_in.co_signers if s.strip()],
+        lead_unit=suggestion_in.lead_unit,
+        co_units=[u.strip() for u in suggestion_in.co_units if u.strip()],
+        received_at=received_at,
+        complex_matter=suggestion_in.complex_matter,
+        created_by=actor.username,
+    )
+    session.add(suggestion)
+    await session.flush()
+    record_event(
+        session,
+        SuggestionReceived(
+            case_id=suggestion.id,
+            correlation_id=correlation_id,
+            actor=actor.username,
+            tracking_code=tracking_code,
+            kind=suggestion_in.kind,
+            session=suggestion.session,
+            number=suggestion.number,
+            title=suggestion.title,
+            text=suggestion.text,
+            deputy_name=suggestion.deputy_name,
+            deputy_delegation=suggestion.deputy_delegation,
+            co_signers=suggestion.co_signers,
+            lead_unit=suggestion.lead_unit,
+            co_units=suggestion.co_units,
+            received_at=received_at,
+            complex_matter=suggestion.complex_matter,
+        ),
+    )
+    await audit(session, case_id=suggestion.id, action="suggestion_received", actor=actor.username)
+    return suggestion, query_secret
+
+
+async def list_complaints(
+    *,
+    session: AsyncSession,
+    vault: IdentityVault,
+    phone: str | None = None,
+    tracking_code: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[Complaint]:
+    query = select(Complaint).order_by(col(Complaint.received_at).desc()).limit(limit).offset(offset)
+    if tracking_code:
+        query = query.where(func.upper(Complaint.tracking_code) == tracking_code.strip().upper())
+    if phone:
+        key = vault.phone_key(phone)
+        query = query.where(
+            col(Complaint.id).in_(select(ComplainantKey.complaint_id).where(ComplainantKey.match_key == key))
+        )
+    return list(await session.exec(query))
+
+
+async def record_identity_access(
+    *, session: AsyncSession, complaint_id: str, principal: Principal, purpose: str
+) -> None:
+    session.add(IdentityAccess(complaint_id=complaint_id, accessor=principal.username, role=principal.role.value, purpose=purpose))
+    await audit(session, case_id=complaint_id, action="identity_read", actor=principal.username, reason=purpose)
+
+
+async def identity_accesses(*, session: AsyncSession, complaint_id: str) -> list[IdentityAccess]:
+    rows = await session.exec(
+        select(IdentityAccess).where(IdentityAccess.complaint_id == complaint_id).order_by(col(IdentityAccess.id))
+    )
+    return list(rows)
+
+
+async def find_suggestions(
+    *, session: AsyncSession, tracking_code: str | None = None, limit: int = 50, offset: int = 0
+) -> list[Suggestion]:
+    query = select(Suggestion).order_by(col(Suggestion.received_at).desc()).limit(limit).offset(offset)
+    if tracking_code:
+        query = query.where(or_(func.upper(Suggestion.tracking_code) == tracking_code.strip().upper()))
+    return list(await session.exec(query))

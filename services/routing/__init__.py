@@ -1,0 +1,1 @@
+"""Routing: which inspection team verifies each matter, by rules a supervisor edits, under hard recusal."""

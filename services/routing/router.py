@@ -1,0 +1,185 @@
+"""Routing's HTTP API: assignments, reassignment, rules and organisation data."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.routing import service
+from services.routing.models import Assignment, RoutingRule, RuleChange, Team, Unit
+from services.routing.schemas import (
+    AssignmentRead,
+    ClockRead,
+    ReassignIn,
+    RuleChangeRead,
+    RuleRead,
+    RuleUpdate,
+    TeamRead,
+    TeamUpdate,
+    UnitRead,
+    UnitUpsert,
+)
+from services.routing.service import RoutingContext
+from shared.app import current_correlation_id, get_session
+from shared.auth import Principal, Role, require_roles
+
+router = APIRouter(prefix="/api/v1")
+Session = Annotated[AsyncSession, Depends(get_session)]
+Supervisor = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR))]
+Staff = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR, Role.INSPECTOR, Role.OPERATOR))]
+
+
+def routing_context(request: Request) -> RoutingContext:
+    ctx: RoutingContext = request.app.state.routing
+    return ctx
+
+
+Context = Annotated[RoutingContext, Depends(routing_context)]
+
+
+async def assignment_read(session: AsyncSession, ctx: RoutingContext, a: Assignment) -> AssignmentRead:
+    organisation = await service.organisation_from_db(session=session, ctx=ctx)
+    return AssignmentRead(
+        id=a.id,
+        case_id=a.case_id,
+        case_kind=a.case_kind,
+        team_code=a.team_code,
+        team_name=organisation.team_name(a.team_code),
+        kind=a.kind,
+        rule=a.rule,
+        reasons=a.reasons,
+        participants=a.participants,
+        review_required=a.review_required,
+        review_team_code=a.review_team_code,
+        key_clue=a.key_clue,
+        needs_supervisor=a.needs_supervisor,
+        round=a.round,
+        clocks=[ClockRead.model_validate(c) for c in a.clocks],
+        current=a.current,
+        assigned_by=a.assigned_by,
+        created_at=a.created_at,
+    )
+
+
+@router.get("/assignments", response_model=AssignmentRead, tags=["assignments"])
+async def get_assignment(
+    session: Session,
+    ctx: Context,
+    principal: Supervisor,
+    case_id: Annotated[str, Query(min_length=1, max_length=64)],
+) -> AssignmentRead:
+    structlog.contextvars.bind_contextvars(case_id=case_id)
+    current = await service.current_assignment(session=session, case_id=case_id)
+    if current is None:
+        raise HTTPException(status_code=404, detail="该事项尚未分派或不存在")
+    return await assignment_read(session, ctx, current)
+
+
+@router.get("/assignments/history", response_model=list[AssignmentRead], tags=["assignments"])
+async def assignment_history(
+    session: Session,
+    ctx: Context,
+    principal: Supervisor,
+    case_id: Annotated[str, Query(min_length=1, max_length=64)],
+) -> list[AssignmentRead]:
+    rows = await session.exec(
+        select(Assignment).where(Assignment.case_id == case_id).order_by(col(Assignment.created_at))
+    )
+    return [await assignment_read(session, ctx, a) for a in rows]
+
+
+@router.post("/assignments/{case_id}/reassign", response_model=AssignmentRead, tags=["assignments"])
+async def reassign(
+    case_id: str, body: ReassignIn, session: Session, ctx: Context, principal: Supervisor
+) -> AssignmentRead:
+    structlog.contextvars.bind_contextvars(case_id=case_id)
+    async with session.begin():
+        assignment = await service.reassign(
+            session=session,
+            ctx=ctx,
+            case_id=case_id,
+            team_code=body.team_code,
+            reason=body.reason,
+            actor=principal,
+            correlation_id=current_correlation_id(),
+        )
+    return await assignment_read(session, ctx, assignment)
+
+
+@router.get("/rules", response_model=list[RuleRead], tags=["rules"])
+async def list_rules(session: Session, principal: Supervisor) -> list[RuleRead]:
+    rows = await session.exec(select(RoutingRule).order_by(col(RoutingRule.priority)))
+    return [RuleRead.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.put("/rules/{name}", response_model=RuleRead, tags=["rules"])
+async def put_rule(name: str, body: RuleUpdate, session: Session, ctx: Context, principal: Supervisor) -> RuleRead:
+    async with session.begin():
+        rule = await service.update_rule(
+            session=session,
+            ctx=ctx,
+            name=name,
+            values=body.model_dump(exclude={"reason"}),
+            reason=body.reason,
+            actor=principal,
+        )
+    return RuleRead.model_validate(rule, from_attributes=True)
+
+
+@router.get("/rules/changes", response_model=list[RuleChangeRead], tags=["rules"])
+async def rule_changes(session: Session, principal: Supervisor) -> list[RuleChangeRead]:
+    rows = await session.exec(select(RuleChange).order_by(col(RuleChange.changed_at).desc()))
+    return [RuleChangeRead.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.get("/teams", response_model=list[TeamRead], tags=["organisation"])
+async def list_teams(session: Session, principal: Staff) -> list[TeamRead]:
+    load = await service.workload(session=session)
+    rows = await session.exec(select(Team).order_by(col(Team.code)))
+    return [TeamRead(**t.model_dump(exclude={"last_assigned_at"}), open_tasks=load.get(t.code, (0, 0.0))[0]) for t in rows]
+
+
+@router.put("/teams/{code}", response_model=TeamRead, tags=["organisation"])
+async def put_team(code: str, body: TeamUpdate, session: Session, ctx: Context, principal: Supervisor) -> TeamRead:
+    async with session.begin():
+        team = await session.get(Team, code)
+        if team is None:
+            team = Team(code=code, **body.model_dump())
+        else:
+            for key, value in body.model_dump().items():
+                setattr(team, key, value)
+        session.add(team)
+        await service.audit_org_change(session=session, actor=principal, what=f"team:{code}", after=body.model_dump())
+        ctx.forget_cache()
+    return TeamRead(**team.model_dump(exclude={"last_assigned_at"}))
+
+
+@router.get("/units", response_model=list[UnitRead], tags=["organisation"])
+async def list_units(
+    session: Session,
+    principal: Staff,
+    q: Annotated[str | None, Query(max_length=50, description="part of the unit's name")] = None,
+) -> list[UnitRead]:
+    query = select(Unit).where(col(Unit.active)).order_by(col(Unit.code))
+    if q:
+        query = query.where(col(Unit.name).contains(q))
+    return [UnitRead.model_validate(u, from_attributes=True) for u in await session.exec(query)]
+
+
+@router.put("/units/{code}", response_model=UnitRead, tags=["organisation"])
+async def put_unit(code: str, body: UnitUpsert, session: Session, ctx: Context, principal: Supervisor) -> UnitRead:
+    async with session.begin():
+        unit = await session.get(Unit, code)
+        if unit is None:
+            unit = Unit(code=code, **body.model_dump())
+        else:
+            for key, value in body.model_dump().items():
+                setattr(unit, key, value)
+        session.add(unit)
+        await service.audit_org_change(session=session, actor=principal, what=f"unit:{code}", after=body.model_dump())
+        ctx.forget_cache()
+    return UnitRead.model_validate(unit, from_attributes=True)

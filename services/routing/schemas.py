@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.routing.models import RuleBase, TeamBase, UnitBase
+from services.routing.rules import ASSIGN_KINDS, FACT_LABELS
+
+
+class ClockRead(BaseModel):
+    name: str
+    label: str
+    due_at: datetime
+    rule: str
+    source: str
+
+
+class AssignmentRead(BaseModel):
+    id: str
+    case_id: str
+    case_kind: str
+    team_code: str
+    team_name: str
+    kind: str
+    rule: str
+    reasons: list[str]
+    participants: list[str]
+    review_required: bool
+    review_team_code: str | None
+    key_clue: bool
+    needs_supervisor: bool
+    round: int
+    clocks: list[ClockRead]
+    current: bool
+    assigned_by: str
+    created_at: datetime
+
+
+class ReassignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    team_code: str = Field(min_length=1, max_length=32)
+    reason: str = Field(min_length=2, max_length=1000)
+
+
+class RuleUpdate(RuleBase):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    assign: Literal["county", "city", "joint", "cross", "lead_unit"]
+    when: list[Literal[tuple(FACT_LABELS)]]  # type: ignore[valid-type]
+    case_kinds: list[Literal["complaint", "suggestion"]] = Field(min_length=1)
+    reason: str = Field(min_length=2, max_length=1000, description="why the rule changes; recorded")
+
+
+class RuleRead(RuleBase):
+    name: str
+    updated_at: datetime
+    updated_by: str
+
+
+class RuleChangeRead(BaseModel):
+    rule_name: str
+    changed_by: str
+    reason: str
+    before: dict[str, object] | None
+    after: dict[str, object]
+    changed_at: datetime
+
+
+class TeamRead(TeamBase):
+    code: str
+    open_tasks: int = 0
+
+
+class TeamUpdate(TeamBase):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    level: Literal["city", "county"]
+
+
+class UnitRead(UnitBase):
+    code: str
+
+
+class UnitUpsert(UnitBase):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+
+ASSIGN_KIND_CHOICES = ASSIGN_KINDS

@@ -1,0 +1,1 @@
+"""Verification: the inspection teams' tasks, findings and cross-check reviews."""

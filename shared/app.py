@@ -1,0 +1,195 @@
+"""The FastAPI application factory every service uses.
+
+Start-up order matters: database first (readiness reports it), then NATS,
+streams and consumers, then the outbox relay.  Shutdown reverses it and drains
+the NATS connection so in-flight acks and publishes reach the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.bus import EventConsumer, Subscription, connect, ensure_streams, start_consumers
+from shared.db import create_engine, create_session_factory
+from shared.errors import FieldProblems, field_problems_response, validation_error_response
+from shared.logging import configure_logging, get_logger
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings
+from shared.workcalendar import WorkCalendar
+
+log = get_logger(__name__)
+
+CORRELATION_HEADER = "X-Correlation-Id"
+
+
+@dataclass
+class Runtime:
+    settings: ServiceSettings
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    calendar: WorkCalendar
+    nc: NATS | None = None
+    js: JetStreamContext | None = None
+    relay: OutboxRelay | None = None
+    consumers: list[EventConsumer] = field(default_factory=list)
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+StartupHook = Callable[[Runtime], Awaitable[None]]
+
+
+def create_service_app(
+    *,
+    settings: ServiceSettings,
+    title: str,
+    routers: Sequence[APIRouter],
+    subscriptions: Sequence[Subscription] = (),
+    on_startup: Sequence[StartupHook] = (),
+    on_shutdown: Sequence[StartupHook] = (),
+) -> FastAPI:
+    configure_logging(service=settings.service_name, level=settings.log_level, json_output=settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        runtime = Runtime(
+            settings=settings,
+            engine=engine,
+            session_factory=create_session_factory(engine),
+            calendar=WorkCalendar.load(settings.calendar_override_file, tz=settings.timezone),
+        )
+        app.state.runtime = runtime
+        runtime.nc = await connect(settings.nats_url, name=settings.service_name)
+        runtime.js = runtime.nc.jetstream()
+        await ensure_streams(
+            runtime.js,
+            stream=settings.nats_stream,
+            max_age_days=settings.nats_stream_max_age_days,
+            replicas=settings.nats_replicas,
+        )
+        for hook in on_startup:
+            await hook(runtime)
+        runtime.consumers = await start_consumers(
+            js=runtime.js,
+            stream=settings.nats_stream,
+            subscriptions=subscriptions,
+            session_factory=runtime.session_factory,
+            batch_size=settings.consumer_batch_size,
+            max_deliver=settings.consumer_max_deliver,
+            ack_wait=settings.consumer_ack_wait_seconds,
+        )
+        runtime.relay = OutboxRelay(
+            engine=engine,
+            session_factory=runtime.session_factory,
+            js=runtime.js,
+            batch_size=settings.outbox_batch_size,
+            poll_seconds=settings.outbox_poll_seconds,
+        )
+        runtime.relay.start()
+        log.info("service started", consumers=[c.subscription.durable for c in runtime.consumers])
+        try:
+            yield
+        finally:
+            log.info("service stopping")
+            for task in runtime.background:
+                task.cancel()
+            await asyncio.gather(*runtime.background, return_exceptions=True)
+            for hook in on_shutdown:
+                await hook(runtime)
+            for consumer in runtime.consumers:
+                await consumer.stop()
+            await runtime.relay.stop()
+            await runtime.nc.drain()
+            await engine.dispose()
+            log.info("service stopped")
+
+    app = FastAPI(title=title, lifespan=lifespan, openapi_url="/api/openapi.json", docs_url="/api/docs")
+    app.state.settings = settings
+
+    @app.middleware("http")
+    async def bind_request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        correlation_id = request.headers.get(CORRELATION_HEADER) or uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+        started = time.perf_counter()
+        response = await call_next(request)
+        response.headers[CORRELATION_HEADER] = correlation_id
+        # The path only: query strings can carry a phone number being searched for.
+        log.info(
+            "request",
+            method=request.method,
+            path=request.url.path,
+            status=response.status_code,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_error_response(request, exc)
+
+    @app.exception_handler(FieldProblems)
+    async def on_field_problems(request: Request, exc: FieldProblems) -> JSONResponse:
+        return field_problems_response(request, exc)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", path=request.url.path)
+        return JSONResponse(status_code=500, content={"detail": "服务器内部错误，请稍后重试"})
+
+    health = APIRouter(tags=["health"])
+
+    @health.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": settings.service_name}
+
+    @health.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+        checks = {"database": False, "bus": False}
+        if runtime is not None:
+            try:
+                async with runtime.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+                checks["database"] = True
+            except Exception as exc:
+                log.warning("readiness: database unreachable", error=str(exc))
+            checks["bus"] = bool(runtime.nc is not None and runtime.nc.is_connected)
+        ready = all(checks.values())
+        return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, **checks})
+
+    app.include_router(health)
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with runtime_of(request).session_factory() as session:
+        yield session
+
+
+def current_correlation_id() -> str | None:
+    value = structlog.contextvars.get_contextvars().get("correlation_id")
+    return str(value) if value else None

@@ -1,0 +1,328 @@
+"""NATS JetStream: streams, durable pull consumers, and the one consumer adapter.
+
+A handler is a plain typed function ``async def handle(*, session, event) -> None``.
+The adapter decodes and validates the message, runs the handler and records the
+event in the inbox in one transaction, then acks.  A transient failure is
+``nak``ed with a growing delay; a message that can never be valid (unknown type,
+failed validation, ``PermanentError``) or that has used up its deliveries is
+parked on the dead-letter subject with the reason, then ``term``ed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import nats
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.events import DEAD_LETTER_PREFIX, SUBJECT_PREFIX, Event, UnknownEventError, decode_event
+from shared.inbox import InboxRecord, already_processed
+from shared.logging import get_logger
+from shared.outbox import HEADER_CORRELATION_ID, HEADER_EVENT_TYPE, HEADER_EVENT_VERSION
+
+log = get_logger(__name__)
+
+DEAD_LETTER_STREAM_SUFFIX = "_DLQ"
+
+
+class PermanentError(Exception):
+    """The event can never be handled (it contradicts what this service knows); do not retry."""
+
+
+class Handler(Protocol):
+    def __call__(self, *, session: AsyncSession, event: Any) -> Awaitable[None]: ...
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One durable consumer of one service: which events it takes and who handles each."""
+
+    durable: str
+    handlers: dict[type[Event], Handler]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def filter_subjects(self) -> list[str]:
+        return sorted(event_type.subject_filter() for event_type in self.handlers)
+
+
+async def connect(url: str, *, name: str) -> NATS:
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error", error=str(exc))
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected")
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected")
+
+    return await nats.connect(
+        servers=url.split(","),
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+
+
+async def ensure_streams(js: JetStreamContext, *, stream: str, max_age_days: int, replicas: int = 1) -> None:
+    """Create or update the event stream and its dead-letter stream."""
+    configs = [
+        StreamConfig(
+            name=stream,
+            subjects=[f"{SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=max_age_days * 86400,
+            duplicate_window=120,
+            num_replicas=replicas,
+        ),
+        StreamConfig(
+            name=stream + DEAD_LETTER_STREAM_SUFFIX,
+            subjects=[f"{DEAD_LETTER_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+        ),
+    ]
+    for config in configs:
+        try:
+            await js.stream_info(config.name or "")
+            await js.update_stream(config)
+        except NotFoundError:
+            await js.add_stream(config)
+
+
+def consumer_config(subscription: Subscription, *, max_deliver: int, ack_wait: float) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=subscription.durable,
+        name=subscription.durable,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        max_deliver=max_deliver,
+        filter_subjects=subscription.filter_subjects,
+        max_ack_pending=10_000,
+    )
+
+
+def nak_delay(num_delivered: int) -> float:
+    """0.5 s, 1 s, 2 s ... capped at 30 s."""
+    return float(min(0.5 * 2 ** max(num_delivered - 1, 0), 30.0))
+
+
+class EventConsumer:
+    """Pulls one durable consumer and feeds each message through the adapter."""
+
+    def __init__(
+        self,
+        *,
+        js: JetStreamContext,
+        stream: str,
+        subscription: Subscription,
+        session_factory: async_sessionmaker[AsyncSession],
+        batch_size: int = 100,
+        max_deliver: int = 8,
+        ack_wait: float = 30.0,
+    ) -> None:
+        self._js = js
+        self._stream = stream
+        self.subscription = subscription
+        self._session_factory = session_factory
+        self._batch_size = batch_size
+        self._max_deliver = max_deliver
+        self._ack_wait = ack_wait
+        self._handlers = {(e.event_type, e.version): h for e, h in subscription.handlers.items()}
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._psub: Any = None
+
+    async def start(self) -> None:
+        config = consumer_config(self.subscription, max_deliver=self._max_deliver, ack_wait=self._ack_wait)
+        # CONSUMER.CREATE with an existing name updates it, so a changed filter takes effect on restart.
+        await self._js.add_consumer(self._stream, config=config)
+        self._psub = await self._js.pull_subscribe_bind(
+            durable=self.subscription.durable, stream=self._stream
+        )
+        self._task = asyncio.create_task(self._run(), name=f"consumer-{self.subscription.durable}")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+        if self._psub is not None:
+            try:
+                await self._psub.unsubscribe()
+            except Exception as exc:  # the connection may already be draining
+                log.debug("unsubscribe failed", error=str(exc))
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                messages = await self._psub.fetch(self._batch_size, timeout=1.0)
+            except TimeoutError:
+                continue
+            except nats.errors.TimeoutError:
+                continue
+            except Exception as exc:
+                if self._stopping.is_set():
+                    return
+                log.warning("fetch failed", consumer=self.subscription.durable, error=str(exc))
+                await asyncio.sleep(1.0)
+                continue
+            for index, msg in enumerate(messages):
+                if self._stopping.is_set():
+                    # Hand the rest back at once rather than waiting for ack_wait to expire.
+                    for rest in messages[index:]:
+                        await _quiet(rest.nak())
+                    return
+                await self.handle_message(msg)
+
+    async def handle_message(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        meta_delivered = msg.metadata.num_delivered if msg.metadata else 1
+        correlation_id = headers.get(HEADER_CORRELATION_ID)
+        with structlog.contextvars.bound_contextvars(
+            correlation_id=correlation_id, consumer=self.subscription.durable
+        ):
+            try:
+                event_type = headers.get(HEADER_EVENT_TYPE) or msg.subject.split(".")[1]
+                version = int(headers.get(HEADER_EVENT_VERSION) or msg.subject.rsplit(".v", 1)[1])
+                decoded = decode_event(event_type, version, msg.data)
+            except (UnknownEventError, ValidationError, ValueError, IndexError) as exc:
+                await self._dead_letter(msg, reason=f"invalid event: {exc}")
+                return
+            handler = self._handlers.get((decoded.event_type, decoded.version))
+            if handler is None:
+                await self._dead_letter(msg, reason=f"no handler for {decoded.event_type} v{decoded.version}")
+                return
+            with structlog.contextvars.bound_contextvars(
+                case_id=decoded.case_id,
+                event_id=decoded.event_id,
+                correlation_id=decoded.correlation_id or correlation_id,
+            ):
+                await self._process(msg, decoded, handler, meta_delivered)
+
+    async def _process(self, msg: Msg, decoded: Event, handler: Handler, delivered: int) -> None:
+        consumer = self.subscription.durable
+        try:
+            async with self._session_factory() as session, session.begin():
+                if await already_processed(session, consumer=consumer, event_id=decoded.event_id):
+                    log.info("duplicate event ignored", event_type=decoded.event_type)
+                else:
+                    await handler(session=session, event=decoded)
+                    session.add(
+                        InboxRecord(
+                            consumer=consumer,
+                            event_id=decoded.event_id,
+                            event_type=decoded.event_type,
+                            case_id=decoded.case_id,
+                        )
+                    )
+        except PermanentError as exc:
+            await self._dead_letter(msg, reason=str(exc))
+            return
+        except IntegrityError as exc:
+            # Another instance may have committed the same event between our check and our commit.
+            if await self._was_processed_elsewhere(decoded):
+                log.info("event processed by another instance", event_type=decoded.event_type)
+                await _quiet(msg.ack())
+                return
+            await self._retry_or_park(msg, decoded, delivered, exc)
+            return
+        except Exception as exc:
+            await self._retry_or_park(msg, decoded, delivered, exc)
+            return
+        await _quiet(msg.ack())
+        log.info("event handled", event_type=decoded.event_type)
+
+    async def _was_processed_elsewhere(self, decoded: Event) -> bool:
+        async with self._session_factory() as session:
+            return await already_processed(session, consumer=self.subscription.durable, event_id=decoded.event_id)
+
+    async def _retry_or_park(self, msg: Msg, decoded: Event, delivered: int, exc: Exception) -> None:
+        if delivered >= self._max_deliver:
+            await self._dead_letter(msg, reason=f"gave up after {delivered} deliveries: {exc!r}")
+            return
+        delay = nak_delay(delivered)
+        log.warning("event handling failed; will retry", error=repr(exc), delivered=delivered, retry_in=delay)
+        await _quiet(msg.nak(delay=delay))
+
+    async def _dead_letter(self, msg: Msg, *, reason: str) -> None:
+        headers = dict(msg.headers or {})
+        headers.pop("Nats-Msg-Id", None)
+        headers["Sv-Dead-Letter-Reason"] = reason[:500]
+        headers["Sv-Dead-Letter-Consumer"] = self.subscription.durable
+        headers["Sv-Original-Subject"] = msg.subject
+        subject = f"{DEAD_LETTER_PREFIX}.{self.subscription.durable}"
+        try:
+            await self._js.publish(subject, msg.data, headers=headers)
+        except Exception as exc:
+            # Without a parked copy, terminating would lose the event: let it come back instead.
+            log.error("could not park event on dead-letter subject", error=str(exc))
+            await _quiet(msg.nak(delay=5.0))
+            return
+        log.error("event parked on dead-letter subject", reason=reason, subject=subject)
+        await _quiet(msg.term())
+
+
+async def _quiet(operation: Awaitable[Any]) -> None:
+    try:
+        await operation
+    except Exception as exc:  # an ack lost on a closed connection is redelivered and deduplicated
+        log.warning("ack operation failed", error=str(exc))
+
+
+def dead_letter_reason(msg: Msg) -> str | None:
+    return (msg.headers or {}).get("Sv-Dead-Letter-Reason")
+
+
+async def start_consumers(
+    *,
+    js: JetStreamContext,
+    stream: str,
+    subscriptions: Sequence[Subscription],
+    session_factory: async_sessionmaker[AsyncSession],
+    batch_size: int,
+    max_deliver: int,
+    ack_wait: float,
+) -> list[EventConsumer]:
+    consumers = [
+        EventConsumer(
+            js=js,
+            stream=stream,
+            subscription=subscription,
+            session_factory=session_factory,
+            batch_size=batch_size,
+            max_deliver=max_deliver,
+            ack_wait=ack_wait,
+        )
+        for subscription in subscriptions
+    ]
+    for consumer in consumers:
+        await consumer.start()
+    return consumers
+
+
+def payload_json(msg: Msg) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(msg.data)
+    return data
+
+
+HandlerFunc = Callable[..., Awaitable[None]]

@@ -1,0 +1,109 @@
+"""Errors a person can act on: each names the field, in Chinese or English by Accept-Language."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+# Pydantic error types translated for the zh-CN interface; anything else falls back to a generic line.
+_ZH_MESSAGES = {
+    "missing": "必填项",
+    "string_too_short": "内容过短",
+    "string_too_long": "内容过长，最多 {max_length} 个字",
+    "string_pattern_mismatch": "格式不正确",
+    "literal_error": "取值无效，可选：{expected}",
+    "enum": "取值无效，可选：{expected}",
+    "datetime_parsing": "时间格式不正确",
+    "datetime_from_date_parsing": "时间格式不正确",
+    "datetime_type": "时间格式不正确",
+    "bool_parsing": "应为是或否",
+    "bool_type": "应为是或否",
+    "int_parsing": "应为整数",
+    "json_invalid": "请求内容不是有效的 JSON",
+    "model_attributes_type": "格式不正确",
+    "dict_type": "格式不正确",
+    "list_type": "应为列表",
+    "extra_forbidden": "不允许的字段",
+    "too_short": "至少需要 {min_length} 项",
+    "too_long": "最多 {max_length} 项",
+}
+
+
+def prefers_english(request: Request) -> bool:
+    header = request.headers.get("accept-language", "").lower()
+    if not header:
+        return False
+    first = header.split(",")[0].strip()
+    return first.startswith("en")
+
+
+def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
+    return ".".join(parts)
+
+
+def translate(error: dict[str, Any], *, english: bool) -> str:
+    message = str(error.get("msg", ""))
+    if message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    custom = error.get("ctx", {}).get("error") if isinstance(error.get("ctx"), dict) else None
+    if isinstance(custom, LocalisedError):
+        return custom.english if english else custom.chinese
+    if english:
+        return message
+    template = _ZH_MESSAGES.get(str(error.get("type")))
+    if template is None:
+        return message if any("\u4e00" <= ch <= "\u9fff" for ch in message) else "输入无效"
+    try:
+        return template.format(**{k: v for k, v in (error.get("ctx") or {}).items()})
+    except (KeyError, IndexError):
+        return template.split("{")[0].rstrip("，：,: ")
+
+
+class LocalisedError(ValueError):
+    """A validation failure with its message in both interface languages."""
+
+    def __init__(self, chinese: str, english: str) -> None:
+        super().__init__(english)
+        self.chinese = chinese
+        self.english = english
+
+
+def validation_error_response(request: Request, exc: RequestValidationError) -> JSONResponse:
+    english = prefers_english(request)
+    errors = [
+        {
+            "field": field_path(err.get("loc", ())),
+            "message": translate(err, english=english),
+            "type": err.get("type"),
+        }
+        for err in exc.errors()
+    ]
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return JSONResponse(status_code=422, content={"detail": errors, "message": summary})
+
+
+def field_error(field: str, chinese: str, english: str, request: Request | None = None) -> dict[str, Any]:
+    english_wanted = request is not None and prefers_english(request)
+    return {"field": field, "message": english if english_wanted else chinese, "type": "value_error"}
+
+
+class FieldProblems(Exception):
+    """Checks against stored data failed; answered as 422 with the same shape as validation errors."""
+
+    def __init__(self, problems: list[tuple[str, str, str]], status_code: int = 422) -> None:
+        super().__init__("; ".join(f"{f}: {en}" for f, _, en in problems))
+        self.problems = problems
+        self.status_code = status_code
+
+
+def field_problems_response(request: Request, exc: FieldProblems) -> JSONResponse:
+    english = prefers_english(request)
+    errors = [
+        {"field": field, "message": en if english else zh, "type": "value_error"} for field, zh, en in exc.problems
+    ]
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return JSONResponse(status_code=exc.status_code, content={"detail": errors, "message": summary})

