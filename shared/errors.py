@@ -66,17 +66,28 @@ def translate(error: dict[str, Any], *, english: bool) -> str:
 class LocalisedError(ValueError):
     """A validation failure with its message in both interface languages."""
 
-    def __init__(self, chinese: str, english: str) -> None:
+    def __init__(self, chinese: str, english: str, *, field: str | None = None) -> None:
         super().__init__(english)
         self.chinese = chinese
         self.english = english
+        # For checks across fields (a model validator): the field the person should correct.
+        self.field = field
+
+
+def _error_field(error: dict[str, Any]) -> str:
+    path = field_path(error.get("loc", ()))
+    ctx = error.get("ctx")
+    custom = ctx.get("error") if isinstance(ctx, dict) else None
+    if isinstance(custom, LocalisedError) and custom.field:
+        return f"{path}.{custom.field}" if path else custom.field
+    return path
 
 
 def validation_error_response(request: Request, exc: RequestValidationError) -> JSONResponse:
     english = prefers_english(request)
     errors = [
         {
-            "field": field_path(err.get("loc", ())),
+            "field": _error_field(err),
             "message": translate(err, english=english),
             "type": err.get("type"),
         }

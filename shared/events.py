@@ -112,13 +112,19 @@ class SuggestionReceived(Event):
 
 
 class MatterReclassified(Event):
-    """An operator found a matter filed as the wrong kind; it is withdrawn and refiled under a new case id."""
+    """An operator found a matter filed as the wrong kind: it leaves its current track.
+
+    Refiled as the other kind it continues under ``new_case_id``; found to be a
+    citizen's suggestion rather than a complaint about police conduct, it leaves
+    inspection altogether and is passed to ``forwarded_to``.
+    """
 
     event_type: ClassVar[str] = "MatterReclassified"
 
     from_kind: CaseKind
-    to_kind: CaseKind
-    new_case_id: str
+    to_kind: Literal["complaint", "suggestion", "citizen_suggestion"]
+    new_case_id: str | None = None
+    forwarded_to: str | None = None
     reason: str
 
 

@@ -12,6 +12,7 @@ from shared.events import (
     CaseConcluded,
     ComplaintReceived,
     FindingSentBack,
+    MatterReclassified,
     ReviewStarted,
     SuggestionReceived,
     TaskClaimed,
@@ -30,6 +31,7 @@ def subscriptions(ctx: FeedbackContext) -> list[Subscription]:
                 ReviewStarted: service.on_review_started,
                 FindingSentBack: service.on_finding_sent_back,
                 CaseConcluded: partial(service.on_case_concluded, ctx=ctx),
+                MatterReclassified: service.on_matter_reclassified,
             },
         )
     ]

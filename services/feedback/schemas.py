@@ -63,7 +63,7 @@ class RatingIn(LookupIn):
     @model_validator(mode="after")
     def _reason_when_unsatisfied(self) -> RatingIn:
         if self.rating == "unsatisfied" and not (self.reason or "").strip():
-            raise LocalisedError("选择“不满意”时请写明理由", "a reason is required when unsatisfied")
+            raise LocalisedError("选择“不满意”时请写明理由", "a reason is required when unsatisfied", field="reason")
         return self
 
 

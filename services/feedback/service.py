@@ -25,6 +25,7 @@ from shared.events import (
     CaseReopened,
     ComplaintReceived,
     FindingSentBack,
+    MatterReclassified,
     RatingRecorded,
     ReviewStarted,
     SuggestionReceived,
@@ -158,6 +159,19 @@ async def on_finding_sent_back(*, session: AsyncSession, event: FindingSentBack)
     _set_status(case, "verifying")
     session.add(case)
     _timeline(session, case.case_id, "verifying", "复核后补充核查", event.occurred_at)
+
+
+async def on_matter_reclassified(*, session: AsyncSession, event: MatterReclassified) -> None:
+    case = await _case(session, event.case_id)
+    _set_status(case, "closed")
+    session.add(case)
+    if event.to_kind == "citizen_suggestion":
+        label = f"经甄别不属于警务投诉，已作为群众建议转交{event.forwarded_to}办理"
+    elif event.to_kind == "suggestion":
+        label = "已转为代表建议（委员提案）办理"
+    else:
+        label = "已转为投诉办理"
+    _timeline(session, case.case_id, "closed", label, event.occurred_at)
 
 
 def draft_text(*, ctx: FeedbackContext, case: CaseView, event: CaseConcluded) -> str:

@@ -10,7 +10,9 @@ from shared.events import AnswerDelivered, CaseAssigned, CaseClosed, CaseConclud
 
 
 async def _matter(session: AsyncSession, case_id: str) -> Complaint | Suggestion | None:
-    return await session.get(Complaint, case_id) or await session.get(Suggestion, case_id)
+    matter = await session.get(Complaint, case_id) or await session.get(Suggestion, case_id)
+    # A reclassified matter has left this track; late news about it changes nothing.
+    return None if matter is None or matter.status == "reclassified" else matter
 
 
 async def on_case_assigned(*, session: AsyncSession, event: CaseAssigned) -> None:

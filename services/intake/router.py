@@ -19,6 +19,8 @@ from services.intake.schemas import (
     ContactRead,
     IdentityRead,
     MeRead,
+    ReclassifyIn,
+    ReclassifyOut,
     SuggestionCreate,
     SuggestionCreated,
     SuggestionRead,
@@ -331,3 +333,28 @@ async def list_suggestions(
 ) -> list[SuggestionRead]:
     rows = await service.find_suggestions(session=session, tracking_code=tracking_code, limit=limit, offset=offset)
     return [suggestion_read(s) for s in rows]
+
+
+@router.post("/complaints/{complaint_id}/reclassify", response_model=ReclassifyOut, tags=["complaints"])
+async def reclassify_complaint(
+    complaint_id: str, body: ReclassifyIn, session: Session, ctx: Context, principal: Operator
+) -> ReclassifyOut:
+    async with session.begin():
+        complaint = await _visible_complaint(session, complaint_id, principal)
+        return await service.reclassify(
+            session=session, ctx=ctx, matter=complaint, reclassify_in=body, actor=principal, correlation_id=current_correlation_id()
+        )
+
+
+@router.post("/suggestions/{suggestion_id}/reclassify", response_model=ReclassifyOut, tags=["suggestions"])
+async def reclassify_suggestion(
+    suggestion_id: str, body: ReclassifyIn, session: Session, ctx: Context, principal: Operator
+) -> ReclassifyOut:
+    async with session.begin():
+        suggestion = await session.get(Suggestion, suggestion_id)
+        if suggestion is None:
+            raise HTTPException(status_code=404, detail="建议不存在")
+        structlog.contextvars.bind_contextvars(case_id=suggestion.id)
+        return await service.reclassify(
+            session=session, ctx=ctx, matter=suggestion, reclassify_in=body, actor=principal, correlation_id=current_correlation_id()
+        )

@@ -89,10 +89,10 @@ class ComplainantIn(BaseModel):
     def _named_needs_contact(self) -> ComplainantIn:
         if not self.anonymous:
             if not self.name:
-                raise LocalisedError("实名投诉需填写投诉人姓名（或勾选匿名）", "name is required unless anonymous")
+                raise LocalisedError("实名投诉需填写投诉人姓名（或勾选匿名）", "name is required unless anonymous", field="name")
             if not (self.phone or self.email or self.address):
                 raise LocalisedError(
-                    "实名投诉需填写联系电话、电子邮箱或通信地址之一", "a phone, e-mail or address is required"
+                    "实名投诉需填写联系电话、电子邮箱或通信地址之一", "a phone, e-mail or address is required", field="phone"
                 )
         return self
 
@@ -171,7 +171,7 @@ class ComplaintCreate(BaseModel):
     @model_validator(mode="after")
     def _needs_a_category(self) -> ComplaintCreate:
         if not self.category and not self.allegations:
-            raise LocalisedError("请选择投诉类别", "category (or allegations) is required")
+            raise LocalisedError("请选择投诉类别", "category (or allegations) is required", field="category")
         return self
 
 
@@ -333,3 +333,36 @@ class MeRead(BaseModel):
     display_name: str | None
     deputy_name: str | None
     deputy_delegation: str | None
+
+
+class ReclassifyIn(BaseModel):
+    """Move a matter filed as the wrong kind to the right track; the reason is recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to_kind: Literal["complaint", "suggestion", "citizen_suggestion"]
+    reason: str = Field(min_length=2, max_length=1000)
+    forwarded_to: str | None = Field(
+        default=None, max_length=MAX_SHORT_TEXT, description="citizen_suggestion: the unit the suggestion is passed to"
+    )
+    suggestion: SuggestionCreate | None = None
+    complaint: ComplaintCreate | None = None
+
+    @model_validator(mode="after")
+    def _payload_for_target(self) -> ReclassifyIn:
+        if self.to_kind == "suggestion" and self.suggestion is None:
+            raise LocalisedError("转为代表建议或委员提案时需填写建议信息", "suggestion details are required", field="suggestion")
+        if self.to_kind == "complaint" and self.complaint is None:
+            raise LocalisedError("转为投诉时需填写投诉信息", "complaint details are required", field="complaint")
+        if self.to_kind == "citizen_suggestion" and not (self.forwarded_to or "").strip():
+            raise LocalisedError("转为群众建议时需填写转交单位", "forwarded_to is required", field="forwarded_to")
+        return self
+
+
+class ReclassifyOut(BaseModel):
+    id: str
+    status: str
+    to_kind: str
+    new_case_id: str | None = None
+    tracking_code: str | None = None
+    query_secret: str | None = None

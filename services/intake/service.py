@@ -24,12 +24,12 @@ from services.intake.identity import (
     random_code,
 )
 from services.intake.models import Complaint, ComplainantKey, IdentityAccess, Suggestion
-from services.intake.schemas import ComplaintCreate, EarlierMatter, SuggestionCreate
+from services.intake.schemas import ComplaintCreate, EarlierMatter, ReclassifyIn, ReclassifyOut, SuggestionCreate
 from shared.audit import audit
 from shared.auth import Principal, query_secret_hash
 from shared.db import utcnow
 from shared.errors import FieldProblems
-from shared.events import AllegationRef, ComplaintReceived, OfficerRef, SuggestionReceived
+from shared.events import AllegationRef, ComplaintReceived, MatterReclassified, OfficerRef, SuggestionReceived
 from shared.outbox import record_event
 from shared.reference import CategoryBook, Organisation
 from shared.workcalendar import SHANGHAI
@@ -421,3 +421,62 @@ async def find_suggestions(
     if tracking_code:
         query = query.where(or_(func.upper(Suggestion.tracking_code) == tracking_code.strip().upper()))
     return list(await session.exec(query))
+
+
+CLOSED_STATUSES = ("answered", "closed", "reclassified")
+
+
+async def reclassify(
+    *,
+    session: AsyncSession,
+    ctx: IntakeContext,
+    matter: Complaint | Suggestion,
+    reclassify_in: ReclassifyIn,
+    actor: Principal,
+    correlation_id: str | None,
+) -> ReclassifyOut:
+    from_kind = "complaint" if isinstance(matter, Complaint) else "suggestion"
+    if matter.status in CLOSED_STATUSES:
+        raise FieldProblems([("status", "已答复、已结案或已转类的事项不能再转类", "this matter can no longer be reclassified")], status_code=409)
+    if reclassify_in.to_kind == from_kind:
+        raise FieldProblems([("to_kind", "目标类别与原类别相同", "the matter already is of that kind")])
+    if from_kind == "suggestion" and reclassify_in.to_kind == "citizen_suggestion":
+        raise FieldProblems([("to_kind", "代表建议不能转为群众建议", "a deputy suggestion cannot become a citizen suggestion")])
+    out = ReclassifyOut(id=matter.id, status="reclassified", to_kind=reclassify_in.to_kind)
+    if reclassify_in.to_kind == "suggestion":
+        assert reclassify_in.suggestion is not None
+        suggestion, secret = await create_suggestion(
+            session=session, signing_key=ctx.signing_key, suggestion_in=reclassify_in.suggestion, actor=actor, correlation_id=correlation_id
+        )
+        suggestion.reclassified_from = matter.id
+        out.new_case_id, out.tracking_code, out.query_secret = suggestion.id, suggestion.tracking_code, secret
+    elif reclassify_in.to_kind == "complaint":
+        assert reclassify_in.complaint is not None
+        created = await create_complaint(
+            session=session, ctx=ctx, complaint_in=reclassify_in.complaint, actor=actor, correlation_id=correlation_id
+        )
+        out.new_case_id, out.tracking_code, out.query_secret = created.complaint.id, created.complaint.tracking_code, created.query_secret
+    matter.status = "reclassified"
+    session.add(matter)
+    record_event(
+        session,
+        MatterReclassified(
+            case_id=matter.id,
+            correlation_id=correlation_id,
+            actor=actor.username,
+            from_kind=from_kind,  # type: ignore[arg-type]
+            to_kind=reclassify_in.to_kind,
+            new_case_id=out.new_case_id,
+            forwarded_to=(reclassify_in.forwarded_to or "").strip() or None,
+            reason=reclassify_in.reason.strip(),
+        ),
+    )
+    await audit(
+        session,
+        case_id=matter.id,
+        action="reclassified",
+        actor=actor.username,
+        reason=reclassify_in.reason,
+        detail={"to_kind": reclassify_in.to_kind, "new_case_id": out.new_case_id, "forwarded_to": reclassify_in.forwarded_to},
+    )
+    return out

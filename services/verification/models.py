@@ -92,3 +92,13 @@ class TaskEvent(SQLModel, table=True):
     actor: str = Field(max_length=64)
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class WithdrawnMatter(SQLModel, table=True):
+    """A matter that left inspection (reclassified); an assignment arriving late makes no task."""
+
+    __tablename__ = "verification_withdrawn"
+
+    case_id: str = Field(primary_key=True, max_length=64)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -74,9 +74,11 @@ class FindingIn(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> FindingIn:
         if self.outcome == "no_finding" and not (self.no_finding_reason or "").strip():
-            raise LocalisedError("未作结论的，需说明原因（撤回、移交其他机关等）", "no_finding needs a reason")
+            raise LocalisedError("未作结论的，需说明原因（撤回、移交其他机关等）", "no_finding needs a reason", field="no_finding_reason")
         if self.accountability and self.outcome not in SUBSTANTIATED:
-            raise LocalisedError("只有属实或部分属实的，才能记录问责", "accountability only with a substantiated finding")
+            raise LocalisedError(
+                "只有属实或部分属实的，才能记录问责", "accountability only with a substantiated finding", field="accountability"
+            )
         return self
 
 
@@ -107,7 +109,7 @@ class ReviewIn(BaseModel):
     @model_validator(mode="after")
     def _reasons_for_send_back(self) -> ReviewIn:
         if self.decision == "send_back" and not any(r.strip() for r in self.reasons):
-            raise LocalisedError("退回重查需写明理由", "send_back needs reasons")
+            raise LocalisedError("退回重查需写明理由", "send_back needs reasons", field="reasons")
         return self
 
 

@@ -6,7 +6,7 @@ from fastapi import HTTPException
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.verification.models import Finding, MatterSnapshot, Task, TaskEvent
+from services.verification.models import Finding, MatterSnapshot, Task, TaskEvent, WithdrawnMatter
 from services.verification.schemas import FindingIn, ReviewIn
 from shared.audit import audit
 from shared.auth import Principal, Role
@@ -69,9 +69,21 @@ async def snapshot_suggestion(*, session: AsyncSession, event: SuggestionReceive
     )
 
 
+async def withdraw_tasks(*, session: AsyncSession, case_id: str, actor: str, note: str) -> None:
+    """The matter left inspection (reclassified): its open tasks end without a finding."""
+    if await session.get(WithdrawnMatter, case_id) is None:
+        session.add(WithdrawnMatter(case_id=case_id, reason=note))
+    for task in await session.exec(select(Task).where(Task.case_id == case_id, col(Task.status).in_(ACTIVE_STATUSES))):
+        task.status = "withdrawn"
+        session.add(task)
+        _history(session, task, "withdrawn", actor, f"事项已转类：{note}")
+
+
 async def task_from_assignment(*, session: AsyncSession, event: CaseAssigned) -> Task | None:
     existing = (await session.exec(select(Task).where(Task.assignment_id == event.assignment_id))).first()
     if existing is not None:
+        return None
+    if await session.get(WithdrawnMatter, event.case_id) is not None:
         return None
     for older in await session.exec(
         select(Task).where(Task.case_id == event.case_id, col(Task.status).in_(ACTIVE_STATUSES))

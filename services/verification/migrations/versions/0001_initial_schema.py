@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 23:29:12.792645
+Create Date: 2026-11-27 23:37:50.835912
 """
 
 from collections.abc import Sequence
@@ -133,6 +133,12 @@ def upgrade() -> None:
     with op.batch_alter_table('verification_task_event', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_verification_task_event_task_id'), ['task_id'], unique=False)
 
+    op.create_table('verification_withdrawn',
+    sa.Column('case_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('at', shared.db.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('case_id')
+    )
     op.create_table('verification_finding',
     sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('task_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
@@ -164,6 +170,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_verification_finding_task_id'))
 
     op.drop_table('verification_finding')
+    op.drop_table('verification_withdrawn')
     with op.batch_alter_table('verification_task_event', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_verification_task_event_task_id'))
 
