@@ -76,8 +76,11 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # One connection: SQLite has one writer at a time anyway, and waiting for the pool is an
+        # asyncio wait, whereas waiting on a locked database is SQLite's busy handler sleeping in
+        # steps of up to 100 ms, which collapses throughput under concurrent requests.
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, pool_size=8, max_overflow=8
+            url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, pool_size=1, max_overflow=0
         )
         _configure_sqlite(engine)
         return engine

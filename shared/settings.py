@@ -34,9 +34,12 @@ class SettingsError(RuntimeError):
     """A setting is missing or unsafe; the message tells the operator which."""
 
 
-def check_secret(name: str, value: SecretStr | None) -> SecretStr:
+GENERATE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+def check_secret(name: str, value: SecretStr | None, *, generate: str = GENERATE_TOKEN) -> SecretStr:
     if value is None or not value.get_secret_value().strip():
-        raise ValueError(f"{name} is not set; generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'")
+        raise ValueError(f"{name} is not set; generate one with: {generate}")
     raw = value.get_secret_value().strip()
     lowered = raw.lower()
     if lowered in PLACEHOLDER_SECRETS or lowered.startswith("change") or "placeholder" in lowered:

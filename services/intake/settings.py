@@ -8,6 +8,9 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from shared.settings import ServiceSettings, check_secret
 
 
+GENERATE_IDENTITY_KEY = "python -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
+
+
 class IntakeSettings(ServiceSettings):
     service_name: str = "intake"
     database_url: str = Field(
@@ -24,7 +27,7 @@ class IntakeSettings(ServiceSettings):
     @field_validator("identity_key")
     @classmethod
     def _identity_key_is_real(cls, value: SecretStr | None) -> SecretStr:
-        checked = check_secret("IDENTITY_KEY", value)
+        checked = check_secret("IDENTITY_KEY", value, generate=GENERATE_IDENTITY_KEY)
         try:
             raw = base64.urlsafe_b64decode(checked.get_secret_value().strip() + "==")
         except (binascii.Error, ValueError):

@@ -1,0 +1,356 @@
+"""Benchmark: complaints through intake into assigned tasks, on the real services.
+
+Starts its own nats-server (JetStream, sync_interval: always) and the four
+services as separate processes on free ports, with SQLite databases in a
+scratch folder (or PostgreSQL with --postgres-url).  Measures, in one run:
+
+* raw JetStream: publish with acks, then pull-consume with acks, messages/s;
+* throughput: N complaints posted as fast as C concurrent clients can, and the
+  rate at which tasks appear in verification (end to end);
+* latency at a steady rate (default 100/s): from intake's 201 to the task row,
+  taken from the two services' own commit timestamps, p50/p95/p99.
+
+Figures are printed and written to bench/results/ (JSON, plus one Markdown line
+per run appended to bench/results/history.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from services.registry import SERVICES  # noqa: E402
+
+SECRET_KEY = "bench-signing-key-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+IDENTITY_KEY = "q2e6GJ1r0yq3dU7m4bQn8wXkZs9tVf5hLc2pAe1oRiM="
+RESULTS = ROOT / "bench" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_nats(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    config = workdir / "nats.conf"
+    config.write_text(
+        f'listen: "127.0.0.1:{port}"\njetstream {{\n  store_dir: "{workdir / "js"}"\n  sync_interval: always\n}}\n',
+        encoding="utf-8",
+    )
+    binary = Path(sys.executable).parent / "nats-server"
+    process = subprocess.Popen([str(binary), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    for _ in range(200):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.1):
+            return process, f"nats://127.0.0.1:{port}"
+        time.sleep(0.05)
+    raise RuntimeError("nats-server did not start")
+
+
+async def raw_jetstream(nats_url: str, count: int) -> dict[str, float]:
+    import nats
+
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await js.add_stream(name="RAWBENCH", subjects=["rawbench.>"])
+    payload = b"x" * 600  # about the size of a ComplaintReceived event
+    started = time.perf_counter()
+    window: list[Any] = []
+    for index in range(count):
+        window.append(await js.publish_async("rawbench.m", payload, headers={"Nats-Msg-Id": f"m{index}"}))
+        if len(window) >= 200:
+            await asyncio.gather(*window)
+            window.clear()
+    await asyncio.gather(*window)
+    publish_seconds = time.perf_counter() - started
+    sub = await js.pull_subscribe("rawbench.>", durable="rawbench")
+    started = time.perf_counter()
+    received = 0
+    while received < count:
+        for msg in await sub.fetch(200, timeout=5):
+            await msg.ack()
+            received += 1
+    consume_seconds = time.perf_counter() - started
+    await js.delete_stream("RAWBENCH")
+    await nc.drain()
+    return {
+        "messages": count,
+        "publish_per_second": round(count / publish_seconds),
+        "consume_per_second": round(count / consume_seconds),
+    }
+
+
+def complaint_body(index: int) -> dict[str, Any]:
+    counties = ["411681", "411623", "411624", "411625", "411602"]
+    county = counties[index % len(counties)]
+    return {
+        "channel": "phone",
+        "complainant": {"name": "测试", "phone": f"13{(index % 7) + 3}{index:08d}"[:11], "anonymous": False},
+        "accused": {"unit": f"测试派出所{index % 9}", "county_code": county},
+        "category": "态度粗暴" if index % 5 else "吃拿卡要",
+        "incident_at": "2026-10-30T20:30:00+08:00",
+        "place": "测试地点",
+        "account": "民警执法时态度粗暴，言语辱骂。" * 5,
+    }
+
+
+class Services:
+    def __init__(self, workdir: Path, nats_url: str, postgres_url: str | None) -> None:
+        self.workdir = workdir
+        self.nats_url = nats_url
+        self.postgres_url = postgres_url
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.urls: dict[str, str] = {}
+        self.db_urls: dict[str, str] = {}
+        self.pg_databases: list[str] = []
+
+    async def create_databases(self) -> None:
+        for name in SERVICES:
+            if self.postgres_url:
+                import asyncpg
+
+                db = f"bench_{uuid.uuid4().hex[:8]}_{name}"
+                conn = await asyncpg.connect(self.postgres_url)
+                await conn.execute(f'CREATE DATABASE "{db}"')
+                await conn.close()
+                self.pg_databases.append(db)
+                self.db_urls[name] = self.postgres_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + "/" + db
+            else:
+                self.db_urls[name] = f"sqlite+aiosqlite:///{self.workdir / f'{name}.db'}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "SECRET_KEY": SECRET_KEY,
+                "IDENTITY_KEY": IDENTITY_KEY,
+                "NATS_URL": self.nats_url,
+                "DEMO_MODE": "true",
+                "LOG_JSON": "true",
+                "LOG_LEVEL": "WARNING",
+            }
+        )
+        for name, spec in SERVICES.items():
+            port = free_port()
+            self.urls[name] = f"http://127.0.0.1:{port}"
+            env[spec.port_env] = str(port)
+            env[spec.database_env] = self.db_urls[name]
+            env[f"{name.upper()}_URL"] = self.urls[name]
+        return env
+
+    async def start(self) -> None:
+        await self.create_databases()
+        env = self.env()
+        subprocess.run([sys.executable, "-m", "services", "migrate", "all"], env=env, check=True, capture_output=True)  # noqa: S603
+        log = (self.workdir / "services.log").open("ab")
+        for name in SERVICES:
+            self.processes.append(
+                subprocess.Popen([sys.executable, "-m", "services", "serve", name], env=env, stdout=log, stderr=log)  # noqa: S603
+            )
+        async with httpx.AsyncClient() as client:
+            for name, url in self.urls.items():
+                for _ in range(600):
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await client.get(f"{url}/readyz")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.1)
+                else:
+                    raise RuntimeError(f"{name} did not become ready; see {self.workdir / 'services.log'}")
+
+    async def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if self.postgres_url and self.pg_databases:
+            import asyncpg
+
+            conn = await asyncpg.connect(self.postgres_url)
+            for db in self.pg_databases:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            await conn.close()
+
+    async def commit_times(self, service: str, query: str) -> dict[str, float]:
+        """case_id -> commit time (epoch seconds) read from a service's own database."""
+        url = self.db_urls[service]
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[1]
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                rows = conn.execute(query).fetchall()
+            return {case_id: datetime.fromisoformat(str(at)).replace(tzinfo=UTC).timestamp() for case_id, at in rows}
+        import asyncpg
+
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            rows = await conn.fetch(query)
+        finally:
+            await conn.close()
+        return {r[0]: r[1].timestamp() for r in rows}
+
+
+async def post_complaints(
+    client: httpx.AsyncClient, token: str, count: int, *, concurrency: int, rate: float | None, offset: int
+) -> tuple[list[str], float]:
+    ids: list[str] = []
+    gate = asyncio.Semaphore(concurrency)
+    headers = {"Authorization": f"Bearer {token}"}
+    started = time.perf_counter()
+
+    async def one(index: int) -> None:
+        if rate:
+            delay = started + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        async with gate:
+            response = await client.post("/api/v1/complaints", json=complaint_body(offset + index), headers=headers)
+            response.raise_for_status()
+            ids.append(response.json()["id"])
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return ids, time.perf_counter() - started
+
+
+async def wait_for_tasks(services: Services, ids: list[str], timeout: float) -> dict[str, float]:
+    wanted = set(ids)
+    deadline = time.monotonic() + timeout
+    while True:
+        tasks = await services.commit_times("verification", "SELECT case_id, created_at FROM verification_task")
+        if wanted <= tasks.keys() or time.monotonic() > deadline:
+            return {k: v for k, v in tasks.items() if k in wanted}
+        await asyncio.sleep(0.25)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="sv-bench-"))
+    nats_process, nats_url = start_nats(workdir)
+    services = Services(workdir, nats_url, args.postgres_url)
+    try:
+        raw = await raw_jetstream(nats_url, args.raw_messages)
+        print(f"raw JetStream: publish {raw['publish_per_second']}/s, consume+ack {raw['consume_per_second']}/s", flush=True)
+        await services.start()
+        async with httpx.AsyncClient(base_url=services.urls["intake"], timeout=60) as client:
+            token_response = await client.post("/api/v1/auth/token", data={"username": "operator1", "password": "demo"})
+            token = token_response.json()["access_token"]
+            await post_complaints(client, token, 50, concurrency=8, rate=None, offset=10_000_000)  # warm-up
+
+            ids, post_seconds = await post_complaints(client, token, args.count, concurrency=args.concurrency, rate=None, offset=0)
+            burst_start = time.time() - post_seconds
+            tasks = await wait_for_tasks(services, ids, timeout=args.timeout)
+            created = await services.commit_times("intake", "SELECT id, created_at FROM intake_complaint")
+            end_to_end_seconds = max(tasks.values()) - min(created[i] for i in ids) if tasks else float("nan")
+            throughput = {
+                "complaints": args.count,
+                "concurrency": args.concurrency,
+                "accepted_per_second": round(args.count / post_seconds, 1),
+                "tasks_created": len(tasks),
+                "end_to_end_per_second": round(len(tasks) / end_to_end_seconds, 1) if tasks else 0,
+                "started": burst_start,
+            }
+            print(
+                f"throughput: {throughput['accepted_per_second']}/s accepted (201), "
+                f"{throughput['end_to_end_per_second']}/s through to tasks ({len(tasks)}/{args.count})",
+                flush=True,
+            )
+
+            paced_count = int(args.rate * args.paced_seconds)
+            paced_ids, _ = await post_complaints(
+                client, token, paced_count, concurrency=max(args.concurrency, 16), rate=args.rate, offset=1_000_000
+            )
+            paced_tasks = await wait_for_tasks(services, paced_ids, timeout=args.timeout)
+            created = await services.commit_times("intake", "SELECT id, created_at FROM intake_complaint")
+            latencies = [(paced_tasks[i] - created[i]) * 1000 for i in paced_ids if i in paced_tasks]
+            latency = {
+                "rate_per_second": args.rate,
+                "complaints": paced_count,
+                "tasks_created": len(paced_tasks),
+                "p50_ms": round(percentile(latencies, 0.50), 1) if latencies else None,
+                "p95_ms": round(percentile(latencies, 0.95), 1) if latencies else None,
+                "p99_ms": round(percentile(latencies, 0.99), 1) if latencies else None,
+                "mean_ms": round(statistics.mean(latencies), 1) if latencies else None,
+            }
+            print(
+                f"latency at {args.rate:g}/s, 201 to task: p50 {latency['p50_ms']} ms, "
+                f"p95 {latency['p95_ms']} ms, p99 {latency['p99_ms']} ms",
+                flush=True,
+            )
+    finally:
+        await services.stop()
+        nats_process.terminate()
+        nats_process.wait(timeout=10)
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "database": "postgresql" if args.postgres_url else "sqlite",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "raw_jetstream": raw,
+        "throughput": throughput,
+        "latency": latency,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=1000, help="complaints in the throughput phase")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients in the throughput phase")
+    parser.add_argument("--rate", type=float, default=100.0, help="complaints per second in the latency phase")
+    parser.add_argument("--paced-seconds", type=float, default=10.0, help="length of the latency phase")
+    parser.add_argument("--raw-messages", type=int, default=20_000, help="messages for the raw JetStream figure")
+    parser.add_argument("--timeout", type=float, default=120.0, help="how long to wait for tasks")
+    parser.add_argument(
+        "--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL"),
+        help="run on PostgreSQL (a server URL whose user may CREATE DATABASE); default SQLite",
+    )
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"pipeline-{result['database']}-{stamp}.json"
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    line = (
+        f"| {result['when']} | {result['database']} | {result['machine']['cpus']} | "
+        f"{result['raw_jetstream']['publish_per_second']} / {result['raw_jetstream']['consume_per_second']} | "
+        f"{result['throughput']['accepted_per_second']} | {result['throughput']['end_to_end_per_second']} | "
+        f"{result['latency']['p50_ms']} / {result['latency']['p99_ms']} |\n"
+    )
+    history = RESULTS / "history.md"
+    if not history.exists():
+        history.write_text(
+            "| when | database | cpus | raw JetStream pub/consume per s | 201 per s | end to end per s | p50 / p99 ms at 100/s |\n"
+            "|---|---|---|---|---|---|---|\n",
+            encoding="utf-8",
+        )
+    with history.open("a", encoding="utf-8") as handle:
+        handle.write(line)
+    print(f"written to {out.relative_to(ROOT)} and {history.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
