@@ -39,7 +39,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.registry import SERVICES  # noqa: E402
+from services.registry import SERVICES  # noqa: E402 - after the sys.path line above
 
 SECRET_KEY = "bench-signing-key-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 IDENTITY_KEY = "q2e6GJ1r0yq3dU7m4bQn8wXkZs9tVf5hLc2pAe1oRiM="
@@ -60,7 +60,9 @@ def start_nats(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
         encoding="utf-8",
     )
     binary = Path(sys.executable).parent / "nats-server"
-    process = subprocess.Popen([str(binary), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    process = subprocess.Popen(
+        [str(binary), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     for _ in range(200):
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.1):
             return process, f"nats://127.0.0.1:{port}"
@@ -135,7 +137,11 @@ class Services:
                 await conn.execute(f'CREATE DATABASE "{db}"')
                 await conn.close()
                 self.pg_databases.append(db)
-                self.db_urls[name] = self.postgres_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + "/" + db
+                self.db_urls[name] = (
+                    self.postgres_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+                    + "/"
+                    + db
+                )
             else:
                 self.db_urls[name] = f"sqlite+aiosqlite:///{self.workdir / f'{name}.db'}"
 
@@ -162,11 +168,15 @@ class Services:
     async def start(self) -> None:
         await self.create_databases()
         env = self.env()
-        subprocess.run([sys.executable, "-m", "services", "migrate", "all"], env=env, check=True, capture_output=True)  # noqa: S603
+        subprocess.run(
+            [sys.executable, "-m", "services", "migrate", "all"], env=env, check=True, capture_output=True
+        )
         log = (self.workdir / "services.log").open("ab")
         for name in SERVICES:
             self.processes.append(
-                subprocess.Popen([sys.executable, "-m", "services", "serve", name], env=env, stdout=log, stderr=log)  # noqa: S603
+                subprocess.Popen(
+                    [sys.executable, "-m", "services", "serve", name], env=env, stdout=log, stderr=log
+                )
             )
         async with httpx.AsyncClient() as client:
             for name, url in self.urls.items():
@@ -201,7 +211,10 @@ class Services:
             path = url.split("///", 1)[1]
             with contextlib.closing(sqlite3.connect(path)) as conn:
                 rows = conn.execute(query).fetchall()
-            return {case_id: datetime.fromisoformat(str(at)).replace(tzinfo=UTC).timestamp() for case_id, at in rows}
+            return {
+                case_id: datetime.fromisoformat(str(at)).replace(tzinfo=UTC).timestamp()
+                for case_id, at in rows
+            }
         import asyncpg
 
         conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
@@ -226,7 +239,9 @@ async def post_complaints(
             if delay > 0:
                 await asyncio.sleep(delay)
         async with gate:
-            response = await client.post("/api/v1/complaints", json=complaint_body(offset + index), headers=headers)
+            response = await client.post(
+                "/api/v1/complaints", json=complaint_body(offset + index), headers=headers
+            )
             response.raise_for_status()
             ids.append(response.json()["id"])
 
@@ -238,7 +253,9 @@ async def wait_for_tasks(services: Services, ids: list[str], timeout: float) -> 
     wanted = set(ids)
     deadline = time.monotonic() + timeout
     while True:
-        tasks = await services.commit_times("verification", "SELECT case_id, created_at FROM verification_task")
+        tasks = await services.commit_times(
+            "verification", "SELECT case_id, created_at FROM verification_task"
+        )
         if wanted <= tasks.keys() or time.monotonic() > deadline:
             return {k: v for k, v in tasks.items() if k in wanted}
         await asyncio.sleep(0.25)
@@ -246,7 +263,7 @@ async def wait_for_tasks(services: Services, ids: list[str], timeout: float) -> 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -255,14 +272,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     services = Services(workdir, nats_url, args.postgres_url)
     try:
         raw = await raw_jetstream(nats_url, args.raw_messages)
-        print(f"raw JetStream: publish {raw['publish_per_second']}/s, consume+ack {raw['consume_per_second']}/s", flush=True)
+        print(
+            f"raw JetStream: publish {raw['publish_per_second']}/s, consume+ack {raw['consume_per_second']}/s",
+            flush=True,
+        )
         await services.start()
         async with httpx.AsyncClient(base_url=services.urls["intake"], timeout=60) as client:
-            token_response = await client.post("/api/v1/auth/token", data={"username": "operator1", "password": "demo"})
+            token_response = await client.post(
+                "/api/v1/auth/token", data={"username": "operator1", "password": "demo"}
+            )
             token = token_response.json()["access_token"]
             await post_complaints(client, token, 50, concurrency=8, rate=None, offset=10_000_000)  # warm-up
 
-            ids, post_seconds = await post_complaints(client, token, args.count, concurrency=args.concurrency, rate=None, offset=0)
+            ids, post_seconds = await post_complaints(
+                client, token, args.count, concurrency=args.concurrency, rate=None, offset=0
+            )
             burst_start = time.time() - post_seconds
             tasks = await wait_for_tasks(services, ids, timeout=args.timeout)
             created = await services.commit_times("intake", "SELECT id, created_at FROM intake_complaint")
@@ -283,7 +307,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             paced_count = int(args.rate * args.paced_seconds)
             paced_ids, _ = await post_complaints(
-                client, token, paced_count, concurrency=max(args.concurrency, 16), rate=args.rate, offset=1_000_000
+                client,
+                token,
+                paced_count,
+                concurrency=max(args.concurrency, 16),
+                rate=args.rate,
+                offset=1_000_000,
             )
             paced_tasks = await wait_for_tasks(services, paced_ids, timeout=args.timeout)
             created = await services.commit_times("intake", "SELECT id, created_at FROM intake_complaint")
@@ -309,7 +338,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "database": "postgresql" if args.postgres_url else "sqlite",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "raw_jetstream": raw,
         "throughput": throughput,
         "latency": latency,
@@ -317,15 +350,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--count", type=int, default=1000, help="complaints in the throughput phase")
-    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients in the throughput phase")
-    parser.add_argument("--rate", type=float, default=100.0, help="complaints per second in the latency phase")
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="concurrent clients in the throughput phase"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=100.0, help="complaints per second in the latency phase"
+    )
     parser.add_argument("--paced-seconds", type=float, default=10.0, help="length of the latency phase")
-    parser.add_argument("--raw-messages", type=int, default=20_000, help="messages for the raw JetStream figure")
+    parser.add_argument(
+        "--raw-messages", type=int, default=20_000, help="messages for the raw JetStream figure"
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="how long to wait for tasks")
     parser.add_argument(
-        "--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL"),
+        "--postgres-url",
+        default=os.environ.get("BENCH_POSTGRES_URL"),
         help="run on PostgreSQL (a server URL whose user may CREATE DATABASE); default SQLite",
     )
     args = parser.parse_args()

@@ -19,7 +19,7 @@ import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -44,7 +44,7 @@ class Runtime:
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
     calendar: WorkCalendar
-    nc: NATS | None = None
+    nc: NatsClient | None = None
     js: JetStreamContext | None = None
     relay: OutboxRelay | None = None
     consumers: list[EventConsumer] = field(default_factory=list)
@@ -123,7 +123,9 @@ def create_service_app(
     app.state.settings = settings
 
     @app.middleware("http")
-    async def bind_request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def bind_request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         correlation_id = request.headers.get(CORRELATION_HEADER) or uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(correlation_id=correlation_id)

@@ -34,9 +34,13 @@ class AuditEntry(SQLModel, table=True):
     entry_hash: str = Field(max_length=64)
 
 
-def _digest(*, case_id: str, action: str, actor: str, reason: str | None, detail: str, at: datetime, prev: str) -> str:
+def _digest(
+    *, case_id: str, action: str, actor: str, reason: str | None, detail: str, at: datetime, prev: str
+) -> str:
     material = json.dumps(
-        [case_id, action, actor, reason, detail, at.isoformat(), prev], ensure_ascii=False, separators=(",", ":")
+        [case_id, action, actor, reason, detail, at.isoformat(), prev],
+        ensure_ascii=False,
+        separators=(",", ":"),
     )
     return hashlib.sha256(material.encode()).hexdigest()
 
@@ -71,7 +75,13 @@ async def audit(
         at=moment,
         prev_hash=prev,
         entry_hash=_digest(
-            case_id=case_id, action=action, actor=actor, reason=reason, detail=detail_text, at=moment, prev=prev
+            case_id=case_id,
+            action=action,
+            actor=actor,
+            reason=reason,
+            detail=detail_text,
+            at=moment,
+            prev=prev,
         ),
     )
     session.add(entry)
@@ -79,7 +89,9 @@ async def audit(
 
 
 async def trail(session: AsyncSession, case_id: str) -> list[AuditEntry]:
-    rows = await session.exec(select(AuditEntry).where(AuditEntry.case_id == case_id).order_by(col(AuditEntry.id)))
+    rows = await session.exec(
+        select(AuditEntry).where(AuditEntry.case_id == case_id).order_by(col(AuditEntry.id))
+    )
     return list(rows)
 
 

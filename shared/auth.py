@@ -25,7 +25,7 @@ from shared.db import utcnow
 ALGORITHM = "HS256"
 ISSUER = "police-supervision"
 AUDIENCE = "police-supervision"
-TOKEN_URL = "/api/v1/auth/token"
+TOKEN_URL = "/api/v1/auth/token"  # noqa: S105 - a path, not a secret
 
 
 class Role(StrEnum):
@@ -99,7 +99,9 @@ UNAUTHORISED = HTTPException(
 )
 
 
-async def current_principal(request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]) -> Principal:
+async def current_principal(
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> Principal:
     if not token:
         token = request.cookies.get("sv_token")
     if not token:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import nats
 import structlog
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -59,7 +59,7 @@ class Subscription:
         return sorted(event_type.subject_filter() for event_type in self.handlers)
 
 
-async def connect(url: str, *, name: str) -> NATS:
+async def connect(url: str, *, name: str) -> NatsClient:
     async def on_error(exc: Exception) -> None:
         log.warning("nats error", error=str(exc))
 
@@ -254,7 +254,9 @@ class EventConsumer:
 
     async def _was_processed_elsewhere(self, decoded: Event) -> bool:
         async with self._session_factory() as session:
-            return await already_processed(session, consumer=self.subscription.durable, event_id=decoded.event_id)
+            return await already_processed(
+                session, consumer=self.subscription.durable, event_id=decoded.event_id
+            )
 
     async def _retry_or_park(self, msg: Msg, decoded: Event, delivered: int, exc: Exception) -> None:
         if delivered >= self._max_deliver:

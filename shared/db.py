@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, event
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -80,7 +79,11 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         # asyncio wait, whereas waiting on a locked database is SQLite's busy handler sleeping in
         # steps of up to 100 ms, which collapses throughput under concurrent requests.
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, pool_size=1, max_overflow=0
+            url,
+            echo=echo,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=1,
+            max_overflow=0,
         )
         _configure_sqlite(engine)
         return engine

@@ -25,7 +25,9 @@ class Period:
     @classmethod
     def parse(cls, data: dict[str, Any]) -> Period:
         return cls(
-            working_days=int(data.get("working_days", 0)), days=int(data.get("days", 0)), months=int(data.get("months", 0))
+            working_days=int(data.get("working_days", 0)),
+            days=int(data.get("days", 0)),
+            months=int(data.get("months", 0)),
         )
 
     def due(self, calendar: WorkCalendar, start: datetime) -> datetime:

@@ -114,7 +114,8 @@ class FieldProblems(Exception):
 def field_problems_response(request: Request, exc: FieldProblems) -> JSONResponse:
     english = prefers_english(request)
     errors = [
-        {"field": field, "message": en if english else zh, "type": "value_error"} for field, zh, en in exc.problems
+        {"field": field, "message": en if english else zh, "type": "value_error"}
+        for field, zh, en in exc.problems
     ]
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return JSONResponse(status_code=exc.status_code, content={"detail": errors, "message": summary})

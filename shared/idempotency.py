@@ -48,10 +48,14 @@ async def replay(
     if key is None:
         return None
     if not key.strip() or len(key) > MAX_KEY_LENGTH:
-        raise HTTPException(status_code=422, detail=[{"field": "Idempotency-Key", "message": "幂等键无效（1-128个字符）"}])
+        raise HTTPException(
+            status_code=422, detail=[{"field": "Idempotency-Key", "message": "幂等键无效（1-128个字符）"}]
+        )
     found = (
         await session.exec(
-            select(IdempotencyRecord).where(IdempotencyRecord.key == key, IdempotencyRecord.username == username)
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.key == key, IdempotencyRecord.username == username
+            )
         )
     ).first()
     if found is None:

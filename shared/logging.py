@@ -16,7 +16,9 @@ from typing import Any
 import structlog
 
 BOUND_KEYS = ("case_id", "event_id", "correlation_id")
-SENSITIVE_KEYS = frozenset({"name", "phone", "id_number", "complainant", "password", "query_secret", "contact"})
+SENSITIVE_KEYS = frozenset(
+    {"name", "phone", "id_number", "complainant", "password", "query_secret", "contact"}
+)
 # Mainland mobile numbers and 18-character resident ID numbers, wherever they appear in a string.
 _MOBILE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
 _ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[0-9Xx])(?![0-9A-Za-z])")
@@ -51,6 +53,7 @@ def configure_logging(*, service: str, level: str = "INFO", json_output: bool | 
         if json_output
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+
     def add_service(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         event_dict.setdefault("service", service)
         return event_dict
@@ -65,8 +68,14 @@ def configure_logging(*, service: str, level: str = "INFO", json_output: bool | 
         redact_identity,
     ]
     structlog.configure(
-        processors=[*shared_processors, structlog.processors.EventRenamer("msg") if json_output else _noop, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping().get(level.upper(), 20)),
+        processors=[
+            *shared_processors,
+            structlog.processors.EventRenamer("msg") if json_output else _noop,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), 20)
+        ),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )

@@ -43,7 +43,9 @@ def run_migrations_env(*, table_prefix: str) -> None:
     """Body of each service's env.py."""
     config = context.config
 
-    def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    def include_object(
+        obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+    ) -> bool:
         if type_ == "table":
             return bool(name) and (name in SHARED_TABLES or str(name).startswith(table_prefix))
         return True

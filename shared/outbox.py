@@ -10,16 +10,16 @@ marked the row) is dropped by JetStream's duplicate window.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import datetime
 from typing import Any
 
 from nats.js import JetStreamContext
 from sqlalchemy import Index, event, update
-from sqlmodel import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session
-from sqlmodel import Column, Field, SQLModel, Text
+from sqlmodel import Column, Field, SQLModel, Text, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db import UTCDateTime, is_sqlite, utcnow
@@ -150,10 +150,8 @@ class OutboxRelay:
                 return
             if published >= self._batch_size:
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
-            except TimeoutError:
-                pass
             self._wake.clear()
 
     async def publish_pending(self) -> int:
@@ -185,14 +183,20 @@ class OutboxRelay:
     async def _publish(self, rows: list[OutboxMessage]) -> list[Any]:
         futures: list[asyncio.Future[Any]] = []
         for row in rows:
-            futures.append(await self._js.publish_async(row.subject, row.payload.encode(), headers=headers_for(row)))
+            futures.append(
+                await self._js.publish_async(row.subject, row.payload.encode(), headers=headers_for(row))
+            )
         return list(await asyncio.gather(*futures, return_exceptions=True))
 
     async def _mark(self, session: AsyncSession, rows: list[OutboxMessage], results: list[Any]) -> int:
         if not rows:
             return 0
-        done_ids = [row.id for row, result in zip(rows, results, strict=True) if not isinstance(result, BaseException)]
-        failed_ids = [row.id for row, result in zip(rows, results, strict=True) if isinstance(result, BaseException)]
+        done_ids = [
+            row.id for row, result in zip(rows, results, strict=True) if not isinstance(result, BaseException)
+        ]
+        failed_ids = [
+            row.id for row, result in zip(rows, results, strict=True) if isinstance(result, BaseException)
+        ]
         if done_ids:
             await session.exec(
                 update(OutboxMessage)
@@ -206,7 +210,9 @@ class OutboxRelay:
                 .values(attempts=OutboxMessage.attempts + 1)
             )
             first_error = next(r for r in results if isinstance(r, BaseException))
-            log.warning("some outbox rows were not acknowledged", failed=len(failed_ids), error=str(first_error))
+            log.warning(
+                "some outbox rows were not acknowledged", failed=len(failed_ids), error=str(first_error)
+            )
         return len(done_ids)
 
 

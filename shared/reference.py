@@ -95,6 +95,10 @@ class CategoryBook:
         return bool(text) and any(title in (text or "") for title in self.leadership_titles)
 
 
+def _as_list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list) else []
+
+
 def parse_organisation(data: dict[str, object]) -> Organisation:
     city = data["city"]
     assert isinstance(city, dict)
@@ -118,7 +122,7 @@ def parse_organisation(data: dict[str, object]) -> Organisation:
             )
             for c in counties
         },
-        unit_kinds=tuple(str(k) for k in data.get("unit_kinds_below_a_county_bureau", []) or []),  # type: ignore[union-attr]
+        unit_kinds=tuple(str(k) for k in _as_list(data.get("unit_kinds_below_a_county_bureau"))),
     )
 
 
@@ -132,7 +136,12 @@ def load_categories(path: Path = DEFAULT_CATEGORIES_FILE) -> CategoryBook:
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     return CategoryBook(
         categories=tuple(
-            Category(code=c["code"], name=c["name"], serious=bool(c["serious"]), aliases=tuple(c.get("aliases", [])))
+            Category(
+                code=c["code"],
+                name=c["name"],
+                serious=bool(c["serious"]),
+                aliases=tuple(c.get("aliases", [])),
+            )
             for c in data["categories"]
         ),
         injury_or_death_words=tuple(data.get("injury_or_death_words", [])),

@@ -34,7 +34,7 @@ class SettingsError(RuntimeError):
     """A setting is missing or unsafe; the message tells the operator which."""
 
 
-GENERATE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+GENERATE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"  # noqa: S105 - a command
 
 
 def check_secret(name: str, value: SecretStr | None, *, generate: str = GENERATE_TOKEN) -> SecretStr:
@@ -57,14 +57,18 @@ class ServiceSettings(BaseSettings):
     service_name: str = "service"
     # Each service overrides this with its own variable (INTAKE_DATABASE_URL, ...).
     database_url: str = ""
-    secret_key: SecretStr | None = Field(default=None, description="signs tokens accepted by all four services")
+    secret_key: SecretStr | None = Field(
+        default=None, description="signs tokens accepted by all four services"
+    )
     nats_url: str = "nats://127.0.0.1:4222"
     nats_stream: str = "SUPERVISION"
     nats_stream_max_age_days: int = 365
     nats_replicas: int = 1
     demo_mode: bool = False
     log_level: str = "INFO"
-    log_json: bool | None = Field(default=None, description="JSON logs; default: JSON when stderr is not a terminal")
+    log_json: bool | None = Field(
+        default=None, description="JSON logs; default: JSON when stderr is not a terminal"
+    )
     http_host: str = "127.0.0.1"
     token_ttl_minutes: int = 12 * 60
     intake_url: str = "http://127.0.0.1:8001"
@@ -75,8 +79,12 @@ class ServiceSettings(BaseSettings):
     calendar_override_file: Path | None = Field(
         default=None, description="JSON file of extra holidays and make-up working days"
     )
-    units_file: Path | None = Field(default=None, description="organisation seed; default: the bundled Zhoukou example")
-    categories_file: Path | None = Field(default=None, description="complaint categories; default: the bundled list")
+    units_file: Path | None = Field(
+        default=None, description="organisation seed; default: the bundled Zhoukou example"
+    )
+    categories_file: Path | None = Field(
+        default=None, description="complaint categories; default: the bundled list"
+    )
     deadlines_file: Path | None = Field(default=None, description="named clocks; default: the bundled rules")
     outbox_batch_size: int = 200
     outbox_poll_seconds: float = 0.5
@@ -105,5 +113,7 @@ def load_settings(settings_cls: type[S]) -> S:
     try:
         return settings_cls()
     except ValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()]
+        lines = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        ]
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -24,7 +24,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-async def system(backend: str, nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[System]:
+async def system(
+    backend: str, nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[System]:
     root: Path = tmp_path_factory.mktemp(f"system-{backend}")
     async with running_system(backend=backend, root=root, nats_url=nats_server.url) as running:
         yield running

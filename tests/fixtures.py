@@ -18,7 +18,12 @@ def complaint(**overrides: Any) -> dict[str, Any]:
         "channel": "phone",
         "received_at": "2026-11-02T09:14:00+08:00",
         "complainant": {"name": "王建国", "phone": unique_mobile(), "anonymous": False},
-        "accused": {"unit": "项城市公安局花园派出所", "county_code": "411681", "officer_name": "李某", "badge_no": "041234"},
+        "accused": {
+            "unit": "项城市公安局花园派出所",
+            "county_code": "411681",
+            "officer_name": "李某",
+            "badge_no": "041234",
+        },
         "category": "态度粗暴",
         "incident_at": "2026-10-30T20:30:00+08:00",
         "place": "项城市莲花大道与交通路交叉口",

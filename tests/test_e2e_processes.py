@@ -47,7 +47,7 @@ class ProcessSystem(System):
 
     async def start(self, name: str) -> None:
         log = self.log_path(name).open("ab")
-        self.processes[name] = subprocess.Popen(  # noqa: S603 - our own CLI
+        self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "services", "serve", name],
             env={**os.environ, **self.env},
             stdout=log,
@@ -57,7 +57,9 @@ class ProcessSystem(System):
 
         async def healthy() -> bool:
             if self.processes[name].poll() is not None:
-                raise AssertionError(f"{name} exited: {self.log_path(name).read_text(errors='replace')[-3000:]}")
+                raise AssertionError(
+                    f"{name} exited: {self.log_path(name).read_text(errors='replace')[-3000:]}"
+                )
             try:
                 response = await self.client(name).get("/readyz")
             except httpx.TransportError:
@@ -80,7 +82,11 @@ class ProcessSystem(System):
             self.stop(name)
 
     def logs(self) -> str:
-        return "\n".join(self.log_path(n).read_text(encoding="utf-8", errors="replace") for n in SERVICE_NAMES if self.log_path(n).exists())
+        return "\n".join(
+            self.log_path(n).read_text(encoding="utf-8", errors="replace")
+            for n in SERVICE_NAMES
+            if self.log_path(n).exists()
+        )
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -97,8 +103,14 @@ async def processes(
     # A killed consumer's unacknowledged messages come back after ack_wait; keep the test short.
     env["CONSUMER_ACK_WAIT_SECONDS"] = "4"
     migrate = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services", "migrate", "all", env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "services",
+        "migrate",
+        "all",
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     output, _ = await migrate.communicate()
     assert migrate.returncode == 0, output.decode(errors="replace")
@@ -120,39 +132,56 @@ async def _post_complaint(system: System, body: dict[str, Any]) -> dict[str, Any
 
 async def test_complaint_flows_through_four_processes(processes: ProcessSystem) -> None:
     system = processes
-    body = fixtures.complaint(complainant={"name": "赵卫东", "phone": "13912345678", "id_number": "411623196503140024"})
+    body = fixtures.complaint(
+        complainant={"name": "赵卫东", "phone": "13912345678", "id_number": "411623196503140024"}
+    )
     created = await _post_complaint(system, body)
 
     async def assignment() -> dict[str, Any] | None:
-        response = await system.call("routing", "GET", "/api/v1/assignments", as_user="supervisor1", params={"case_id": created["id"]})
+        response = await system.call(
+            "routing", "GET", "/api/v1/assignments", as_user="supervisor1", params={"case_id": created["id"]}
+        )
         return response.json() if response.status_code == 200 else None
 
     assigned = await eventually(assignment, what="assignment")
     inspector = f"inspector-{assigned['team_code']}"
 
     async def task() -> dict[str, Any] | None:
-        response = await system.call("verification", "GET", "/api/v1/tasks", as_user=inspector, params={"case_id": created["id"]})
+        response = await system.call(
+            "verification", "GET", "/api/v1/tasks", as_user=inspector, params={"case_id": created["id"]}
+        )
         return response.json()[0] if response.status_code == 200 and response.json() else None
 
     found = await eventually(task, what="task")
-    assert (await system.call("verification", "POST", f"/api/v1/tasks/{found['id']}/claim", as_user=inspector)).status_code == 200
+    assert (
+        await system.call("verification", "POST", f"/api/v1/tasks/{found['id']}/claim", as_user=inspector)
+    ).status_code == 200
     finding = await system.call(
-        "verification", "POST", f"/api/v1/tasks/{found['id']}/finding", as_user=inspector,
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{found['id']}/finding",
+        as_user=inspector,
         json={"outcome": "unsubstantiated", "summary": "经调取执法记录仪，未发现民警有辱骂推搡行为。"},
     )
     assert finding.status_code == 200, finding.text
 
     async def draft() -> list[dict[str, Any]] | None:
-        response = await system.call("feedback", "GET", "/api/v1/answers", as_user="supervisor1", params={"case_id": created["id"]})
+        response = await system.call(
+            "feedback", "GET", "/api/v1/answers", as_user="supervisor1", params={"case_id": created["id"]}
+        )
         return response.json() or None
 
     answers = await eventually(draft, what="answer draft")
-    approved = await system.call("feedback", "POST", f"/api/v1/answers/{answers[0]['id']}/approve", as_user="supervisor1")
+    approved = await system.call(
+        "feedback", "POST", f"/api/v1/answers/{answers[0]['id']}/approve", as_user="supervisor1"
+    )
     assert approved.status_code == 200, approved.text
 
     async def answered() -> dict[str, Any] | None:
         response = await system.call(
-            "feedback", "POST", "/api/v1/public/lookup",
+            "feedback",
+            "POST",
+            "/api/v1/public/lookup",
             json={"tracking_code": created["tracking_code"], "query_secret": created["query_secret"]},
         )
         return response.json() if response.json().get("status") == "answered" else None
@@ -168,7 +197,9 @@ async def test_complaint_flows_through_four_processes(processes: ProcessSystem) 
     lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     assert lines, "services log JSON when not on a terminal"
     assert all({"case_id", "event_id", "correlation_id"} <= set(line) for line in lines)
-    handled = [line for line in lines if line.get("msg") == "event handled" and line.get("case_id") == created["id"]]
+    handled = [
+        line for line in lines if line.get("msg") == "event handled" and line.get("case_id") == created["id"]
+    ]
     assert handled and all(line["event_id"] for line in handled)
     # The correlation id of the operator's request follows the matter across every service.
     request_ids = {line["correlation_id"] for line in handled}
@@ -186,7 +217,9 @@ async def test_killed_consumers_lose_nothing_and_duplicate_nothing(processes: Pr
             created.append(await _post_complaint(system, body))
 
     async def tasks_now() -> list[dict[str, Any]]:
-        response = await system.call("verification", "GET", "/api/v1/tasks", as_user="supervisor1", params={"limit": 500})
+        response = await system.call(
+            "verification", "GET", "/api/v1/tasks", as_user="supervisor1", params={"limit": 500}
+        )
         ids = {c["id"] for c in created}
         return [t for t in response.json() if t["case_id"] in ids]
 
@@ -195,7 +228,9 @@ async def test_killed_consumers_lose_nothing_and_duplicate_nothing(processes: Pr
     # what it fetched or to mark its outbox); verification is stopped politely a little later.
     await eventually(lambda: _at_least(tasks_now, 10), interval=0.02, what="the batch to be under way")
     system.stop("routing", signal.SIGKILL)
-    await eventually(lambda: _true(len(created) >= 40), interval=0.02, what="more complaints while routing is down")
+    await eventually(
+        lambda: _true(len(created) >= 40), interval=0.02, what="more complaints while routing is down"
+    )
     system.stop("verification", signal.SIGTERM)
     await posting
     await asyncio.gather(system.start("routing"), system.start("verification"))

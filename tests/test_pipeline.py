@@ -9,14 +9,18 @@ from tests.support import System, eventually
 
 
 async def create_complaint(system: System, **overrides: Any) -> dict[str, Any]:
-    response = await system.call("intake", "POST", "/api/v1/complaints", as_user="operator1", json=fixtures.complaint(**overrides))
+    response = await system.call(
+        "intake", "POST", "/api/v1/complaints", as_user="operator1", json=fixtures.complaint(**overrides)
+    )
     assert response.status_code == 201, response.text
     return dict(response.json())
 
 
 async def current_assignment(system: System, case_id: str) -> dict[str, Any]:
     async def probe() -> dict[str, Any] | None:
-        response = await system.call("routing", "GET", "/api/v1/assignments", as_user="supervisor1", params={"case_id": case_id})
+        response = await system.call(
+            "routing", "GET", "/api/v1/assignments", as_user="supervisor1", params={"case_id": case_id}
+        )
         return response.json() if response.status_code == 200 else None
 
     return dict(await eventually(probe, what="assignment"))
@@ -24,7 +28,9 @@ async def current_assignment(system: System, case_id: str) -> dict[str, Any]:
 
 async def task_for(system: System, case_id: str, inspector: str) -> dict[str, Any]:
     async def probe() -> dict[str, Any] | None:
-        response = await system.call("verification", "GET", "/api/v1/tasks", as_user=inspector, params={"case_id": case_id})
+        response = await system.call(
+            "verification", "GET", "/api/v1/tasks", as_user=inspector, params={"case_id": case_id}
+        )
         assert response.status_code == 200, response.text
         open_tasks = [t for t in response.json() if t["status"] in ("open", "claimed")]
         return open_tasks[0] if open_tasks else None
@@ -54,28 +60,39 @@ async def wait_status(system: System, created: dict[str, Any], status: str) -> d
     return dict(await eventually(probe, what=f"public status {status}"))
 
 
-async def conclude(system: System, case_id: str, inspector: str, outcome: str = "partly_substantiated") -> None:
+async def conclude(
+    system: System, case_id: str, inspector: str, outcome: str = "partly_substantiated"
+) -> None:
     task = await task_for(system, case_id, inspector)
-    claimed = await system.call("verification", "POST", f"/api/v1/tasks/{task['id']}/claim", as_user=inspector)
+    claimed = await system.call(
+        "verification", "POST", f"/api/v1/tasks/{task['id']}/claim", as_user=inspector
+    )
     assert claimed.status_code == 200, claimed.text
     finding = await system.call(
         "verification",
         "POST",
         f"/api/v1/tasks/{task['id']}/finding",
         as_user=inspector,
-        json={"outcome": outcome, "summary": "经调取执法记录仪视频并询问在场人员，民警言语不文明属实，已对其批评教育。"},
+        json={
+            "outcome": outcome,
+            "summary": "经调取执法记录仪视频并询问在场人员，民警言语不文明属实，已对其批评教育。",
+        },
     )
     assert finding.status_code == 200, finding.text
 
 
 async def approve_answer(system: System, case_id: str) -> dict[str, Any]:
     async def probe() -> list[dict[str, Any]] | None:
-        response = await system.call("feedback", "GET", "/api/v1/answers", as_user="supervisor1", params={"case_id": case_id})
+        response = await system.call(
+            "feedback", "GET", "/api/v1/answers", as_user="supervisor1", params={"case_id": case_id}
+        )
         pending = [a for a in response.json() if a["status"] == "pending_approval"]
         return pending or None
 
     answers = await eventually(probe, what="answer draft")
-    approved = await system.call("feedback", "POST", f"/api/v1/answers/{answers[0]['id']}/approve", as_user="supervisor1")
+    approved = await system.call(
+        "feedback", "POST", f"/api/v1/answers/{answers[0]['id']}/approve", as_user="supervisor1"
+    )
     assert approved.status_code == 200, approved.text
     return dict(approved.json())
 
@@ -109,7 +126,9 @@ async def test_complaint_travels_the_whole_way(system: System) -> None:
         assert forbidden not in str(result)
 
     # Intake recorded that feedback read the contact to deliver the answer.
-    accesses = await system.call("intake", "GET", f"/api/v1/complaints/{created['id']}/identity-accesses", as_user="supervisor1")
+    accesses = await system.call(
+        "intake", "GET", f"/api/v1/complaints/{created['id']}/identity-accesses", as_user="supervisor1"
+    )
     assert [a["accessor"] for a in accesses.json()] == ["service:feedback"]
 
 
@@ -117,10 +136,16 @@ async def test_public_query_reveals_nothing_for_wrong_code_or_secret(system: Sys
     created = await create_complaint(system)
     await current_assignment(system, created["id"])
     wrong_secret = await system.call(
-        "feedback", "POST", "/api/v1/public/lookup", json={"tracking_code": created["tracking_code"], "query_secret": "AAAAA-BBBBB"}
+        "feedback",
+        "POST",
+        "/api/v1/public/lookup",
+        json={"tracking_code": created["tracking_code"], "query_secret": "AAAAA-BBBBB"},
     )
     unknown_code = await system.call(
-        "feedback", "POST", "/api/v1/public/lookup", json={"tracking_code": "C000000XXXXXX", "query_secret": created["query_secret"]}
+        "feedback",
+        "POST",
+        "/api/v1/public/lookup",
+        json={"tracking_code": "C000000XXXXXX", "query_secret": created["query_secret"]},
     )
     assert wrong_secret.status_code == unknown_code.status_code == 404
     assert wrong_secret.json() == unknown_code.json()
@@ -159,7 +184,9 @@ async def test_unsatisfied_rating_reopens_at_another_team(system: System) -> Non
 
 
 async def test_suggestion_reaches_its_deputy_only(system: System) -> None:
-    response = await system.call("intake", "POST", "/api/v1/suggestions", as_user="operator1", json=fixtures.suggestion())
+    response = await system.call(
+        "intake", "POST", "/api/v1/suggestions", as_user="operator1", json=fixtures.suggestion()
+    )
     assert response.status_code == 201, response.text
     created = response.json()
     other = await system.call(
@@ -167,7 +194,9 @@ async def test_suggestion_reaches_its_deputy_only(system: System) -> None:
         "POST",
         "/api/v1/suggestions",
         as_user="operator1",
-        json=fixtures.suggestion(deputy={"name": "李桂英", "delegation": "郸城县代表团", "phone": "13800000102"}),
+        json=fixtures.suggestion(
+            deputy={"name": "李桂英", "delegation": "郸城县代表团", "phone": "13800000102"}
+        ),
     )
     assert other.status_code == 201
 

@@ -20,19 +20,31 @@ async def test_citizen_suggestion_filed_as_complaint_leaves_inspection(system: S
     task = await task_for(system, created["id"], "inspector-411623")
 
     refused = await system.call(
-        "intake", "POST", f"/api/v1/complaints/{created['id']}/reclassify", as_user="operator1",
+        "intake",
+        "POST",
+        f"/api/v1/complaints/{created['id']}/reclassify",
+        as_user="operator1",
         json={"to_kind": "citizen_suggestion", "reason": "内容为工作建议"},
     )
     assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == "forwarded_to"
     response = await system.call(
-        "intake", "POST", f"/api/v1/complaints/{created['id']}/reclassify", as_user="operator1",
-        json={"to_kind": "citizen_suggestion", "reason": "内容为改进工作的建议，不涉及民警违法违纪", "forwarded_to": "商水县公安局"},
+        "intake",
+        "POST",
+        f"/api/v1/complaints/{created['id']}/reclassify",
+        as_user="operator1",
+        json={
+            "to_kind": "citizen_suggestion",
+            "reason": "内容为改进工作的建议，不涉及民警违法违纪",
+            "forwarded_to": "商水县公安局",
+        },
     )
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "reclassified"
 
     async def withdrawn() -> bool:
-        tasks = await system.call("verification", "GET", "/api/v1/tasks", as_user="supervisor1", params={"case_id": created["id"]})
+        tasks = await system.call(
+            "verification", "GET", "/api/v1/tasks", as_user="supervisor1", params={"case_id": created["id"]}
+        )
         return any(t["id"] == task["id"] and t["status"] == "withdrawn" for t in tasks.json())
 
     await eventually(withdrawn, what="task withdrawn")
@@ -45,7 +57,10 @@ async def test_citizen_suggestion_filed_as_complaint_leaves_inspection(system: S
     assert "群众建议" in result["timeline"][-1]["label"]
 
     again = await system.call(
-        "intake", "POST", f"/api/v1/complaints/{created['id']}/reclassify", as_user="operator1",
+        "intake",
+        "POST",
+        f"/api/v1/complaints/{created['id']}/reclassify",
+        as_user="operator1",
         json={"to_kind": "citizen_suggestion", "reason": "重复操作", "forwarded_to": "商水县公安局"},
     )
     assert again.status_code == 409
@@ -55,8 +70,15 @@ async def test_complaint_refiled_as_deputy_suggestion(system: System) -> None:
     created = await create_complaint(system)
     await current_assignment(system, created["id"])
     response = await system.call(
-        "intake", "POST", f"/api/v1/complaints/{created['id']}/reclassify", as_user="operator1",
-        json={"to_kind": "suggestion", "reason": "来件为人大代表建议，误登记为投诉", "suggestion": fixtures.suggestion()},
+        "intake",
+        "POST",
+        f"/api/v1/complaints/{created['id']}/reclassify",
+        as_user="operator1",
+        json={
+            "to_kind": "suggestion",
+            "reason": "来件为人大代表建议，误登记为投诉",
+            "suggestion": fixtures.suggestion(),
+        },
     )
     assert response.status_code == 200, response.text
     moved = response.json()
@@ -68,7 +90,10 @@ async def test_complaint_refiled_as_deputy_suggestion(system: System) -> None:
 
     await eventually(deputy_sees_it, what="deputy view of the refiled suggestion")
     only_operators = await system.call(
-        "intake", "POST", f"/api/v1/complaints/{created['id']}/reclassify", as_user="supervisor1",
+        "intake",
+        "POST",
+        f"/api/v1/complaints/{created['id']}/reclassify",
+        as_user="supervisor1",
         json={"to_kind": "citizen_suggestion", "reason": "x" * 5, "forwarded_to": "商水县公安局"},
     )
     assert only_operators.status_code == 403

@@ -60,7 +60,9 @@ class Answer(SQLModel, table=True):
     case_id: str = Field(max_length=64, index=True)
     round: int = 1
     source_event_id: str = Field(max_length=64, unique=True)
-    status: str = Field(default="pending_approval", max_length=20, description="pending_approval, delivered, failed")
+    status: str = Field(
+        default="pending_approval", max_length=20, description="pending_approval, delivered, failed"
+    )
     text: str = Field(sa_column=Column(Text, nullable=False))
     outcome: str = Field(max_length=32)
     classification: str | None = Field(default=None, max_length=1)

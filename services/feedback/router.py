@@ -50,7 +50,10 @@ def public_clocks(case: CaseView) -> list[PublicClock]:
 async def public_lookup(body: LookupIn, response: Response, session: Session, ctx: Context) -> LookupOut:
     response.headers["Cache-Control"] = "no-store"
     case = await service.find_by_code(
-        session=session, signing_key=ctx.signing_key, tracking_code=body.tracking_code, query_secret=body.query_secret
+        session=session,
+        signing_key=ctx.signing_key,
+        tracking_code=body.tracking_code,
+        query_secret=body.query_secret,
     )
     if case is None:
         # The same answer for an unknown code and a wrong secret: the query reveals nothing.
@@ -62,7 +65,7 @@ async def public_lookup(body: LookupIn, response: Response, session: Session, ct
     return LookupOut(
         tracking_code=case.tracking_code,
         kind=case.case_kind,
-        status=case.status,  # type: ignore[arg-type]
+        status=case.status,
         status_label=service.status_label(case.status),
         received_at=case.received_at,
         timeline=[TimelineItem(stage=e.stage, label=e.label, at=e.at) for e in entries],
@@ -79,7 +82,10 @@ async def public_rating(body: RatingIn, response: Response, session: Session, ct
     response.headers["Cache-Control"] = "no-store"
     async with session.begin():
         case = await service.find_by_code(
-            session=session, signing_key=ctx.signing_key, tracking_code=body.tracking_code, query_secret=body.query_secret
+            session=session,
+            signing_key=ctx.signing_key,
+            tracking_code=body.tracking_code,
+            query_secret=body.query_secret,
         )
         if case is None:
             raise HTTPException(status_code=404, detail=NOT_FOUND, headers={"Cache-Control": "no-store"})
@@ -95,7 +101,7 @@ async def public_rating(body: RatingIn, response: Response, session: Session, ct
             correlation_id=current_correlation_id(),
         )
     message = "感谢您的评价" if case.status == "closed" else "已收到您的意见，本件将提级重新办理"
-    return RatingOut(status=case.status, status_label=service.status_label(case.status), message=message)  # type: ignore[arg-type]
+    return RatingOut(status=case.status, status_label=service.status_label(case.status), message=message)
 
 
 @router.get("/answers", response_model=list[AnswerRead], tags=["answers"])
@@ -123,7 +129,9 @@ async def _answer(session: AsyncSession, answer_id: str) -> Answer:
 
 
 @router.put("/answers/{answer_id}", response_model=AnswerRead, tags=["answers"])
-async def edit_answer(answer_id: str, body: AnswerEdit, session: Session, principal: Supervisor) -> AnswerRead:
+async def edit_answer(
+    answer_id: str, body: AnswerEdit, session: Session, principal: Supervisor
+) -> AnswerRead:
     async with session.begin():
         answer = await _answer(session, answer_id)
         if answer.status != "pending_approval":
@@ -138,7 +146,11 @@ async def approve_answer(answer_id: str, session: Session, ctx: Context, princip
     async with session.begin():
         answer = await _answer(session, answer_id)
         answer = await service.approve_and_deliver(
-            session=session, ctx=ctx, answer=answer, approver=principal.username, correlation_id=current_correlation_id()
+            session=session,
+            ctx=ctx,
+            answer=answer,
+            approver=principal.username,
+            correlation_id=current_correlation_id(),
         )
     return AnswerRead.model_validate(answer, from_attributes=True)
 
@@ -167,7 +179,10 @@ async def deputy_suggestions(session: Session, principal: Deputy) -> list[Deputy
                 lead_unit=case.lead_unit,
                 team_code=case.team_code,
                 team_name=case.team_name,
-                due_at=next((c.due_at for c in clocks if c.name == "deputy_reply"), clocks[0].due_at if clocks else None),
+                due_at=next(
+                    (c.due_at for c in clocks if c.name == "deputy_reply"),
+                    clocks[0].due_at if clocks else None,
+                ),
                 clocks=clocks,
                 reply=answer.text if answer else None,
                 classification=case.classification,

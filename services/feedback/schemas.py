@@ -7,7 +7,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.errors import LocalisedError
 
-PublicStatus = Literal["received", "routed", "verifying", "reviewing", "concluded", "answered", "closed", "reopened"]
+PublicStatus = Literal[
+    "received", "routed", "verifying", "reviewing", "concluded", "answered", "closed", "reopened"
+]
 RatingValue = Literal["satisfied", "basically_satisfied", "unsatisfied"]
 
 STATUS_LABELS = {
@@ -63,7 +65,9 @@ class RatingIn(LookupIn):
     @model_validator(mode="after")
     def _reason_when_unsatisfied(self) -> RatingIn:
         if self.rating == "unsatisfied" and not (self.reason or "").strip():
-            raise LocalisedError("选择“不满意”时请写明理由", "a reason is required when unsatisfied", field="reason")
+            raise LocalisedError(
+                "选择“不满意”时请写明理由", "a reason is required when unsatisfied", field="reason"
+            )
         return self
 
 

@@ -69,7 +69,9 @@ class FeedbackContext:
     intake_timeout: float
 
 
-def _timeline(session: AsyncSession, case_id: str, stage: str, label: str, at: datetime | None = None) -> None:
+def _timeline(
+    session: AsyncSession, case_id: str, stage: str, label: str, at: datetime | None = None
+) -> None:
     session.add(TimelineEntry(case_id=case_id, stage=stage, label=label, at=at or utcnow()))
 
 
@@ -213,7 +215,9 @@ async def on_case_concluded(*, session: AsyncSession, event: CaseConcluded, ctx:
     )
 
 
-async def find_by_code(*, session: AsyncSession, signing_key: str, tracking_code: str, query_secret: str) -> CaseView | None:
+async def find_by_code(
+    *, session: AsyncSession, signing_key: str, tracking_code: str, query_secret: str
+) -> CaseView | None:
     code = tracking_code.strip().upper()
     case = (await session.exec(select(CaseView).where(CaseView.tracking_code == code))).first()
     if case is None or case.query_secret_hash is None:
@@ -223,7 +227,13 @@ async def find_by_code(*, session: AsyncSession, signing_key: str, tracking_code
 
 
 async def timeline(*, session: AsyncSession, case_id: str) -> list[TimelineEntry]:
-    return list(await session.exec(select(TimelineEntry).where(TimelineEntry.case_id == case_id).order_by(col(TimelineEntry.at), col(TimelineEntry.id))))
+    return list(
+        await session.exec(
+            select(TimelineEntry)
+            .where(TimelineEntry.case_id == case_id)
+            .order_by(col(TimelineEntry.at), col(TimelineEntry.id))
+        )
+    )
 
 
 async def delivered_answer(*, session: AsyncSession, case_id: str) -> Answer | None:
@@ -239,7 +249,9 @@ async def delivered_answer(*, session: AsyncSession, case_id: str) -> Answer | N
 async def latest_rating(*, session: AsyncSession, case_id: str, round_: int) -> RatingRow | None:
     return (
         await session.exec(
-            select(RatingRow).where(RatingRow.case_id == case_id, RatingRow.round == round_).order_by(col(RatingRow.at).desc())
+            select(RatingRow)
+            .where(RatingRow.case_id == case_id, RatingRow.round == round_)
+            .order_by(col(RatingRow.at).desc())
         )
     ).first()
 
@@ -275,7 +287,9 @@ async def approve_and_deliver(
         raise FieldProblems([("status", "该答复已发送", "the answer was already delivered")], status_code=409)
     case = await _case(session, answer.case_id)
     if answer.round != case.round:
-        raise FieldProblems([("round", "该答复已被新一轮办理取代", "the answer belongs to an earlier round")], status_code=409)
+        raise FieldProblems(
+            [("round", "该答复已被新一轮办理取代", "the answer belongs to an earlier round")], status_code=409
+        )
     now = utcnow()
     answer.approved_by = approver
     answer.approved_at = now
@@ -306,11 +320,17 @@ async def approve_and_deliver(
             correlation_id=correlation_id,
             actor=approver,
             answer_id=answer.id,
-            channel="none" if channel == "public" else channel,  # type: ignore[arg-type]
+            channel="none" if channel == "public" else channel,
             delivered_at=now,
         ),
     )
-    await audit(session, case_id=case.case_id, action="answer_approved", actor=approver, detail={"answer_id": answer.id, "channel": channel})
+    await audit(
+        session,
+        case_id=case.case_id,
+        action="answer_approved",
+        actor=approver,
+        detail={"answer_id": answer.id, "channel": channel},
+    )
     return answer
 
 
@@ -326,9 +346,20 @@ async def rate(
     correlation_id: str | None,
 ) -> CaseView:
     if case.status != "answered":
-        raise FieldProblems([("rating", "答复送达后才能评价", "the matter can be rated once answered")], status_code=409)
+        raise FieldProblems(
+            [("rating", "答复送达后才能评价", "the matter can be rated once answered")], status_code=409
+        )
     now = utcnow()
-    session.add(RatingRow(case_id=case.case_id, round=case.round, rating=rating, reason=reason, source=source, recorded_by=actor))
+    session.add(
+        RatingRow(
+            case_id=case.case_id,
+            round=case.round,
+            rating=rating,
+            reason=reason,
+            source=source,
+            recorded_by=actor,
+        )
+    )
     _timeline(session, case.case_id, "rated", f"评价：{RATING_LABELS[rating]}", now)
     record_event(
         session,
@@ -336,9 +367,9 @@ async def rate(
             case_id=case.case_id,
             correlation_id=correlation_id,
             actor=actor or "public",
-            rating=rating,  # type: ignore[arg-type]
+            rating=rating,
             reason=reason,
-            source=source,  # type: ignore[arg-type]
+            source=source,
             round=case.round,
         ),
     )
@@ -353,27 +384,49 @@ async def rate(
                 case_id=case.case_id,
                 correlation_id=correlation_id,
                 actor=actor or "public",
-                case_kind=case.case_kind,  # type: ignore[arg-type]
+                case_kind=case.case_kind,
                 reason=reason or "",
                 previous_team_codes=case.teams_so_far,
                 round=case.round,
             ),
         )
     else:
-        note = "评价满意，结案" if rating != "unsatisfied" else f"不满意，已重新办理{case.reopen_count}次，依规结案"
+        note = (
+            "评价满意，结案"
+            if rating != "unsatisfied"
+            else f"不满意，已重新办理{case.reopen_count}次，依规结案"
+        )
         _set_status(case, "closed")
         _timeline(session, case.case_id, "closed", "已结案", now)
-        record_event(session, CaseClosed(case_id=case.case_id, correlation_id=correlation_id, actor=actor or "public", note=note))
+        record_event(
+            session,
+            CaseClosed(
+                case_id=case.case_id, correlation_id=correlation_id, actor=actor or "public", note=note
+            ),
+        )
     session.add(case)
-    await audit(session, case_id=case.case_id, action="rated", actor=actor or "public", reason=reason, detail={"rating": rating})
+    await audit(
+        session,
+        case_id=case.case_id,
+        action="rated",
+        actor=actor or "public",
+        reason=reason,
+        detail={"rating": rating},
+    )
     return case
 
 
-async def deputy_suggestions(*, session: AsyncSession, deputy_name: str, deputy_delegation: str) -> list[CaseView]:
+async def deputy_suggestions(
+    *, session: AsyncSession, deputy_name: str, deputy_delegation: str
+) -> list[CaseView]:
     return list(
         await session.exec(
             select(CaseView)
-            .where(CaseView.case_kind == "suggestion", CaseView.deputy_name == deputy_name, CaseView.deputy_delegation == deputy_delegation)
+            .where(
+                CaseView.case_kind == "suggestion",
+                CaseView.deputy_name == deputy_name,
+                CaseView.deputy_delegation == deputy_delegation,
+            )
             .order_by(col(CaseView.received_at).desc())
         )
     )

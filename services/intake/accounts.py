@@ -49,10 +49,14 @@ def _dummy_hash() -> str:
 
 
 def token_for(user: User, *, signing_key: str, ttl_minutes: int) -> str:
-    return issue_token(principal=principal_of(user), signing_key=signing_key, ttl=timedelta(minutes=ttl_minutes))
+    return issue_token(
+        principal=principal_of(user), signing_key=signing_key, ttl=timedelta(minutes=ttl_minutes)
+    )
 
 
-def validate_account(*, role: str, team_code: str | None, deputy_name: str | None, deputy_delegation: str | None) -> None:
+def validate_account(
+    *, role: str, team_code: str | None, deputy_name: str | None, deputy_delegation: str | None
+) -> None:
     allowed = {r.value for r in Role} - {Role.SERVICE.value}
     if role not in allowed:
         raise ValueError(f"role must be one of {sorted(allowed)}")
@@ -73,7 +77,9 @@ async def create_user(
     deputy_name: str | None = None,
     deputy_delegation: str | None = None,
 ) -> User:
-    validate_account(role=role, team_code=team_code, deputy_name=deputy_name, deputy_delegation=deputy_delegation)
+    validate_account(
+        role=role, team_code=team_code, deputy_name=deputy_name, deputy_delegation=deputy_delegation
+    )
     if (await session.exec(select(User).where(User.username == username))).first():
         raise ValueError(f"user {username} already exists")
     if password == DEMO_PASSWORD:

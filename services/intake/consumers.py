@@ -6,11 +6,20 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.intake.models import Complaint, Suggestion
 from shared.bus import Subscription
-from shared.events import AnswerDelivered, CaseAssigned, CaseClosed, CaseConcluded, CaseReopened, RatingRecorded
+from shared.events import (
+    AnswerDelivered,
+    CaseAssigned,
+    CaseClosed,
+    CaseConcluded,
+    CaseReopened,
+    RatingRecorded,
+)
 
 
 async def _matter(session: AsyncSession, case_id: str) -> Complaint | Suggestion | None:
-    matter = await session.get(Complaint, case_id) or await session.get(Suggestion, case_id)
+    matter: Complaint | Suggestion | None = await session.get(Complaint, case_id)
+    if matter is None:
+        matter = await session.get(Suggestion, case_id)
     # A reclassified matter has left this track; late news about it changes nothing.
     return None if matter is None or matter.status == "reclassified" else matter
 

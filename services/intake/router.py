@@ -64,7 +64,9 @@ async def sign_in(
         )
     settings = request.app.state.settings
     return TokenResponse(
-        access_token=accounts.token_for(user, signing_key=settings.signing_key, ttl_minutes=settings.token_ttl_minutes),
+        access_token=accounts.token_for(
+            user, signing_key=settings.signing_key, ttl_minutes=settings.token_ttl_minutes
+        ),
         expires_in=settings.token_ttl_minutes * 60,
         role=user.role,
         team_code=user.team_code,
@@ -84,7 +86,9 @@ async def me(principal: CurrentPrincipal) -> MeRead:
     )
 
 
-@router.post("/complaints", status_code=status.HTTP_201_CREATED, response_model=ComplaintCreated, tags=["complaints"])
+@router.post(
+    "/complaints", status_code=status.HTTP_201_CREATED, response_model=ComplaintCreated, tags=["complaints"]
+)
 async def create_complaint(
     complaint_in: ComplaintCreate,
     session: Session,
@@ -96,7 +100,11 @@ async def create_complaint(
     try:
         async with session.begin():
             replayed = await idempotency.replay(
-                session, key=idempotency_key, username=principal.username, endpoint="complaints", fingerprint=fingerprint
+                session,
+                key=idempotency_key,
+                username=principal.username,
+                endpoint="complaints",
+                fingerprint=fingerprint,
             )
             if replayed is not None:
                 return replayed
@@ -132,7 +140,11 @@ async def create_complaint(
         # A concurrent request with the same key won the race: answer with what it stored.
         async with session.begin():
             replayed = await idempotency.replay(
-                session, key=idempotency_key, username=principal.username, endpoint="complaints", fingerprint=fingerprint
+                session,
+                key=idempotency_key,
+                username=principal.username,
+                endpoint="complaints",
+                fingerprint=fingerprint,
             )
         if replayed is None:
             raise
@@ -266,7 +278,10 @@ async def list_identity_accesses(
 
 
 @router.post(
-    "/suggestions", status_code=status.HTTP_201_CREATED, response_model=SuggestionCreated, tags=["suggestions"]
+    "/suggestions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SuggestionCreated,
+    tags=["suggestions"],
 )
 async def create_suggestion(
     suggestion_in: SuggestionCreate,
@@ -279,7 +294,11 @@ async def create_suggestion(
     try:
         async with session.begin():
             replayed = await idempotency.replay(
-                session, key=idempotency_key, username=principal.username, endpoint="suggestions", fingerprint=fingerprint
+                session,
+                key=idempotency_key,
+                username=principal.username,
+                endpoint="suggestions",
+                fingerprint=fingerprint,
             )
             if replayed is not None:
                 return replayed
@@ -311,7 +330,11 @@ async def create_suggestion(
     except IntegrityError:
         async with session.begin():
             replayed = await idempotency.replay(
-                session, key=idempotency_key, username=principal.username, endpoint="suggestions", fingerprint=fingerprint
+                session,
+                key=idempotency_key,
+                username=principal.username,
+                endpoint="suggestions",
+                fingerprint=fingerprint,
             )
         if replayed is None:
             raise
@@ -331,7 +354,9 @@ async def list_suggestions(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[SuggestionRead]:
-    rows = await service.find_suggestions(session=session, tracking_code=tracking_code, limit=limit, offset=offset)
+    rows = await service.find_suggestions(
+        session=session, tracking_code=tracking_code, limit=limit, offset=offset
+    )
     return [suggestion_read(s) for s in rows]
 
 
@@ -342,7 +367,12 @@ async def reclassify_complaint(
     async with session.begin():
         complaint = await _visible_complaint(session, complaint_id, principal)
         return await service.reclassify(
-            session=session, ctx=ctx, matter=complaint, reclassify_in=body, actor=principal, correlation_id=current_correlation_id()
+            session=session,
+            ctx=ctx,
+            matter=complaint,
+            reclassify_in=body,
+            actor=principal,
+            correlation_id=current_correlation_id(),
         )
 
 
@@ -356,5 +386,10 @@ async def reclassify_suggestion(
             raise HTTPException(status_code=404, detail="建议不存在")
         structlog.contextvars.bind_contextvars(case_id=suggestion.id)
         return await service.reclassify(
-            session=session, ctx=ctx, matter=suggestion, reclassify_in=body, actor=principal, correlation_id=current_correlation_id()
+            session=session,
+            ctx=ctx,
+            matter=suggestion,
+            reclassify_in=body,
+            actor=principal,
+            correlation_id=current_correlation_id(),
         )

@@ -89,10 +89,16 @@ class ComplainantIn(BaseModel):
     def _named_needs_contact(self) -> ComplainantIn:
         if not self.anonymous:
             if not self.name:
-                raise LocalisedError("实名投诉需填写投诉人姓名（或勾选匿名）", "name is required unless anonymous", field="name")
+                raise LocalisedError(
+                    "实名投诉需填写投诉人姓名（或勾选匿名）",
+                    "name is required unless anonymous",
+                    field="name",
+                )
             if not (self.phone or self.email or self.address):
                 raise LocalisedError(
-                    "实名投诉需填写联系电话、电子邮箱或通信地址之一", "a phone, e-mail or address is required", field="phone"
+                    "实名投诉需填写联系电话、电子邮箱或通信地址之一",
+                    "a phone, e-mail or address is required",
+                    field="phone",
                 )
         return self
 
@@ -165,7 +171,9 @@ class ComplaintCreate(BaseModel):
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            raise LocalisedError("时间需带时区，如 2026-11-02T09:14:00+08:00", "time needs a time zone offset")
+            raise LocalisedError(
+                "时间需带时区，如 2026-11-02T09:14:00+08:00", "time needs a time zone offset"
+            )
         return value
 
     @model_validator(mode="after")
@@ -285,7 +293,9 @@ class SuggestionCreate(BaseModel):
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            raise LocalisedError("时间需带时区，如 2026-02-20T09:00:00+08:00", "time needs a time zone offset")
+            raise LocalisedError(
+                "时间需带时区，如 2026-02-20T09:00:00+08:00", "time needs a time zone offset"
+            )
         return value
 
 
@@ -319,7 +329,7 @@ class SuggestionRead(BaseModel):
 
 class TokenResponse(BaseModel):
     access_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
     expires_in: int
     role: str
     team_code: str | None = None
@@ -343,7 +353,9 @@ class ReclassifyIn(BaseModel):
     to_kind: Literal["complaint", "suggestion", "citizen_suggestion"]
     reason: str = Field(min_length=2, max_length=1000)
     forwarded_to: str | None = Field(
-        default=None, max_length=MAX_SHORT_TEXT, description="citizen_suggestion: the unit the suggestion is passed to"
+        default=None,
+        max_length=MAX_SHORT_TEXT,
+        description="citizen_suggestion: the unit the suggestion is passed to",
     )
     suggestion: SuggestionCreate | None = None
     complaint: ComplaintCreate | None = None
@@ -351,11 +363,19 @@ class ReclassifyIn(BaseModel):
     @model_validator(mode="after")
     def _payload_for_target(self) -> ReclassifyIn:
         if self.to_kind == "suggestion" and self.suggestion is None:
-            raise LocalisedError("转为代表建议或委员提案时需填写建议信息", "suggestion details are required", field="suggestion")
+            raise LocalisedError(
+                "转为代表建议或委员提案时需填写建议信息",
+                "suggestion details are required",
+                field="suggestion",
+            )
         if self.to_kind == "complaint" and self.complaint is None:
-            raise LocalisedError("转为投诉时需填写投诉信息", "complaint details are required", field="complaint")
+            raise LocalisedError(
+                "转为投诉时需填写投诉信息", "complaint details are required", field="complaint"
+            )
         if self.to_kind == "citizen_suggestion" and not (self.forwarded_to or "").strip():
-            raise LocalisedError("转为群众建议时需填写转交单位", "forwarded_to is required", field="forwarded_to")
+            raise LocalisedError(
+                "转为群众建议时需填写转交单位", "forwarded_to is required", field="forwarded_to"
+            )
         return self
 
 

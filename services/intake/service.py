@@ -23,8 +23,14 @@ from services.intake.identity import (
     new_query_secret,
     random_code,
 )
-from services.intake.models import Complaint, ComplainantKey, IdentityAccess, Suggestion
-from services.intake.schemas import ComplaintCreate, EarlierMatter, ReclassifyIn, ReclassifyOut, SuggestionCreate
+from services.intake.models import ComplainantKey, Complaint, IdentityAccess, Suggestion
+from services.intake.schemas import (
+    ComplaintCreate,
+    EarlierMatter,
+    ReclassifyIn,
+    ReclassifyOut,
+    SuggestionCreate,
+)
 from shared.audit import audit
 from shared.auth import Principal, query_secret_hash
 from shared.db import utcnow
@@ -77,7 +83,11 @@ def _check_reference_data(*, ctx: IntakeContext, complaint_in: ComplaintCreate, 
     names += [a.category for a in complaint_in.allegations]
     for index, name in enumerate(names):
         if name and ctx.categories.find(name) is None:
-            field = "category" if complaint_in.category and index == 0 else f"allegations.{index - (1 if complaint_in.category else 0)}.category"
+            field = (
+                "category"
+                if complaint_in.category and index == 0
+                else f"allegations.{index - (1 if complaint_in.category else 0)}.category"
+            )
             problems.append(
                 (
                     field,
@@ -146,7 +156,8 @@ def _officers(complaint_in: ComplaintCreate, ctx: IntakeContext) -> list[dict[st
             {
                 "name": accused.officer_name,
                 "badge_no": accused.badge_no,
-                "leadership": bool(accused.leadership) or ctx.categories.is_leadership_title(accused.officer_name),
+                "leadership": bool(accused.leadership)
+                or ctx.categories.is_leadership_title(accused.officer_name),
             },
         )
     elif accused.leadership:
@@ -171,7 +182,9 @@ async def create_complaint(
     organisation, categories = ctx.organisation, ctx.categories
     accused = complaint_in.accused
     allegation_names = [complaint_in.category] if complaint_in.category else []
-    allegation_rows = [{"category": complaint_in.category, "description": None}] if complaint_in.category else []
+    allegation_rows: list[dict[str, Any]] = (
+        [{"category": complaint_in.category, "description": None}] if complaint_in.category else []
+    )
     for allegation in complaint_in.allegations:
         allegation_names.append(allegation.category)
         allegation_rows.append(allegation.model_dump())
@@ -206,9 +219,14 @@ async def create_complaint(
     window_start = received_at - ctx.repeat_window
     for candidate in earlier:
         same_unit = candidate.accused_unit == accused.unit or (
-            candidate.accused_unit_code is not None and candidate.accused_unit_code == (unit_county.code if unit_county else None)
+            candidate.accused_unit_code is not None
+            and candidate.accused_unit_code == (unit_county.code if unit_county else None)
         )
-        if same_unit and candidate.county_code == accused.county_code and candidate.received_at >= window_start:
+        if (
+            same_unit
+            and candidate.county_code == accused.county_code
+            and candidate.received_at >= window_start
+        ):
             repeat_of = candidate
             break
     repeat_after_rejection = bool(repeat_of and repeat_of.last_rating == "unsatisfied")
@@ -278,7 +296,9 @@ async def create_complaint(
             county_code=complaint.county_code,
             accused_is_inspection_team=accused_is_team,
             officers=[OfficerRef(**o) for o in officers],
-            allegations=[AllegationRef(category=r["category"], serious=r["serious"]) for r in allegation_rows],
+            allegations=[
+                AllegationRef(category=r["category"], serious=r["serious"]) for r in allegation_rows
+            ],
             incident_at=complaint.incident_at,
             place=complaint.place,
             summary=complaint.account,
@@ -293,7 +313,11 @@ async def create_complaint(
         case_id=complaint.id,
         action="complaint_received",
         actor=actor.username,
-        detail={"tracking_code": tracking_code, "channel": complaint.channel, "repeat_of": complaint.repeat_of},
+        detail={
+            "tracking_code": tracking_code,
+            "channel": complaint.channel,
+            "repeat_of": complaint.repeat_of,
+        },
     )
     return NewComplaint(
         complaint=complaint,
@@ -337,7 +361,9 @@ async def create_suggestion(
     query_secret = new_query_secret()
     suggestion = Suggestion(
         tracking_code=tracking_code,
-        query_secret_hash=query_secret_hash(signing_key=signing_key, tracking_code=tracking_code, query_secret=query_secret),
+        query_secret_hash=query_secret_hash(
+            signing_key=signing_key, tracking_code=tracking_code, query_secret=query_secret
+        ),
         kind=suggestion_in.kind,
         session=suggestion_in.session,
         number=suggestion_in.number,
@@ -403,13 +429,21 @@ async def list_complaints(
 async def record_identity_access(
     *, session: AsyncSession, complaint_id: str, principal: Principal, purpose: str
 ) -> None:
-    session.add(IdentityAccess(complaint_id=complaint_id, accessor=principal.username, role=principal.role.value, purpose=purpose))
-    await audit(session, case_id=complaint_id, action="identity_read", actor=principal.username, reason=purpose)
+    session.add(
+        IdentityAccess(
+            complaint_id=complaint_id, accessor=principal.username, role=principal.role.value, purpose=purpose
+        )
+    )
+    await audit(
+        session, case_id=complaint_id, action="identity_read", actor=principal.username, reason=purpose
+    )
 
 
 async def identity_accesses(*, session: AsyncSession, complaint_id: str) -> list[IdentityAccess]:
     rows = await session.exec(
-        select(IdentityAccess).where(IdentityAccess.complaint_id == complaint_id).order_by(col(IdentityAccess.id))
+        select(IdentityAccess)
+        .where(IdentityAccess.complaint_id == complaint_id)
+        .order_by(col(IdentityAccess.id))
     )
     return list(rows)
 
@@ -437,25 +471,54 @@ async def reclassify(
 ) -> ReclassifyOut:
     from_kind = "complaint" if isinstance(matter, Complaint) else "suggestion"
     if matter.status in CLOSED_STATUSES:
-        raise FieldProblems([("status", "已答复、已结案或已转类的事项不能再转类", "this matter can no longer be reclassified")], status_code=409)
+        raise FieldProblems(
+            [
+                (
+                    "status",
+                    "已答复、已结案或已转类的事项不能再转类",
+                    "this matter can no longer be reclassified",
+                )
+            ],
+            status_code=409,
+        )
     if reclassify_in.to_kind == from_kind:
         raise FieldProblems([("to_kind", "目标类别与原类别相同", "the matter already is of that kind")])
     if from_kind == "suggestion" and reclassify_in.to_kind == "citizen_suggestion":
-        raise FieldProblems([("to_kind", "代表建议不能转为群众建议", "a deputy suggestion cannot become a citizen suggestion")])
+        raise FieldProblems(
+            [
+                (
+                    "to_kind",
+                    "代表建议不能转为群众建议",
+                    "a deputy suggestion cannot become a citizen suggestion",
+                )
+            ]
+        )
     out = ReclassifyOut(id=matter.id, status="reclassified", to_kind=reclassify_in.to_kind)
     if reclassify_in.to_kind == "suggestion":
         assert reclassify_in.suggestion is not None
         suggestion, secret = await create_suggestion(
-            session=session, signing_key=ctx.signing_key, suggestion_in=reclassify_in.suggestion, actor=actor, correlation_id=correlation_id
+            session=session,
+            signing_key=ctx.signing_key,
+            suggestion_in=reclassify_in.suggestion,
+            actor=actor,
+            correlation_id=correlation_id,
         )
         suggestion.reclassified_from = matter.id
         out.new_case_id, out.tracking_code, out.query_secret = suggestion.id, suggestion.tracking_code, secret
     elif reclassify_in.to_kind == "complaint":
         assert reclassify_in.complaint is not None
         created = await create_complaint(
-            session=session, ctx=ctx, complaint_in=reclassify_in.complaint, actor=actor, correlation_id=correlation_id
+            session=session,
+            ctx=ctx,
+            complaint_in=reclassify_in.complaint,
+            actor=actor,
+            correlation_id=correlation_id,
         )
-        out.new_case_id, out.tracking_code, out.query_secret = created.complaint.id, created.complaint.tracking_code, created.query_secret
+        out.new_case_id, out.tracking_code, out.query_secret = (
+            created.complaint.id,
+            created.complaint.tracking_code,
+            created.query_secret,
+        )
     matter.status = "reclassified"
     session.add(matter)
     record_event(
@@ -464,7 +527,7 @@ async def reclassify(
             case_id=matter.id,
             correlation_id=correlation_id,
             actor=actor.username,
-            from_kind=from_kind,  # type: ignore[arg-type]
+            from_kind=from_kind,
             to_kind=reclassify_in.to_kind,
             new_case_id=out.new_case_id,
             forwarded_to=(reclassify_in.forwarded_to or "").strip() or None,
@@ -477,6 +540,10 @@ async def reclassify(
         action="reclassified",
         actor=actor.username,
         reason=reclassify_in.reason,
-        detail={"to_kind": reclassify_in.to_kind, "new_case_id": out.new_case_id, "forwarded_to": reclassify_in.forwarded_to},
+        detail={
+            "to_kind": reclassify_in.to_kind,
+            "new_case_id": out.new_case_id,
+            "forwarded_to": reclassify_in.forwarded_to,
+        },
     )
     return out

@@ -7,8 +7,9 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 
 from shared.settings import ServiceSettings, check_secret
 
-
-GENERATE_IDENTITY_KEY = "python -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
+GENERATE_IDENTITY_KEY = (
+    "python -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
+)
 
 
 class IntakeSettings(ServiceSettings):
@@ -20,7 +21,9 @@ class IntakeSettings(ServiceSettings):
     identity_key: SecretStr | None = Field(
         default=None, description="base64 of 32 random bytes; encrypts complainant identity at rest"
     )
-    repeat_window_days: int = Field(default=180, description="a new complaint within this many days can be a repeat")
+    repeat_window_days: int = Field(
+        default=180, description="a new complaint within this many days can be a repeat"
+    )
     account_max_chars: int = Field(default=20_000, description="longest account an operator may record")
     idempotency_ttl_hours: int = 48
 

@@ -45,7 +45,9 @@ def complaint_facts(event: ComplaintReceived, *, city_code: str) -> list[str]:
     return facts
 
 
-async def on_complaint_received(*, session: AsyncSession, event: ComplaintReceived, ctx: RoutingContext) -> None:
+async def on_complaint_received(
+    *, session: AsyncSession, event: ComplaintReceived, ctx: RoutingContext
+) -> None:
     if await session.get(RoutedCase, event.case_id) is not None:
         return
     case = RoutedCase(
@@ -62,7 +64,9 @@ async def on_complaint_received(*, session: AsyncSession, event: ComplaintReceiv
     await route(session=session, ctx=ctx, case=case, actor="routing", correlation_id=event.correlation_id)
 
 
-async def on_suggestion_received(*, session: AsyncSession, event: SuggestionReceived, ctx: RoutingContext) -> None:
+async def on_suggestion_received(
+    *, session: AsyncSession, event: SuggestionReceived, ctx: RoutingContext
+) -> None:
     if await session.get(RoutedCase, event.case_id) is not None:
         return
     case = RoutedCase(
@@ -101,7 +105,11 @@ async def on_case_reopened(*, session: AsyncSession, event: CaseReopened, ctx: R
     if case is None or case.round >= event.round:
         return
     current = await current_assignment(session=session, case_id=event.case_id)
-    previous = list(dict.fromkeys([*case.previous_team_codes, *event.previous_team_codes, *([current.team_code] if current else [])]))
+    previous = list(
+        dict.fromkeys(
+            [*case.previous_team_codes, *event.previous_team_codes, *([current.team_code] if current else [])]
+        )
+    )
     case.previous_team_codes = previous
     case.round = event.round
     case.open = True
@@ -113,7 +121,7 @@ async def on_case_reopened(*, session: AsyncSession, event: CaseReopened, ctx: R
 
 async def _close_assignments(session: AsyncSession, case_id: str) -> None:
     await session.exec(
-        update(Assignment).where(col(Assignment.case_id) == case_id, col(Assignment.open)).values(open=False)  # type: ignore[call-overload]
+        update(Assignment).where(col(Assignment.case_id) == case_id, col(Assignment.open)).values(open=False)
     )
 
 
@@ -129,7 +137,9 @@ async def on_case_closed(*, session: AsyncSession, event: CaseClosed, ctx: Routi
         session.add(case)
 
 
-async def on_matter_reclassified(*, session: AsyncSession, event: MatterReclassified, ctx: RoutingContext) -> None:
+async def on_matter_reclassified(
+    *, session: AsyncSession, event: MatterReclassified, ctx: RoutingContext
+) -> None:
     await on_case_closed(session=session, event=CaseClosed(case_id=event.case_id, note=event.reason), ctx=ctx)
 
 

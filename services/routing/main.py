@@ -27,7 +27,9 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
         # The organisation and rules are the bureau's data, not demo data: seeded on first start in every mode.
         async with runtime.session_factory() as session, session.begin():
             await seed_reference_data(
-                session=session, organisation=organisation, rules_file=settings.rules_file or DEFAULT_RULES_FILE
+                session=session,
+                organisation=organisation,
+                rules_file=settings.rules_file or DEFAULT_RULES_FILE,
             )
 
     app = create_service_app(

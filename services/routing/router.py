@@ -117,7 +117,9 @@ async def list_rules(session: Session, principal: Supervisor) -> list[RuleRead]:
 
 
 @router.put("/rules/{name}", response_model=RuleRead, tags=["rules"])
-async def put_rule(name: str, body: RuleUpdate, session: Session, ctx: Context, principal: Supervisor) -> RuleRead:
+async def put_rule(
+    name: str, body: RuleUpdate, session: Session, ctx: Context, principal: Supervisor
+) -> RuleRead:
     async with session.begin():
         rule = await service.update_rule(
             session=session,
@@ -140,11 +142,16 @@ async def rule_changes(session: Session, principal: Supervisor) -> list[RuleChan
 async def list_teams(session: Session, principal: Staff) -> list[TeamRead]:
     load = await service.workload(session=session)
     rows = await session.exec(select(Team).order_by(col(Team.code)))
-    return [TeamRead(**t.model_dump(exclude={"last_assigned_at"}), open_tasks=load.get(t.code, (0, 0.0))[0]) for t in rows]
+    return [
+        TeamRead(**t.model_dump(exclude={"last_assigned_at"}), open_tasks=load.get(t.code, (0, 0.0))[0])
+        for t in rows
+    ]
 
 
 @router.put("/teams/{code}", response_model=TeamRead, tags=["organisation"])
-async def put_team(code: str, body: TeamUpdate, session: Session, ctx: Context, principal: Supervisor) -> TeamRead:
+async def put_team(
+    code: str, body: TeamUpdate, session: Session, ctx: Context, principal: Supervisor
+) -> TeamRead:
     async with session.begin():
         team = await session.get(Team, code)
         if team is None:
@@ -153,7 +160,9 @@ async def put_team(code: str, body: TeamUpdate, session: Session, ctx: Context, 
             for key, value in body.model_dump().items():
                 setattr(team, key, value)
         session.add(team)
-        await service.audit_org_change(session=session, actor=principal, what=f"team:{code}", after=body.model_dump())
+        await service.audit_org_change(
+            session=session, actor=principal, what=f"team:{code}", after=body.model_dump()
+        )
         ctx.forget_cache()
     return TeamRead(**team.model_dump(exclude={"last_assigned_at"}))
 
@@ -171,7 +180,9 @@ async def list_units(
 
 
 @router.put("/units/{code}", response_model=UnitRead, tags=["organisation"])
-async def put_unit(code: str, body: UnitUpsert, session: Session, ctx: Context, principal: Supervisor) -> UnitRead:
+async def put_unit(
+    code: str, body: UnitUpsert, session: Session, ctx: Context, principal: Supervisor
+) -> UnitRead:
     async with session.begin():
         unit = await session.get(Unit, code)
         if unit is None:
@@ -180,6 +191,8 @@ async def put_unit(code: str, body: UnitUpsert, session: Session, ctx: Context, 
             for key, value in body.model_dump().items():
                 setattr(unit, key, value)
         session.add(unit)
-        await service.audit_org_change(session=session, actor=principal, what=f"unit:{code}", after=body.model_dump())
+        await service.audit_org_change(
+            session=session, actor=principal, what=f"unit:{code}", after=body.model_dump()
+        )
         ctx.forget_cache()
     return UnitRead.model_validate(unit, from_attributes=True)

@@ -29,7 +29,14 @@ FACT_LABELS = {
 }
 ASSIGN_KINDS = ("county", "city", "joint", "cross", "lead_unit")
 KEY_CLUE_FACTS = frozenset(
-    {"accused_leadership", "accused_inspection_team", "serious_category", "injury_or_death", "repeat_after_rejection", "supervisor_flag"}
+    {
+        "accused_leadership",
+        "accused_inspection_team",
+        "serious_category",
+        "injury_or_death",
+        "repeat_after_rejection",
+        "supervisor_flag",
+    }
 )
 
 
@@ -56,7 +63,11 @@ class Facts:
     co_units: tuple[str, ...] = ()
 
     def has(self, fact: str) -> bool:
-        return fact == "always" or fact in self.facts or (fact == "suggestion" and self.case_kind == "suggestion")
+        return (
+            fact == "always"
+            or fact in self.facts
+            or (fact == "suggestion" and self.case_kind == "suggestion")
+        )
 
 
 @dataclass
@@ -77,7 +88,9 @@ def conflicted_teams(facts: Facts, organisation: Organisation) -> set[str]:
     conflicted: set[str] = set()
     if facts.case_kind != "complaint":
         return conflicted
-    own_team = organisation.city_team_code if facts.county_code == organisation.city_code else facts.county_code
+    own_team = (
+        organisation.city_team_code if facts.county_code == organisation.city_code else facts.county_code
+    )
     if facts.has("accused_leadership") or facts.has("accused_inspection_team"):
         conflicted.add(own_team)
     return conflicted
@@ -111,16 +124,23 @@ def decide(
         None,
     )
     city = organisation.city_team_code
-    home = city if facts.county_code == organisation.city_code or facts.county_code not in organisation.counties else facts.county_code
+    home = (
+        city
+        if facts.county_code == organisation.city_code or facts.county_code not in organisation.counties
+        else facts.county_code
+    )
     excluded = conflicted_teams(facts, organisation) | set(facts.previous_team_codes)
     key_clue = facts.case_kind == "complaint" and bool(KEY_CLUE_FACTS & facts.facts)
     reasons: list[str] = []
     matched = [FACT_LABELS.get(f, f) for f in (rule.when if rule else ()) if f != "always" and facts.has(f)]
 
     if rule is None:
-        decision = Decision(team_code=home, kind="county" if home != city else "city", rule="no_rule_matched", reasons=[
-            "没有启用的规则适用，按属地管理分派"
-        ])
+        decision = Decision(
+            team_code=home,
+            kind="county" if home != city else "city",
+            rule="no_rule_matched",
+            reasons=["没有启用的规则适用，按属地管理分派"],
+        )
     else:
         reasons.append(f"适用规则“{rule.name}”：{rule.description}")
         if matched:
@@ -154,10 +174,18 @@ def _apply(
             elif team is None:
                 reasons.append(f"协办单位“{unit}”不在本系统，由主办单位书面征求意见")
         reasons.append(f"主办单位：{facts.lead_unit}，由{organisation.team_name(lead)}承办")
-        return Decision(team_code=lead, kind="city" if lead == city else "county", rule=rule.name, reasons=reasons, participants=participants)
+        return Decision(
+            team_code=lead,
+            kind="city" if lead == city else "county",
+            rule=rule.name,
+            reasons=reasons,
+            participants=participants,
+        )
     if rule.assign == "county":
         kind = "city" if home == city else "county"
-        reasons.append(f"被投诉单位属{organisation.area_name(facts.county_code)}，由{organisation.team_name(home)}核查")
+        reasons.append(
+            f"被投诉单位属{organisation.area_name(facts.county_code)}，由{organisation.team_name(home)}核查"
+        )
         return Decision(team_code=home, kind=kind, rule=rule.name, reasons=reasons)
     if rule.assign == "city":
         reasons.append(f"由{organisation.team_name(city)}核查")
@@ -168,7 +196,9 @@ def _apply(
             f"市县联合核查：{organisation.team_name(city)}牵头"
             + (f"，{organisation.team_name(home)}参与" if participants else "")
         )
-        return Decision(team_code=city, kind="joint", rule=rule.name, reasons=reasons, participants=participants)
+        return Decision(
+            team_code=city, kind="joint", rule=rule.name, reasons=reasons, participants=participants
+        )
     # cross
     candidates = [c for c in organisation.counties if c != home and c not in excluded]
     if not candidates:
@@ -191,7 +221,11 @@ def _enforce_recusal(
     conflicted = conflicted_teams(facts, organisation)
     city = organisation.city_team_code
     if decision.team_code in excluded:
-        why = "回避：该队为被投诉单位本身或其领导所在单位" if decision.team_code in conflicted else "该队已办理过本件，不再由其办理"
+        why = (
+            "回避：该队为被投诉单位本身或其领导所在单位"
+            if decision.team_code in conflicted
+            else "该队已办理过本件，不再由其办理"
+        )
         home = facts.county_code
         if city not in excluded:
             decision.team_code, decision.kind = city, "city"
@@ -205,7 +239,9 @@ def _enforce_recusal(
                 return
             decision.team_code, decision.kind = _least_loaded(candidates, workload), "cross"
             decision.reasons.append(f"{why}，改由{organisation.team_name(decision.team_code)}交叉核查")
-    decision.participants = [p for p in decision.participants if p not in conflicted and p != decision.team_code]
+    decision.participants = [
+        p for p in decision.participants if p not in conflicted and p != decision.team_code
+    ]
     if decision.kind == "joint" and not decision.participants:
         decision.kind = "city" if decision.team_code == city else decision.kind
 

@@ -50,7 +50,7 @@ class RuleUpdate(RuleBase):
 
     assign: Literal["county", "city", "joint", "cross", "lead_unit"]
     when: list[Literal[tuple(FACT_LABELS)]]  # type: ignore[valid-type]
-    case_kinds: list[Literal["complaint", "suggestion"]] = Field(min_length=1)
+    case_kinds: list[Literal["complaint", "suggestion"]] = Field(min_length=1)  # type: ignore[assignment]
     reason: str = Field(min_length=2, max_length=1000, description="why the rule changes; recorded")
 
 

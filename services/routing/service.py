@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,20 +62,52 @@ async def seed_reference_data(*, session: AsyncSession, organisation: Organisati
                 bureau=organisation.city_bureau,
             )
         )
-        session.add(Unit(code=organisation.city_code, name=organisation.city_bureau, area_code=organisation.city_code, kind="bureau"))
         session.add(
-            Unit(code=f"{organisation.city_code}-DC", name=organisation.city_team_name, area_code=organisation.city_code, kind="inspection_team")
+            Unit(
+                code=organisation.city_code,
+                name=organisation.city_bureau,
+                area_code=organisation.city_code,
+                kind="bureau",
+            )
+        )
+        session.add(
+            Unit(
+                code=f"{organisation.city_code}-DC",
+                name=organisation.city_team_name,
+                area_code=organisation.city_code,
+                kind="inspection_team",
+            )
         )
         for code, name in organisation.city_units.items():
             session.add(Unit(code=code, name=name, area_code=organisation.city_code, kind="city_unit"))
         for county in organisation.counties.values():
-            session.add(Team(code=county.code, name=county.inspection_team, level="county", area_code=county.code, bureau=county.bureau))
+            session.add(
+                Team(
+                    code=county.code,
+                    name=county.inspection_team,
+                    level="county",
+                    area_code=county.code,
+                    bureau=county.bureau,
+                )
+            )
             session.add(Unit(code=county.code, name=county.bureau, area_code=county.code, kind="bureau"))
-            session.add(Unit(code=f"{county.code}-DC", name=county.inspection_team, area_code=county.code, kind="inspection_team"))
+            session.add(
+                Unit(
+                    code=f"{county.code}-DC",
+                    name=county.inspection_team,
+                    area_code=county.code,
+                    kind="inspection_team",
+                )
+            )
             for index, alias in enumerate(county.aliases):
-                session.add(Unit(code=f"{county.code}-A{index}", name=alias, area_code=county.code, kind="bureau_alias"))
+                session.add(
+                    Unit(
+                        code=f"{county.code}-A{index}", name=alias, area_code=county.code, kind="bureau_alias"
+                    )
+                )
     if (await session.exec(select(func.count()).select_from(RoutingRule))).one() == 0:
-        data = json.loads(rules_file.read_text(encoding="utf-8"))
+        # Read once at first start-up, before the service takes traffic.
+        data = json.loads(rules_file.read_text(encoding="utf-8"))  # noqa: ASYNC240
         for raw in data["rules"]:
             session.add(
                 RoutingRule(
@@ -102,7 +134,9 @@ async def organisation_from_db(*, session: AsyncSession, ctx: RoutingContext) ->
     for team in teams:
         if team.level != "county":
             continue
-        aliases = tuple(u.name for u in units if u.area_code == team.area_code and u.kind in ("bureau_alias",))
+        aliases = tuple(
+            u.name for u in units if u.area_code == team.area_code and u.kind in ("bureau_alias",)
+        )
         counties[team.area_code] = County(
             code=team.area_code,
             name=seed.counties[team.area_code].name if team.area_code in seed.counties else team.area_code,
@@ -148,7 +182,9 @@ async def workload(*, session: AsyncSession) -> dict[str, tuple[int, float]]:
     counts = dict(
         (
             await session.exec(
-                select(Assignment.team_code, func.count()).where(col(Assignment.open)).group_by(Assignment.team_code)
+                select(Assignment.team_code, func.count())
+                .where(col(Assignment.open))
+                .group_by(Assignment.team_code)
             )
         ).all()
     )
@@ -207,7 +243,9 @@ async def route(
         )
     now = utcnow()
     await session.exec(
-        update(Assignment).where(col(Assignment.case_id) == case.case_id, col(Assignment.current)).values(current=False, open=False)  # type: ignore[call-overload]
+        update(Assignment)
+        .where(col(Assignment.case_id) == case.case_id, col(Assignment.current))
+        .values(current=False, open=False)
     )
     clocks: list[ClockSet] = ctx.deadlines.initial_clocks(
         calendar=ctx.calendar,
@@ -246,11 +284,11 @@ async def route(
             case_id=case.case_id,
             correlation_id=correlation_id,
             actor=actor,
-            case_kind=case.case_kind,  # type: ignore[arg-type]
+            case_kind=case.case_kind,
             assignment_id=assignment.id,
             team_code=decision.team_code,
             team_name=organisation.team_name(decision.team_code),
-            kind=decision.kind,  # type: ignore[arg-type]
+            kind=decision.kind,
             rule=decision.rule,
             reasons=decision.reasons,
             participant_team_codes=decision.participants,
@@ -292,15 +330,27 @@ async def reassign(
     facts = facts_of(case)
     if team_code in conflicted_teams(facts, organisation):
         raise FieldProblems(
-            [("team_code", "回避：该队不得核查针对本单位领导或本队成员的投诉", "recusal: this team may not verify this matter")]
+            [
+                (
+                    "team_code",
+                    "回避：该队不得核查针对本单位领导或本队成员的投诉",
+                    "recusal: this team may not verify this matter",
+                )
+            ]
         )
     current = await current_assignment(session=session, case_id=case_id)
     if current is not None and current.team_code == team_code:
-        raise FieldProblems([("team_code", "该事项已由该队办理", "the matter is already with this team")], status_code=409)
+        raise FieldProblems(
+            [("team_code", "该事项已由该队办理", "the matter is already with this team")], status_code=409
+        )
     if current is not None and current.team_code not in case.previous_team_codes:
         case.previous_team_codes = [*case.previous_team_codes, current.team_code]
     session.add(case)
-    kind = "city" if team_code == organisation.city_team_code else ("county" if team_code == case.county_code else "cross")
+    kind = (
+        "city"
+        if team_code == organisation.city_team_code
+        else ("county" if team_code == case.county_code else "cross")
+    )
     decision = Decision(
         team_code=team_code,
         kind=kind,
@@ -314,12 +364,23 @@ async def reassign(
             current.review_team_code if current and current.review_team_code != team_code else None
         ) or (organisation.city_team_code if team_code != organisation.city_team_code else None)
     return await route(
-        session=session, ctx=ctx, case=case, actor=actor.username, correlation_id=correlation_id, decision=decision
+        session=session,
+        ctx=ctx,
+        case=case,
+        actor=actor.username,
+        correlation_id=correlation_id,
+        decision=decision,
     )
 
 
 async def update_rule(
-    *, session: AsyncSession, ctx: RoutingContext, name: str, values: dict[str, Any], reason: str, actor: Principal
+    *,
+    session: AsyncSession,
+    ctx: RoutingContext,
+    name: str,
+    values: dict[str, Any],
+    reason: str,
+    actor: Principal,
 ) -> RoutingRule:
     rule = await session.get(RoutingRule, name)
     before = rule.model_dump(mode="json", exclude={"updated_at", "updated_by"}) if rule else None
@@ -344,5 +405,9 @@ async def update_rule(
     return rule
 
 
-async def audit_org_change(*, session: AsyncSession, actor: Principal, what: str, after: dict[str, Any]) -> None:
-    await audit(session, case_id=f"org:{what}", action="organisation_changed", actor=actor.username, detail=after)
+async def audit_org_change(
+    *, session: AsyncSession, actor: Principal, what: str, after: dict[str, Any]
+) -> None:
+    await audit(
+        session, case_id=f"org:{what}", action="organisation_changed", actor=actor.username, detail=after
+    )

@@ -13,5 +13,9 @@ class RoutingSettings(ServiceSettings):
         default="sqlite+aiosqlite:///var/routing.db", validation_alias=AliasChoices("ROUTING_DATABASE_URL")
     )
     port: int = Field(default=8002, validation_alias=AliasChoices("ROUTING_PORT"))
-    rules_file: Path | None = Field(default=None, description="routing rules seed; default: the bundled rules")
-    max_returns_before_supervisor: int = Field(default=2, description="after this many returns (退回) a supervisor decides")
+    rules_file: Path | None = Field(
+        default=None, description="routing rules seed; default: the bundled rules"
+    )
+    max_returns_before_supervisor: int = Field(
+        default=2, description="after this many returns (退回) a supervisor decides"
+    )

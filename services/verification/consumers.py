@@ -22,7 +22,9 @@ async def on_case_assigned(*, session: AsyncSession, event: CaseAssigned) -> Non
 
 
 async def on_matter_reclassified(*, session: AsyncSession, event: MatterReclassified) -> None:
-    await service.withdraw_tasks(session=session, case_id=event.case_id, actor=event.actor or "intake", note=event.reason)
+    await service.withdraw_tasks(
+        session=session, case_id=event.case_id, actor=event.actor or "intake", note=event.reason
+    )
 
 
 SUBSCRIPTIONS = [

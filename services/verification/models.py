@@ -52,7 +52,9 @@ class Task(SQLModel, table=True):
     review_team_code: str | None = Field(default=None, max_length=32)
     key_clue: bool = False
     round: int = 1
-    status: str = Field(default="open", max_length=16, description="open, claimed, in_review, concluded, returned, superseded")
+    status: str = Field(
+        default="open", max_length=16, description="open, claimed, in_review, concluded, returned, superseded"
+    )
     claimed_by: str | None = Field(default=None, max_length=64)
     claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -75,7 +77,9 @@ class Finding(SQLModel, table=True):
     per_allegation: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     recorded_by: str = Field(max_length=64)
     recorded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    review_status: str = Field(default="none", max_length=16, description="none, pending, confirmed, sent_back")
+    review_status: str = Field(
+        default="none", max_length=16, description="none, pending, confirmed, sent_back"
+    )
     reviewed_by: str | None = Field(default=None, max_length=64)
     review_reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     reviewed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -59,7 +59,8 @@ def task_read(task: Task, matter: MatterSnapshot | None = None) -> TaskRead:
 
 def finding_read(finding: Finding) -> FindingRead:
     return FindingRead(
-        **finding.model_dump(exclude={"per_allegation"}), outcome_label=OUTCOME_LABELS.get(finding.outcome, finding.outcome)
+        **finding.model_dump(exclude={"per_allegation"}),
+        outcome_label=OUTCOME_LABELS.get(finding.outcome, finding.outcome),
     )
 
 
@@ -92,7 +93,10 @@ async def get_task(task_id: str, session: Session, principal: InspectorOrSupervi
         task=task_read(task, matter),
         matter=MatterRead.model_validate(matter, from_attributes=True) if matter else None,
         findings=[finding_read(f) for f in await service.findings(session=session, task_id=task.id)],
-        history=[TaskEventRead.model_validate(h, from_attributes=True) for h in await service.history(session=session, task_id=task.id)],
+        history=[
+            TaskEventRead.model_validate(h, from_attributes=True)
+            for h in await service.history(session=session, task_id=task.id)
+        ],
     )
 
 
@@ -101,7 +105,9 @@ async def claim_task(task_id: str, session: Session, principal: Inspector) -> Ta
     async with session.begin():
         task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
         structlog.contextvars.bind_contextvars(case_id=task.case_id)
-        await service.claim(session=session, task=task, principal=principal, correlation_id=current_correlation_id())
+        await service.claim(
+            session=session, task=task, principal=principal, correlation_id=current_correlation_id()
+        )
     return task_read(task)
 
 
@@ -115,12 +121,18 @@ async def release_task(task_id: str, session: Session, principal: Inspector) -> 
 
 
 @router.post("/tasks/{task_id}/finding", response_model=FindingRead, tags=["tasks"])
-async def record_finding(task_id: str, body: FindingIn, session: Session, principal: Inspector) -> FindingRead:
+async def record_finding(
+    task_id: str, body: FindingIn, session: Session, principal: Inspector
+) -> FindingRead:
     async with session.begin():
         task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
         structlog.contextvars.bind_contextvars(case_id=task.case_id)
         finding = await service.record_finding(
-            session=session, task=task, principal=principal, finding_in=body, correlation_id=current_correlation_id()
+            session=session,
+            task=task,
+            principal=principal,
+            finding_in=body,
+            correlation_id=current_correlation_id(),
         )
     return finding_read(finding)
 
@@ -131,7 +143,11 @@ async def review_task(task_id: str, body: ReviewIn, session: Session, principal:
         task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
         structlog.contextvars.bind_contextvars(case_id=task.case_id)
         finding = await service.review(
-            session=session, task=task, principal=principal, review_in=body, correlation_id=current_correlation_id()
+            session=session,
+            task=task,
+            principal=principal,
+            review_in=body,
+            correlation_id=current_correlation_id(),
         )
     return finding_read(finding)
 
@@ -142,6 +158,10 @@ async def return_task(task_id: str, body: ReturnIn, session: Session, principal:
         task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
         structlog.contextvars.bind_contextvars(case_id=task.case_id)
         await service.return_task(
-            session=session, task=task, principal=principal, reason=body.reason, correlation_id=current_correlation_id()
+            session=session,
+            task=task,
+            principal=principal,
+            reason=body.reason,
+            correlation_id=current_correlation_id(),
         )
     return task_read(task)

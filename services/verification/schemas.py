@@ -63,9 +63,16 @@ class FindingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     outcome: Literal[
-        "substantiated", "mostly_substantiated", "partly_substantiated", "unsubstantiated", "unverifiable", "no_finding"
+        "substantiated",
+        "mostly_substantiated",
+        "partly_substantiated",
+        "unsubstantiated",
+        "unverifiable",
+        "no_finding",
     ]
-    summary: str = Field(min_length=2, max_length=5000, description="the finding in plain words, for the answer")
+    summary: str = Field(
+        min_length=2, max_length=5000, description="the finding in plain words, for the answer"
+    )
     facts: str | None = Field(default=None, max_length=20000, description="facts established (internal)")
     no_finding_reason: str | None = Field(default=None, max_length=500)
     accountability: list[Literal[ACCOUNTABILITY]] = Field(default_factory=list, max_length=10)  # type: ignore[valid-type]
@@ -74,10 +81,16 @@ class FindingIn(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> FindingIn:
         if self.outcome == "no_finding" and not (self.no_finding_reason or "").strip():
-            raise LocalisedError("未作结论的，需说明原因（撤回、移交其他机关等）", "no_finding needs a reason", field="no_finding_reason")
+            raise LocalisedError(
+                "未作结论的，需说明原因（撤回、移交其他机关等）",
+                "no_finding needs a reason",
+                field="no_finding_reason",
+            )
         if self.accountability and self.outcome not in SUBSTANTIATED:
             raise LocalisedError(
-                "只有属实或部分属实的，才能记录问责", "accountability only with a substantiated finding", field="accountability"
+                "只有属实或部分属实的，才能记录问责",
+                "accountability only with a substantiated finding",
+                field="accountability",
             )
         return self
 

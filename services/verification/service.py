@@ -73,7 +73,9 @@ async def withdraw_tasks(*, session: AsyncSession, case_id: str, actor: str, not
     """The matter left inspection (reclassified): its open tasks end without a finding."""
     if await session.get(WithdrawnMatter, case_id) is None:
         session.add(WithdrawnMatter(case_id=case_id, reason=note))
-    for task in await session.exec(select(Task).where(Task.case_id == case_id, col(Task.status).in_(ACTIVE_STATUSES))):
+    for task in await session.exec(
+        select(Task).where(Task.case_id == case_id, col(Task.status).in_(ACTIVE_STATUSES))
+    ):
         task.status = "withdrawn"
         session.add(task)
         _history(session, task, "withdrawn", actor, f"事项已转类：{note}")
@@ -92,7 +94,8 @@ async def task_from_assignment(*, session: AsyncSession, event: CaseAssigned) ->
         session.add(older)
         _history(session, older, "superseded", event.actor or "routing", "事项已重新分派")
     verification_clock = next(
-        (c for c in event.clocks if c.name in ("verification", "deputy_reply")), event.clocks[0] if event.clocks else None
+        (c for c in event.clocks if c.name in ("verification", "deputy_reply")),
+        event.clocks[0] if event.clocks else None,
     )
     task = Task(
         case_id=event.case_id,
@@ -126,7 +129,9 @@ def can_see(principal: Principal, task: Task) -> bool:
     return principal.team_code == task.review_team_code and task.status in ("in_review", "concluded")
 
 
-async def visible_task(*, session: AsyncSession, task_id: str, principal: Principal, lock: bool = False) -> Task:
+async def visible_task(
+    *, session: AsyncSession, task_id: str, principal: Principal, lock: bool = False
+) -> Task:
     query = select(Task).where(Task.id == task_id)
     if lock:
         query = query.with_for_update()
@@ -137,7 +142,13 @@ async def visible_task(*, session: AsyncSession, task_id: str, principal: Princi
 
 
 async def list_tasks(
-    *, session: AsyncSession, principal: Principal, case_id: str | None, status: str | None, limit: int, offset: int
+    *,
+    session: AsyncSession,
+    principal: Principal,
+    case_id: str | None,
+    status: str | None,
+    limit: int,
+    offset: int,
 ) -> list[Task]:
     query = select(Task).order_by(col(Task.due_at), col(Task.created_at)).limit(limit).offset(offset)
     if case_id:
@@ -160,7 +171,9 @@ async def list_tasks(
         rows += [
             t
             for t in await session.exec(select(Task).where(Task.team_code != (principal.team_code or "")))
-            if principal.team_code in t.participants and (not case_id or t.case_id == case_id) and t not in rows
+            if principal.team_code in t.participants
+            and (not case_id or t.case_id == case_id)
+            and t not in rows
         ]
     return rows
 
@@ -169,7 +182,9 @@ def _conflict(zh: str, en: str) -> FieldProblems:
     return FieldProblems([("status", zh, en)], status_code=409)
 
 
-async def claim(*, session: AsyncSession, task: Task, principal: Principal, correlation_id: str | None) -> Task:
+async def claim(
+    *, session: AsyncSession, task: Task, principal: Principal, correlation_id: str | None
+) -> Task:
     if principal.role != Role.INSPECTOR or principal.team_code != task.team_code:
         raise HTTPException(status_code=403, detail="只有承办队的督察民警可以认领")
     if task.status == "claimed" and task.claimed_by == principal.username:
@@ -184,10 +199,20 @@ async def claim(*, session: AsyncSession, task: Task, principal: Principal, corr
     record_event(
         session,
         TaskClaimed(
-            case_id=task.case_id, correlation_id=correlation_id, actor=principal.username, task_id=task.id, team_code=task.team_code
+            case_id=task.case_id,
+            correlation_id=correlation_id,
+            actor=principal.username,
+            task_id=task.id,
+            team_code=task.team_code,
         ),
     )
-    await audit(session, case_id=task.case_id, action="task_claimed", actor=principal.username, detail={"task_id": task.id})
+    await audit(
+        session,
+        case_id=task.case_id,
+        action="task_claimed",
+        actor=principal.username,
+        detail={"task_id": task.id},
+    )
     return task
 
 
@@ -203,7 +228,15 @@ async def release(*, session: AsyncSession, task: Task, principal: Principal) ->
     return task
 
 
-def _conclude(session: AsyncSession, task: Task, finding: Finding, *, actor: str, correlation_id: str | None, reviewed: bool) -> None:
+def _conclude(
+    session: AsyncSession,
+    task: Task,
+    finding: Finding,
+    *,
+    actor: str,
+    correlation_id: str | None,
+    reviewed: bool,
+) -> None:
     task.status = "concluded"
     task.concluded_at = utcnow()
     session.add(task)
@@ -213,13 +246,13 @@ def _conclude(session: AsyncSession, task: Task, finding: Finding, *, actor: str
             case_id=task.case_id,
             correlation_id=correlation_id,
             actor=actor,
-            case_kind=task.case_kind,  # type: ignore[arg-type]
+            case_kind=task.case_kind,
             task_id=task.id,
             team_code=task.team_code,
-            outcome=finding.outcome,  # type: ignore[arg-type]
+            outcome=finding.outcome,
             summary=finding.summary,
             accountability=finding.accountability,
-            classification=finding.classification,  # type: ignore[arg-type]
+            classification=finding.classification,
             reviewed=reviewed,
             round=task.round,
         ),
@@ -227,14 +260,23 @@ def _conclude(session: AsyncSession, task: Task, finding: Finding, *, actor: str
 
 
 async def record_finding(
-    *, session: AsyncSession, task: Task, principal: Principal, finding_in: FindingIn, correlation_id: str | None
+    *,
+    session: AsyncSession,
+    task: Task,
+    principal: Principal,
+    finding_in: FindingIn,
+    correlation_id: str | None,
 ) -> Finding:
     if task.status != "claimed":
-        raise _conflict(f"任务当前状态为“{task.status}”，不能提交结论", f"task is {task.status}; cannot record a finding")
+        raise _conflict(
+            f"任务当前状态为“{task.status}”，不能提交结论", f"task is {task.status}; cannot record a finding"
+        )
     if task.claimed_by != principal.username:
         raise HTTPException(status_code=403, detail="只有认领该任务的督察民警可以提交结论")
     if task.case_kind == "suggestion" and finding_in.classification is None:
-        raise FieldProblems([("classification", "代表建议需选择办理类别 A、B、C 或 D", "classification A-D is required")])
+        raise FieldProblems(
+            [("classification", "代表建议需选择办理类别 A、B、C 或 D", "classification A-D is required")]
+        )
     finding = Finding(
         task_id=task.id,
         outcome=finding_in.outcome,
@@ -262,7 +304,9 @@ async def record_finding(
             ),
         )
     else:
-        _conclude(session, task, finding, actor=principal.username, correlation_id=correlation_id, reviewed=False)
+        _conclude(
+            session, task, finding, actor=principal.username, correlation_id=correlation_id, reviewed=False
+        )
     await audit(
         session,
         case_id=task.case_id,
@@ -275,12 +319,19 @@ async def record_finding(
 
 async def latest_finding(*, session: AsyncSession, task_id: str) -> Finding | None:
     return (
-        await session.exec(select(Finding).where(Finding.task_id == task_id).order_by(col(Finding.recorded_at).desc()))
+        await session.exec(
+            select(Finding).where(Finding.task_id == task_id).order_by(col(Finding.recorded_at).desc())
+        )
     ).first()
 
 
 async def review(
-    *, session: AsyncSession, task: Task, principal: Principal, review_in: ReviewIn, correlation_id: str | None
+    *,
+    session: AsyncSession,
+    task: Task,
+    principal: Principal,
+    review_in: ReviewIn,
+    correlation_id: str | None,
 ) -> Finding:
     if principal.role != Role.INSPECTOR or principal.team_code != task.review_team_code:
         raise HTTPException(status_code=403, detail="只有指定的复核队可以复核")
@@ -298,7 +349,9 @@ async def review(
     if review_in.decision == "confirm":
         finding.review_status = "confirmed"
         _history(session, task, "review_confirmed", principal.username, "；".join(reasons) or None)
-        _conclude(session, task, finding, actor=principal.username, correlation_id=correlation_id, reviewed=True)
+        _conclude(
+            session, task, finding, actor=principal.username, correlation_id=correlation_id, reviewed=True
+        )
     else:
         finding.review_status = "sent_back"
         task.status = "claimed"
@@ -348,13 +401,21 @@ async def return_task(
             reason=reason,
         ),
     )
-    await audit(session, case_id=task.case_id, action="task_returned", actor=principal.username, reason=reason)
+    await audit(
+        session, case_id=task.case_id, action="task_returned", actor=principal.username, reason=reason
+    )
     return task
 
 
 async def history(*, session: AsyncSession, task_id: str) -> list[TaskEvent]:
-    return list(await session.exec(select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(col(TaskEvent.id))))
+    return list(
+        await session.exec(select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(col(TaskEvent.id)))
+    )
 
 
 async def findings(*, session: AsyncSession, task_id: str) -> list[Finding]:
-    return list(await session.exec(select(Finding).where(Finding.task_id == task_id).order_by(col(Finding.recorded_at))))
+    return list(
+        await session.exec(
+            select(Finding).where(Finding.task_id == task_id).order_by(col(Finding.recorded_at))
+        )
+    )
