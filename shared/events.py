@@ -202,6 +202,7 @@ class CaseConcluded(Event):
     classification: Literal["A", "B", "C", "D"] | None = None
     reviewed: bool = False
     round: int = 1
+    follow_up: bool = Field(default=False, description="a follow-up reply that closes a B-class suggestion")
 
 
 class DeadlineExtended(Event):

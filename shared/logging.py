@@ -90,7 +90,7 @@ def configure_logging(*, service: str, level: str = "INFO", json_output: bool | 
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access", "aiosqlite", "sqlalchemy.engine"):
+    for noisy in ("uvicorn.access", "aiosqlite", "sqlalchemy.engine", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "alembic"):
         logging.getLogger(name).handlers = []

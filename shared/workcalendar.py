@@ -64,6 +64,12 @@ class WorkCalendar:
             day += timedelta(days=1)
         return day
 
+    def previous_working_day(self, day: date) -> date:
+        day -= timedelta(days=1)
+        while not self.is_working_day(day):
+            day -= timedelta(days=1)
+        return day
+
     def on_or_after(self, day: date) -> date:
         while not self.is_working_day(day):
             day += timedelta(days=1)

@@ -174,6 +174,7 @@ class System:
     urls: dict[str, str]
     env: dict[str, str]
     nats_url: str
+    apps: dict[str, Any] = field(default_factory=dict)
     _tokens: dict[str, str] = field(default_factory=dict)
     _clients: dict[str, httpx.AsyncClient] = field(default_factory=dict)
 
@@ -284,6 +285,7 @@ async def running_system(
     try:
         for name in SERVICE_NAMES:
             await services.start(name, env)
+            system.apps[name] = services.servers[name].config.app
         yield system
     finally:
         await system.close()

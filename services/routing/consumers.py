@@ -8,7 +8,8 @@ from sqlmodel import col, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.routing.models import Assignment, RoutedCase
-from services.routing.service import RoutingContext, current_assignment, route
+from services.routing.rules import Decision
+from services.routing.service import RoutingContext, current_assignment, organisation_from_db, route
 from shared.bus import Subscription
 from shared.events import (
     CaseClosed,
@@ -105,6 +106,34 @@ async def on_case_reopened(*, session: AsyncSession, event: CaseReopened, ctx: R
     if case is None or case.round >= event.round:
         return
     current = await current_assignment(session=session, case_id=event.case_id)
+    if case.case_kind == "suggestion" and current is not None:
+        # A deputy not satisfied sends the suggestion back to the same handling unit (重新办理),
+        # on the re-handling clock; it is not a complaint to be moved away from a team.
+        case.round = event.round
+        case.open = True
+        session.add(case)
+        organisation = await organisation_from_db(session=session, ctx=ctx)
+        decision = Decision(
+            team_code=current.team_code,
+            kind=current.kind,
+            rule="suggestion_rehandle",
+            reasons=[
+                f"代表（委员）对答复不满意：{event.reason}" if event.reason else "代表（委员）对答复不满意",
+                f"退回{organisation.team_name(current.team_code)}重新办理并再次答复",
+            ],
+            participants=list(current.participants),
+        )
+        rehandle = ctx.deadlines.later_clock("rehandle", calendar=ctx.calendar, start=event.occurred_at)
+        await route(
+            session=session,
+            ctx=ctx,
+            case=case,
+            actor="routing",
+            correlation_id=event.correlation_id,
+            decision=decision,
+            clocks=[rehandle],
+        )
+        return
     previous = list(
         dict.fromkeys(
             [*case.previous_team_codes, *event.previous_team_codes, *([current.team_code] if current else [])]

@@ -232,6 +232,7 @@ async def route(
     actor: str,
     correlation_id: str | None,
     decision: Decision | None = None,
+    clocks: list[ClockSet] | None = None,
 ) -> Assignment:
     organisation = await organisation_from_db(session=session, ctx=ctx)
     if decision is None:
@@ -247,14 +248,18 @@ async def route(
         .where(col(Assignment.case_id) == case.case_id, col(Assignment.current))
         .values(current=False, open=False)
     )
-    clocks: list[ClockSet] = ctx.deadlines.initial_clocks(
-        calendar=ctx.calendar,
-        case_kind=case.case_kind,
-        received_at=case.received_at,
-        assigned_at=now,
-        traits=_traits(case),
-        named_complainant=case.named_complainant,
-        has_co_units=bool(case.co_units),
+    clocks = (
+        clocks
+        if clocks is not None
+        else ctx.deadlines.initial_clocks(
+            calendar=ctx.calendar,
+            case_kind=case.case_kind,
+            received_at=case.received_at,
+            assigned_at=now,
+            traits=_traits(case),
+            named_complainant=case.named_complainant,
+            has_co_units=bool(case.co_units),
+        )
     )
     assignment = Assignment(
         case_id=case.case_id,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.verification import service
+from services.verification.service import VerificationContext
 from shared.bus import Subscription
 from shared.events import CaseAssigned, ComplaintReceived, MatterReclassified, SuggestionReceived
 
@@ -17,8 +20,8 @@ async def on_suggestion_received(*, session: AsyncSession, event: SuggestionRece
     await service.snapshot_suggestion(session=session, event=event)
 
 
-async def on_case_assigned(*, session: AsyncSession, event: CaseAssigned) -> None:
-    await service.task_from_assignment(session=session, event=event)
+async def on_case_assigned(*, session: AsyncSession, event: CaseAssigned, ctx: VerificationContext) -> None:
+    await service.task_from_assignment(session=session, event=event, ctx=ctx)
 
 
 async def on_matter_reclassified(*, session: AsyncSession, event: MatterReclassified) -> None:
@@ -27,13 +30,17 @@ async def on_matter_reclassified(*, session: AsyncSession, event: MatterReclassi
     )
 
 
-SUBSCRIPTIONS = [
-    Subscription(
-        durable="verification-matters",
-        handlers={ComplaintReceived: on_complaint_received, SuggestionReceived: on_suggestion_received},
-    ),
-    Subscription(
-        durable="verification-assignments",
-        handlers={CaseAssigned: on_case_assigned, MatterReclassified: on_matter_reclassified},
-    ),
-]
+def subscriptions(ctx: VerificationContext) -> list[Subscription]:
+    return [
+        Subscription(
+            durable="verification-matters",
+            handlers={ComplaintReceived: on_complaint_received, SuggestionReceived: on_suggestion_received},
+        ),
+        Subscription(
+            durable="verification-assignments",
+            handlers={
+                CaseAssigned: partial(on_case_assigned, ctx=ctx),
+                MatterReclassified: on_matter_reclassified,
+            },
+        ),
+    ]

@@ -61,6 +61,7 @@ class Task(SQLModel, table=True):
     clocks: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     concluded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    classification: str | None = Field(default=None, max_length=1)
 
 
 class Finding(SQLModel, table=True):
@@ -75,6 +76,9 @@ class Finding(SQLModel, table=True):
     classification: str | None = Field(default=None, max_length=1)
     accountability: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     per_allegation: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    per_officer: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    evidence_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    follow_up: bool = False
     recorded_by: str = Field(max_length=64)
     recorded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     review_status: str = Field(
@@ -106,3 +110,126 @@ class WithdrawnMatter(SQLModel, table=True):
     case_id: str = Field(primary_key=True, max_length=64)
     reason: str = Field(sa_column=Column(Text, nullable=False))
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class TaskClock(SQLModel, table=True):
+    """One named deadline of a task, with the next step of its overdue ladder.
+
+    Deadlines live here, not in memory: the scheduler finds what is due through
+    the (status, next_step_at) index, so after downtime it fires what fell due.
+    """
+
+    __tablename__ = "verification_clock"
+    __table_args__ = (
+        Index("ix_verification_clock_due", "status", "next_step_at"),
+        Index("uq_verification_clock_task_name", "task_id", "name", unique=True),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: str = Field(max_length=64, foreign_key="verification_task.id")
+    case_id: str = Field(max_length=64, index=True)
+    team_code: str = Field(max_length=32)
+    name: str = Field(max_length=32)
+    label: str = Field(max_length=64)
+    rule: str = Field(sa_column=Column(Text, nullable=False))
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    due_at: datetime = Field(sa_type=UTCDateTime)
+    original_due_at: datetime = Field(sa_type=UTCDateTime)
+    extended: bool = False
+    status: str = Field(default="running", max_length=16, description="running or stopped")
+    stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    next_step: str | None = Field(default=None, max_length=16)
+    next_step_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class LadderStep(SQLModel, table=True):
+    """A step of the overdue ladder that happened; unique per clock so it happens once."""
+
+    __tablename__ = "verification_ladder_step"
+    __table_args__ = (Index("uq_verification_ladder_clock_step", "clock_id", "step", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    clock_id: int = Field(foreign_key="verification_clock.id")
+    task_id: str = Field(max_length=64, index=True)
+    case_id: str = Field(max_length=64)
+    step: str = Field(max_length=16)
+    due_at: datetime = Field(sa_type=UTCDateTime)
+    at: datetime = Field(sa_type=UTCDateTime)
+    notified: str = Field(max_length=200, description="who the step reaches, in words")
+
+
+class Extension(SQLModel, table=True):
+    __tablename__ = "verification_extension"
+
+    id: str = Field(default_factory=lambda: str(uuid4()), primary_key=True, max_length=64)
+    task_id: str = Field(max_length=64, index=True, foreign_key="verification_task.id")
+    case_id: str = Field(max_length=64)
+    clock: str = Field(max_length=32)
+    days: int
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    requested_by: str = Field(max_length=64)
+    requested_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    status: str = Field(default="pending", max_length=16, description="pending, approved, refused")
+    decided_by: str | None = Field(default=None, max_length=64)
+    decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    decision_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    new_due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Evidence(SQLModel, table=True):
+    __tablename__ = "verification_evidence"
+
+    id: str = Field(default_factory=lambda: str(uuid4()), primary_key=True, max_length=64)
+    task_id: str = Field(max_length=64, index=True, foreign_key="verification_task.id")
+    kind: str = Field(max_length=16, description="recording, document, interview, photo, other")
+    description: str = Field(sa_column=Column(Text, nullable=False))
+    reference: str | None = Field(default=None, max_length=300, description="where the original is kept")
+    filename: str | None = Field(default=None, max_length=255)
+    content_type: str | None = Field(default=None, max_length=100)
+    size_bytes: int | None = None
+    sha256: str | None = Field(default=None, max_length=64, index=True)
+    added_by: str = Field(max_length=64)
+    added_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Rectification(SQLModel, table=True):
+    __tablename__ = "verification_rectification"
+
+    id: str = Field(default_factory=lambda: str(uuid4()), primary_key=True, max_length=64)
+    task_id: str = Field(max_length=64, index=True, foreign_key="verification_task.id")
+    case_id: str = Field(max_length=64)
+    item: str = Field(sa_column=Column(Text, nullable=False))
+    owner: str = Field(max_length=100)
+    due_date: datetime = Field(sa_type=UTCDateTime)
+    status: str = Field(default="open", max_length=16, description="open, done, not_done")
+    checked_by: str | None = Field(default=None, max_length=64)
+    checked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    check_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    added_by: str = Field(max_length=64)
+    added_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class CoHandlingView(SQLModel, table=True):
+    __tablename__ = "verification_co_view"
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: str = Field(max_length=64, index=True, foreign_key="verification_task.id")
+    team_code: str = Field(max_length=32)
+    view: str = Field(sa_column=Column(Text, nullable=False))
+    given_by: str = Field(max_length=64)
+    given_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class LedgerMark(SQLModel, table=True):
+    """A supervisor's mark on a long-pending matter: 督办件 or 领导包案."""
+
+    __tablename__ = "verification_ledger_mark"
+    __table_args__ = (Index("uq_verification_ledger_mark", "case_id", "mark", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(max_length=64)
+    mark: str = Field(max_length=20, description="supervised or leader_assigned")
+    leader: str | None = Field(default=None, max_length=64)
+    note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    marked_by: str = Field(max_length=64)
+    marked_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

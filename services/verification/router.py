@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import structlog
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.verification import service
-from services.verification.models import Finding, MatterSnapshot, Task
+from services.verification.models import (
+    CoHandlingView,
+    Evidence,
+    Extension,
+    Finding,
+    MatterSnapshot,
+    Rectification,
+    Task,
+)
 from services.verification.schemas import (
     OUTCOME_LABELS,
     ClockRead,
+    ClockState,
+    CoViewIn,
+    CoViewRead,
+    EvidenceRead,
+    ExtensionDecisionIn,
+    ExtensionIn,
+    ExtensionRead,
     FindingIn,
     FindingRead,
+    FollowUpIn,
+    LedgerMarkIn,
+    LedgerRow,
     MatterRead,
+    RectificationCheckIn,
+    RectificationRead,
+    RequireReviewIn,
     ReturnIn,
     ReviewIn,
     TaskDetail,
@@ -24,8 +47,18 @@ from services.verification.schemas import (
 )
 from shared.app import current_correlation_id, get_session
 from shared.auth import Principal, Role, require_roles
+from shared.errors import FieldProblems
 
 router = APIRouter(prefix="/api/v1")
+Supervisor = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR))]
+
+
+def verification_context(request: Request) -> service.VerificationContext:
+    ctx: service.VerificationContext = request.app.state.verification
+    return ctx
+
+
+Context = Annotated[service.VerificationContext, Depends(verification_context)]
 Session = Annotated[AsyncSession, Depends(get_session)]
 InspectorOrSupervisor = Annotated[Principal, Depends(require_roles(Role.INSPECTOR, Role.SUPERVISOR))]
 Inspector = Annotated[Principal, Depends(require_roles(Role.INSPECTOR))]
@@ -59,7 +92,7 @@ def task_read(task: Task, matter: MatterSnapshot | None = None) -> TaskRead:
 
 def finding_read(finding: Finding) -> FindingRead:
     return FindingRead(
-        **finding.model_dump(exclude={"per_allegation"}),
+        **finding.model_dump(),
         outcome_label=OUTCOME_LABELS.get(finding.outcome, finding.outcome),
     )
 
@@ -165,3 +198,240 @@ async def return_task(task_id: str, body: ReturnIn, session: Session, principal:
             correlation_id=current_correlation_id(),
         )
     return task_read(task)
+
+
+@router.get("/tasks/{task_id}/clocks", response_model=list[ClockState], tags=["deadlines"])
+async def task_clocks(
+    task_id: str, session: Session, ctx: Context, principal: InspectorOrSupervisor
+) -> list[ClockState]:
+    task = await service.visible_task(session=session, task_id=task_id, principal=principal)
+    structlog.contextvars.bind_contextvars(case_id=task.case_id)
+    return await service.clock_states(session=session, ctx=ctx, task_id=task.id)
+
+
+@router.post("/tasks/{task_id}/follow-up", response_model=FindingRead, tags=["tasks"])
+async def follow_up(task_id: str, body: FollowUpIn, session: Session, principal: Inspector) -> FindingRead:
+    async with session.begin():
+        task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
+        structlog.contextvars.bind_contextvars(case_id=task.case_id)
+        finding = await service.record_follow_up(
+            session=session,
+            task=task,
+            principal=principal,
+            follow_up_in=body,
+            correlation_id=current_correlation_id(),
+        )
+    return finding_read(finding)
+
+
+@router.post("/tasks/{task_id}/extensions", response_model=ExtensionRead, status_code=201, tags=["deadlines"])
+async def request_extension(
+    task_id: str, body: ExtensionIn, session: Session, ctx: Context, principal: Inspector
+) -> ExtensionRead:
+    async with session.begin():
+        task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
+        structlog.contextvars.bind_contextvars(case_id=task.case_id)
+        extension = await service.request_extension(
+            session=session, ctx=ctx, task=task, principal=principal, extension_in=body
+        )
+    return ExtensionRead.model_validate(extension, from_attributes=True)
+
+
+@router.get("/extensions", response_model=list[ExtensionRead], tags=["deadlines"])
+async def list_extensions(
+    session: Session,
+    principal: InspectorOrSupervisor,
+    status: Annotated[Literal["pending", "approved", "refused"] | None, Query()] = None,
+    task_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> list[ExtensionRead]:
+    query = select(Extension).order_by(col(Extension.requested_at))
+    if status:
+        query = query.where(Extension.status == status)
+    if task_id:
+        query = query.where(Extension.task_id == task_id)
+    rows = list(await session.exec(query))
+    if principal.role == Role.INSPECTOR:
+        visible = {
+            t.id
+            for t in await session.exec(select(Task).where(Task.team_code == (principal.team_code or "")))
+        }
+        rows = [r for r in rows if r.task_id in visible]
+    return [ExtensionRead.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.post("/extensions/{extension_id}/decision", response_model=ExtensionRead, tags=["deadlines"])
+async def decide_extension(
+    extension_id: str, body: ExtensionDecisionIn, session: Session, ctx: Context, principal: Supervisor
+) -> ExtensionRead:
+    async with session.begin():
+        extension = await session.get(Extension, extension_id)
+        if extension is None:
+            raise HTTPException(status_code=404, detail="延期申请不存在")
+        structlog.contextvars.bind_contextvars(case_id=extension.case_id)
+        extension = await service.decide_extension(
+            session=session,
+            ctx=ctx,
+            extension=extension,
+            principal=principal,
+            decision=body,
+            correlation_id=current_correlation_id(),
+        )
+    return ExtensionRead.model_validate(extension, from_attributes=True)
+
+
+EVIDENCE_KINDS = Literal["recording", "document", "interview", "photo", "other"]
+
+
+@router.post("/tasks/{task_id}/evidence", response_model=EvidenceRead, status_code=201, tags=["evidence"])
+async def add_evidence(
+    task_id: str,
+    session: Session,
+    ctx: Context,
+    principal: Inspector,
+    kind: Annotated[EVIDENCE_KINDS, Form()],
+    description: Annotated[str, Form(min_length=2, max_length=2000)],
+    reference: Annotated[str | None, Form(max_length=300)] = None,
+    file: Annotated[UploadFile | None, File()] = None,
+) -> EvidenceRead:
+    async with session.begin():
+        task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
+        structlog.contextvars.bind_contextvars(case_id=task.case_id)
+        if file is None and not (reference or "").strip():
+            raise FieldProblems(
+                [("reference", "请上传文件或填写证据存放位置", "a file or a reference is required")]
+            )
+        evidence = await service.add_evidence(
+            session=session,
+            ctx=ctx,
+            task=task,
+            principal=principal,
+            kind=kind,
+            description=description,
+            reference=(reference or "").strip() or None,
+            upload=file,
+        )
+    return EvidenceRead.model_validate(evidence, from_attributes=True)
+
+
+@router.get("/tasks/{task_id}/evidence", response_model=list[EvidenceRead], tags=["evidence"])
+async def list_evidence(
+    task_id: str, session: Session, principal: InspectorOrSupervisor
+) -> list[EvidenceRead]:
+    task = await service.visible_task(session=session, task_id=task_id, principal=principal)
+    rows = await session.exec(
+        select(Evidence).where(Evidence.task_id == task.id).order_by(col(Evidence.added_at))
+    )
+    return [EvidenceRead.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.get("/evidence/{evidence_id}/file", tags=["evidence"])
+async def evidence_file(
+    evidence_id: str, session: Session, ctx: Context, principal: InspectorOrSupervisor
+) -> FileResponse:
+    evidence = await session.get(Evidence, evidence_id)
+    if evidence is None or evidence.sha256 is None:
+        raise HTTPException(status_code=404, detail="证据文件不存在")
+    await service.visible_task(session=session, task_id=evidence.task_id, principal=principal)
+    path = ctx.evidence_dir / evidence.sha256
+    if not path.exists():
+        raise HTTPException(status_code=404, detail="证据文件不存在")
+    return FileResponse(path, media_type=evidence.content_type, filename=evidence.filename)
+
+
+@router.get("/tasks/{task_id}/rectifications", response_model=list[RectificationRead], tags=["rectification"])
+async def list_rectifications(
+    task_id: str, session: Session, principal: InspectorOrSupervisor
+) -> list[RectificationRead]:
+    task = await service.visible_task(session=session, task_id=task_id, principal=principal)
+    rows = await session.exec(
+        select(Rectification).where(Rectification.task_id == task.id).order_by(col(Rectification.due_date))
+    )
+    return [RectificationRead.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.post("/rectifications/{item_id}/check", response_model=RectificationRead, tags=["rectification"])
+async def check_rectification(
+    item_id: str, body: RectificationCheckIn, session: Session, ctx: Context, principal: InspectorOrSupervisor
+) -> RectificationRead:
+    async with session.begin():
+        item = await session.get(Rectification, item_id)
+        if item is None:
+            raise HTTPException(status_code=404, detail="整改事项不存在")
+        task = await service.visible_task(session=session, task_id=item.task_id, principal=principal)
+        if principal.role == Role.INSPECTOR and principal.team_code == task.team_code:
+            # The team that found the problem does not certify its own rectification.
+            raise HTTPException(status_code=403, detail="整改检查应由督察支队或复核队进行")
+        structlog.contextvars.bind_contextvars(case_id=item.case_id)
+        item = await service.check_rectification(
+            session=session, ctx=ctx, item=item, principal=principal, check=body
+        )
+    return RectificationRead.model_validate(item, from_attributes=True)
+
+
+@router.post("/tasks/{task_id}/co-views", response_model=CoViewRead, status_code=201, tags=["tasks"])
+async def give_co_view(
+    task_id: str, body: CoViewIn, session: Session, ctx: Context, principal: Inspector
+) -> CoViewRead:
+    async with session.begin():
+        task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
+        structlog.contextvars.bind_contextvars(case_id=task.case_id)
+        view = await service.give_co_view(
+            session=session, ctx=ctx, task=task, principal=principal, view_in=body
+        )
+    return CoViewRead.model_validate(view, from_attributes=True)
+
+
+@router.get("/tasks/{task_id}/co-views", response_model=list[CoViewRead], tags=["tasks"])
+async def list_co_views(task_id: str, session: Session, principal: InspectorOrSupervisor) -> list[CoViewRead]:
+    task = await service.visible_task(session=session, task_id=task_id, principal=principal)
+    rows = await session.exec(select(CoHandlingView).where(CoHandlingView.task_id == task.id))
+    return [CoViewRead.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.post("/tasks/{task_id}/require-review", response_model=TaskRead, tags=["tasks"])
+async def require_review(
+    task_id: str, body: RequireReviewIn, session: Session, ctx: Context, principal: Supervisor
+) -> TaskRead:
+    async with session.begin():
+        task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
+        structlog.contextvars.bind_contextvars(case_id=task.case_id)
+        await service.require_review(session=session, ctx=ctx, task=task, principal=principal, review_in=body)
+    return task_read(task)
+
+
+@router.get("/ledger", response_model=list[LedgerRow], tags=["ledger"])
+async def get_ledger(
+    session: Session,
+    ctx: Context,
+    principal: Supervisor,
+    min_age_days: Annotated[int | None, Query(ge=0, le=3650)] = None,
+    county: Annotated[str | None, Query(max_length=16)] = None,
+    team_code: Annotated[str | None, Query(max_length=32)] = None,
+    category: Annotated[str | None, Query(max_length=64)] = None,
+    clock: Annotated[str | None, Query(max_length=32)] = None,
+    step: Annotated[Literal["reminder", "due_today", "chase", "escalation", "rebuke"] | None, Query()] = None,
+    marked: Annotated[Literal["supervised", "leader_assigned"] | None, Query()] = None,
+) -> list[LedgerRow]:
+    return await service.ledger(
+        session=session,
+        ctx=ctx,
+        min_age_days=ctx.ledger_min_age_days if min_age_days is None else min_age_days,
+        county=county,
+        team_code=team_code,
+        category=category,
+        clock=clock,
+        step=step,
+        marked=marked,
+    )
+
+
+@router.post("/ledger/{case_id}/marks", status_code=201, tags=["ledger"])
+async def mark_ledger(
+    case_id: str, body: LedgerMarkIn, session: Session, ctx: Context, principal: Supervisor
+) -> dict[str, object]:
+    structlog.contextvars.bind_contextvars(case_id=case_id)
+    async with session.begin():
+        mark = await service.mark_ledger(
+            session=session, ctx=ctx, case_id=case_id, principal=principal, mark_in=body
+        )
+    return {"case_id": mark.case_id, "mark": mark.mark, "leader": mark.leader, "marked_by": mark.marked_by}

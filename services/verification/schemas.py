@@ -59,6 +59,61 @@ class TaskRead(BaseModel):
     concluded_at: datetime | None
 
 
+OutcomeValue = Literal[
+    "substantiated",
+    "mostly_substantiated",
+    "partly_substantiated",
+    "unsubstantiated",
+    "unverifiable",
+    "no_finding",
+]
+
+
+class AllegationFinding(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    category: str = Field(min_length=1, max_length=64)
+    outcome: OutcomeValue
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class OfficerFinding(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=64)
+    badge_no: str | None = Field(default=None, max_length=16)
+    outcome: OutcomeValue
+    accountability: list[Literal[ACCOUNTABILITY]] = Field(default_factory=list, max_length=10)  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _identified(self) -> OfficerFinding:
+        if not (self.name or self.badge_no):
+            raise LocalisedError(
+                "请填写民警姓名或警号", "an officer needs a name or badge number", field="name"
+            )
+        if self.accountability and self.outcome not in SUBSTANTIATED:
+            raise LocalisedError(
+                "只有属实或部分属实的，才能记录问责",
+                "accountability only with a substantiated finding",
+                field="accountability",
+            )
+        return self
+
+
+class RectificationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item: str = Field(min_length=2, max_length=2000)
+    owner: str = Field(min_length=1, max_length=100)
+    due_date: datetime
+
+    @model_validator(mode="after")
+    def _aware(self) -> RectificationIn:
+        if self.due_date.tzinfo is None:
+            raise LocalisedError("时间需带时区", "due_date needs a time zone", field="due_date")
+        return self
+
+
 class FindingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -77,6 +132,10 @@ class FindingIn(BaseModel):
     no_finding_reason: str | None = Field(default=None, max_length=500)
     accountability: list[Literal[ACCOUNTABILITY]] = Field(default_factory=list, max_length=10)  # type: ignore[valid-type]
     classification: Literal["A", "B", "C", "D"] | None = None
+    allegations: list[AllegationFinding] = Field(default_factory=list, max_length=50)
+    officers: list[OfficerFinding] = Field(default_factory=list, max_length=50)
+    evidence_ids: list[str] = Field(default_factory=list, max_length=200)
+    rectifications: list[RectificationIn] = Field(default_factory=list, max_length=50)
 
     @model_validator(mode="after")
     def _consistent(self) -> FindingIn:
@@ -105,6 +164,10 @@ class FindingRead(BaseModel):
     no_finding_reason: str | None
     classification: str | None
     accountability: list[str]
+    per_allegation: list[dict[str, object]]
+    per_officer: list[dict[str, object]]
+    evidence_ids: list[str]
+    follow_up: bool
     recorded_by: str
     recorded_at: datetime
     review_status: str
@@ -160,3 +223,154 @@ class TaskDetail(BaseModel):
     matter: MatterRead | None
     findings: list[FindingRead]
     history: list[TaskEventRead]
+
+
+class FollowUpIn(BaseModel):
+    """The follow-up reply that closes a B-class suggestion (正在解决或列入计划解决)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary: str = Field(min_length=2, max_length=5000)
+    classification: Literal["A", "B", "C", "D"]
+
+
+class ExtensionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    clock: str = Field(default="verification", min_length=1, max_length=32)
+    days: int = Field(ge=1, le=366)
+    reason: str = Field(min_length=4, max_length=2000)
+
+
+class ExtensionDecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    approve: bool
+    note: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _note_when_refused(self) -> ExtensionDecisionIn:
+        if not self.approve and not (self.note or "").strip():
+            raise LocalisedError("不批准延期需说明理由", "a refusal needs a note", field="note")
+        return self
+
+
+class ExtensionRead(BaseModel):
+    id: str
+    task_id: str
+    case_id: str
+    clock: str
+    days: int
+    reason: str
+    requested_by: str
+    requested_at: datetime
+    status: str
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_note: str | None
+    new_due_at: datetime | None
+
+
+class EvidenceRead(BaseModel):
+    id: str
+    task_id: str
+    kind: str
+    description: str
+    reference: str | None
+    filename: str | None
+    content_type: str | None
+    size_bytes: int | None
+    sha256: str | None
+    added_by: str
+    added_at: datetime
+
+
+class RectificationRead(BaseModel):
+    id: str
+    task_id: str
+    case_id: str
+    item: str
+    owner: str
+    due_date: datetime
+    status: str
+    checked_by: str | None
+    checked_at: datetime | None
+    check_note: str | None
+    added_by: str
+    added_at: datetime
+
+
+class RectificationCheckIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    done: bool
+    note: str = Field(min_length=2, max_length=2000)
+
+
+class CoViewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    view: str = Field(min_length=2, max_length=10000)
+
+
+class CoViewRead(BaseModel):
+    team_code: str
+    view: str
+    given_by: str
+    given_at: datetime
+
+
+class RequireReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=2, max_length=1000)
+    review_team_code: str | None = Field(default=None, max_length=32)
+
+
+class ClockState(BaseModel):
+    name: str
+    label: str
+    due_at: datetime
+    original_due_at: datetime
+    extended: bool
+    status: str
+    working_days_left: int
+    next_step: str | None
+    next_step_at: datetime | None
+    steps_taken: list[str]
+    rule: str
+    source: str
+
+
+class LedgerMarkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mark: Literal["supervised", "leader_assigned"]
+    leader: str | None = Field(default=None, max_length=64)
+    note: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _leader_named(self) -> LedgerMarkIn:
+        if self.mark == "leader_assigned" and not (self.leader or "").strip():
+            raise LocalisedError(
+                "领导包案需填写包案领导", "leader_assigned needs the leader's name", field="leader"
+            )
+        return self
+
+
+class LedgerRow(BaseModel):
+    case_id: str
+    tracking_code: str | None
+    title: str | None
+    case_kind: str
+    county_code: str | None
+    categories: list[str]
+    task_id: str
+    team_code: str
+    team_name: str
+    status: str
+    received_at: datetime | None
+    age_days: int
+    clocks: list[ClockState]
+    worst_step: str | None
+    marks: list[str]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AliasChoices, Field
 
 from shared.settings import ServiceSettings
@@ -12,3 +14,25 @@ class VerificationSettings(ServiceSettings):
         validation_alias=AliasChoices("VERIFICATION_DATABASE_URL"),
     )
     port: int = Field(default=8003, validation_alias=AliasChoices("VERIFICATION_PORT"))
+    reminder_working_days_before: int = Field(
+        default=3, description="first reminder this many working days before a deadline"
+    )
+    rebuke_after_working_days: int = Field(
+        default=5,
+        description="a written rebuke (通报) when a deadline is more than this many working days past",
+    )
+    ladder_step_hour: int = Field(default=9, description="local hour at which a ladder step of a day fires")
+    ladder_interval_seconds: float = Field(
+        default=30.0, description="how often the scheduler looks for due steps"
+    )
+    extension_max_days: int = Field(
+        default=30, description="longest extension (延期) a supervisor may approve, in days"
+    )
+    extension_max_count: int = Field(default=1, description="extensions allowed per clock")
+    ledger_min_age_days: int = Field(
+        default=30, description="the ledger (台账) lists matters open longer than this"
+    )
+    evidence_dir: Path = Field(
+        default=Path("var/evidence"), description="where uploaded evidence files are kept"
+    )
+    evidence_max_bytes: int = Field(default=200 * 1024 * 1024, description="largest evidence upload")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 23:37:50.835912
+Create Date: 2026-11-27 23:53:30.007243
 """
 
 from collections.abc import Sequence
@@ -80,6 +80,20 @@ def upgrade() -> None:
         batch_op.create_index("ix_outbox_unpublished", ["published_at", "id"], unique=False)
 
     op.create_table(
+        "verification_ledger_mark",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("case_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("mark", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
+        sa.Column("leader", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+        sa.Column("note", sa.Text(), nullable=True),
+        sa.Column("marked_by", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("marked_at", shared.db.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("verification_ledger_mark", schema=None) as batch_op:
+        batch_op.create_index("uq_verification_ledger_mark", ["case_id", "mark"], unique=True)
+
+    op.create_table(
         "verification_matter",
         sa.Column("case_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("case_kind", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
@@ -118,6 +132,7 @@ def upgrade() -> None:
         sa.Column("clocks", sa.JSON(), nullable=False),
         sa.Column("created_at", shared.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("concluded_at", shared.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("classification", sqlmodel.sql.sqltypes.AutoString(length=1), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("assignment_id"),
     )
@@ -147,6 +162,98 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("case_id"),
     )
     op.create_table(
+        "verification_clock",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("task_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("case_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("team_code", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("label", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("rule", sa.Text(), nullable=False),
+        sa.Column("source", sa.Text(), nullable=False),
+        sa.Column("due_at", shared.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("original_due_at", shared.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("extended", sa.Boolean(), nullable=False),
+        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("stopped_at", shared.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("next_step", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True),
+        sa.Column("next_step_at", shared.db.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["task_id"],
+            ["verification_task.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("verification_clock", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_verification_clock_case_id"), ["case_id"], unique=False)
+        batch_op.create_index("ix_verification_clock_due", ["status", "next_step_at"], unique=False)
+        batch_op.create_index("uq_verification_clock_task_name", ["task_id", "name"], unique=True)
+
+    op.create_table(
+        "verification_co_view",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("task_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("team_code", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("view", sa.Text(), nullable=False),
+        sa.Column("given_by", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("given_at", shared.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["task_id"],
+            ["verification_task.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("verification_co_view", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_verification_co_view_task_id"), ["task_id"], unique=False)
+
+    op.create_table(
+        "verification_evidence",
+        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("task_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("reference", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True),
+        sa.Column("filename", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
+        sa.Column("content_type", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
+        sa.Column("size_bytes", sa.Integer(), nullable=True),
+        sa.Column("sha256", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+        sa.Column("added_by", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("added_at", shared.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["task_id"],
+            ["verification_task.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("verification_evidence", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_verification_evidence_sha256"), ["sha256"], unique=False)
+        batch_op.create_index(batch_op.f("ix_verification_evidence_task_id"), ["task_id"], unique=False)
+
+    op.create_table(
+        "verification_extension",
+        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("task_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("case_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("clock", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("days", sa.Integer(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("requested_by", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("requested_at", shared.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("decided_by", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+        sa.Column("decided_at", shared.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("decision_note", sa.Text(), nullable=True),
+        sa.Column("new_due_at", shared.db.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["task_id"],
+            ["verification_task.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("verification_extension", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_verification_extension_task_id"), ["task_id"], unique=False)
+
+    op.create_table(
         "verification_finding",
         sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("task_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
@@ -157,6 +264,9 @@ def upgrade() -> None:
         sa.Column("classification", sqlmodel.sql.sqltypes.AutoString(length=1), nullable=True),
         sa.Column("accountability", sa.JSON(), nullable=False),
         sa.Column("per_allegation", sa.JSON(), nullable=False),
+        sa.Column("per_officer", sa.JSON(), nullable=False),
+        sa.Column("evidence_ids", sa.JSON(), nullable=False),
+        sa.Column("follow_up", sa.Boolean(), nullable=False),
         sa.Column("recorded_by", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("recorded_at", shared.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("review_status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
@@ -172,15 +282,86 @@ def upgrade() -> None:
     with op.batch_alter_table("verification_finding", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_verification_finding_task_id"), ["task_id"], unique=False)
 
+    op.create_table(
+        "verification_rectification",
+        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("task_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("case_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("item", sa.Text(), nullable=False),
+        sa.Column("owner", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+        sa.Column("due_date", shared.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("checked_by", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+        sa.Column("checked_at", shared.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("check_note", sa.Text(), nullable=True),
+        sa.Column("added_by", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("added_at", shared.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["task_id"],
+            ["verification_task.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("verification_rectification", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_verification_rectification_task_id"), ["task_id"], unique=False)
+
+    op.create_table(
+        "verification_ladder_step",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("clock_id", sa.Integer(), nullable=False),
+        sa.Column("task_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("case_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("step", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("due_at", shared.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", shared.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("notified", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["clock_id"],
+            ["verification_clock.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("verification_ladder_step", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_verification_ladder_step_task_id"), ["task_id"], unique=False)
+        batch_op.create_index("uq_verification_ladder_clock_step", ["clock_id", "step"], unique=True)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("verification_ladder_step", schema=None) as batch_op:
+        batch_op.drop_index("uq_verification_ladder_clock_step")
+        batch_op.drop_index(batch_op.f("ix_verification_ladder_step_task_id"))
+
+    op.drop_table("verification_ladder_step")
+    with op.batch_alter_table("verification_rectification", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_verification_rectification_task_id"))
+
+    op.drop_table("verification_rectification")
     with op.batch_alter_table("verification_finding", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_verification_finding_task_id"))
 
     op.drop_table("verification_finding")
+    with op.batch_alter_table("verification_extension", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_verification_extension_task_id"))
+
+    op.drop_table("verification_extension")
+    with op.batch_alter_table("verification_evidence", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_verification_evidence_task_id"))
+        batch_op.drop_index(batch_op.f("ix_verification_evidence_sha256"))
+
+    op.drop_table("verification_evidence")
+    with op.batch_alter_table("verification_co_view", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_verification_co_view_task_id"))
+
+    op.drop_table("verification_co_view")
+    with op.batch_alter_table("verification_clock", schema=None) as batch_op:
+        batch_op.drop_index("uq_verification_clock_task_name")
+        batch_op.drop_index("ix_verification_clock_due")
+        batch_op.drop_index(batch_op.f("ix_verification_clock_case_id"))
+
+    op.drop_table("verification_clock")
     op.drop_table("verification_withdrawn")
     with op.batch_alter_table("verification_task_event", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_verification_task_event_task_id"))
@@ -193,6 +374,10 @@ def downgrade() -> None:
 
     op.drop_table("verification_task")
     op.drop_table("verification_matter")
+    with op.batch_alter_table("verification_ledger_mark", schema=None) as batch_op:
+        batch_op.drop_index("uq_verification_ledger_mark")
+
+    op.drop_table("verification_ledger_mark")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_index("ix_outbox_unpublished")
 

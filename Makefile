@@ -1,0 +1,51 @@
+# Everything runs from the project's own .venv, built on first use and rebuilt only when
+# pyproject.toml changes.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+# When set, `make test` writes pytest's exit code here: make itself can only exit 0 or 2, and
+# .ci/run must tell "no tests collected" (5) from a failure.
+PYTEST_STATUS_FILE ?=
+
+# Exported only when set, so that the tests can still tell "unset" from "empty".
+ifdef TEST_POSTGRES_URL
+export TEST_POSTGRES_URL
+endif
+
+.PHONY: venv run test lint bench clean-data
+
+venv: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(VENV)/bin/pip install -e '.[dev]'
+	touch $(STAMP)
+
+run: venv
+	$(PY) -m services dev
+
+test: venv
+	@status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
+	if [ -n "$(PYTEST_STATUS_FILE)" ]; then echo $$status > "$(PYTEST_STATUS_FILE)"; fi; \
+	exit $$status
+
+# All three run even when one fails, so one pass reports every problem.
+lint: venv
+	@status=0; \
+	echo "ruff check ."; $(VENV)/bin/ruff check . || status=1; \
+	echo "ruff format --check ."; $(VENV)/bin/ruff format --check . || status=1; \
+	echo "mypy shared services"; $(VENV)/bin/mypy shared services || status=1; \
+	exit $$status
+
+bench: venv
+	$(PY) bench/pipeline.py $(BENCH_ARGS)
+
+clean-data:
+	rm -rf var

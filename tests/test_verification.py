@@ -1,0 +1,647 @@
+"""Verification in full: cross-check review, extensions, the overdue ladder, evidence, rectification, ledger."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import nats
+import pytest
+
+from services.verification.service import VerificationContext
+from shared.clock import ControlledClock
+from tests import fixtures
+from tests.support import System, eventually
+from tests.test_pipeline import create_complaint, current_assignment, public_status, task_for
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+LADDER = ["reminder", "due_today", "chase", "escalation", "rebuke"]
+
+
+def local(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=SHANGHAI)
+
+
+def controlled_clock(system: System, start: datetime) -> ControlledClock:
+    ctx: VerificationContext = system.apps["verification"].state.verification
+    clock = ControlledClock(start)
+    ctx.clock = clock
+    return clock
+
+
+async def tick(system: System) -> int:
+    return int(await system.apps["verification"].state.scheduler.tick())
+
+
+async def clocks_of(system: System, task_id: str, user: str = "supervisor1") -> dict[str, dict[str, Any]]:
+    response = await system.call("verification", "GET", f"/api/v1/tasks/{task_id}/clocks", as_user=user)
+    assert response.status_code == 200, response.text
+    return {c["name"]: c for c in response.json()}
+
+
+async def claim(system: System, task_id: str, inspector: str) -> None:
+    response = await system.call("verification", "POST", f"/api/v1/tasks/{task_id}/claim", as_user=inspector)
+    assert response.status_code == 200, response.text
+
+
+async def ladder_events(system: System, case_id: str) -> list[str]:
+    nc = await nats.connect(system.nats_url)
+    try:
+        js = nc.jetstream()
+        sub = await js.pull_subscribe("sv.LadderStepReached.*", stream="SUPERVISION")
+        steps: list[str] = []
+        while True:
+            try:
+                messages = await sub.fetch(200, timeout=0.5)
+            except TimeoutError:
+                break
+            for msg in messages:
+                data = json.loads(msg.data)
+                if data["case_id"] == case_id:
+                    steps.append(f"{data['clock']}:{data['step']}")
+                await msg.ack()
+        await sub.unsubscribe()
+        return steps
+    finally:
+        await nc.drain()
+
+
+async def test_overdue_ladder_fires_each_step_once_on_working_days(system: System) -> None:
+    clock = controlled_clock(system, local("2026-11-02T10:00:00"))
+    created = await create_complaint(system, received_at="2026-11-02T09:14:00+08:00")
+    task = await task_for(system, created["id"], "inspector-411681")
+    await claim(system, task["id"], "inspector-411681")
+    await tick(system)
+    states = await clocks_of(system, task["id"])
+    verification = states["verification"]
+    # 13 working days after Monday 2 November 2026: Thursday 19 November, end of the working day.
+    assert datetime.fromisoformat(verification["due_at"]).astimezone(SHANGHAI) == local("2026-11-19T17:30:00")
+    assert verification["steps_taken"] == [] and verification["next_step"] == "reminder"
+    assert states["acceptance_notice"]["status"] == "stopped"  # claiming is telling the complainant
+
+    expected = [
+        ("2026-11-13T18:00:00", []),
+        ("2026-11-16T09:30:00", ["reminder"]),  # three working days before the 19th
+        ("2026-11-19T09:30:00", ["reminder", "due_today"]),
+        ("2026-11-20T09:30:00", ["reminder", "due_today", "chase", "escalation"]),
+        ("2026-11-26T18:00:00", ["reminder", "due_today", "chase", "escalation"]),
+        ("2026-11-27T09:30:00", LADDER),  # more than five working days overdue
+    ]
+    for moment, steps in expected:
+        clock.set(local(moment))
+        await tick(system)
+        await tick(system)  # a second pass at the same moment takes nothing more
+        assert (await clocks_of(system, task["id"]))["verification"]["steps_taken"] == steps, moment
+
+    async def published() -> list[str] | None:
+        found = await ladder_events(system, created["id"])
+        return found if len(found) >= len(LADDER) else None
+
+    events = await eventually(published, what="ladder events")
+    assert events == [f"verification:{step}" for step in LADDER]
+    # Inspectors of the team see the same clocks on their board.
+    mine = await clocks_of(system, task["id"], user="inspector-411681")
+    assert mine["verification"]["working_days_left"] < 0
+
+
+async def test_after_downtime_the_scheduler_fires_what_fell_due_in_order(system: System) -> None:
+    clock = controlled_clock(system, local("2026-11-03T10:00:00"))
+    created = await create_complaint(system, received_at="2026-11-03T09:00:00+08:00")
+    task = await task_for(system, created["id"], "inspector-411681")
+    await claim(system, task["id"], "inspector-411681")
+    await tick(system)
+    clock.set(local("2026-12-15T10:00:00"))  # weeks without a scheduler running
+    taken = await tick(system)
+    assert taken >= len(LADDER)
+    assert (await clocks_of(system, task["id"]))["verification"]["steps_taken"] == LADDER
+    assert await tick(system) == 0
+
+
+async def test_extension_moves_the_clock_once(system: System) -> None:
+    clock = controlled_clock(system, local("2026-11-04T10:00:00"))
+    created = await create_complaint(system, received_at="2026-11-04T09:00:00+08:00")
+    task = await task_for(system, created["id"], "inspector-411681")
+    await claim(system, task["id"], "inspector-411681")
+    before = (await clocks_of(system, task["id"]))["verification"]
+
+    too_long = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/extensions",
+        as_user="inspector-411681",
+        json={"clock": "verification", "days": 45, "reason": "需调取外地监控录像"},
+    )
+    assert too_long.status_code == 422 and too_long.json()["detail"][0]["field"] == "days"
+    other_team = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/extensions",
+        as_user="inspector-411623",
+        json={"clock": "verification", "days": 10, "reason": "需调取外地监控录像"},
+    )
+    assert other_team.status_code == 404
+    asked = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/extensions",
+        as_user="inspector-411681",
+        json={"clock": "verification", "days": 10, "reason": "需调取外地监控录像"},
+    )
+    assert asked.status_code == 201, asked.text
+    again = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/extensions",
+        as_user="inspector-411681",
+        json={"clock": "verification", "days": 5, "reason": "再次申请"},
+    )
+    assert again.status_code == 409
+
+    pending = await system.call(
+        "verification", "GET", "/api/v1/extensions", as_user="supervisor1", params={"status": "pending"}
+    )
+    assert asked.json()["id"] in {e["id"] for e in pending.json()}
+    not_by_inspector = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/extensions/{asked.json()['id']}/decision",
+        as_user="inspector-411681",
+        json={"approve": True},
+    )
+    assert not_by_inspector.status_code == 403
+    approved = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/extensions/{asked.json()['id']}/decision",
+        as_user="supervisor1",
+        json={"approve": True, "note": "同意"},
+    )
+    assert approved.status_code == 200, approved.text
+    after = (await clocks_of(system, task["id"]))["verification"]
+    assert after["extended"] and after["original_due_at"] == before["due_at"]
+    new_due = datetime.fromisoformat(after["due_at"]).astimezone(SHANGHAI)
+    old_due = datetime.fromisoformat(before["due_at"]).astimezone(SHANGHAI)
+    assert (new_due.date() - old_due.date()).days >= 10 and new_due.time().hour == 17
+    tasks = await system.call(
+        "verification", "GET", "/api/v1/tasks", as_user="supervisor1", params={"case_id": created["id"]}
+    )
+    assert tasks.json()[0]["due_at"] == after["due_at"]
+
+    second = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/extensions",
+        as_user="inspector-411681",
+        json={"clock": "verification", "days": 5, "reason": "还需补充材料"},
+    )
+    assert second.status_code == 409  # one extension per clock
+
+    clock.set(new_due + timedelta(days=1))
+    late = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/extensions",
+        as_user="inspector-411681",
+        json={"clock": "acceptance_notice", "days": 5, "reason": "超期后申请"},
+    )
+    assert late.status_code == 422
+
+
+async def test_refusal_needs_a_reason_and_changes_nothing(system: System) -> None:
+    controlled_clock(system, local("2026-11-05T10:00:00"))
+    created = await create_complaint(system, received_at="2026-11-05T09:00:00+08:00")
+    task = await task_for(system, created["id"], "inspector-411681")
+    await claim(system, task["id"], "inspector-411681")
+    before = (await clocks_of(system, task["id"]))["verification"]
+    asked = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/extensions",
+        as_user="inspector-411681",
+        json={"days": 7, "reason": "当事人外出务工，无法询问"},
+    )
+    bare = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/extensions/{asked.json()['id']}/decision",
+        as_user="supervisor1",
+        json={"approve": False},
+    )
+    assert bare.status_code == 422 and bare.json()["detail"][0]["field"] == "note"
+    refused = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/extensions/{asked.json()['id']}/decision",
+        as_user="supervisor1",
+        json={"approve": False, "note": "理由不充分，可电话询问"},
+    )
+    assert refused.status_code == 200 and refused.json()["status"] == "refused"
+    assert (await clocks_of(system, task["id"]))["verification"]["due_at"] == before["due_at"]
+
+
+async def test_cross_check_sends_back_then_confirms(system: System) -> None:
+    created = await create_complaint(
+        system,
+        accused={
+            "unit": "商水县公安局交警大队",
+            "county_code": "411623",
+            "officer_name": None,
+            "badge_no": None,
+        },
+        category="吃拿卡要",
+    )
+    assignment = await current_assignment(system, created["id"])
+    assert assignment["review_required"] and assignment["review_team_code"]
+    lead, reviewer = f"inspector-{assignment['team_code']}", f"inspector-{assignment['review_team_code']}"
+    assert lead != reviewer
+    task = await task_for(system, created["id"], lead)
+    await claim(system, task["id"], lead)
+    first = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/finding",
+        as_user=lead,
+        json={"outcome": "unsubstantiated", "summary": "未发现违规收费。"},
+    )
+    assert first.status_code == 200 and first.json()["review_status"] == "pending"
+
+    async def reviewing() -> bool:
+        return (await public_status(system, created))["status"] == "reviewing"
+
+    await eventually(reviewing, what="public status reviewing")
+    own = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/review",
+        as_user=lead,
+        json={"decision": "confirm"},
+    )
+    assert own.status_code == 403
+    no_reason = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/review",
+        as_user=reviewer,
+        json={"decision": "send_back"},
+    )
+    assert no_reason.status_code == 422
+    sent_back = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/review",
+        as_user=reviewer,
+        json={"decision": "send_back", "reasons": ["未调取微信转账记录", "未询问货车司机"]},
+    )
+    assert sent_back.status_code == 200 and sent_back.json()["review_status"] == "sent_back"
+    detail = await system.call("verification", "GET", f"/api/v1/tasks/{task['id']}", as_user=lead)
+    assert detail.json()["task"]["status"] == "claimed"
+
+    second = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/finding",
+        as_user=lead,
+        json={
+            "outcome": "substantiated",
+            "summary": "经调取微信转账记录、询问货车司机，民警违规收取现金属实。",
+            "accountability": ["停止执行职务", "党纪政务处分"],
+            "allegations": [{"category": "吃拿卡要", "outcome": "substantiated"}],
+        },
+    )
+    assert second.status_code == 200, second.text
+    confirmed = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/review",
+        as_user=reviewer,
+        json={"decision": "confirm", "reasons": ["证据充分"]},
+    )
+    assert confirmed.status_code == 200 and confirmed.json()["review_status"] == "confirmed"
+
+    async def concluded() -> bool:
+        return (await public_status(system, created))["status"] == "concluded"
+
+    await eventually(concluded, what="concluded after review")
+    history = [
+        h["action"]
+        for h in (
+            await system.call("verification", "GET", f"/api/v1/tasks/{task['id']}", as_user=lead)
+        ).json()["history"]
+    ]
+    assert history[-4:] == ["review_sent_back", "finding_recorded", "review_confirmed", "review_confirmed"][
+        :0
+    ] or ("review_sent_back" in history and history[-1] == "review_confirmed")
+
+
+async def test_supervisor_picks_an_ordinary_matter_for_review(system: System) -> None:
+    created = await create_complaint(system)
+    task = await task_for(system, created["id"], "inspector-411681")
+    by_inspector = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/require-review",
+        as_user="inspector-411681",
+        json={"reason": "抽查"},
+    )
+    assert by_inspector.status_code == 403
+    own_team = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/require-review",
+        as_user="supervisor1",
+        json={"reason": "抽查", "review_team_code": "411681"},
+    )
+    assert own_team.status_code == 422
+    picked = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/require-review",
+        as_user="supervisor1",
+        json={"reason": "督察支队抽查复核"},
+    )
+    assert picked.status_code == 200 and picked.json()["review_required"]
+    assert picked.json()["review_team_code"] not in ("411681", None)
+    await claim(system, task["id"], "inspector-411681")
+    finding = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/finding",
+        as_user="inspector-411681",
+        json={"outcome": "unverifiable", "summary": "现场无监控，双方说法不一，无法查实。"},
+    )
+    assert finding.json()["review_status"] == "pending"
+
+
+async def test_evidence_rectification_and_findings_per_officer(system: System) -> None:
+    created = await create_complaint(system)
+    task = await task_for(system, created["id"], "inspector-411681")
+    await claim(system, task["id"], "inspector-411681")
+    content = b"\x00\x01body-camera-export" * 1000
+    upload = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/evidence",
+        as_user="inspector-411681",
+        data={"kind": "recording", "description": "执法记录仪视频（10月30日20:25-20:40）"},
+        files={"file": ("bodycam.mp4", content, "video/mp4")},
+    )
+    assert upload.status_code == 201, upload.text
+    evidence = upload.json()
+    assert evidence["sha256"] == hashlib.sha256(content).hexdigest() and evidence["size_bytes"] == len(
+        content
+    )
+    assert evidence["added_by"] == "inspector-411681"
+    reference_only = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/evidence",
+        as_user="inspector-411681",
+        data={"kind": "interview", "description": "询问在场群众张某笔录", "reference": "卷宗第12-15页"},
+    )
+    assert reference_only.status_code == 201 and reference_only.json()["sha256"] is None
+    neither = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/evidence",
+        as_user="inspector-411681",
+        data={"kind": "document", "description": "没有文件也没有存放位置"},
+    )
+    assert neither.status_code == 422
+    downloaded = await system.call(
+        "verification", "GET", f"/api/v1/evidence/{evidence['id']}/file", as_user="supervisor1"
+    )
+    assert downloaded.content == content
+    other_team = await system.call(
+        "verification", "GET", f"/api/v1/evidence/{evidence['id']}/file", as_user="inspector-411623"
+    )
+    assert other_team.status_code == 404
+
+    bad_evidence = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/finding",
+        as_user="inspector-411681",
+        json={"outcome": "substantiated", "summary": "属实。", "evidence_ids": ["not-an-evidence-id"]},
+    )
+    assert bad_evidence.status_code == 422 and bad_evidence.json()["detail"][0]["field"] == "evidence_ids"
+    accountability_without_finding = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/finding",
+        as_user="inspector-411681",
+        json={"outcome": "unsubstantiated", "summary": "不属实。", "accountability": ["批评教育"]},
+    )
+    assert accountability_without_finding.status_code == 422
+    finding = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/finding",
+        as_user="inspector-411681",
+        json={
+            "outcome": "partly_substantiated",
+            "summary": "民警言语不文明属实，推搡一节无法查实。",
+            "facts": "执法记录仪显示民警有不文明用语。",
+            "evidence_ids": [evidence["id"], reference_only.json()["id"]],
+            "accountability": ["批评教育"],
+            "allegations": [{"category": "态度粗暴", "outcome": "partly_substantiated"}],
+            "officers": [
+                {
+                    "name": "李某",
+                    "badge_no": "041234",
+                    "outcome": "partly_substantiated",
+                    "accountability": ["批评教育"],
+                }
+            ],
+            "rectifications": [
+                {
+                    "item": "全所开展文明执法教育",
+                    "owner": "花园派出所所长",
+                    "due_date": "2026-12-31T17:30:00+08:00",
+                }
+            ],
+        },
+    )
+    assert finding.status_code == 200, finding.text
+    assert finding.json()["per_officer"][0]["badge_no"] == "041234"
+    items = await system.call(
+        "verification", "GET", f"/api/v1/tasks/{task['id']}/rectifications", as_user="inspector-411681"
+    )
+    item = items.json()[0]
+    assert item["status"] == "open" and item["owner"] == "花园派出所所长"
+    self_check = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/rectifications/{item['id']}/check",
+        as_user="inspector-411681",
+        json={"done": True, "note": "已整改"},
+    )
+    assert self_check.status_code == 403
+    checked = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/rectifications/{item['id']}/check",
+        as_user="supervisor1",
+        json={"done": True, "note": "12月20日现场检查，教育记录齐全"},
+    )
+    assert (
+        checked.status_code == 200
+        and checked.json()["status"] == "done"
+        and checked.json()["checked_by"] == "supervisor1"
+    )
+    twice = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/rectifications/{item['id']}/check",
+        as_user="supervisor1",
+        json={"done": True, "note": "重复"},
+    )
+    assert twice.status_code == 409
+
+
+async def test_ledger_lists_long_pending_matters_with_their_ladder(system: System) -> None:
+    clock = controlled_clock(system, local("2026-11-06T10:00:00"))
+    created = await create_complaint(
+        system,
+        received_at="2026-11-06T09:00:00+08:00",
+        accused={
+            "unit": "沈丘县公安局刑警大队",
+            "county_code": "411624",
+            "officer_name": None,
+            "badge_no": None,
+        },
+        category="久拖不决",
+    )
+    task = await task_for(system, created["id"], "inspector-411624")
+    await tick(system)
+    clock.set(local("2026-12-20T10:00:00"))
+    await tick(system)
+    rows = await system.call(
+        "verification", "GET", "/api/v1/ledger", as_user="supervisor1", params={"county": "411624"}
+    )
+    assert rows.status_code == 200
+    row = next(r for r in rows.json() if r["case_id"] == created["id"])
+    assert row["worst_step"] == "rebuke" and row["age_days"] >= 30 and row["task_id"] == task["id"]
+    assert {c["name"] for c in row["clocks"]} >= {"verification", "acceptance_notice"}
+    young = await system.call(
+        "verification", "GET", "/api/v1/ledger", as_user="supervisor1", params={"min_age_days": 100}
+    )
+    assert created["id"] not in {r["case_id"] for r in young.json()}
+    forbidden = await system.call("verification", "GET", "/api/v1/ledger", as_user="inspector-411624")
+    assert forbidden.status_code == 403
+
+    marked = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/ledger/{created['id']}/marks",
+        as_user="supervisor1",
+        json={"mark": "leader_assigned", "note": "支队长包案"},
+    )
+    assert marked.status_code == 422 and marked.json()["detail"][0]["field"] == "leader"
+    for body in (
+        {"mark": "supervised", "note": "列为督办件"},
+        {"mark": "leader_assigned", "leader": "王支队长"},
+    ):
+        response = await system.call(
+            "verification", "POST", f"/api/v1/ledger/{created['id']}/marks", as_user="supervisor1", json=body
+        )
+        assert response.status_code == 201, response.text
+    only_marked = await system.call(
+        "verification",
+        "GET",
+        "/api/v1/ledger",
+        as_user="supervisor1",
+        params={"marked": "supervised", "step": "rebuke"},
+    )
+    row = next(r for r in only_marked.json() if r["case_id"] == created["id"])
+    assert set(row["marks"]) == {"supervised", "leader_assigned"}
+
+
+async def test_suggestion_co_handling_and_b_class_follow_up(system: System) -> None:
+    controlled_clock(system, local("2026-11-09T10:00:00"))
+    response = await system.call(
+        "intake",
+        "POST",
+        "/api/v1/suggestions",
+        as_user="operator1",
+        json=fixtures.suggestion(co_units=["郸城县公安局"], received_at="2026-11-09T09:00:00+08:00"),
+    )
+    created = response.json()
+    task = await task_for(system, created["id"], "inspector-411600")
+    assert task["participants"] == ["411625"]
+    states = await clocks_of(system, task["id"])
+    assert set(states) == {"deputy_reply", "co_handling_view"}
+
+    not_participant = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/co-views",
+        as_user="inspector-411623",
+        json={"view": "同意"},
+    )
+    assert not_participant.status_code == 404
+    view = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/co-views",
+        as_user="inspector-411625",
+        json={"view": "郸城县局同意在人口较多的行政村增设警务室，已列入明年计划。"},
+    )
+    assert view.status_code == 201, view.text
+    assert (await clocks_of(system, task["id"]))["co_handling_view"]["status"] == "stopped"
+
+    await claim(system, task["id"], "inspector-411600")
+    without_class = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/finding",
+        as_user="inspector-411600",
+        json={"outcome": "no_finding", "no_finding_reason": "建议答复", "summary": "答复内容"},
+    )
+    assert without_class.status_code == 422
+    reply = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/finding",
+        as_user="inspector-411600",
+        json={
+            "outcome": "no_finding",
+            "no_finding_reason": "建议答复",
+            "classification": "B",
+            "summary": "我局已将执法权力制约机制建设列入明年工作计划，正在制定实施方案。",
+        },
+    )
+    assert reply.status_code == 200, reply.text
+    ledger = await system.call(
+        "verification", "GET", "/api/v1/ledger", as_user="supervisor1", params={"min_age_days": 0}
+    )
+    assert created["id"] in {r["case_id"] for r in ledger.json()}
+
+    follow_up = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/follow-up",
+        as_user="inspector-411600",
+        json={"summary": "实施方案已印发执行，执法全过程记录制度已落实。", "classification": "A"},
+    )
+    assert follow_up.status_code == 200 and follow_up.json()["follow_up"] is True
+    ledger = await system.call(
+        "verification", "GET", "/api/v1/ledger", as_user="supervisor1", params={"min_age_days": 0}
+    )
+    assert created["id"] not in {r["case_id"] for r in ledger.json()}
+    again = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/follow-up",
+        as_user="inspector-411600",
+        json={"summary": "再次答复", "classification": "A"},
+    )
+    assert again.status_code == 409
+
+
+@pytest.mark.parametrize("path", ["/api/v1/tasks", "/api/v1/ledger", "/api/v1/extensions"])
+async def test_no_token_no_access(system: System, path: str) -> None:
+    response = await system.client("verification").get(path)
+    assert response.status_code == 401
