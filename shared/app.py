@@ -93,6 +93,7 @@ def create_service_app(
             batch_size=settings.consumer_batch_size,
             max_deliver=settings.consumer_max_deliver,
             ack_wait=settings.consumer_ack_wait_seconds,
+            transaction_size=settings.consumer_transaction_size,
         )
         runtime.relay = OutboxRelay(
             engine=engine,

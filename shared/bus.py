@@ -29,13 +29,17 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.events import DEAD_LETTER_PREFIX, SUBJECT_PREFIX, Event, UnknownEventError, decode_event
-from shared.inbox import InboxRecord, already_processed
+from shared.inbox import InboxRecord
 from shared.logging import get_logger
 from shared.outbox import HEADER_CORRELATION_ID, HEADER_EVENT_TYPE, HEADER_EVENT_VERSION
 
 log = get_logger(__name__)
 
 DEAD_LETTER_STREAM_SUFFIX = "_DLQ"
+
+
+class _AlreadyProcessed(Exception):
+    pass
 
 
 class PermanentError(Exception):
@@ -140,6 +144,7 @@ class EventConsumer:
         batch_size: int = 100,
         max_deliver: int = 8,
         ack_wait: float = 30.0,
+        transaction_size: int = 25,
     ) -> None:
         self._js = js
         self._stream = stream
@@ -152,6 +157,7 @@ class EventConsumer:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._psub: Any = None
+        self._transaction_size = transaction_size
 
     async def start(self) -> None:
         config = consumer_config(self.subscription, max_deliver=self._max_deliver, ack_wait=self._ack_wait)
@@ -186,79 +192,116 @@ class EventConsumer:
                 log.warning("fetch failed", consumer=self.subscription.durable, error=str(exc))
                 await asyncio.sleep(1.0)
                 continue
-            for index, msg in enumerate(messages):
+            for start in range(0, len(messages), self._transaction_size):
                 if self._stopping.is_set():
                     # Hand the rest back at once rather than waiting for ack_wait to expire.
-                    for rest in messages[index:]:
+                    for rest in messages[start:]:
                         await _quiet(rest.nak())
                     return
-                await self.handle_message(msg)
+                await self.handle_batch(messages[start : start + self._transaction_size])
+
+    def _decode(self, msg: Msg) -> tuple[Event, Handler] | str:
+        """The event and its handler, or why the message can never be handled."""
+        headers = msg.headers or {}
+        try:
+            event_type = headers.get(HEADER_EVENT_TYPE) or msg.subject.split(".")[1]
+            version = int(headers.get(HEADER_EVENT_VERSION) or msg.subject.rsplit(".v", 1)[1])
+            decoded = decode_event(event_type, version, msg.data)
+        except (UnknownEventError, ValidationError, ValueError, IndexError) as exc:
+            return f"invalid event: {exc}"
+        handler = self._handlers.get((decoded.event_type, decoded.version))
+        if handler is None:
+            return f"no handler for {decoded.event_type} v{decoded.version}"
+        return decoded, handler
 
     async def handle_message(self, msg: Msg) -> None:
-        headers = msg.headers or {}
-        meta_delivered = msg.metadata.num_delivered if msg.metadata else 1
-        correlation_id = headers.get(HEADER_CORRELATION_ID)
-        with structlog.contextvars.bound_contextvars(
-            correlation_id=correlation_id, consumer=self.subscription.durable
-        ):
-            try:
-                event_type = headers.get(HEADER_EVENT_TYPE) or msg.subject.split(".")[1]
-                version = int(headers.get(HEADER_EVENT_VERSION) or msg.subject.rsplit(".v", 1)[1])
-                decoded = decode_event(event_type, version, msg.data)
-            except (UnknownEventError, ValidationError, ValueError, IndexError) as exc:
-                await self._dead_letter(msg, reason=f"invalid event: {exc}")
-                return
-            handler = self._handlers.get((decoded.event_type, decoded.version))
-            if handler is None:
-                await self._dead_letter(msg, reason=f"no handler for {decoded.event_type} v{decoded.version}")
-                return
-            with structlog.contextvars.bound_contextvars(
-                case_id=decoded.case_id,
-                event_id=decoded.event_id,
-                correlation_id=decoded.correlation_id or correlation_id,
-            ):
-                await self._process(msg, decoded, handler, meta_delivered)
+        await self.handle_batch([msg])
 
-    async def _process(self, msg: Msg, decoded: Event, handler: Handler, delivered: int) -> None:
+    async def handle_batch(self, messages: Sequence[Msg]) -> None:
+        """Handle messages in one transaction, each in its own savepoint, then ack or nak each.
+
+        One commit for many events is what makes a consumer keep up (a commit is a disk
+        flush); the savepoint keeps one bad event from undoing the others.  Nothing is
+        acked before the commit, so a crash between the two means redelivery, and the
+        inbox rows committed with the effects make the redelivery a no-op.
+        """
         consumer = self.subscription.durable
+        work: list[tuple[Msg, Event, Handler]] = []
+        for msg in messages:
+            decoded = self._decode(msg)
+            if isinstance(decoded, str):
+                with structlog.contextvars.bound_contextvars(
+                    correlation_id=(msg.headers or {}).get(HEADER_CORRELATION_ID), consumer=consumer
+                ):
+                    await self._dead_letter(msg, reason=decoded)
+                continue
+            work.append((msg, *decoded))
+        if not work:
+            return
+        outcomes: list[tuple[str, Exception | None]] = []
         try:
             async with self._session_factory() as session, session.begin():
-                if await already_processed(session, consumer=consumer, event_id=decoded.event_id):
-                    log.info("duplicate event ignored", event_type=decoded.event_type)
-                else:
-                    await handler(session=session, event=decoded)
-                    session.add(
-                        InboxRecord(
-                            consumer=consumer,
-                            event_id=decoded.event_id,
-                            event_type=decoded.event_type,
-                            case_id=decoded.case_id,
-                        )
-                    )
-        except PermanentError as exc:
-            await self._dead_letter(msg, reason=str(exc))
-            return
-        except IntegrityError as exc:
-            # Another instance may have committed the same event between our check and our commit.
-            if await self._was_processed_elsewhere(decoded):
-                log.info("event processed by another instance", event_type=decoded.event_type)
-                await _quiet(msg.ack())
-                return
-            await self._retry_or_park(msg, decoded, delivered, exc)
-            return
+                for msg, event, handler in work:
+                    with self._context(msg, event):
+                        outcomes.append(await self._apply(session, consumer, event, handler))
         except Exception as exc:
-            await self._retry_or_park(msg, decoded, delivered, exc)
+            # The commit itself failed (database gone, lock timeout): everything comes back later.
+            for msg, event, _ in work:
+                with self._context(msg, event):
+                    await self._retry_or_park(msg, event, _delivered(msg), exc)
             return
-        await _quiet(msg.ack())
-        log.info("event handled", event_type=decoded.event_type)
+        for (msg, event, _), (outcome, error) in zip(work, outcomes, strict=True):
+            with self._context(msg, event):
+                if outcome == "handled":
+                    await _quiet(msg.ack())
+                    log.info("event handled", event_type=event.event_type)
+                elif outcome == "duplicate":
+                    await _quiet(msg.ack())
+                    log.info("duplicate event ignored", event_type=event.event_type)
+                elif outcome == "permanent":
+                    await self._dead_letter(msg, reason=str(error))
+                else:
+                    assert error is not None
+                    await self._retry_or_park(msg, event, _delivered(msg), error)
 
-    async def _was_processed_elsewhere(self, decoded: Event) -> bool:
-        async with self._session_factory() as session:
-            return await already_processed(
-                session, consumer=self.subscription.durable, event_id=decoded.event_id
-            )
+    def _context(self, msg: Msg, event: Event) -> Any:
+        return structlog.contextvars.bound_contextvars(
+            case_id=event.case_id,
+            event_id=event.event_id,
+            correlation_id=event.correlation_id or (msg.headers or {}).get(HEADER_CORRELATION_ID),
+            consumer=self.subscription.durable,
+        )
 
-    async def _retry_or_park(self, msg: Msg, decoded: Event, delivered: int, exc: Exception) -> None:
+    async def _apply(
+        self, session: AsyncSession, consumer: str, event: Event, handler: Handler
+    ) -> tuple[str, Exception | None]:
+        try:
+            async with session.begin_nested():
+                # The inbox row goes first: if this event was processed before (here or by another
+                # instance), the unique key says so before the handler touches anything.
+                session.add(
+                    InboxRecord(
+                        consumer=consumer,
+                        event_id=event.event_id,
+                        event_type=event.event_type,
+                        case_id=event.case_id,
+                    )
+                )
+                try:
+                    await session.flush()
+                except IntegrityError:
+                    raise _AlreadyProcessed from None
+                await handler(session=session, event=event)
+                await session.flush()
+        except _AlreadyProcessed:
+            return "duplicate", None
+        except PermanentError as exc:
+            return "permanent", exc
+        except Exception as exc:
+            return "retry", exc
+        return "handled", None
+
+    async def _retry_or_park(self, msg: Msg, decoded: Event, delivered: int, exc: BaseException) -> None:
         if delivered >= self._max_deliver:
             await self._dead_letter(msg, reason=f"gave up after {delivered} deliveries: {exc!r}")
             return
@@ -284,6 +327,13 @@ class EventConsumer:
         await _quiet(msg.term())
 
 
+def _delivered(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered or 1)
+    except Exception:  # a message without JetStream metadata counts as a first delivery
+        return 1
+
+
 async def _quiet(operation: Awaitable[Any]) -> None:
     try:
         await operation
@@ -304,6 +354,7 @@ async def start_consumers(
     batch_size: int,
     max_deliver: int,
     ack_wait: float,
+    transaction_size: int = 25,
 ) -> list[EventConsumer]:
     consumers = [
         EventConsumer(
@@ -314,6 +365,7 @@ async def start_consumers(
             batch_size=batch_size,
             max_deliver=max_deliver,
             ack_wait=ack_wait,
+            transaction_size=transaction_size,
         )
         for subscription in subscriptions
     ]
