@@ -13,10 +13,10 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from nats.aio.client import Client as NatsClient
@@ -25,12 +25,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.audit import trail, verify_chain
+from shared.auth import Principal, Role, require_roles
 from shared.bus import EventConsumer, Subscription, connect, ensure_streams, start_consumers
 from shared.db import create_engine, create_session_factory
 from shared.errors import FieldProblems, field_problems_response, validation_error_response
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
+from shared.web import mount_web
 from shared.workcalendar import WorkCalendar
 
 log = get_logger(__name__)
@@ -178,6 +181,9 @@ def create_service_app(
         return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, **checks})
 
     app.include_router(health)
+    app.include_router(audit_router)
+    # Every service serves the shared stylesheet and scripts and accepts its siblings' pages (CORS).
+    mount_web(app, settings)
     for router in routers:
         app.include_router(router)
     return app
@@ -196,3 +202,34 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 def current_correlation_id() -> str | None:
     value = structlog.contextvars.get_contextvars().get("correlation_id")
     return str(value) if value else None
+
+
+audit_router = APIRouter(prefix="/api/v1", tags=["audit"])
+
+
+@audit_router.get("/audit/{case_id}")
+async def read_audit_trail(
+    case_id: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(require_roles(Role.SUPERVISOR))],
+) -> dict[str, Any]:
+    """This service's part of a matter's audit trail, and whether its hash chain is intact."""
+    structlog.contextvars.bind_contextvars(case_id=case_id)
+    async with runtime_of(request).session_factory() as session:
+        entries = await trail(session, case_id)
+    return {
+        "case_id": case_id,
+        "service": request.app.state.settings.service_name,
+        "chain_intact": verify_chain(entries),
+        "entries": [
+            {
+                "action": e.action,
+                "actor": e.actor,
+                "reason": e.reason,
+                "detail": e.detail,
+                "at": e.at.isoformat(),
+                "entry_hash": e.entry_hash,
+            }
+            for e in entries
+        ],
+    }

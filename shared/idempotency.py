@@ -16,7 +16,8 @@ from fastapi import HTTPException
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlmodel import Column, Field, SQLModel, Text, select
+from sqlalchemy import delete
+from sqlmodel import Column, Field, SQLModel, Text, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db import UTCDateTime, utcnow
@@ -94,3 +95,10 @@ def remember(
             response_body=json.dumps(jsonable_encoder(body), ensure_ascii=False),
         )
     )
+
+
+async def purge_expired(session: AsyncSession, *, older_than: datetime) -> int:
+    """Forget answers older than the retry window: a client retries in minutes, not months."""
+    statement = delete(IdempotencyRecord).where(col(IdempotencyRecord.created_at) < older_than)
+    result = await session.exec(statement)
+    return int(result.rowcount or 0)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from fastapi import FastAPI
@@ -11,6 +12,8 @@ from services.intake.router import router
 from services.intake.service import IntakeContext
 from services.intake.settings import IntakeSettings
 from shared.app import Runtime, create_service_app
+from shared.db import utcnow
+from shared.idempotency import purge_expired
 from shared.logging import get_logger
 from shared.reference import DEFAULT_CATEGORIES_FILE, DEFAULT_UNITS_FILE, load_categories, load_organisation
 from shared.settings import load_settings
@@ -21,6 +24,21 @@ log = get_logger(__name__)
 def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     settings = settings or load_settings(IntakeSettings)
     organisation = load_organisation(settings.units_file or DEFAULT_UNITS_FILE)
+
+    async def purge_idempotency_keys(runtime: Runtime) -> None:
+        async def loop() -> None:
+            while True:
+                try:
+                    async with runtime.session_factory() as session, session.begin():
+                        cutoff = utcnow() - timedelta(hours=settings.idempotency_ttl_hours)
+                        purged = await purge_expired(session, older_than=cutoff)
+                    if purged:
+                        log.info("expired idempotency keys purged", count=purged)
+                except Exception as exc:  # housekeeping must never take the service down
+                    log.warning("idempotency purge failed", error=str(exc))
+                await asyncio.sleep(3600)
+
+        runtime.background.append(asyncio.create_task(loop(), name="idempotency-purge"))
 
     async def seed(runtime: Runtime) -> None:
         if not settings.demo_mode:
@@ -35,7 +53,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         title="督察投诉受理 intake",
         routers=[router],
         subscriptions=SUBSCRIPTIONS,
-        on_startup=[seed],
+        on_startup=[seed, purge_idempotency_keys],
     )
     app.state.intake = IntakeContext(
         vault=IdentityVault(settings.identity_key_bytes),

@@ -160,7 +160,6 @@ class ComplaintCreate(BaseModel):
     place: str | None = Field(default=None, max_length=MAX_PLACE)
     account: str = Field(min_length=1)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ITEMS)
-    supervisor_flag: bool = False
 
     @field_validator("account")
     @classmethod

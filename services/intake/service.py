@@ -256,7 +256,6 @@ async def create_complaint(
         place=complaint_in.place,
         account=complaint_in.account,
         injury_or_death=injury,
-        supervisor_flag=complaint_in.supervisor_flag and actor.role == "supervisor",
         repeat_of=repeat_of.id if repeat_of else None,
         repeat_after_rejection=repeat_after_rejection,
         created_by=actor.username,

@@ -14,6 +14,7 @@ from services.routing.models import Assignment, RoutingRule, RuleChange, Team, U
 from services.routing.schemas import (
     AssignmentRead,
     ClockRead,
+    FlagIn,
     ReassignIn,
     RuleChangeRead,
     RuleRead,
@@ -103,6 +104,23 @@ async def reassign(
             ctx=ctx,
             case_id=case_id,
             team_code=body.team_code,
+            reason=body.reason,
+            actor=principal,
+            correlation_id=current_correlation_id(),
+        )
+    return await assignment_read(session, ctx, assignment)
+
+
+@router.post("/assignments/{case_id}/flag", response_model=AssignmentRead, tags=["assignments"])
+async def flag_key_clue(
+    case_id: str, body: FlagIn, session: Session, ctx: Context, principal: Supervisor
+) -> AssignmentRead:
+    structlog.contextvars.bind_contextvars(case_id=case_id)
+    async with session.begin():
+        assignment = await service.flag_key_clue(
+            session=session,
+            ctx=ctx,
+            case_id=case_id,
             reason=body.reason,
             actor=principal,
             correlation_id=current_correlation_id(),

@@ -45,6 +45,12 @@ class ReassignIn(BaseModel):
     reason: str = Field(min_length=2, max_length=1000)
 
 
+class FlagIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=2, max_length=1000)
+
+
 class RuleUpdate(RuleBase):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 

@@ -416,3 +416,30 @@ async def audit_org_change(
     await audit(
         session, case_id=f"org:{what}", action="organisation_changed", actor=actor.username, detail=after
     )
+
+
+async def flag_key_clue(
+    *,
+    session: AsyncSession,
+    ctx: RoutingContext,
+    case_id: str,
+    reason: str,
+    actor: Principal,
+    correlation_id: str | None,
+) -> Assignment:
+    """A supervisor marks a complaint as a key clue (重点线索): the rules decide again with that fact."""
+    case = await session.get(RoutedCase, case_id)
+    if case is None or case.case_kind != "complaint":
+        raise FieldProblems([("case_id", "该投诉尚未分派或不存在", "unknown complaint")], status_code=404)
+    if "supervisor_flag" in case.facts:
+        raise FieldProblems([("case_id", "该投诉已标记为重点线索", "already flagged")], status_code=409)
+    current = await current_assignment(session=session, case_id=case_id)
+    case.facts = [*case.facts, "supervisor_flag"]
+    if current is not None and current.team_code not in case.previous_team_codes:
+        # The team that had it as an ordinary complaint does not keep it as a key clue.
+        case.previous_team_codes = [*case.previous_team_codes, current.team_code]
+    session.add(case)
+    await audit(session, case_id=case_id, action="flagged_key_clue", actor=actor.username, reason=reason)
+    return await route(
+        session=session, ctx=ctx, case=case, actor=actor.username, correlation_id=correlation_id
+    )

@@ -1,0 +1,195 @@
+"""Intake's pages: the one sign-in of all four services, and the operator's desk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.intake import accounts
+from services.intake.accounts import DEMO_PASSWORD
+from services.intake.schemas import CHANNEL_LABELS
+from services.intake.service import IntakeContext
+from shared.app import get_session
+from shared.auth import Principal, Role
+from shared.web import (
+    COOKIE_NAME,
+    home_url,
+    page_templates,
+    page_user,
+    principal_from_cookie,
+    render,
+    safe_next,
+    service_urls,
+)
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+templates = page_templates(TEMPLATES_DIR)
+web_router = APIRouter(include_in_schema=False)
+
+Session = Annotated[AsyncSession, Depends(get_session)]
+OperatorPage = Annotated[Principal, Depends(page_user(Role.OPERATOR))]
+SearchPage = Annotated[Principal, Depends(page_user(Role.OPERATOR, Role.SUPERVISOR))]
+
+DEMO_USERS = (
+    ("operator1", "接线员"),
+    ("inspector-411681", "项城市公安局督察大队"),
+    ("inspector-411600", "市局督察支队民警"),
+    ("supervisor1", "督察支队领导"),
+    ("deputy1", "马刚代表"),
+)
+
+
+def _context(request: Request) -> IntakeContext:
+    ctx: IntakeContext = request.app.state.intake
+    return ctx
+
+
+def _reference(request: Request) -> dict[str, Any]:
+    """What the operator's forms choose from: counties, units known from the seed, categories."""
+    ctx = _context(request)
+    organisation = ctx.organisation
+    counties = [{"code": organisation.city_code, "name": f"{organisation.city_name}（市局直属）"}]
+    counties += [{"code": c.code, "name": c.name} for c in organisation.counties.values()]
+    units = [{"name": organisation.city_bureau, "area_code": organisation.city_code}]
+    units += [
+        {"name": name, "area_code": organisation.city_code} for name in organisation.city_units.values()
+    ]
+    units.append({"name": organisation.city_team_name, "area_code": organisation.city_code})
+    aliases = []
+    for county in organisation.counties.values():
+        units.append({"name": county.bureau, "area_code": county.code})
+        units.append({"name": county.inspection_team, "area_code": county.code})
+        aliases.append({"code": county.code, "names": [county.bureau, county.name, *county.aliases]})
+    return {
+        "counties": counties,
+        "units": units,
+        "county_names": aliases,
+        "unit_kinds": list(organisation.unit_kinds),
+        "categories": [{"name": c.name, "serious": c.serious} for c in ctx.categories.categories],
+        "channels": CHANNEL_LABELS,
+        "account_max_chars": ctx.account_max_chars,
+    }
+
+
+def _cookie_secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+@web_router.get("/")
+async def root(request: Request) -> Response:
+    principal = principal_from_cookie(request)
+    if principal is None:
+        return RedirectResponse("/login", status_code=303)
+    return RedirectResponse(home_url(request.app.state.settings, principal.role), status_code=303)
+
+
+def _login_page(
+    request: Request, *, next_url: str | None, username: str = "", error: str | None = None, status: int = 200
+) -> Response:
+    settings = request.app.state.settings
+    return render(
+        templates,
+        request,
+        "login.html",
+        None,
+        title="登录",
+        status_code=status,
+        next_url=next_url or "",
+        username=username,
+        error=error,
+        demo_users=DEMO_USERS if settings.demo_mode else (),
+        demo_password=DEMO_PASSWORD if settings.demo_mode else None,
+        query_url=service_urls(settings)["feedback"] + "/query",
+    )
+
+
+@web_router.get("/login")
+async def login_form(request: Request, next: str | None = None) -> Response:  # noqa: A002 - the query name
+    settings = request.app.state.settings
+    target = safe_next(settings, next)
+    principal = principal_from_cookie(request)
+    if principal is not None and target is None:
+        return RedirectResponse(home_url(settings, principal.role), status_code=303)
+    return _login_page(request, next_url=target)
+
+
+@web_router.post("/login")
+async def login(
+    request: Request,
+    session: Session,
+    username: Annotated[str, Form(max_length=64)] = "",
+    password: Annotated[str, Form(max_length=256)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "",  # noqa: A002 - the form field's name
+) -> Response:
+    settings = request.app.state.settings
+    target = safe_next(settings, next)
+    name = username.strip()
+    if not name or not password:
+        return _login_page(request, next_url=target, username=name, error="请输入用户名和密码", status=422)
+    user = await accounts.authenticate(session=session, username=name, password=password)
+    if user is None:
+        return _login_page(request, next_url=target, username=name, error="用户名或密码错误", status=401)
+    token = accounts.token_for(user, signing_key=settings.signing_key, ttl_minutes=settings.token_ttl_minutes)
+    principal = accounts.principal_of(user)
+    response = RedirectResponse(target or home_url(settings, principal.role), status_code=303)
+    # HttpOnly: no script reads it; Strict: no other site's page can make the browser send it.
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        max_age=settings.token_ttl_minutes * 60,
+        httponly=True,
+        samesite="strict",
+        secure=_cookie_secure(request),
+        path="/",
+    )
+    return response
+
+
+@web_router.api_route("/logout", methods=["GET", "POST"])
+async def logout(request: Request) -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(
+        COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=_cookie_secure(request)
+    )
+    return response
+
+
+@web_router.get("/operator/complaint")
+async def complaint_desk(request: Request, principal: OperatorPage) -> Response:
+    return render(
+        templates,
+        request,
+        "complaint.html",
+        principal,
+        title="投诉登记",
+        page={"reference": _reference(request)},
+        reference=_reference(request),
+    )
+
+
+@web_router.get("/operator/suggestion")
+async def suggestion_desk(request: Request, principal: OperatorPage) -> Response:
+    return render(
+        templates,
+        request,
+        "suggestion.html",
+        principal,
+        title="代表建议、委员提案登记",
+        page={"reference": _reference(request)},
+    )
+
+
+@web_router.get("/operator/search")
+async def search(request: Request, principal: SearchPage) -> Response:
+    return render(
+        templates,
+        request,
+        "search.html",
+        principal,
+        title="来电查询" if principal.role == Role.OPERATOR else "事项查询",
+        page={"reference": _reference(request)},
+    )
