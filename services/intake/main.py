@@ -11,6 +11,7 @@ from services.intake.identity import IdentityVault
 from services.intake.router import router
 from services.intake.service import IntakeContext
 from services.intake.settings import IntakeSettings
+from services.intake.web import web_router
 from shared.app import Runtime, create_service_app
 from shared.db import utcnow
 from shared.idempotency import purge_expired
@@ -51,7 +52,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     app = create_service_app(
         settings=settings,
         title="督察投诉受理 intake",
-        routers=[router],
+        routers=[router, web_router],
         subscriptions=SUBSCRIPTIONS,
         on_startup=[seed, purge_idempotency_keys],
     )

@@ -393,3 +393,17 @@ async def reclassify_suggestion(
             actor=principal,
             correlation_id=current_correlation_id(),
         )
+
+
+@router.get("/stats", tags=["statistics"])
+async def intake_stats(
+    session: Session,
+    principal: Annotated[Principal, Depends(require_roles(Role.SUPERVISOR))],
+    weeks: Annotated[int, Query(ge=1, le=104)] = 12,
+) -> dict[str, object]:
+    """Complaints received and repeat complaints over the last ``weeks``, per county and per team.
+
+    For the supervisors' dashboard (verification's page fetches it): only intake knows
+    which complaints repeat an earlier one.
+    """
+    return await service.repeat_statistics(session=session, weeks=weeks)

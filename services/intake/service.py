@@ -218,10 +218,8 @@ async def create_complaint(
     repeat_of: Complaint | None = None
     window_start = received_at - ctx.repeat_window
     for candidate in earlier:
-        same_unit = candidate.accused_unit == accused.unit or (
-            candidate.accused_unit_code is not None
-            and candidate.accused_unit_code == (unit_county.code if unit_county else None)
-        )
+        # The same unit by name: another station of the same county bureau is another matter.
+        same_unit = candidate.accused_unit.strip() == accused.unit.strip()
         if (
             same_unit
             and candidate.county_code == accused.county_code
@@ -546,3 +544,20 @@ async def reclassify(
         },
     )
     return out
+
+
+async def repeat_statistics(*, session: AsyncSession, weeks: int) -> dict[str, object]:
+    since = utcnow() - timedelta(weeks=weeks)
+    rows = await session.exec(
+        select(Complaint.county_code, Complaint.assigned_team_code, Complaint.repeat_of).where(
+            Complaint.received_at >= since, Complaint.status != "reclassified"
+        )
+    )
+    by_county: dict[str, dict[str, int]] = {}
+    by_team: dict[str, dict[str, int]] = {}
+    for county_code, team_code, repeat_of in rows:
+        for table, key in ((by_county, county_code), (by_team, team_code or "unassigned")):
+            counts = table.setdefault(key, {"received": 0, "repeats": 0})
+            counts["received"] += 1
+            counts["repeats"] += 1 if repeat_of else 0
+    return {"since": since.isoformat(), "weeks": weeks, "by_county": by_county, "by_team": by_team}

@@ -108,7 +108,7 @@ def _login_page(
 
 
 @web_router.get("/login")
-async def login_form(request: Request, next: str | None = None) -> Response:  # noqa: A002 - the query name
+async def login_form(request: Request, next: str | None = None) -> Response:
     settings = request.app.state.settings
     target = safe_next(settings, next)
     principal = principal_from_cookie(request)
@@ -123,7 +123,7 @@ async def login(
     session: Session,
     username: Annotated[str, Form(max_length=64)] = "",
     password: Annotated[str, Form(max_length=256)] = "",
-    next: Annotated[str, Form(max_length=2000)] = "",  # noqa: A002 - the form field's name
+    next: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     settings = request.app.state.settings
     target = safe_next(settings, next)

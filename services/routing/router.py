@@ -147,6 +147,8 @@ async def put_rule(
             reason=body.reason,
             actor=principal,
         )
+    # After the commit: a decision made meanwhile must not cache the old rules.
+    ctx.forget_cache()
     return RuleRead.model_validate(rule, from_attributes=True)
 
 
@@ -181,7 +183,7 @@ async def put_team(
         await service.audit_org_change(
             session=session, actor=principal, what=f"team:{code}", after=body.model_dump()
         )
-        ctx.forget_cache()
+    ctx.forget_cache()
     return TeamRead(**team.model_dump(exclude={"last_assigned_at"}))
 
 
@@ -212,5 +214,5 @@ async def put_unit(
         await service.audit_org_change(
             session=session, actor=principal, what=f"unit:{code}", after=body.model_dump()
         )
-        ctx.forget_cache()
+    ctx.forget_cache()
     return UnitRead.model_validate(unit, from_attributes=True)

@@ -220,6 +220,12 @@ def _enforce_recusal(
 ) -> None:
     conflicted = conflicted_teams(facts, organisation)
     city = organisation.city_team_code
+    if facts.has("returned_twice") and decision.team_code == city and city not in conflicted:
+        # Returned twice: the city team's leadership decides where it goes, even if the city team
+        # already had it once; that is a decision for a person, so it is flagged as one.
+        decision.needs_supervisor = True
+        decision.reasons.append("已两次退回，由市局督察支队领导决定承办单位")
+        excluded = excluded - {city}
     if decision.team_code in excluded:
         why = (
             "回避：该队为被投诉单位本身或其领导所在单位"
@@ -233,12 +239,19 @@ def _enforce_recusal(
         else:
             candidates = [c for c in organisation.counties if c not in excluded and c != home]
             candidates = candidates or [c for c in organisation.counties if c not in excluded]
-            if not candidates:
+            if candidates:
+                decision.team_code, decision.kind = _least_loaded(candidates, workload), "cross"
+                decision.reasons.append(f"{why}，改由{organisation.team_name(decision.team_code)}交叉核查")
+            else:
+                # Every team free of conflict has had it already: one of them takes it for now and a
+                # supervisor decides.  A conflicted team never does, whatever else is exhausted.
+                allowed = [c for c in organisation.team_codes() if c not in conflicted]
+                decision.team_code = city if city in allowed else _least_loaded(allowed, workload)
+                decision.kind = "city" if decision.team_code == city else "cross"
                 decision.needs_supervisor = True
-                decision.reasons.append(f"{why}；没有其他可办理的督察队，请督察支队指定")
-                return
-            decision.team_code, decision.kind = _least_loaded(candidates, workload), "cross"
-            decision.reasons.append(f"{why}，改由{organisation.team_name(decision.team_code)}交叉核查")
+                decision.reasons.append(
+                    f"{why}；其他督察队均已办理过，暂由{organisation.team_name(decision.team_code)}承办，请督察支队指定"
+                )
     decision.participants = [
         p for p in decision.participants if p not in conflicted and p != decision.team_code
     ]

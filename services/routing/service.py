@@ -406,7 +406,6 @@ async def update_rule(
             after=rule.model_dump(mode="json", exclude={"updated_at", "updated_by"}),
         )
     )
-    ctx.forget_cache()
     return rule
 
 
