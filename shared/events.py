@@ -97,6 +97,7 @@ class SuggestionReceived(Event):
     event_type: ClassVar[str] = "SuggestionReceived"
 
     tracking_code: str
+    query_secret_hash: str | None = None
     kind: Literal["npc_suggestion", "cppcc_proposal"]
     session: str
     number: str

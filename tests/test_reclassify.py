@@ -97,3 +97,22 @@ async def test_complaint_refiled_as_deputy_suggestion(system: System) -> None:
         json={"to_kind": "citizen_suggestion", "reason": "x" * 5, "forwarded_to": "商水县公安局"},
     )
     assert only_operators.status_code == 403
+
+
+async def test_a_suggestion_can_be_followed_on_the_public_query(system: System) -> None:
+    response = await system.call(
+        "intake", "POST", "/api/v1/suggestions", as_user="operator1", json=fixtures.suggestion()
+    )
+    created = response.json()
+
+    async def visible() -> dict[str, Any] | None:
+        found = await system.call(
+            "feedback",
+            "POST",
+            "/api/v1/public/lookup",
+            json={"tracking_code": created["tracking_code"], "query_secret": created["query_secret"]},
+        )
+        return found.json() if found.status_code == 200 else None
+
+    result = await eventually(visible, what="suggestion on the public query")
+    assert result["kind"] == "suggestion" and "马刚" not in str(result)

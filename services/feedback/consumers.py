@@ -5,12 +5,13 @@ from __future__ import annotations
 from functools import partial
 
 from services.feedback import service
-from services.feedback.service import FeedbackContext
+from services.feedback.context import FeedbackContext
 from shared.bus import Subscription
 from shared.events import (
     CaseAssigned,
     CaseConcluded,
     ComplaintReceived,
+    DeadlineExtended,
     FindingSentBack,
     MatterReclassified,
     ReviewStarted,
@@ -31,6 +32,7 @@ def subscriptions(ctx: FeedbackContext) -> list[Subscription]:
                 ReviewStarted: service.on_review_started,
                 FindingSentBack: service.on_finding_sent_back,
                 CaseConcluded: partial(service.on_case_concluded, ctx=ctx),
+                DeadlineExtended: partial(service.on_deadline_extended, ctx=ctx),
                 MatterReclassified: service.on_matter_reclassified,
             },
         )

@@ -1,4 +1,8 @@
-"""Feedback's tables: a public-safe projection of each matter, its timeline, answers and ratings."""
+"""Feedback's tables: a public-safe projection of each matter, its timeline, answers, deliveries and ratings.
+
+Nothing here holds a complainant's name, phone, e-mail or address: a delivery
+asks intake for the contact at the moment it sends and keeps only the outcome.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,14 @@ from datetime import datetime
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import JSON, Index
+from sqlalchemy import JSON, Index, LargeBinary
 from sqlmodel import Column, Field, SQLModel, Text
 
 from shared.db import UTCDateTime, utcnow
+
+
+def new_id() -> str:
+    return str(uuid4())
 
 
 class CaseView(SQLModel, table=True):
@@ -40,6 +48,10 @@ class CaseView(SQLModel, table=True):
     reopen_count: int = 0
     outcome: str | None = Field(default=None, max_length=32)
     classification: str | None = Field(default=None, max_length=1)
+    awaiting_follow_up: bool = Field(
+        default=False, description="a B-class reply was accepted; the ledger waits for the follow-up reply"
+    )
+    closed_note: str | None = Field(default=None, max_length=300)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -54,24 +66,83 @@ class TimelineEntry(SQLModel, table=True):
 
 
 class Answer(SQLModel, table=True):
+    """The answer to a complainant, or the reply to a deputy: drafted, approved, then published.
+
+    ``status`` is ``pending_approval`` until a supervisor approves it and
+    ``delivered`` from then on (it is on the public query at once); whether it
+    reached the person is tracked by its ``Delivery`` rows.
+    """
+
     __tablename__ = "feedback_answer"
 
-    id: str = Field(default_factory=lambda: str(uuid4()), primary_key=True, max_length=64)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
     case_id: str = Field(max_length=64, index=True)
     round: int = 1
     source_event_id: str = Field(max_length=64, unique=True)
-    status: str = Field(
-        default="pending_approval", max_length=20, description="pending_approval, delivered, failed"
-    )
+    follow_up: bool = Field(default=False, description="the follow-up reply of a B-class suggestion")
+    status: str = Field(default="pending_approval", max_length=20, description="pending_approval, delivered")
     text: str = Field(sa_column=Column(Text, nullable=False))
     outcome: str = Field(max_length=32)
     classification: str | None = Field(default=None, max_length=1)
-    channel: str | None = Field(default=None, max_length=16)
+    channel: str | None = Field(
+        default=None, max_length=16, description="how it first reached the person; none: public query only"
+    )
     approved_by: str | None = Field(default=None, max_length=64)
     approved_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    delivery_attempts: int = 0
-    last_error: str | None = Field(default=None, max_length=500)
+    delivered_at: datetime | None = Field(
+        default=None, sa_type=UTCDateTime, description="published on the public query (approval)"
+    )
+    served_at: datetime | None = Field(
+        default=None,
+        sa_type=UTCDateTime,
+        description="reached the person (first successful delivery, or publication when nobody can be "
+        "sent to); the 30 days for a review request run from here",
+    )
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Delivery(SQLModel, table=True):
+    """One message to one complainant (an answer, or a notice such as an extension), sent or recorded.
+
+    Automatic deliveries (SMS, e-mail) are retried by the delivery worker from
+    this table, so a restart resumes them; ``idempotency_key`` is the same on
+    every attempt, so a retried POST to the gateway is not a second SMS.
+    """
+
+    __tablename__ = "feedback_delivery"
+    __table_args__ = (Index("ix_feedback_delivery_due", "status", "next_attempt_at"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
+    case_id: str = Field(max_length=64, index=True)
+    answer_id: str | None = Field(default=None, max_length=64, index=True)
+    kind: str = Field(max_length=16, description="answer, notice")
+    mode: str = Field(max_length=16, description="auto (SMS or e-mail by the worker), manual (recorded)")
+    channel: str | None = Field(default=None, max_length=16, description="sms, email, phone, letter")
+    status: str = Field(default="pending", max_length=16, description="pending, sent, failed, cancelled")
+    subject: str | None = Field(default=None, max_length=200)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    idempotency_key: str = Field(max_length=100, unique=True)
+    attempts: int = Field(default=0, description="automatic attempts since creation or the last manual retry")
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, max_length=300, description="never quotes the contact")
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    recorded_by: str | None = Field(default=None, max_length=64)
+    note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    correlation_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Letter(SQLModel, table=True):
+    """The reply letter to a deputy as issued: fixed at approval so settings changed later do not alter it."""
+
+    __tablename__ = "feedback_letter"
+
+    answer_id: str = Field(primary_key=True, max_length=64)
+    case_id: str = Field(max_length=64, index=True)
+    title: str = Field(max_length=300)
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -80,9 +151,25 @@ class RatingRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     case_id: str = Field(max_length=64, index=True)
+    answer_id: str | None = Field(default=None, max_length=64, index=True)
     round: int
     rating: str = Field(max_length=24)
     reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     source: str = Field(max_length=16)
+    recorded_by: str | None = Field(default=None, max_length=64)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ReviewRequest(SQLModel, table=True):
+    """A request for review (复查) of a written answer; its reason is internal, never shown publicly."""
+
+    __tablename__ = "feedback_review_request"
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(max_length=64, index=True)
+    answer_id: str = Field(max_length=64)
+    round: int
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    source: str = Field(max_length=16, description="public, operator")
     recorded_by: str | None = Field(default=None, max_length=64)
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

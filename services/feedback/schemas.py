@@ -42,6 +42,7 @@ class PublicClock(BaseModel):
     name: str
     label: str
     due_at: datetime
+    extended: bool = False
 
 
 class LookupOut(BaseModel):
@@ -56,19 +57,51 @@ class LookupOut(BaseModel):
     answered_at: datetime | None
     can_rate: bool
     rating: str | None
+    can_request_review: bool = False
+    review_until: datetime | None = None
 
 
-class RatingIn(LookupIn):
+class RatingFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     rating: RatingValue
     reason: str | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")
-    def _reason_when_unsatisfied(self) -> RatingIn:
+    def _reason_when_unsatisfied(self) -> RatingFields:
         if self.rating == "unsatisfied" and not (self.reason or "").strip():
             raise LocalisedError(
                 "选择“不满意”时请写明理由", "a reason is required when unsatisfied", field="reason"
             )
         return self
+
+
+class RatingIn(LookupIn, RatingFields):
+    """The complainant's own rating on the public query page."""
+
+
+class CaseRatingIn(RatingFields):
+    """A rating an operator records from a follow-up call (回访), or a deputy gives on their page."""
+
+
+class ReviewFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=2, max_length=2000, description="why the answer is contested")
+
+    @model_validator(mode="after")
+    def _reason_not_blank(self) -> ReviewFields:
+        if len(self.reason.strip()) < 2:
+            raise LocalisedError("请写明申请复查的理由", "a reason is required", field="reason")
+        return self
+
+
+class ReviewRequestIn(LookupIn, ReviewFields):
+    """A review request (复查) on the public query page."""
+
+
+class CaseReviewRequestIn(ReviewFields):
+    """A review request an operator takes down (by phone, letter or in person)."""
 
 
 class RatingOut(BaseModel):
@@ -77,10 +110,30 @@ class RatingOut(BaseModel):
     message: str
 
 
+class DeliveryRead(BaseModel):
+    id: str
+    case_id: str
+    answer_id: str | None
+    kind: str
+    mode: str
+    channel: str | None
+    status: str
+    subject: str | None
+    text: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    sent_at: datetime | None
+    recorded_by: str | None
+    note: str | None
+    created_at: datetime
+
+
 class AnswerRead(BaseModel):
     id: str
     case_id: str
     round: int
+    follow_up: bool
     status: str
     text: str
     outcome: str
@@ -89,15 +142,37 @@ class AnswerRead(BaseModel):
     approved_by: str | None
     approved_at: datetime | None
     delivered_at: datetime | None
-    delivery_attempts: int
-    last_error: str | None
+    served_at: datetime | None
     created_at: datetime
+    deliveries: list[DeliveryRead] = Field(default_factory=list)
 
 
 class AnswerEdit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=10, max_length=10000)
+
+
+class ManualDeliveryIn(BaseModel):
+    """A delivery made by a person: the answer told by phone, or sent as a letter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Literal["phone", "letter"]
+    note: str = Field(
+        min_length=2,
+        max_length=1000,
+        description="what was done (e.g. 已电话告知，对方表示知悉); phone numbers are masked when stored",
+    )
+
+    @model_validator(mode="after")
+    def _note_not_blank(self) -> ManualDeliveryIn:
+        if len(self.note.strip()) < 2:
+            raise LocalisedError("请填写送达情况说明", "a note is required", field="note")
+        return self
+
+
+DeliveryStatus = Literal["pending", "sent", "failed", "cancelled"]
 
 
 class DeputySuggestionRead(BaseModel):
@@ -109,11 +184,17 @@ class DeputySuggestionRead(BaseModel):
     title: str | None
     status: str
     status_label: str
-    lead_unit: str | None
+    lead_unit: str | None = Field(description="handling unit (承办单位)")
     team_code: str | None
     team_name: str | None
     due_at: datetime | None
     clocks: list[PublicClock]
     reply: str | None
+    replied_at: datetime | None
     classification: str | None
+    classification_label: str | None
+    letter_url: str | None
+    can_rate: bool
+    rating: str | None
+    awaiting_follow_up: bool
     received_at: datetime

@@ -43,7 +43,8 @@ async def on_case_concluded(*, session: AsyncSession, event: CaseConcluded) -> N
 
 async def on_answer_delivered(*, session: AsyncSession, event: AnswerDelivered) -> None:
     matter = await _matter(session, event.case_id)
-    if matter is None:
+    if matter is None or matter.status in ("reopened", "closed"):
+        # A late delivery report must not undo a reopening or a closure that came after it.
         return
     matter.status = "answered"
     if isinstance(matter, Complaint):

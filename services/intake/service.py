@@ -385,6 +385,7 @@ async def create_suggestion(
             correlation_id=correlation_id,
             actor=actor.username,
             tracking_code=tracking_code,
+            query_secret_hash=suggestion.query_secret_hash,
             kind=suggestion_in.kind,
             session=suggestion.session,
             number=suggestion.number,

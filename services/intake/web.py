@@ -88,7 +88,7 @@ async def root(request: Request) -> Response:
 
 
 def _login_page(
-    request: Request, *, next_url: str | None, username: str = "", error: str | None = None, status: int = 200
+    request: Request, *, next_url: str | None, username: str = "", error: str | None = None
 ) -> Response:
     settings = request.app.state.settings
     return render(
@@ -97,7 +97,6 @@ def _login_page(
         "login.html",
         None,
         title="登录",
-        status_code=status,
         next_url=next_url or "",
         username=username,
         error=error,
@@ -129,10 +128,11 @@ async def login(
     target = safe_next(settings, next)
     name = username.strip()
     if not name or not password:
-        return _login_page(request, next_url=target, username=name, error="请输入用户名和密码", status=422)
+        return _login_page(request, next_url=target, username=name, error="请输入用户名和密码")
     user = await accounts.authenticate(session=session, username=name, password=password)
     if user is None:
-        return _login_page(request, next_url=target, username=name, error="用户名或密码错误", status=401)
+        # 200, not 401: the browser shows the form again with the message, not an error page.
+        return _login_page(request, next_url=target, username=name, error="用户名或密码错误")
     token = accounts.token_for(user, signing_key=settings.signing_key, ttl_minutes=settings.token_ttl_minutes)
     principal = accounts.principal_of(user)
     response = RedirectResponse(target or home_url(settings, principal.role), status_code=303)

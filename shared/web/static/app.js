@@ -165,7 +165,8 @@
     var value = (input.value || "").trim();
     var message = "";
     if (input.type === "checkbox" || input.type === "radio") {
-      if (input.required && !box.querySelector("input:checked")) { message = input.dataset.requiredMessage || "请选择"; }
+      var leader = input.type === "radio" ? box.querySelector('input[type="radio"][required]') : (input.required ? input : null);
+      if (leader && !box.querySelector("input:checked")) { message = leader.dataset.requiredMessage || "请选择"; }
     } else if (input.required && !value) {
       message = input.dataset.requiredMessage || "必填项";
     } else if (value && input.dataset.check && CHECKS[input.dataset.check]) {
@@ -491,6 +492,24 @@
     body += legendSvg(series, pad.left, 16);
     node.innerHTML = '<div class="chart">' + svgEl(width, height, body) + "</div>";
   }
+
+  /* ------------------------------------------------------------------ access keys */
+
+  /* Alt+letter goes to the field (or presses the button) marked accesskey="letter".  Browsers
+     differ (Firefox wants Alt+Shift, some ignore it on a select), so the page does it itself. */
+  document.addEventListener("keydown", function (event) {
+    if (!event.altKey || event.ctrlKey || event.metaKey) { return; }
+    var match = /^(?:Key([A-Z])|Digit([0-9]))$/.exec(event.code || "");
+    if (!match) { return; }
+    var key = (match[1] || match[2]).toLowerCase();
+    var target = $all("[accesskey]").filter(function (el) {
+      return el.getAttribute("accesskey").toLowerCase() === key && !el.disabled && !el.closest("[hidden]");
+    })[0];
+    if (!target) { return; }
+    event.preventDefault();
+    if (target.tagName === "BUTTON" || target.tagName === "A") { target.click(); }
+    else { target.focus(); if (target.select && target.tagName === "INPUT") { target.select(); } }
+  });
 
   /* ------------------------------------------------------------------ misc */
 

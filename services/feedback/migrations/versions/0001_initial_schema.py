@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 23:29:14.601128
+Create Date: 2026-11-27 23:59:43.440917
 """
 
 from collections.abc import Sequence
@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("case_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("round", sa.Integer(), nullable=False),
         sa.Column("source_event_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("follow_up", sa.Boolean(), nullable=False),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column("outcome", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
@@ -51,8 +52,7 @@ def upgrade() -> None:
         sa.Column("approved_by", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.Column("approved_at", shared.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("delivered_at", shared.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("delivery_attempts", sa.Integer(), nullable=False),
-        sa.Column("last_error", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
+        sa.Column("served_at", shared.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", shared.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("source_event_id"),
@@ -86,6 +86,8 @@ def upgrade() -> None:
         sa.Column("reopen_count", sa.Integer(), nullable=False),
         sa.Column("outcome", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column("classification", sqlmodel.sql.sqltypes.AutoString(length=1), nullable=True),
+        sa.Column("awaiting_follow_up", sa.Boolean(), nullable=False),
+        sa.Column("closed_note", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True),
         sa.Column("updated_at", shared.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("case_id"),
     )
@@ -94,9 +96,52 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_feedback_case_tracking_code"), ["tracking_code"], unique=True)
 
     op.create_table(
+        "feedback_delivery",
+        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("case_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("answer_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("mode", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("channel", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True),
+        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("subject", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("idempotency_key", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", shared.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lease_until", shared.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True),
+        sa.Column("sent_at", shared.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("recorded_by", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+        sa.Column("note", sa.Text(), nullable=True),
+        sa.Column("correlation_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+        sa.Column("created_at", shared.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", shared.db.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("idempotency_key"),
+    )
+    with op.batch_alter_table("feedback_delivery", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_feedback_delivery_answer_id"), ["answer_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_feedback_delivery_case_id"), ["case_id"], unique=False)
+        batch_op.create_index("ix_feedback_delivery_due", ["status", "next_attempt_at"], unique=False)
+
+    op.create_table(
+        "feedback_letter",
+        sa.Column("answer_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("case_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("title", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=False),
+        sa.Column("content", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", shared.db.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("answer_id"),
+    )
+    with op.batch_alter_table("feedback_letter", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_feedback_letter_case_id"), ["case_id"], unique=False)
+
+    op.create_table(
         "feedback_rating",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("case_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("answer_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.Column("round", sa.Integer(), nullable=False),
         sa.Column("rating", sqlmodel.sql.sqltypes.AutoString(length=24), nullable=False),
         sa.Column("reason", sa.Text(), nullable=True),
@@ -106,7 +151,23 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("feedback_rating", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_feedback_rating_answer_id"), ["answer_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_feedback_rating_case_id"), ["case_id"], unique=False)
+
+    op.create_table(
+        "feedback_review_request",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("case_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("answer_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("round", sa.Integer(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("source", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("recorded_by", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+        sa.Column("at", shared.db.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("feedback_review_request", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_feedback_review_request_case_id"), ["case_id"], unique=False)
 
     op.create_table(
         "feedback_timeline",
@@ -180,10 +241,25 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_feedback_timeline_case_id"))
 
     op.drop_table("feedback_timeline")
+    with op.batch_alter_table("feedback_review_request", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_feedback_review_request_case_id"))
+
+    op.drop_table("feedback_review_request")
     with op.batch_alter_table("feedback_rating", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_feedback_rating_case_id"))
+        batch_op.drop_index(batch_op.f("ix_feedback_rating_answer_id"))
 
     op.drop_table("feedback_rating")
+    with op.batch_alter_table("feedback_letter", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_feedback_letter_case_id"))
+
+    op.drop_table("feedback_letter")
+    with op.batch_alter_table("feedback_delivery", schema=None) as batch_op:
+        batch_op.drop_index("ix_feedback_delivery_due")
+        batch_op.drop_index(batch_op.f("ix_feedback_delivery_case_id"))
+        batch_op.drop_index(batch_op.f("ix_feedback_delivery_answer_id"))
+
+    op.drop_table("feedback_delivery")
     with op.batch_alter_table("feedback_case", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_feedback_case_tracking_code"))
         batch_op.drop_index("ix_feedback_case_deputy")

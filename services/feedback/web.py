@@ -1,0 +1,80 @@
+"""Feedback's pages: the public query (阳光警务查询, no sign-in) and the deputies' own suggestions.
+
+Also the satisfaction figures of the supervisors' dashboard, a small JSON endpoint the
+dashboard on verification fetches across origins (CORS is set up for every service in
+``shared.web.mount_web``).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.feedback.models import CaseView, RatingRow
+from shared.app import get_session
+from shared.auth import Principal, Role, require_roles
+from shared.db import utcnow
+from shared.web import page_templates, page_user, render
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+templates = page_templates(TEMPLATES_DIR)
+web_router = APIRouter(include_in_schema=False)
+
+Session = Annotated[AsyncSession, Depends(get_session)]
+DeputyPage = Annotated[Principal, Depends(page_user(Role.DEPUTY))]
+
+
+@web_router.get("/")
+async def root() -> Response:
+    return RedirectResponse("/query", status_code=303)
+
+
+@web_router.get("/query")
+async def public_query(request: Request) -> Response:
+    # Public: no sign-in, and nothing of a signed-in officer is shown even if a cookie is present.
+    response = render(templates, request, "query.html", None, title="阳光警务查询")
+    response.headers["X-Robots-Tag"] = "noindex"
+    return response
+
+
+@web_router.get("/deputy")
+async def deputy_page(request: Request, principal: DeputyPage) -> Response:
+    return render(
+        templates,
+        request,
+        "deputy.html",
+        principal,
+        title="我的建议提案",
+        page={"deputy": {"name": principal.deputy_name, "delegation": principal.deputy_delegation}},
+    )
+
+
+@web_router.get("/api/v1/stats/satisfaction")
+async def satisfaction_statistics(
+    session: Session,
+    principal: Annotated[Principal, Depends(require_roles(Role.SUPERVISOR))],
+    weeks: Annotated[int, Query(ge=1, le=104)] = 12,
+) -> dict[str, object]:
+    """Ratings given in the last ``weeks`` weeks, per handling team (the team's code is its area's)."""
+    since = utcnow() - timedelta(weeks=weeks)
+    rows = await session.exec(
+        select(RatingRow.rating, CaseView.team_code)
+        .join(CaseView, col(CaseView.case_id) == col(RatingRow.case_id))
+        .where(col(RatingRow.at) >= since)
+    )
+    by_team: dict[str, dict[str, int]] = {}
+    for rating, team_code in rows:
+        counts = by_team.setdefault(
+            team_code or "unassigned",
+            {"rated": 0, "satisfied": 0, "basically_satisfied": 0, "unsatisfied": 0},
+        )
+        counts["rated"] += 1
+        if rating in counts:
+            counts[rating] += 1
+    return {"since": since.isoformat(), "weeks": weeks, "by_team": by_team}
