@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -511,6 +511,9 @@ def banner(planned: Sequence[Planned], demo: bool) -> str:
         title = SERVICE_TITLES.get(item.spec.name, "")
         lines.append(f"  {title}  {item.spec.name:<{LABEL_WIDTH}}  {item.base_url}")
     lines.append("")
+    intake = next((item for item in planned if item.spec.name == "intake"), None)
+    if intake is not None:
+        lines.append(f"  浏览器打开 / open in a browser: {intake.base_url}/")
     if demo:
         lines.append(f"  {demo_accounts_line(planned)}")
     else:
@@ -519,8 +522,25 @@ def banner(planned: Sequence[Planned], demo: bool) -> str:
     return "\n".join(lines)
 
 
+async def seed_demo(planned: Sequence[Planned], out: Output) -> None:
+    """The demo matters, made through the services' APIs once they answer; never stops the run."""
+    import httpx
+
+    from services.demo_seed import SeedError, seed
+
+    urls = {item.spec.name: item.base_url for item in planned}
+    try:
+        await seed(urls, out.say)
+    except (SeedError, httpx.HTTPError) as exc:
+        out.say(f"demo data not seeded: {exc}")
+
+
 async def supervise(
-    planned: Sequence[Planned], env: dict[str, str], out: Output, startup_timeout: float
+    planned: Sequence[Planned],
+    env: dict[str, str],
+    out: Output,
+    startup_timeout: float,
+    on_ready: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -565,6 +585,7 @@ async def supervise(
         stop_task = asyncio.create_task(stop.wait())
         ready: asyncio.Task[None] = asyncio.create_task(wait_healthy(planned, startup_timeout))
         ready_task: asyncio.Task[None] | None = ready
+        after_ready: asyncio.Task[None] | None = None
         pending: set[asyncio.Task[Any]] = {stop_task, ready, *watched}
         try:
             while failure is None and not stop.is_set():
@@ -577,6 +598,9 @@ async def supervise(
                     ready_task = None
                     demo = any(item.settings.demo_mode for item in planned)
                     out.write(banner(planned, demo).encode() + b"\n")
+                    if on_ready is not None:
+                        # Beside the supervision, not in its wait set: a slow seeding delays nothing.
+                        after_ready = asyncio.create_task(on_ready(), name="after-ready")
                 for task in done:
                     if task in watched and not stop.is_set():
                         child = watched[task]
@@ -585,6 +609,8 @@ async def supervise(
         finally:
             for task in pending:
                 task.cancel()
+            if after_ready is not None and not after_ready.done():
+                after_ready.cancel()
     except CommandError as exc:
         failure = str(exc)
     finally:
@@ -632,7 +658,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     if sys.stdout.isatty():
         # Our stdout is a person: readable lines. Otherwise let the services log JSON for machines.
         env.setdefault("LOG_JSON", "false")
-    return asyncio.run(supervise(planned, env, out, args.startup_timeout))
+    demo = any(item.settings.demo_mode for item in planned)
+
+    async def on_ready() -> None:
+        await seed_demo(planned, out)
+
+    return asyncio.run(supervise(planned, env, out, args.startup_timeout, on_ready if demo else None))
 
 
 # --------------------------------------------------------------------------- parser

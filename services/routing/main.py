@@ -6,6 +6,7 @@ from services.routing.consumers import subscriptions
 from services.routing.router import router
 from services.routing.service import DEFAULT_RULES_FILE, RoutingContext, seed_reference_data
 from services.routing.settings import RoutingSettings
+from services.routing.web import web_router
 from shared.app import Runtime, create_service_app
 from shared.deadlines import DEFAULT_DEADLINES_FILE, load_deadlines
 from shared.reference import DEFAULT_UNITS_FILE, load_organisation
@@ -35,7 +36,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
     app = create_service_app(
         settings=settings,
         title="督察分派 routing",
-        routers=[router],
+        routers=[router, web_router],
         subscriptions=subscriptions(ctx),
         on_startup=[seed],
     )

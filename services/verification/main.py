@@ -9,6 +9,7 @@ from services.verification.ladder import LadderPolicy, LadderScheduler
 from services.verification.router import router
 from services.verification.service import VerificationContext
 from services.verification.settings import VerificationSettings
+from services.verification.web import web_router
 from shared.app import Runtime, create_service_app
 from shared.clock import Clock
 from shared.db import is_sqlite
@@ -52,7 +53,7 @@ def create_app(settings: VerificationSettings | None = None, *, clock: Clock | N
     app = create_service_app(
         settings=settings,
         title="督察核查 verification",
-        routers=[router],
+        routers=[router, web_router],
         subscriptions=subscriptions(ctx),
         on_startup=[start_scheduler],
     )

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 import structlog
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.verification import service
+from services.verification import service, stats
 from services.verification.models import (
     CoHandlingView,
     Evidence,
@@ -435,3 +436,78 @@ async def mark_ledger(
             session=session, ctx=ctx, case_id=case_id, principal=principal, mark_in=body
         )
     return {"case_id": mark.case_id, "mark": mark.mark, "leader": mark.leader, "marked_by": mark.marked_by}
+
+
+LedgerStep = Literal["reminder", "due_today", "chase", "escalation", "rebuke"]
+STEP_FILTER_LABELS = {
+    "reminder": "到期前提醒",
+    "due_today": "当日到期",
+    "chase": "催办",
+    "escalation": "督办",
+    "rebuke": "通报",
+}
+
+
+@router.get("/ledger.xlsx", tags=["ledger"], response_class=Response)
+async def export_ledger(
+    session: Session,
+    ctx: Context,
+    principal: Supervisor,
+    min_age_days: Annotated[int | None, Query(ge=0, le=3650)] = None,
+    county: Annotated[str | None, Query(max_length=16)] = None,
+    team_code: Annotated[str | None, Query(max_length=32)] = None,
+    category: Annotated[str | None, Query(max_length=64)] = None,
+    clock: Annotated[str | None, Query(max_length=32)] = None,
+    step: Annotated[LedgerStep | None, Query()] = None,
+    marked: Annotated[Literal["supervised", "leader_assigned"] | None, Query()] = None,
+) -> Response:
+    """The ledger with the same filters as GET /ledger, as an Excel workbook to print or send on."""
+    age = ctx.ledger_min_age_days if min_age_days is None else min_age_days
+    rows = await service.ledger(
+        session=session,
+        ctx=ctx,
+        min_age_days=age,
+        county=county,
+        team_code=team_code,
+        category=category,
+        clock=clock,
+        step=step,
+        marked=marked,
+    )
+    organisation = ctx.organisation
+    filters = {"受理满": f"{age}日"}
+    if county:
+        filters["县（市、区）"] = stats.group_name(organisation, county, by="county")
+    if team_code:
+        filters["承办队"] = organisation.team_name(team_code)
+    if category:
+        filters["类别"] = category
+    if clock:
+        filters["期限"] = clock
+    if step:
+        filters["督办级别"] = STEP_FILTER_LABELS[step]
+    if marked:
+        filters["标记"] = stats.MARK_LABELS[marked]
+    content = stats.ledger_workbook(rows, organisation=organisation, ctx=ctx, filters=filters)
+    stamp = ctx.clock.now().astimezone(ctx.calendar.tz).strftime("%Y%m%d")
+    filename = quote(f"督办台账_{stamp}.xlsx")
+    return Response(
+        content,
+        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        headers={
+            "Content-Disposition": f"attachment; filename=ledger-{stamp}.xlsx; filename*=UTF-8''{filename}",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/stats", tags=["statistics"])
+async def statistics(
+    session: Session,
+    ctx: Context,
+    principal: Supervisor,
+    weeks: Annotated[int, Query(ge=1, le=104)] = 12,
+    by: Annotated[Literal["county", "team"], Query()] = "county",
+) -> dict[str, object]:
+    """The dashboard's figures per county or per team over the last ``weeks`` weeks."""
+    return await stats.dashboard(session=session, ctx=ctx, weeks=weeks, by=by)

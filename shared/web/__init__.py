@@ -22,11 +22,13 @@ from urllib.parse import quote, urlsplit
 
 import jwt
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.auth import Principal, Role, decode_token
 
@@ -108,6 +110,21 @@ def mount_web(app: FastAPI, settings: Any) -> None:
     @app.exception_handler(PageRedirect)
     async def on_page_redirect(request: Request, exc: PageRedirect) -> Response:
         return exc.response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # A person who mistyped an address gets a page in Chinese; the APIs keep their JSON.
+        wants_page = "text/html" in request.headers.get("accept", "")
+        if wants_page and not request.url.path.startswith("/api/") and exc.status_code in (404, 405):
+            return render(
+                page_templates(TEMPLATES_DIR),
+                request,
+                "not_found.html",
+                principal_from_cookie(request),
+                title="页面不存在",
+                status_code=exc.status_code,
+            )
+        return await http_exception_handler(request, exc)
 
 
 def page_templates(service_templates_dir: Path) -> Jinja2Templates:

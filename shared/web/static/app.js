@@ -366,6 +366,16 @@
     for (var i = 0; i < steps.length; i++) { if (steps[i] * power >= value) { return steps[i] * power; } }
     return 10 * power;
   }
+  /* A scale of whole numbers for counts: four grid steps of a whole size each. */
+  function countMax(value) {
+    return Math.max(4, Math.ceil(niceMax(value) / 4) * 4);
+  }
+  /* Drawn at the width it is shown at, so the text keeps its size on any screen. */
+  function widthOf(node, least) {
+    var style = window.getComputedStyle(node);
+    var inner = (node.clientWidth || 0) - parseFloat(style.paddingLeft || 0) - parseFloat(style.paddingRight || 0);
+    return Math.max(least, Math.floor(inner));
+  }
   function legendSvg(series, x, y) {
     return series.map(function (s, i) {
       var lx = x + i * 110;
@@ -389,12 +399,12 @@
     var labels = spec.labels || [];
     var series = spec.series || [];
     if (!labels.length) { node.innerHTML = '<div class="empty">暂无数据</div>'; return; }
-    var width = Math.max(560, labels.length * (series.length * 16 + 26) + 80);
+    var width = Math.max(widthOf(node, 360), labels.length * (series.length * 16 + 26) + 80);
     var height = spec.height || 260;
     var pad = { top: 30, right: 14, bottom: 54, left: 46 };
     var all = [];
     series.forEach(function (s) { all = all.concat(s.values.filter(function (v) { return v != null; })); });
-    var max = spec.percent ? 1 : niceMax(Math.max.apply(null, all.concat([0])));
+    var max = spec.percent ? 1 : countMax(Math.max.apply(null, all.concat([0])));
     var fmt = spec.percent ? function (v) { return Math.round(v * 100) + "%"; } : function (v) { return String(Math.round(v * 10) / 10); };
     var plotW = width - pad.left - pad.right;
     var plotH = height - pad.top - pad.bottom;
@@ -429,12 +439,12 @@
     var labels = spec.labels || [];
     var series = spec.series || [];
     if (!labels.length) { node.innerHTML = '<div class="empty">暂无数据</div>'; return; }
-    var width = spec.width || 640;
+    var width = spec.width || widthOf(node, 360);
     var height = spec.height || 260;
     var pad = { top: 30, right: 18, bottom: 44, left: 46 };
     var all = [];
     series.forEach(function (s) { all = all.concat(s.values); });
-    var max = niceMax(Math.max.apply(null, all.concat([0])));
+    var max = countMax(Math.max.apply(null, all.concat([0])));
     var fmt = function (v) { return String(Math.round(v * 10) / 10); };
     var plotW = width - pad.left - pad.right;
     var plotH = height - pad.top - pad.bottom;
@@ -466,11 +476,11 @@
     var series = spec.series || [];
     var totals = labels.map(function (_, i) { return series.reduce(function (sum, s) { return sum + (s.values[i] || 0); }, 0); });
     if (!labels.length || !totals.some(function (t) { return t > 0; })) { node.innerHTML = '<div class="empty">暂无超期事项</div>'; return; }
-    var width = 640;
+    var width = widthOf(node, 360);
     var row = 26;
     var pad = { top: 34, right: 40, bottom: 10, left: 150 };
     var height = pad.top + pad.bottom + row * labels.length;
-    var max = niceMax(Math.max.apply(null, totals));
+    var max = countMax(Math.max.apply(null, totals));
     var plotW = width - pad.left - pad.right;
     var body = "";
     labels.forEach(function (label, li) {

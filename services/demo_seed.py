@@ -1,0 +1,522 @@
+"""Demo data: a dozen matters at every stage, made through the running services' own APIs.
+
+``make run`` in demo mode calls this once all four services answer /healthz.  It
+works as the demo users would (the operator records, inspectors claim and find,
+the supervisor approves, the public rates), so every event crosses the bus as in
+real use and each service's projection is its own.  It does nothing when intake
+already holds a complaint: a second start, or a bureau's real data, is left alone.
+
+The people are fictional; the places are real places of Zhoukou (周口市), Henan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from shared.workcalendar import SHANGHAI
+
+DEMO_PASSWORD = "demo"  # noqa: S105 - the demo accounts' documented password
+STEP_TIMEOUT_SECONDS = 45.0
+
+Say = Callable[[str], None]
+
+
+class SeedError(RuntimeError):
+    """A step of the seeding failed; the message says which."""
+
+
+def _ago(days: float, hour: int = 9, minute: int = 30) -> str:
+    now = datetime.now(SHANGHAI)
+    moment = (now - timedelta(days=days)).replace(hour=hour, minute=minute, second=0, microsecond=0)
+    # "Today at 9:30" before half past nine would lie in the future, which intake refuses.
+    return min(moment, now - timedelta(minutes=20)).isoformat()
+
+
+def _complaint(
+    *,
+    name: str | None,
+    phone: str | None,
+    unit: str,
+    county: str,
+    category: str,
+    account: str,
+    days_ago: float,
+    officer: str | None = None,
+    badge: str | None = None,
+    place: str | None = None,
+    channel: str = "phone",
+) -> dict[str, Any]:
+    return {
+        "channel": channel,
+        "received_at": _ago(days_ago),
+        "complainant": {"anonymous": True}
+        if name is None
+        else {"anonymous": False, "name": name, "phone": phone},
+        "accused": {"unit": unit, "county_code": county, "officer_name": officer, "badge_no": badge},
+        "category": category,
+        "incident_at": _ago(days_ago + 2, hour=20),
+        "place": place,
+        "account": account,
+    }
+
+
+# What happens to each matter after it is recorded.
+NEW, CLAIMED, OVERDUE, EXTENSION, IN_REVIEW, PENDING_ANSWER, ANSWERED, CLOSED, REOPENED = (
+    "new",
+    "claimed",
+    "overdue",
+    "extension",
+    "in_review",
+    "pending_answer",
+    "answered",
+    "closed",
+    "reopened",
+)
+
+COMPLAINTS: list[tuple[str, dict[str, Any]]] = [
+    (
+        NEW,
+        _complaint(
+            name="刘桂兰",
+            phone="13903941205",
+            unit="周口市公安局川汇分局人和派出所",
+            county="411602",
+            category="态度粗暴",
+            days_ago=0,
+            officer="值班民警",
+            place="川汇区人和街道办事处附近",
+            account="我到派出所办理户口迁移，窗口民警不耐烦，说话很冲，让我回去等通知，也没说需要补什么材料。",
+        ),
+    ),
+    (
+        NEW,
+        _complaint(
+            name=None,
+            phone=None,
+            unit="鹿邑县公安局交警大队",
+            county="411628",
+            category="不作为",
+            days_ago=1,
+            place="鹿邑县真源大道与紫气大道交叉口",
+            account="这个路口早晚高峰长期拥堵，多次打电话反映，一直没有交警来疏导。",
+            channel="web",
+        ),
+    ),
+    (
+        CLAIMED,
+        _complaint(
+            name="陈志强",
+            phone="13803945517",
+            unit="项城市公安局花园派出所",
+            county="411681",
+            category="执法不规范",
+            days_ago=4,
+            officer="王某",
+            badge="041877",
+            place="项城市莲花大道",
+            account="我的电动车被扣，民警没有出具任何手续，问他依据什么也不说，至今车还没还。",
+        ),
+    ),
+    (
+        OVERDUE,
+        _complaint(
+            name="赵海燕",
+            phone="15803948862",
+            unit="商水县公安局城关派出所",
+            county="411623",
+            category="久拖不决",
+            days_ago=41,
+            place="商水县城关乡",
+            account="去年被人打伤报案后，派出所一直说在调查，已经大半年了没有任何结果，我多次询问都没人答复。",
+        ),
+    ),
+    (
+        OVERDUE,
+        _complaint(
+            name="孙建军",
+            phone="13703942290",
+            unit="太康县公安局城关派出所",
+            county="411627",
+            category="不作为",
+            days_ago=33,
+            place="太康县城关镇",
+            account="邻居私搭乱建堵住通道，报警后出警民警只说是民事纠纷，让我们自己协商，没有任何处理。",
+        ),
+    ),
+    (
+        EXTENSION,
+        _complaint(
+            name="周丽",
+            phone="18703941138",
+            unit="西华县公安局交警大队",
+            county="411622",
+            category="执法不规范",
+            days_ago=9,
+            officer="张某",
+            place="西华县箕子台路",
+            account="我的车停在路边被贴罚单，当时车旁有人，民警没有提醒就直接开单，我认为处罚不当。",
+        ),
+    ),
+    (
+        IN_REVIEW,
+        _complaint(
+            name="黄德明",
+            phone="13938789015",
+            unit="沈丘县公安局槐店派出所",
+            county="411624",
+            category="吃拿卡要",
+            days_ago=8,
+            officer="刘某",
+            place="沈丘县槐店回族镇",
+            account="办理营业执照相关的证明时，派出所有人暗示要给好处才能尽快办，我没给，到现在还没办下来。",
+        ),
+    ),
+    (
+        PENDING_ANSWER,
+        _complaint(
+            name="马秀英",
+            phone="15093947726",
+            unit="周口市公安局淮阳分局城关派出所",
+            county="411603",
+            category="态度粗暴",
+            days_ago=12,
+            place="淮阳区城关镇",
+            account="去派出所开无犯罪记录证明，民警态度冷淡，让我来回跑了三趟。",
+        ),
+    ),
+    (
+        ANSWERED,
+        _complaint(
+            name="吴国庆",
+            phone="13603946651",
+            unit="郸城县公安局洺北派出所",
+            county="411625",
+            category="执法不规范",
+            days_ago=16,
+            officer="李某",
+            badge="042215",
+            place="郸城县洺北街道",
+            account="因邻里纠纷我被带到派出所，询问时民警没有出示证件，也没有告知我的权利。",
+        ),
+    ),
+    (
+        CLOSED,
+        _complaint(
+            name="郑红梅",
+            phone="13523941987",
+            unit="扶沟县公安局城关派出所",
+            county="411621",
+            category="不作为",
+            days_ago=20,
+            place="扶沟县城关镇",
+            account="家中被盗后报警，民警出警很慢，两个小时才到现场。",
+        ),
+    ),
+    (
+        REOPENED,
+        _complaint(
+            name="何永军",
+            phone="13838698443",
+            unit="周口市公安局川汇分局陈州派出所",
+            county="411602",
+            category="执法不规范",
+            days_ago=22,
+            officer="赵某",
+            place="川汇区陈州街道",
+            account="我因交通事故纠纷到派出所，民警偏袒对方，笔录内容与我说的不一致，我要求更正被拒绝。",
+        ),
+    ),
+    (
+        NEW,
+        _complaint(
+            name="陈志强",
+            phone="13803945517",
+            unit="项城市公安局花园派出所",
+            county="411681",
+            category="态度粗暴",
+            days_ago=0.2,
+            place="项城市莲花大道",
+            account="我再次去派出所询问扣车的事，接待民警态度恶劣，还说再来闹就把我也扣下。",
+        ),
+    ),
+]
+
+SUGGESTIONS: list[tuple[str, dict[str, Any]]] = [
+    (
+        ANSWERED,
+        {
+            "kind": "npc_suggestion",
+            "session": "周口市第五届人民代表大会第三次会议",
+            "number": "0087",
+            "title": "关于在城区学校周边增设交通安全警示设施的建议",
+            "text": "建议公安交警部门在川汇区城区中小学周边增设减速带、警示标志和上下学时段护学岗，保障学生出行安全。",
+            "deputy": {"name": "马刚", "delegation": "川汇区代表团", "phone": "13800000101"},
+            "co_signers": ["李红", "张伟"],
+            "lead_unit": "周口市公安局",
+            "co_units": [],
+            "received_at": _ago(50),
+        },
+    ),
+    (
+        CLAIMED,
+        {
+            "kind": "npc_suggestion",
+            "session": "周口市第五届人民代表大会第三次会议",
+            "number": "0112",
+            "title": "关于进一步规范派出所窗口服务的建议",
+            "text": "建议推行派出所窗口服务一次性告知制度，公开办事指南，减少群众往返。",
+            "deputy": {"name": "马刚", "delegation": "川汇区代表团", "phone": "13800000101"},
+            "co_signers": [],
+            "lead_unit": "周口市公安局",
+            "co_units": [],
+            "received_at": _ago(30),
+        },
+    ),
+]
+
+FINDINGS = {
+    "substantiated": "经调取执法记录仪视频、询问当事民警及在场群众，反映问题属实。"
+    "已责令当事民警作出书面检查，并对其批评教育，所在单位已开展作风整顿。",
+    "partly": "经调查，反映的接待不及时问题部分属实，当日因警力集中处置突发警情导致出警延误。已责成该所完善警力调度，并向投诉人说明情况。",
+    "unsubstantiated": "经调取笔录原件、同步录音录像并询问双方当事人，笔录内容与当事人陈述一致，未发现偏袒一方的情形，反映问题不属实。",
+}
+
+
+@dataclass
+class Seeder:
+    urls: dict[str, str]
+    say: Say
+    client: httpx.AsyncClient
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    async def login(self, username: str) -> dict[str, str]:
+        if username not in self.tokens:
+            response = await self.client.post(
+                f"{self.urls['intake']}/api/v1/auth/token",
+                data={"username": username, "password": DEMO_PASSWORD},
+            )
+            if response.status_code != 200:
+                raise SeedError(f"cannot sign in as {username}: {response.status_code}")
+            self.tokens[username] = response.json()["access_token"]
+        return {"Authorization": f"Bearer {self.tokens[username]}"}
+
+    async def call(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        user: str | None = None,
+        ok: tuple[int, ...] = (200, 201),
+        **kwargs: Any,
+    ) -> Any:
+        headers = await self.login(user) if user else {}
+        response = await self.client.request(method, self.urls[service] + path, headers=headers, **kwargs)
+        if response.status_code not in ok:
+            raise SeedError(f"{method} {service}{path}: {response.status_code} {response.text[:300]}")
+        return response.json() if response.content else None
+
+    async def until(self, probe: Callable[[], Awaitable[Any]], what: str) -> Any:
+        deadline = time.monotonic() + STEP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            found = await probe()
+            if found:
+                return found
+            await asyncio.sleep(0.25)
+        raise SeedError(f"timed out waiting for {what}")
+
+    async def task(self, case_id: str, *, statuses: tuple[str, ...] = ("open",)) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            rows = await self.call(
+                "verification", "GET", "/api/v1/tasks", user="supervisor1", params={"case_id": case_id}
+            )
+            return next((t for t in rows if t["status"] in statuses), None)
+
+        found: dict[str, Any] = await self.until(probe, f"the task of {case_id}")
+        return found
+
+    async def pending_answer(self, case_id: str) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            rows = await self.call(
+                "feedback",
+                "GET",
+                "/api/v1/answers",
+                user="supervisor1",
+                params={"case_id": case_id, "status": "pending_approval"},
+            )
+            return rows[0] if rows else None
+
+        found: dict[str, Any] = await self.until(probe, f"the draft answer of {case_id}")
+        return found
+
+    async def public_status(self, code: str, secret: str, status: str) -> None:
+        async def probe() -> bool:
+            found = await self.call(
+                "feedback",
+                "POST",
+                "/api/v1/public/lookup",
+                json={"tracking_code": code, "query_secret": secret},
+                ok=(200, 404),
+            )
+            return bool(found) and found.get("status") == status
+
+        await self.until(probe, f"{code} to be {status}")
+
+    def inspector(self, task: dict[str, Any]) -> str:
+        return f"inspector-{task['team_code']}"
+
+    async def claim(self, case_id: str) -> tuple[dict[str, Any], str]:
+        task = await self.task(case_id)
+        inspector = self.inspector(task)
+        await self.call("verification", "POST", f"/api/v1/tasks/{task['id']}/claim", user=inspector)
+        return task, inspector
+
+    async def find(self, case_id: str, outcome: str, summary: str, **extra: Any) -> dict[str, Any]:
+        task, inspector = await self.claim(case_id)
+        await self.call(
+            "verification",
+            "POST",
+            f"/api/v1/tasks/{task['id']}/evidence",
+            user=inspector,
+            data={
+                "kind": "interview",
+                "description": "当事民警及在场人员询问笔录",
+                "reference": "督察大队档案室",
+            },
+        )
+        await self.call(
+            "verification",
+            "POST",
+            f"/api/v1/tasks/{task['id']}/finding",
+            user=inspector,
+            json={"outcome": outcome, "summary": summary, **extra},
+        )
+        return task
+
+    async def approve(self, case_id: str) -> None:
+        answer = await self.pending_answer(case_id)
+        await self.call("feedback", "POST", f"/api/v1/answers/{answer['id']}/approve", user="supervisor1")
+
+
+async def already_seeded(seeder: Seeder) -> bool:
+    rows = await seeder.call("intake", "GET", "/api/v1/complaints", user="operator1", params={"limit": 1})
+    return bool(rows)
+
+
+async def seed(urls: dict[str, str], say: Say) -> bool:
+    """Make the demo matters; False when there was already data (nothing is done then)."""
+    async with httpx.AsyncClient(timeout=20.0, trust_env=False) as client:
+        seeder = Seeder(urls=urls, say=say, client=client)
+        if await already_seeded(seeder):
+            say("demo data: matters already exist, nothing seeded")
+            return False
+        say(f"demo data: recording {len(COMPLAINTS)} complaints and {len(SUGGESTIONS)} suggestions")
+        created: list[tuple[str, dict[str, Any]]] = []
+        for stage, body in COMPLAINTS:
+            created.append(
+                (
+                    stage,
+                    await seeder.call("intake", "POST", "/api/v1/complaints", user="operator1", json=body),
+                )
+            )
+        suggestions: list[tuple[str, dict[str, Any]]] = []
+        for stage, body in SUGGESTIONS:
+            suggestions.append(
+                (
+                    stage,
+                    await seeder.call("intake", "POST", "/api/v1/suggestions", user="operator1", json=body),
+                )
+            )
+        await asyncio.gather(*(advance(seeder, stage, matter) for stage, matter in created))
+        await asyncio.gather(*(advance_suggestion(seeder, stage, matter) for stage, matter in suggestions))
+        await mark_ledger(seeder, created)
+        say("demo data: done; sign in at " + urls["intake"] + "/login")
+        return True
+
+
+async def advance(seeder: Seeder, stage: str, matter: dict[str, Any]) -> None:
+    case_id = matter["id"]
+    if stage == NEW:
+        await seeder.task(case_id)
+    elif stage in (CLAIMED, OVERDUE):
+        await seeder.claim(case_id)
+    elif stage == EXTENSION:
+        task, inspector = await seeder.claim(case_id)
+        await seeder.call(
+            "verification",
+            "POST",
+            f"/api/v1/tasks/{task['id']}/extensions",
+            user=inspector,
+            json={
+                "clock": "verification",
+                "days": 15,
+                "reason": "需调取交通监控录像并询问外地证人，现有期限内无法完成核查",
+            },
+        )
+    elif stage == IN_REVIEW:
+        await seeder.find(case_id, "partly_substantiated", FINDINGS["partly"])
+    elif stage == PENDING_ANSWER:
+        await seeder.find(case_id, "substantiated", FINDINGS["substantiated"], accountability=["批评教育"])
+        await seeder.pending_answer(case_id)
+    elif stage in (ANSWERED, CLOSED, REOPENED):
+        outcome = "unsubstantiated" if stage == REOPENED else "partly_substantiated"
+        await seeder.find(case_id, outcome, FINDINGS["unsubstantiated" if stage == REOPENED else "partly"])
+        await seeder.approve(case_id)
+        code, secret = matter["tracking_code"], matter["query_secret"]
+        await seeder.public_status(code, secret, "answered")
+        if stage == CLOSED:
+            await seeder.call(
+                "feedback",
+                "POST",
+                "/api/v1/public/rating",
+                json={"tracking_code": code, "query_secret": secret, "rating": "satisfied"},
+            )
+        elif stage == REOPENED:
+            await seeder.call(
+                "feedback",
+                "POST",
+                "/api/v1/public/rating",
+                json={
+                    "tracking_code": code,
+                    "query_secret": secret,
+                    "rating": "unsatisfied",
+                    "reason": "调查没有询问我提供的证人，结论不客观",
+                },
+            )
+            # Reopened matters go up a level: wait for the new task so the board shows it.
+            await seeder.task(case_id, statuses=("open",))
+
+
+async def advance_suggestion(seeder: Seeder, stage: str, matter: dict[str, Any]) -> None:
+    case_id = matter["id"]
+    if stage == CLAIMED:
+        await seeder.claim(case_id)
+        return
+    await seeder.find(
+        case_id,
+        "no_finding",
+        "市公安局交警支队会同教育部门对城区32所中小学周边道路进行了排查，已增设减速带46处、警示标志120余块，"
+        "并在上下学时段设立护学岗，安排民警和辅警值守。下一步将建立常态化巡查机制。",
+        no_finding_reason="建议办理，不涉及核查结论",
+        classification="A",
+    )
+    await seeder.approve(case_id)
+
+
+async def mark_ledger(seeder: Seeder, created: list[tuple[str, dict[str, Any]]]) -> None:
+    oldest = next((m for stage, m in created if stage == OVERDUE), None)
+    if oldest is not None:
+        await seeder.call(
+            "verification",
+            "POST",
+            f"/api/v1/ledger/{oldest['id']}/marks",
+            user="supervisor1",
+            json={"mark": "supervised", "note": "超期未办结，列为督办件"},
+        )

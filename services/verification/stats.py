@@ -1,0 +1,280 @@
+"""Figures for the supervisors' dashboard and the ledger's Excel export.
+
+Verification knows when matters arrived, when each team concluded them, against
+which deadline, with what outcome, and how far up the overdue ladder a clock
+went; satisfaction (feedback) and repeat complaints (intake) come from those
+services' own small statistics endpoints.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from openpyxl import Workbook
+from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
+from openpyxl.utils import get_column_letter
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.verification.ladder import STEP_LABELS, STEPS, steps_taken
+from services.verification.models import Finding, MatterSnapshot, Task, TaskClock
+from services.verification.schemas import SUBSTANTIATED, LedgerRow
+from services.verification.service import VerificationContext
+from shared.reference import Organisation
+
+MAIN_CLOCKS = ("verification", "deputy_reply", "rehandle")
+OVERDUE_STEPS = ("chase", "escalation", "rebuke")
+STATUS_LABELS = {
+    "open": "待认领",
+    "claimed": "核查中",
+    "in_review": "复核中",
+    "concluded": "已办结",
+    "returned": "已退回",
+    "superseded": "已改派",
+    "withdrawn": "已撤回",
+}
+
+
+def week_start(moment: datetime, ctx: VerificationContext) -> datetime:
+    """Monday 00:00 Beijing time of the week ``moment`` falls in."""
+    local = moment.astimezone(ctx.calendar.tz)
+    monday = local - timedelta(days=local.weekday())
+    return monday.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def group_name(organisation: Organisation, code: str | None, *, by: str) -> str:
+    if not code:
+        return "未分派"
+    if by == "team":
+        return organisation.team_name(code)
+    if code == organisation.city_code:
+        return "市局直属"
+    return organisation.area_name(code)
+
+
+async def dashboard(
+    *, session: AsyncSession, ctx: VerificationContext, weeks: int, by: str
+) -> dict[str, Any]:
+    """Per county (``by="county"``) or team: received and concluded per week, on-time and
+    substantiation rates, and the open clocks past their deadline by the ladder step reached."""
+    now = ctx.clock.now()
+    first_week = week_start(now, ctx) - timedelta(weeks=weeks - 1)
+    week_starts = [first_week + timedelta(weeks=i) for i in range(weeks)]
+    labels = [f"{w.month}/{w.day}" for w in week_starts]
+
+    def week_index(moment: datetime | None) -> int | None:
+        if moment is None or moment < first_week:
+            return None
+        index = (week_start(moment, ctx) - first_week).days // 7
+        return index if 0 <= index < weeks else None
+
+    matters = {m.case_id: m for m in await session.exec(select(MatterSnapshot))}
+    tasks = list(await session.exec(select(Task).order_by(col(Task.created_at))))
+    latest_task: dict[str, Task] = {}
+    for task in tasks:
+        latest_task[task.case_id] = task
+
+    def key_of(task: Task | None, matter: MatterSnapshot | None) -> str | None:
+        if by == "team":
+            return task.team_code if task else None
+        if matter is not None and matter.county_code:
+            return matter.county_code
+        # A suggestion has no accused county: it counts where its handling team sits.
+        return task.team_code if task else None
+
+    groups: dict[str, dict[str, Any]] = {}
+
+    def group(code: str | None) -> dict[str, Any]:
+        name = code or "unassigned"
+        if name not in groups:
+            groups[name] = {
+                "code": name,
+                "name": group_name(ctx.organisation, code, by=by),
+                "received": [0] * weeks,
+                "concluded": [0] * weeks,
+                "concluded_total": 0,
+                "on_time": 0,
+                "with_outcome": 0,
+                "substantiated": 0,
+                "overdue": dict.fromkeys(OVERDUE_STEPS, 0),
+                "open": 0,
+            }
+        return groups[name]
+
+    for case_id, matter in matters.items():
+        index = week_index(matter.received_at)
+        if index is not None:
+            group(key_of(latest_task.get(case_id), matter))["received"][index] += 1
+
+    clocks_by_task: dict[str, list[TaskClock]] = defaultdict(list)
+    for clock in await session.exec(select(TaskClock)):
+        clocks_by_task[clock.task_id].append(clock)
+    findings_by_task: dict[str, list[Finding]] = defaultdict(list)
+    for finding in await session.exec(select(Finding).order_by(col(Finding.recorded_at))):
+        findings_by_task[finding.task_id].append(finding)
+
+    for task in tasks:
+        snapshot = matters.get(task.case_id)
+        entry = group(key_of(task, snapshot))
+        if task.status in ("open", "claimed", "in_review"):
+            entry["open"] += 1
+            worst = None
+            for clock in clocks_by_task.get(task.id, []):
+                if clock.status != "running" or clock.id is None:
+                    continue
+                taken = await steps_taken(session, clock.id)
+                for step in OVERDUE_STEPS:
+                    if step in taken and (worst is None or STEPS.index(step) > STEPS.index(worst)):
+                        worst = step
+            if worst:
+                entry["overdue"][worst] += 1
+            continue
+        if task.status != "concluded" or task.concluded_at is None:
+            continue
+        index = week_index(task.concluded_at)
+        if index is None:
+            continue
+        entry["concluded"][index] += 1
+        entry["concluded_total"] += 1
+        main = next((c for c in clocks_by_task.get(task.id, []) if c.name in MAIN_CLOCKS), None)
+        if main is None or task.concluded_at <= main.due_at:
+            entry["on_time"] += 1
+        first = next((f for f in findings_by_task.get(task.id, []) if not f.follow_up), None)
+        if first is not None and first.outcome != "no_finding" and task.case_kind == "complaint":
+            entry["with_outcome"] += 1
+            entry["substantiated"] += 1 if first.outcome in SUBSTANTIATED else 0
+
+    ordered = sorted(groups.values(), key=lambda g: (g["code"] == "unassigned", g["code"]))
+    for entry in ordered:
+        entry["received_total"] = sum(entry["received"])
+        entry["on_time_rate"] = (
+            entry["on_time"] / entry["concluded_total"] if entry["concluded_total"] else None
+        )
+        entry["substantiation_rate"] = (
+            entry["substantiated"] / entry["with_outcome"] if entry["with_outcome"] else None
+        )
+    totals = {
+        "received": sum(g["received_total"] for g in ordered),
+        "concluded": sum(g["concluded_total"] for g in ordered),
+        "on_time": sum(g["on_time"] for g in ordered),
+        "with_outcome": sum(g["with_outcome"] for g in ordered),
+        "substantiated": sum(g["substantiated"] for g in ordered),
+        "open": sum(g["open"] for g in ordered),
+        "overdue": {s: sum(g["overdue"][s] for g in ordered) for s in OVERDUE_STEPS},
+    }
+    return {
+        "by": by,
+        "weeks": weeks,
+        "week_labels": labels,
+        "week_starts": [w.isoformat() for w in week_starts],
+        "generated_at": now.isoformat(),
+        "step_labels": {s: STEP_LABELS[s] for s in OVERDUE_STEPS},
+        "groups": ordered,
+        "totals": totals,
+    }
+
+
+# --- The ledger as an Excel workbook ------------------------------------------------------------
+
+_THIN = Side(style="thin", color="9AA6B8")
+_BORDER = Border(left=_THIN, right=_THIN, top=_THIN, bottom=_THIN)
+_HEAD_FILL = PatternFill("solid", fgColor="0F3D86")
+_STEP_FILLS = {
+    "reminder": "E6EEFA",
+    "due_today": "FFF3E0",
+    "chase": "FDECEC",
+    "escalation": "F9DADA",
+    "rebuke": "F1E8FA",
+}
+LEDGER_COLUMNS = (
+    ("序号", 6),
+    ("查询码", 16),
+    ("事项", 46),
+    ("类型", 8),
+    ("县（市、区）", 12),
+    ("问题类别", 18),
+    ("承办队", 22),
+    ("状态", 9),
+    ("受理日期", 12),
+    ("已办天数", 9),
+    ("期限", 40),
+    ("最高督办级别", 13),
+    ("标记", 14),
+)
+MARK_LABELS = {"supervised": "督办件", "leader_assigned": "领导包案"}
+
+
+def ledger_workbook(
+    rows: list[LedgerRow], *, organisation: Organisation, ctx: VerificationContext, filters: dict[str, str]
+) -> bytes:
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = "长期未办结事项台账"
+    width = len(LEDGER_COLUMNS)
+    now = ctx.clock.now().astimezone(ctx.calendar.tz)
+    sheet.merge_cells(start_row=1, start_column=1, end_row=1, end_column=width)
+    sheet.cell(row=1, column=1, value=f"{organisation.city_bureau}长期未办结投诉及建议提案督办台账")
+    sheet.cell(row=1, column=1).font = Font(size=16, bold=True)
+    sheet.cell(row=1, column=1).alignment = Alignment(horizontal="center")
+    sheet.merge_cells(start_row=2, start_column=1, end_row=2, end_column=width)
+    described = "；".join(f"{k}：{v}" for k, v in filters.items()) or "全部"
+    sheet.cell(
+        row=2, column=1, value=f"导出时间：{now:%Y-%m-%d %H:%M}　筛选条件：{described}　共 {len(rows)} 件"
+    )
+    sheet.cell(row=2, column=1).font = Font(size=10, color="4A5566")
+    for index, (title, column_width) in enumerate(LEDGER_COLUMNS, start=1):
+        cell = sheet.cell(row=3, column=index, value=title)
+        cell.font = Font(bold=True, color="FFFFFF")
+        cell.fill = _HEAD_FILL
+        cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
+        cell.border = _BORDER
+        sheet.column_dimensions[get_column_letter(index)].width = column_width
+    for number, row in enumerate(rows, start=1):
+        clocks = "\n".join(
+            f"{c.label}：{c.due_at.astimezone(ctx.calendar.tz):%Y-%m-%d}"
+            + (
+                "（已停止）"
+                if c.status != "running"
+                else (
+                    f"（剩{c.working_days_left}个工作日）"
+                    if c.working_days_left >= 0
+                    else f"（超期{-c.working_days_left}个工作日）"
+                )
+            )
+            for c in row.clocks
+        )
+        values = [
+            number,
+            row.tracking_code or "",
+            row.title or "",
+            "投诉" if row.case_kind == "complaint" else "建议提案",
+            group_name(organisation, row.county_code, by="county") if row.county_code else "",
+            "、".join(row.categories),
+            row.team_name,
+            STATUS_LABELS.get(row.status, row.status),
+            row.received_at.astimezone(ctx.calendar.tz).strftime("%Y-%m-%d") if row.received_at else "",
+            row.age_days,
+            clocks,
+            STEP_LABELS.get(row.worst_step, "") if row.worst_step else "",
+            "、".join(MARK_LABELS.get(m, m) for m in row.marks),
+        ]
+        for column, value in enumerate(values, start=1):
+            cell = sheet.cell(row=3 + number, column=column, value=value)
+            cell.border = _BORDER
+            cell.alignment = Alignment(vertical="top", wrap_text=True)
+        if row.worst_step in _STEP_FILLS:
+            sheet.cell(row=3 + number, column=12).fill = PatternFill(
+                "solid", fgColor=_STEP_FILLS[row.worst_step]
+            )
+    sheet.freeze_panes = "C4"
+    sheet.auto_filter.ref = f"A3:{get_column_letter(width)}{3 + len(rows)}"
+    sheet.page_setup.orientation = "landscape"
+    sheet.page_setup.fitToWidth = 1
+    sheet.print_title_rows = "3:3"
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
