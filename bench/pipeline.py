@@ -380,12 +380,12 @@ def main() -> None:
         f"| {result['when']} | {result['database']} | {result['machine']['cpus']} | "
         f"{result['raw_jetstream']['publish_per_second']} / {result['raw_jetstream']['consume_per_second']} | "
         f"{result['throughput']['accepted_per_second']} | {result['throughput']['end_to_end_per_second']} | "
-        f"{result['latency']['p50_ms']} / {result['latency']['p99_ms']} |\n"
+        f"{result['latency']['p50_ms']} / {result['latency']['p99_ms']} at {result['latency']['rate_per_second']:g}/s |\n"
     )
     history = RESULTS / "history.md"
     if not history.exists():
         history.write_text(
-            "| when | database | cpus | raw JetStream pub/consume per s | 201 per s | end to end per s | p50 / p99 ms at 100/s |\n"
+            "| when | database | cpus | raw JetStream pub/consume per s | 201 per s | end to end per s | p50 / p99 ms, 201 to task |\n"
             "|---|---|---|---|---|---|---|\n",
             encoding="utf-8",
         )
