@@ -98,6 +98,13 @@ def finding_read(finding: Finding) -> FindingRead:
     )
 
 
+async def _locked_task(session: AsyncSession, task_id: str, principal: Principal) -> Task:
+    """The task, locked for this transaction, with its case bound to every log line that follows."""
+    task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
+    structlog.contextvars.bind_contextvars(case_id=task.case_id)
+    return task
+
+
 @router.get("/tasks", response_model=list[TaskRead], tags=["tasks"])
 async def list_tasks(
     session: Session,
@@ -137,8 +144,7 @@ async def get_task(task_id: str, session: Session, principal: InspectorOrSupervi
 @router.post("/tasks/{task_id}/claim", response_model=TaskRead, tags=["tasks"])
 async def claim_task(task_id: str, session: Session, principal: Inspector) -> TaskRead:
     async with session.begin():
-        task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
-        structlog.contextvars.bind_contextvars(case_id=task.case_id)
+        task = await _locked_task(session, task_id, principal)
         await service.claim(
             session=session, task=task, principal=principal, correlation_id=current_correlation_id()
         )
@@ -148,8 +154,7 @@ async def claim_task(task_id: str, session: Session, principal: Inspector) -> Ta
 @router.post("/tasks/{task_id}/release", response_model=TaskRead, tags=["tasks"])
 async def release_task(task_id: str, session: Session, principal: Inspector) -> TaskRead:
     async with session.begin():
-        task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
-        structlog.contextvars.bind_contextvars(case_id=task.case_id)
+        task = await _locked_task(session, task_id, principal)
         await service.release(session=session, task=task, principal=principal)
     return task_read(task)
 
@@ -159,8 +164,7 @@ async def record_finding(
     task_id: str, body: FindingIn, session: Session, principal: Inspector
 ) -> FindingRead:
     async with session.begin():
-        task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
-        structlog.contextvars.bind_contextvars(case_id=task.case_id)
+        task = await _locked_task(session, task_id, principal)
         finding = await service.record_finding(
             session=session,
             task=task,
@@ -174,8 +178,7 @@ async def record_finding(
 @router.post("/tasks/{task_id}/review", response_model=FindingRead, tags=["tasks"])
 async def review_task(task_id: str, body: ReviewIn, session: Session, principal: Inspector) -> FindingRead:
     async with session.begin():
-        task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
-        structlog.contextvars.bind_contextvars(case_id=task.case_id)
+        task = await _locked_task(session, task_id, principal)
         finding = await service.review(
             session=session,
             task=task,
@@ -189,8 +192,7 @@ async def review_task(task_id: str, body: ReviewIn, session: Session, principal:
 @router.post("/tasks/{task_id}/return", response_model=TaskRead, tags=["tasks"])
 async def return_task(task_id: str, body: ReturnIn, session: Session, principal: Inspector) -> TaskRead:
     async with session.begin():
-        task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
-        structlog.contextvars.bind_contextvars(case_id=task.case_id)
+        task = await _locked_task(session, task_id, principal)
         await service.return_task(
             session=session,
             task=task,
@@ -213,8 +215,7 @@ async def task_clocks(
 @router.post("/tasks/{task_id}/follow-up", response_model=FindingRead, tags=["tasks"])
 async def follow_up(task_id: str, body: FollowUpIn, session: Session, principal: Inspector) -> FindingRead:
     async with session.begin():
-        task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
-        structlog.contextvars.bind_contextvars(case_id=task.case_id)
+        task = await _locked_task(session, task_id, principal)
         finding = await service.record_follow_up(
             session=session,
             task=task,
@@ -230,8 +231,7 @@ async def request_extension(
     task_id: str, body: ExtensionIn, session: Session, ctx: Context, principal: Inspector
 ) -> ExtensionRead:
     async with session.begin():
-        task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
-        structlog.contextvars.bind_contextvars(case_id=task.case_id)
+        task = await _locked_task(session, task_id, principal)
         extension = await service.request_extension(
             session=session, ctx=ctx, task=task, principal=principal, extension_in=body
         )
@@ -295,8 +295,7 @@ async def add_evidence(
     file: Annotated[UploadFile | None, File()] = None,
 ) -> EvidenceRead:
     async with session.begin():
-        task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
-        structlog.contextvars.bind_contextvars(case_id=task.case_id)
+        task = await _locked_task(session, task_id, principal)
         if file is None and not (reference or "").strip():
             raise FieldProblems(
                 [("reference", "请上传文件或填写证据存放位置", "a file or a reference is required")]
@@ -374,8 +373,7 @@ async def give_co_view(
     task_id: str, body: CoViewIn, session: Session, ctx: Context, principal: Inspector
 ) -> CoViewRead:
     async with session.begin():
-        task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
-        structlog.contextvars.bind_contextvars(case_id=task.case_id)
+        task = await _locked_task(session, task_id, principal)
         view = await service.give_co_view(
             session=session, ctx=ctx, task=task, principal=principal, view_in=body
         )
@@ -394,8 +392,7 @@ async def require_review(
     task_id: str, body: RequireReviewIn, session: Session, ctx: Context, principal: Supervisor
 ) -> TaskRead:
     async with session.begin():
-        task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
-        structlog.contextvars.bind_contextvars(case_id=task.case_id)
+        task = await _locked_task(session, task_id, principal)
         await service.require_review(session=session, ctx=ctx, task=task, principal=principal, review_in=body)
     return task_read(task)
 
