@@ -75,6 +75,12 @@ class ServiceSettings(BaseSettings):
     routing_url: str = "http://127.0.0.1:8002"
     verification_url: str = "http://127.0.0.1:8003"
     feedback_url: str = "http://127.0.0.1:8004"
+    # Where a browser reaches each service, when that differs from where the services reach each
+    # other (containers talk by service name; people use the proxy's address).
+    public_intake_url: str | None = None
+    public_routing_url: str | None = None
+    public_verification_url: str | None = None
+    public_feedback_url: str | None = None
     timezone: str = "Asia/Shanghai"
     calendar_override_file: Path | None = Field(
         default=None, description="JSON file of extra holidays and make-up working days"

@@ -82,7 +82,13 @@ STATIC_VERSION = _static_version()
 
 
 def service_urls(settings: Any) -> dict[str, str]:
-    return {name: str(getattr(settings, f"{name}_url")).rstrip("/") for name in SERVICE_NAMES}
+    # The browser's view of the services: the public addresses where they are set.
+    return {
+        name: str(getattr(settings, f"public_{name}_url", None) or getattr(settings, f"{name}_url")).rstrip(
+            "/"
+        )
+        for name in SERVICE_NAMES
+    }
 
 
 def sibling_origins(settings: Any) -> list[str]:
