@@ -203,6 +203,8 @@ def draft_text(*, ctx: FeedbackContext, case: CaseView, event: CaseConcluded) ->
         tracking_code=case.tracking_code,
         issuing_unit=ctx.issuing_unit,
         answer_date=local_date(utcnow(), ctx),
+        # The period the answer promises is the one the review clock enforces (deadlines.json).
+        review_period=ctx.deadlines.later_period("review_request").describe(),
     ).strip()
 
 
