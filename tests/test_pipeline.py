@@ -145,7 +145,7 @@ async def test_public_query_reveals_nothing_for_wrong_code_or_secret(system: Sys
         "feedback",
         "POST",
         "/api/v1/public/lookup",
-        json={"tracking_code": "C000000XXXXXX", "query_secret": created["query_secret"]},
+        json={"tracking_code": "C000000ZZZZZZ", "query_secret": created["query_secret"]},
     )
     assert wrong_secret.status_code == unknown_code.status_code == 404
     assert wrong_secret.json() == unknown_code.json()
