@@ -11,8 +11,7 @@ parked on the dead-letter subject with the reason, then ``term``ed.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -341,10 +340,6 @@ async def _quiet(operation: Awaitable[Any]) -> None:
         log.warning("ack operation failed", error=str(exc))
 
 
-def dead_letter_reason(msg: Msg) -> str | None:
-    return (msg.headers or {}).get("Sv-Dead-Letter-Reason")
-
-
 async def start_consumers(
     *,
     js: JetStreamContext,
@@ -372,11 +367,3 @@ async def start_consumers(
     for consumer in consumers:
         await consumer.start()
     return consumers
-
-
-def payload_json(msg: Msg) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(msg.data)
-    return data
-
-
-HandlerFunc = Callable[..., Awaitable[None]]

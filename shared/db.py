@@ -9,7 +9,7 @@ immediate one queues on ``busy_timeout``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -111,6 +112,34 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
-async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    async with factory() as session:
-        yield session
+class CommitSignal:
+    """Wakes the waiters of an engine after a commit that said it concerns them.
+
+    A background worker (the outbox relay, feedback's delivery worker) would otherwise only notice
+    new rows at its next poll; a rolled-back transaction wakes nobody.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._flag = f"commit_signal:{name}"
+        self._waiters: dict[Any, list[asyncio.Event]] = {}
+        event.listen(Session, "after_commit", self._after_commit)
+        event.listen(Session, "after_rollback", self._after_rollback)
+
+    def mark(self, session: AsyncSession) -> None:
+        session.sync_session.info[self._flag] = True
+
+    def register(self, engine: AsyncEngine, wake: asyncio.Event) -> None:
+        self._waiters.setdefault(engine.sync_engine, []).append(wake)
+
+    def unregister(self, engine: AsyncEngine, wake: asyncio.Event) -> None:
+        waiting = self._waiters.get(engine.sync_engine, [])
+        if wake in waiting:
+            waiting.remove(wake)
+
+    def _after_commit(self, session: Session) -> None:
+        if session.info.pop(self._flag, False):
+            for wake in self._waiters.get(session.get_bind(), ()):
+                wake.set()
+
+    def _after_rollback(self, session: Session) -> None:
+        session.info.pop(self._flag, None)

@@ -93,13 +93,13 @@ def validation_error_response(request: Request, exc: RequestValidationError) -> 
         }
         for err in exc.errors()
     ]
+    return _field_errors_response(422, errors)
+
+
+def _field_errors_response(status_code: int, errors: list[dict[str, Any]]) -> JSONResponse:
+    """One shape for every field error, whether pydantic or a check against stored data found it."""
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-    return JSONResponse(status_code=422, content={"detail": errors, "message": summary})
-
-
-def field_error(field: str, chinese: str, english: str, request: Request | None = None) -> dict[str, Any]:
-    english_wanted = request is not None and prefers_english(request)
-    return {"field": field, "message": english if english_wanted else chinese, "type": "value_error"}
+    return JSONResponse(status_code=status_code, content={"detail": errors, "message": summary})
 
 
 class FieldProblems(Exception):
@@ -117,5 +117,4 @@ def field_problems_response(request: Request, exc: FieldProblems) -> JSONRespons
         {"field": field, "message": en if english else zh, "type": "value_error"}
         for field, zh, en in exc.problems
     ]
-    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-    return JSONResponse(status_code=exc.status_code, content={"detail": errors, "message": summary})
+    return _field_errors_response(exc.status_code, errors)

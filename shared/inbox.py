@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Field, SQLModel, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel import Field, SQLModel
 
 from shared.db import UTCDateTime, utcnow
 
@@ -18,10 +17,3 @@ class InboxRecord(SQLModel, table=True):
     event_type: str = Field(max_length=100)
     case_id: str = Field(max_length=64, index=True)
     processed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-
-
-async def already_processed(session: AsyncSession, *, consumer: str, event_id: str) -> bool:
-    found = await session.exec(
-        select(InboxRecord.event_id).where(InboxRecord.consumer == consumer, InboxRecord.event_id == event_id)
-    )
-    return found.first() is not None

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from datetime import datetime
 from typing import Any
 
 from nats.js import JetStreamContext
-from sqlalchemy import Index, event, update
+from sqlalchemy import Index, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlalchemy.orm import Session
 from sqlmodel import Column, Field, SQLModel, Text, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import UTCDateTime, is_sqlite, utcnow
+from shared.db import CommitSignal, UTCDateTime, is_sqlite, utcnow
 from shared.events import Event
 from shared.logging import get_logger
 
@@ -34,9 +32,8 @@ HEADER_CASE_ID = "Sv-Case-Id"
 HEADER_CORRELATION_ID = "Sv-Correlation-Id"
 HEADER_MSG_ID = "Nats-Msg-Id"
 
-_PENDING_FLAG = "outbox_pending"
-# Relays to wake after a commit that wrote outbox rows, by the engine they publish from.
-_wake_callbacks: dict[Any, list[asyncio.Event]] = {}
+# Relays wake as soon as a transaction that wrote outbox rows commits.
+outbox_written = CommitSignal("outbox")
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -69,19 +66,7 @@ def record_event(session: AsyncSession, event_: Event) -> None:
             payload=event_.model_dump_json(),
         )
     )
-    session.sync_session.info[_PENDING_FLAG] = True
-
-
-@event.listens_for(Session, "after_commit")
-def _wake_relays_after_commit(session: Session) -> None:
-    if session.info.pop(_PENDING_FLAG, False):
-        for wake in _wake_callbacks.get(session.get_bind(), ()):
-            wake.set()
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_pending_after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING_FLAG, None)
+    outbox_written.mark(session)
 
 
 def headers_for(row: OutboxMessage) -> dict[str, str]:
@@ -109,7 +94,7 @@ class OutboxRelay:
         poll_seconds: float = 0.5,
     ) -> None:
         self._session_factory = session_factory
-        self._engine_key = engine.sync_engine
+        self._engine = engine
         self._js = js
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
@@ -120,7 +105,7 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        _wake_callbacks.setdefault(self._engine_key, []).append(self._wake)
+        outbox_written.register(self._engine, self._wake)
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     def wake(self) -> None:
@@ -131,9 +116,7 @@ class OutboxRelay:
         self._wake.set()
         if self._task is not None:
             await self._task
-        waiting = _wake_callbacks.get(self._engine_key, [])
-        if self._wake in waiting:
-            waiting.remove(self._wake)
+        outbox_written.unregister(self._engine, self._wake)
 
     async def _run(self) -> None:
         failures = 0
@@ -214,8 +197,3 @@ class OutboxRelay:
                 "some outbox rows were not acknowledged", failed=len(failed_ids), error=str(first_error)
             )
         return len(done_ids)
-
-
-def decode_payload(row: OutboxMessage) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(row.payload)
-    return result

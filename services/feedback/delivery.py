@@ -25,15 +25,14 @@ from typing import Any
 import aiosmtplib
 import httpx
 import structlog
-from sqlalchemy import event, or_
+from sqlalchemy import or_
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlalchemy.orm import Session
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.feedback.context import DeliveryConfig, FeedbackContext
 from services.feedback.models import Delivery
-from services.feedback.service import DELIVERY_PENDING_FLAG, mark_sent, record_failure
+from services.feedback.service import delivery_queued, mark_sent, record_failure
 from shared.auth import service_token
 from shared.db import is_sqlite, utcnow
 from shared.logging import get_logger
@@ -42,20 +41,6 @@ log = get_logger(__name__)
 
 WORKER_ACTOR = "service:feedback"
 PURPOSES = {"answer": "发送答复", "notice": "发送办理期限延长告知"}
-# Workers to wake after a commit that added a delivery, by the engine they read from.
-_wakers: dict[Any, list[asyncio.Event]] = {}
-
-
-@event.listens_for(Session, "after_commit")
-def _wake_workers_after_commit(session: Session) -> None:
-    if session.info.pop(DELIVERY_PENDING_FLAG, False):
-        for wake in _wakers.get(session.get_bind(), ()):
-            wake.set()
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_after_rollback(session: Session) -> None:
-    session.info.pop(DELIVERY_PENDING_FLAG, None)
 
 
 @dataclass(frozen=True)
@@ -177,20 +162,19 @@ class DeliveryWorker:
         self.ctx = ctx
         self._wake = asyncio.Event()
         self._session_factory: async_sessionmaker[AsyncSession] | None = None
-        self._engine_key: Any = None
+        self._engine: AsyncEngine | None = None
         self._lock_rows = False
 
     def bind(self, engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self._session_factory = session_factory
-        self._engine_key = engine.sync_engine
+        self._engine = engine
         # SQLite: one writer and a single connection; row locks do not exist there.
         self._lock_rows = not is_sqlite(str(engine.url))
-        _wakers.setdefault(self._engine_key, []).append(self._wake)
+        delivery_queued.register(engine, self._wake)
 
     def unbind(self) -> None:
-        waiting = _wakers.get(self._engine_key, [])
-        if self._wake in waiting:
-            waiting.remove(self._wake)
+        if self._engine is not None:
+            delivery_queued.unregister(self._engine, self._wake)
 
     def wake(self) -> None:
         self._wake.set()

@@ -29,7 +29,7 @@ from services.feedback.models import (
 from services.feedback.schemas import RATING_LABELS, STATUS_LABELS
 from shared.audit import audit
 from shared.auth import query_secret_hash
-from shared.db import utcnow
+from shared.db import CommitSignal, utcnow
 from shared.errors import FieldProblems
 from shared.events import (
     AnswerDelivered,
@@ -62,7 +62,8 @@ OUTCOME_PUBLIC = {
 }
 CHANNEL_LABELS = {"sms": "短信", "email": "电子邮件", "phone": "电话", "letter": "信函", "none": "查询平台"}
 # Set on a session that added a delivery; the worker is woken after that session commits.
-DELIVERY_PENDING_FLAG = "feedback_delivery_pending"
+# The delivery worker wakes as soon as a transaction that queued a delivery commits.
+delivery_queued = CommitSignal("feedback_delivery")
 UNSENT = ("pending", "failed")
 
 
@@ -400,7 +401,7 @@ def new_delivery(
     # One key per delivery, kept across its attempts: the gateway drops a repeated POST.
     delivery.idempotency_key = f"sv-delivery-{delivery.id}"
     session.add(delivery)
-    session.sync_session.info[DELIVERY_PENDING_FLAG] = True
+    delivery_queued.mark(session)
     return delivery
 
 
@@ -675,7 +676,7 @@ async def retry_delivery(
     delivery.lease_until = now + timedelta(seconds=ctx.delivery.lease_seconds)
     delivery.updated_at = now
     session.add(delivery)
-    session.sync_session.info[DELIVERY_PENDING_FLAG] = True
+    delivery_queued.mark(session)
     await audit(
         session,
         case_id=delivery.case_id,

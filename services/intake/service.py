@@ -41,7 +41,6 @@ from shared.reference import CategoryBook, Organisation
 from shared.workcalendar import SHANGHAI
 
 CLOCK_SKEW = timedelta(minutes=5)
-OPEN_STATUSES = ("received", "routed", "verifying", "reviewing", "concluded", "reopened")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.routing.models import RuleBase, TeamBase, UnitBase
-from services.routing.rules import ASSIGN_KINDS, FACT_LABELS
+from services.routing.rules import FACT_LABELS
 
 
 class ClockRead(BaseModel):
@@ -92,6 +92,3 @@ class UnitRead(UnitBase):
 
 class UnitUpsert(UnitBase):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
-
-ASSIGN_KIND_CHOICES = ASSIGN_KINDS

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from fastapi import HTTPException, UploadFile
+from sqlalchemy import String, cast
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -17,7 +18,6 @@ from services.verification.models import (
     Evidence,
     Extension,
     Finding,
-    LadderStep,
     LedgerMark,
     MatterSnapshot,
     Rectification,
@@ -242,21 +242,14 @@ async def list_tasks(
             or_(
                 Task.team_code == team,
                 (col(Task.review_team_code) == team) & col(Task.status).in_(("in_review", "concluded")),
+                # Participants are a JSON list of team codes; as text it contains "<code>" with quotes,
+                # which matches one whole code on SQLite and PostgreSQL alike.
+                cast(col(Task.participants), String).contains(f'"{team}"'),
             )
         )
     elif principal.role != Role.SUPERVISOR:
         return []
-    rows = list(await session.exec(query))
-    if principal.role == Role.INSPECTOR:
-        # Participation is stored as JSON; filter it here rather than per database dialect.
-        rows += [
-            t
-            for t in await session.exec(select(Task).where(Task.team_code != (principal.team_code or "")))
-            if principal.team_code in t.participants
-            and (not case_id or t.case_id == case_id)
-            and t not in rows
-        ]
-    return rows
+    return list(await session.exec(query))
 
 
 def _conflict(zh: str, en: str) -> FieldProblems:
@@ -999,11 +992,3 @@ async def mark_ledger(
         detail={"leader": mark.leader},
     )
     return mark
-
-
-async def ladder_steps(*, session: AsyncSession, task_id: str) -> list[LadderStep]:
-    return list(
-        await session.exec(
-            select(LadderStep).where(LadderStep.task_id == task_id).order_by(col(LadderStep.at))
-        )
-    )
