@@ -8,15 +8,13 @@ the NATS connection so in-flight acks and publishes reach the server.
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from nats.aio.client import Client as NatsClient
@@ -25,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.asgi import RequestContextMiddleware
 from shared.audit import trail, verify_chain
 from shared.auth import Principal, Role, require_roles
 from shared.bus import EventConsumer, Subscription, connect, ensure_streams, start_consumers
@@ -37,8 +36,6 @@ from shared.web import mount_web
 from shared.workcalendar import WorkCalendar
 
 log = get_logger(__name__)
-
-CORRELATION_HEADER = "X-Correlation-Id"
 
 
 @dataclass
@@ -125,26 +122,7 @@ def create_service_app(
 
     app = FastAPI(title=title, lifespan=lifespan, openapi_url="/api/openapi.json", docs_url="/api/docs")
     app.state.settings = settings
-
-    @app.middleware("http")
-    async def bind_request_context(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        correlation_id = request.headers.get(CORRELATION_HEADER) or uuid.uuid4().hex
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
-        started = time.perf_counter()
-        response = await call_next(request)
-        response.headers[CORRELATION_HEADER] = correlation_id
-        # The path only: query strings can carry a phone number being searched for.
-        log.info(
-            "request",
-            method=request.method,
-            path=request.url.path,
-            status=response.status_code,
-            ms=round((time.perf_counter() - started) * 1000, 1),
-        )
-        return response
+    app.add_middleware(RequestContextMiddleware)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

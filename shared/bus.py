@@ -25,6 +25,7 @@ from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.events import DEAD_LETTER_PREFIX, SUBJECT_PREFIX, Event, UnknownEventError, decode_event
@@ -217,10 +218,11 @@ class EventConsumer:
         await self.handle_batch([msg])
 
     async def handle_batch(self, messages: Sequence[Msg]) -> None:
-        """Handle messages in one transaction, each in its own savepoint, then ack or nak each.
+        """Handle messages in one transaction, then ack or nak each.
 
         One commit for many events is what makes a consumer keep up (a commit is a disk
-        flush); the savepoint keeps one bad event from undoing the others.  Nothing is
+        flush).  The slice is first tried in one go; only when that fails is it redone with a
+        savepoint per event, which keeps one bad event from undoing the others.  Nothing is
         acked before the commit, so a crash between the two means redelivery, and the
         inbox rows committed with the effects make the redelivery a no-op.
         """
@@ -237,18 +239,18 @@ class EventConsumer:
             work.append((msg, *decoded))
         if not work:
             return
-        outcomes: list[tuple[str, Exception | None]] = []
-        try:
-            async with self._session_factory() as session, session.begin():
-                for msg, event, handler in work:
+        together = await self._apply_together(consumer, work)
+        if isinstance(together, _SliceFailure):
+            try:
+                outcomes = await self._apply_one_by_one(consumer, work, known=together)
+            except Exception as exc:
+                # The commit itself failed (database gone, lock timeout): everything comes back later.
+                for msg, event, _ in work:
                     with self._context(msg, event):
-                        outcomes.append(await self._apply(session, consumer, event, handler))
-        except Exception as exc:
-            # The commit itself failed (database gone, lock timeout): everything comes back later.
-            for msg, event, _ in work:
-                with self._context(msg, event):
-                    await self._retry_or_park(msg, event, _delivered(msg), exc)
-            return
+                        await self._retry_or_park(msg, event, _delivered(msg), exc)
+                return
+        else:
+            outcomes = together
         for (msg, event, _), (outcome, error) in zip(work, outcomes, strict=True):
             with self._context(msg, event):
                 if outcome == "handled":
@@ -262,6 +264,69 @@ class EventConsumer:
                 else:
                     assert error is not None
                     await self._retry_or_park(msg, event, _delivered(msg), error)
+
+    async def _apply_together(
+        self, consumer: str, work: list[tuple[Msg, Event, Handler]]
+    ) -> list[tuple[str, Exception | None]] | _SliceFailure:
+        """The common case: every event of the slice handled in one transaction, no savepoints.
+
+        Duplicates are found with one query instead of a failed insert each, and the rows of
+        all handlers are flushed together, so the database sees a few multi-row statements
+        instead of a dozen small ones per event.  If anything goes wrong the whole transaction
+        is rolled back and the failure returned: the slice is then handled event by event.
+        """
+        event_ids = [event.event_id for _, event, _ in work]
+        failed_at: int | None = None
+        try:
+            async with self._session_factory() as session, session.begin():
+                processed = set(
+                    await session.exec(
+                        select(InboxRecord.event_id).where(
+                            InboxRecord.consumer == consumer, col(InboxRecord.event_id).in_(event_ids)
+                        )
+                    )
+                )
+                outcomes: list[tuple[str, Exception | None]] = []
+                for index, (msg, event, handler) in enumerate(work):
+                    if event.event_id in processed:
+                        outcomes.append(("duplicate", None))
+                        continue
+                    processed.add(event.event_id)
+                    session.add(
+                        InboxRecord(
+                            consumer=consumer,
+                            event_id=event.event_id,
+                            event_type=event.event_type,
+                            case_id=event.case_id,
+                        )
+                    )
+                    failed_at = index
+                    with self._context(msg, event):
+                        await handler(session=session, event=event)
+                    failed_at = None
+                    outcomes.append(("handled", None))
+        except Exception as exc:
+            # An integrity error may be another instance's inbox row, flushed along with the
+            # handler's: only the event-by-event pass can tell, so no event is blamed for it.
+            blamed = None if isinstance(exc, IntegrityError) else failed_at
+            log.info("slice handled event by event after a failure", consumer=consumer, error=repr(exc))
+            return _SliceFailure(index=blamed, error=exc)
+        return outcomes
+
+    async def _apply_one_by_one(
+        self, consumer: str, work: list[tuple[Msg, Event, Handler]], *, known: _SliceFailure
+    ) -> list[tuple[str, Exception | None]]:
+        outcomes: list[tuple[str, Exception | None]] = []
+        async with self._session_factory() as session, session.begin():
+            for index, (msg, event, handler) in enumerate(work):
+                if index == known.index:
+                    # Its handler just failed: running it again would repeat whatever it did outside
+                    # the database, and the retry or the dead letter decides its fate anyway.
+                    outcomes.append(_failure_outcome(known.error))
+                    continue
+                with self._context(msg, event):
+                    outcomes.append(await self._apply(session, consumer, event, handler))
+        return outcomes
 
     def _context(self, msg: Msg, event: Event) -> Any:
         return structlog.contextvars.bound_contextvars(
@@ -294,10 +359,8 @@ class EventConsumer:
                 await session.flush()
         except _AlreadyProcessed:
             return "duplicate", None
-        except PermanentError as exc:
-            return "permanent", exc
         except Exception as exc:
-            return "retry", exc
+            return _failure_outcome(exc)
         return "handled", None
 
     async def _retry_or_park(self, msg: Msg, decoded: Event, delivered: int, exc: BaseException) -> None:
@@ -324,6 +387,18 @@ class EventConsumer:
             return
         log.error("event parked on dead-letter subject", reason=reason, subject=subject)
         await _quiet(msg.term())
+
+
+@dataclass(frozen=True)
+class _SliceFailure:
+    """Why a slice could not be handled in one go, and which event's handler raised (if one did)."""
+
+    index: int | None
+    error: Exception
+
+
+def _failure_outcome(exc: Exception) -> tuple[str, Exception | None]:
+    return ("permanent" if isinstance(exc, PermanentError) else "retry"), exc
 
 
 def _delivered(msg: Msg) -> int:

@@ -32,6 +32,8 @@ class WorkCalendar:
     tz: ZoneInfo = SHANGHAI
     end_of_day: time = END_OF_WORKING_DAY
     _warned_years: set[int] = field(default_factory=set)
+    # chinese_calendar validates and looks up every call; a deadline walks many days per matter.
+    _published: dict[date, bool] = field(default_factory=dict)
 
     @classmethod
     def load(cls, override_file: Path | None = None, *, tz: str = "Asia/Shanghai") -> WorkCalendar:
@@ -47,8 +49,12 @@ class WorkCalendar:
             return True
         if day in self.holidays:
             return False
+        known = self._published.get(day)
+        if known is not None:
+            return known
         try:
-            return bool(chinese_calendar.is_workday(day))
+            known = self._published[day] = bool(chinese_calendar.is_workday(day))
+            return known
         except NotImplementedError:
             if day.year not in self._warned_years:
                 self._warned_years.add(day.year)

@@ -91,7 +91,7 @@ class Databases:
 
     async def url_for(self, service: str) -> str:
         if self.backend == "sqlite":
-            return f"sqlite+aiosqlite:///{self.root / f'{service}-{uuid.uuid4().hex[:8]}.db'}"
+            return f"sqlite:///{self.root / f'{service}-{uuid.uuid4().hex[:8]}.db'}"
         import asyncpg
 
         base = os.environ["TEST_POSTGRES_URL"]

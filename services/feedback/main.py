@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from services.feedback.consumers import subscriptions
 from services.feedback.context import FeedbackContext
@@ -12,6 +11,7 @@ from services.feedback.router import router
 from services.feedback.settings import FeedbackSettings
 from services.feedback.web import web_router
 from shared.app import Runtime, create_service_app
+from shared.asgi import PathHeadersMiddleware
 from shared.logging import get_logger
 from shared.settings import load_settings
 
@@ -50,14 +50,6 @@ def create_app(settings: FeedbackSettings | None = None) -> FastAPI:
     app.state.feedback = ctx
     app.state.delivery_worker = worker
 
-    @app.middleware("http")
-    async def public_pages_are_not_cached(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        # Every public answer (including 404, 422 and 429) may reveal a matter's state: no cache may keep it.
-        response = await call_next(request)
-        if request.url.path.startswith(PUBLIC_PREFIX):
-            response.headers["Cache-Control"] = "no-store"
-        return response
-
+    # Every public answer (including 404, 422 and 429) may reveal a matter's state: no cache may keep it.
+    app.add_middleware(PathHeadersMiddleware, prefix=PUBLIC_PREFIX, headers={"Cache-Control": "no-store"})
     return app

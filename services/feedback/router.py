@@ -47,12 +47,13 @@ NOT_FOUND = "查询码或查询密码不正确"
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def feedback_context(request: Request) -> FeedbackContext:
+# async: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
+async def feedback_context(request: Request) -> FeedbackContext:
     ctx: FeedbackContext = request.app.state.feedback
     return ctx
 
 
-def delivery_worker(request: Request) -> DeliveryWorker:
+async def delivery_worker(request: Request) -> DeliveryWorker:
     worker: DeliveryWorker = request.app.state.delivery_worker
     return worker
 

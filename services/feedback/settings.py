@@ -10,7 +10,7 @@ from shared.settings import ServiceSettings
 class FeedbackSettings(ServiceSettings):
     service_name: str = "feedback"
     database_url: str = Field(
-        default="sqlite+aiosqlite:///var/feedback.db", validation_alias=AliasChoices("FEEDBACK_DATABASE_URL")
+        default="sqlite:///var/feedback.db", validation_alias=AliasChoices("FEEDBACK_DATABASE_URL")
     )
     port: int = Field(default=8004, validation_alias=AliasChoices("FEEDBACK_PORT"))
     answer_template_file: Path | None = Field(

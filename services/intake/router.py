@@ -40,7 +40,8 @@ ServiceCaller = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 
-def intake_context(request: Request) -> IntakeContext:
+# async: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
+async def intake_context(request: Request) -> IntakeContext:
     ctx: IntakeContext = request.app.state.intake
     return ctx
 

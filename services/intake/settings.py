@@ -15,7 +15,7 @@ GENERATE_IDENTITY_KEY = (
 class IntakeSettings(ServiceSettings):
     service_name: str = "intake"
     database_url: str = Field(
-        default="sqlite+aiosqlite:///var/intake.db", validation_alias=AliasChoices("INTAKE_DATABASE_URL")
+        default="sqlite:///var/intake.db", validation_alias=AliasChoices("INTAKE_DATABASE_URL")
     )
     port: int = Field(default=8001, validation_alias=AliasChoices("INTAKE_PORT"))
     identity_key: SecretStr | None = Field(

@@ -34,7 +34,8 @@ Supervisor = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR))]
 Staff = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR, Role.INSPECTOR, Role.OPERATOR))]
 
 
-def routing_context(request: Request) -> RoutingContext:
+# async: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
+async def routing_context(request: Request) -> RoutingContext:
     ctx: RoutingContext = request.app.state.routing
     return ctx
 

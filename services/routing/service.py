@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,29 @@ async def rules_from_db(*, session: AsyncSession, ctx: RoutingContext) -> list[R
     return ctx._rules
 
 
+class WorkloadNeeded(Exception):
+    pass
+
+
+class _NotFetched(Mapping[str, tuple[int, float]]):
+    """Stands in for the workload until a decision actually looks at it."""
+
+    def __getitem__(self, key: str) -> tuple[int, float]:
+        raise WorkloadNeeded
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raise WorkloadNeeded
+
+    def __iter__(self) -> Iterator[str]:
+        raise WorkloadNeeded
+
+    def __len__(self) -> int:
+        raise WorkloadNeeded
+
+
+NOT_FETCHED = _NotFetched()
+
+
 async def workload(*, session: AsyncSession) -> dict[str, tuple[int, float]]:
     counts = dict(
         (
@@ -236,12 +260,16 @@ async def route(
 ) -> Assignment:
     organisation = await organisation_from_db(session=session, ctx=ctx)
     if decision is None:
-        decision = decide(
-            facts=facts_of(case),
-            rules=await rules_from_db(session=session, ctx=ctx),
-            organisation=organisation,
-            workload=await workload(session=session),
-        )
+        facts, rules = facts_of(case), await rules_from_db(session=session, ctx=ctx)
+        # decide() is pure, so trying it without the workload first changes nothing; most matters
+        # go to their own county's team and never compare workloads, which costs a scan of the
+        # open assignments.
+        try:
+            decision = decide(facts=facts, rules=rules, organisation=organisation, workload=NOT_FETCHED)
+        except WorkloadNeeded:
+            decision = decide(
+                facts=facts, rules=rules, organisation=organisation, workload=await workload(session=session)
+            )
     now = utcnow()
     await session.exec(
         update(Assignment)

@@ -10,7 +10,7 @@ from shared.settings import ServiceSettings
 class RoutingSettings(ServiceSettings):
     service_name: str = "routing"
     database_url: str = Field(
-        default="sqlite+aiosqlite:///var/routing.db", validation_alias=AliasChoices("ROUTING_DATABASE_URL")
+        default="sqlite:///var/routing.db", validation_alias=AliasChoices("ROUTING_DATABASE_URL")
     )
     port: int = Field(default=8002, validation_alias=AliasChoices("ROUTING_PORT"))
     rules_file: Path | None = Field(

@@ -54,7 +54,8 @@ router = APIRouter(prefix="/api/v1")
 Supervisor = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR))]
 
 
-def verification_context(request: Request) -> service.VerificationContext:
+# async: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
+async def verification_context(request: Request) -> service.VerificationContext:
     ctx: service.VerificationContext = request.app.state.verification
     return ctx
 
