@@ -23,11 +23,13 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.db import keep_loaded_rows_for_the_slice, utcnow
 from shared.events import DEAD_LETTER_PREFIX, SUBJECT_PREFIX, Event, UnknownEventError, decode_event
 from shared.inbox import InboxRecord
 from shared.logging import get_logger
@@ -279,6 +281,7 @@ class EventConsumer:
         failed_at: int | None = None
         try:
             async with self._session_factory() as session, session.begin():
+                keep_loaded_rows_for_the_slice(session)
                 processed = set(
                     await session.exec(
                         select(InboxRecord.event_id).where(
@@ -287,24 +290,35 @@ class EventConsumer:
                     )
                 )
                 outcomes: list[tuple[str, Exception | None]] = []
+                fresh: list[tuple[int, Msg, Event, Handler]] = []
                 for index, (msg, event, handler) in enumerate(work):
                     if event.event_id in processed:
                         outcomes.append(("duplicate", None))
                         continue
                     processed.add(event.event_id)
-                    session.add(
-                        InboxRecord(
-                            consumer=consumer,
-                            event_id=event.event_id,
-                            event_type=event.event_type,
-                            case_id=event.case_id,
-                        )
+                    outcomes.append(("handled", None))
+                    fresh.append((index, msg, event, handler))
+                if fresh:
+                    # One multi-row insert for the slice's inbox rows, in the same transaction.
+                    now = utcnow()
+                    await session.exec(
+                        insert(InboxRecord),
+                        params=[
+                            {
+                                "consumer": consumer,
+                                "event_id": event.event_id,
+                                "event_type": event.event_type,
+                                "case_id": event.case_id,
+                                "processed_at": now,
+                            }
+                            for _, _, event, _ in fresh
+                        ],
                     )
+                for index, msg, event, handler in fresh:
                     failed_at = index
                     with self._context(msg, event):
                         await handler(session=session, event=event)
                     failed_at = None
-                    outcomes.append(("handled", None))
         except Exception as exc:
             # An integrity error may be another instance's inbox row, flushed along with the
             # handler's: only the event-by-event pass can tell, so no event is blamed for it.

@@ -62,7 +62,14 @@ async def on_complaint_received(
         received_at=event.received_at,
     )
     session.add(case)
-    await route(session=session, ctx=ctx, case=case, actor="routing", correlation_id=event.correlation_id)
+    await route(
+        session=session,
+        ctx=ctx,
+        case=case,
+        actor="routing",
+        correlation_id=event.correlation_id,
+        new_case=True,
+    )
 
 
 async def on_suggestion_received(
@@ -83,7 +90,14 @@ async def on_suggestion_received(
         received_at=event.received_at,
     )
     session.add(case)
-    await route(session=session, ctx=ctx, case=case, actor="routing", correlation_id=event.correlation_id)
+    await route(
+        session=session,
+        ctx=ctx,
+        case=case,
+        actor="routing",
+        correlation_id=event.correlation_id,
+        new_case=True,
+    )
 
 
 async def on_task_returned(*, session: AsyncSession, event: TaskReturned, ctx: RoutingContext) -> None:

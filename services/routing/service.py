@@ -257,6 +257,7 @@ async def route(
     correlation_id: str | None,
     decision: Decision | None = None,
     clocks: list[ClockSet] | None = None,
+    new_case: bool = False,
 ) -> Assignment:
     organisation = await organisation_from_db(session=session, ctx=ctx)
     if decision is None:
@@ -271,11 +272,12 @@ async def route(
                 facts=facts, rules=rules, organisation=organisation, workload=await workload(session=session)
             )
     now = utcnow()
-    await session.exec(
-        update(Assignment)
-        .where(col(Assignment.case_id) == case.case_id, col(Assignment.current))
-        .values(current=False, open=False)
-    )
+    if not new_case:
+        await session.exec(
+            update(Assignment)
+            .where(col(Assignment.case_id) == case.case_id, col(Assignment.current))
+            .values(current=False, open=False)
+        )
     clocks = (
         clocks
         if clocks is not None
@@ -307,10 +309,8 @@ async def route(
         created_at=now,
     )
     session.add(assignment)
-    team = await session.get(Team, decision.team_code)
-    if team is not None:
-        team.last_assigned_at = now
-        session.add(team)
+    # One UPDATE instead of loading the team first; the rotation only needs the time.
+    await session.exec(update(Team).where(col(Team.code) == decision.team_code).values(last_assigned_at=now))
     record_event(
         session,
         CaseAssigned(

@@ -181,7 +181,6 @@ async def task_from_assignment(
         clocks=[c.model_dump(mode="json") for c in event.clocks],
     )
     session.add(task)
-    await session.flush()
     for clock_set in event.clocks:
         clock = TaskClock(
             task_id=task.id,
