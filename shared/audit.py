@@ -12,6 +12,8 @@ import json
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session
 from sqlmodel import Column, Field, SQLModel, Text, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -55,14 +57,20 @@ async def audit(
     detail: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> AuditEntry:
+    # The head of each chain this transaction extended: a second entry for the same matter (or
+    # one written while the first is not flushed yet) chains to it without asking the database.
+    heads: dict[str, str] = session.sync_session.info.setdefault(_HEADS, {})
     last = (
-        await session.exec(
-            select(AuditEntry.entry_hash)
-            .where(AuditEntry.case_id == case_id)
-            .order_by(col(AuditEntry.id).desc())
-            .limit(1)
-        )
-    ).first()
+        heads.get(case_id)
+        or (
+            await session.exec(
+                select(AuditEntry.entry_hash)
+                .where(AuditEntry.case_id == case_id)
+                .order_by(col(AuditEntry.id).desc())
+                .limit(1)
+            )
+        ).first()
+    )
     moment = (at or utcnow()).replace(microsecond=0)
     detail_text = json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, default=str)
     prev = last or GENESIS
@@ -85,7 +93,22 @@ async def audit(
         ),
     )
     session.add(entry)
+    heads[case_id] = entry.entry_hash
     return entry
+
+
+_HEADS = "audit_chain_heads"
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _forget_heads(session: Session, _previous: Any) -> None:
+    # Entries rolled back (a savepoint included) are no longer heads; the database knows the rest.
+    session.info.pop(_HEADS, None)
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _forget_heads_after_commit(session: Session) -> None:
+    session.info.pop(_HEADS, None)
 
 
 async def trail(session: AsyncSession, case_id: str) -> list[AuditEntry]:

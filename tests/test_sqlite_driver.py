@@ -32,10 +32,11 @@ async def test_statements_commit_roll_back_and_report_constraint_errors(tmp_path
             await conn.execute(text("INSERT INTO item (name) VALUES ('乙')"))
         with pytest.raises(IntegrityError):
             async with factory() as session, session.begin():
-                await session.execute(text("INSERT INTO item (name) VALUES ('丙')"))
-                await session.execute(text("INSERT INTO item (name) VALUES ('甲')"))
-        async with factory() as session:
-            names = (await session.execute(text("SELECT name FROM item ORDER BY id"))).scalars().all()
+                conn = await session.connection()
+                await conn.execute(text("INSERT INTO item (name) VALUES ('丙')"))
+                await conn.execute(text("INSERT INTO item (name) VALUES ('甲')"))
+        async with engine.connect() as conn:
+            names = (await conn.execute(text("SELECT name FROM item ORDER BY id"))).scalars().all()
         assert names == ["甲", "乙"]  # the failed transaction left nothing behind
     finally:
         await engine.dispose()
@@ -78,7 +79,8 @@ async def test_waiting_for_another_writer_does_not_block_the_event_loop(tmp_path
     async def write() -> float:
         started = time.monotonic()
         async with factory() as session, session.begin():
-            await session.execute(text("INSERT INTO item (name) VALUES ('本服务')"))
+            conn = await session.connection()
+            await conn.execute(text("INSERT INTO item (name) VALUES ('本服务')"))
         return time.monotonic() - started
 
     ticking = asyncio.create_task(ticker())
@@ -91,7 +93,7 @@ async def test_waiting_for_another_writer_does_not_block_the_event_loop(tmp_path
     ticking.cancel()
     await asyncio.to_thread(holder.join)
     assert waited >= 0.5
-    async with factory() as session:
-        rows = (await session.execute(text("SELECT name FROM item ORDER BY id"))).scalars().all()
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT name FROM item ORDER BY id"))).scalars().all()
     assert rows == ["其他进程", "本服务"]
     await engine.dispose()

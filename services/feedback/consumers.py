@@ -35,5 +35,6 @@ def subscriptions(ctx: FeedbackContext) -> list[Subscription]:
                 DeadlineExtended: partial(service.on_deadline_extended, ctx=ctx),
                 MatterReclassified: service.on_matter_reclassified,
             },
+            batched_writes=frozenset({ComplaintReceived, SuggestionReceived, CaseAssigned}),
         )
     ]

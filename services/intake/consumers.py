@@ -84,5 +84,6 @@ SUBSCRIPTIONS = [
             CaseReopened: on_case_reopened,
             CaseClosed: on_case_closed,
         },
+        batched_writes=frozenset({CaseAssigned}),
     )
 ]

@@ -195,6 +195,7 @@ def subscriptions(ctx: RoutingContext) -> list[Subscription]:
                 SuggestionReceived: partial(on_suggestion_received, ctx=ctx),
                 MatterReclassified: partial(on_matter_reclassified, ctx=ctx),
             },
+            batched_writes=frozenset({ComplaintReceived, SuggestionReceived}),
         ),
         Subscription(
             durable="routing-progress",

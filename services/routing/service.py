@@ -203,6 +203,8 @@ NOT_FETCHED = _NotFetched()
 
 
 async def workload(*, session: AsyncSession) -> dict[str, tuple[int, float]]:
+    # Counts every team's open work, so the other matters' assignments of the slice must be in.
+    await session.flush()
     counts = dict(
         (
             await session.exec(

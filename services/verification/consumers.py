@@ -35,6 +35,7 @@ def subscriptions(ctx: VerificationContext) -> list[Subscription]:
         Subscription(
             durable="verification-matters",
             handlers={ComplaintReceived: on_complaint_received, SuggestionReceived: on_suggestion_received},
+            batched_writes=frozenset({ComplaintReceived, SuggestionReceived}),
         ),
         Subscription(
             durable="verification-assignments",
@@ -42,5 +43,6 @@ def subscriptions(ctx: VerificationContext) -> list[Subscription]:
                 CaseAssigned: partial(on_case_assigned, ctx=ctx),
                 MatterReclassified: on_matter_reclassified,
             },
+            batched_writes=frozenset({CaseAssigned}),
         ),
     ]
