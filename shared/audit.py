@@ -56,12 +56,16 @@ async def audit(
     reason: str | None = None,
     detail: dict[str, Any] | None = None,
     at: datetime | None = None,
+    new_case: bool = False,
 ) -> AuditEntry:
+    """Append an entry to the matter's chain; ``new_case`` says the matter was created in this
+    transaction, so its chain starts here and there is nothing to look up."""
     # The head of each chain this transaction extended: a second entry for the same matter (or
     # one written while the first is not flushed yet) chains to it without asking the database.
     heads: dict[str, str] = session.sync_session.info.setdefault(_HEADS, {})
     last = (
         heads.get(case_id)
+        or (GENESIS if new_case else None)
         or (
             await session.exec(
                 select(AuditEntry.entry_hash)
