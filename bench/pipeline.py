@@ -321,8 +321,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+def postgres_cpu_seconds() -> float:
+    """CPU of every process named postgres: the server's share of the work, when it runs here."""
+    total = 0.0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "postgres":
+                total += cpu_seconds(int(comm.parent.name))
+        except OSError:
+            continue
+    return total
+
+
+def cpu_snapshot(pids: dict[str, int], *, postgres: bool) -> dict[str, float]:
     snapshot = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    if postgres:
+        snapshot["postgres"] = postgres_cpu_seconds()
     snapshot["benchmark client"] = sum(os.times()[:2])
     return snapshot
 
@@ -359,11 +373,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await post_complaints(client, 50, rate=None, offset=10_000_000)  # warm-up
 
             processes.update(services.pids)
-            cpu_before = cpu_snapshot(processes)
+            cpu_before = cpu_snapshot(processes, postgres=bool(args.postgres_url))
             ids, post_seconds = await post_complaints(client, args.count, rate=None, offset=0)
             burst_start = time.time() - post_seconds
             tasks = await wait_for_tasks(services, ids, timeout=args.timeout)
-            cpu = cpu_per_complaint(cpu_before, cpu_snapshot(processes), args.count)
+            cpu = cpu_per_complaint(
+                cpu_before, cpu_snapshot(processes, postgres=bool(args.postgres_url)), args.count
+            )
             created = await services.commit_times("intake", "SELECT id, created_at FROM intake_complaint")
             end_to_end_seconds = max(tasks.values()) - min(created[i] for i in ids) if tasks else float("nan")
             throughput = {

@@ -148,14 +148,13 @@ async def withdraw_tasks(
 async def task_from_assignment(
     *, session: AsyncSession, event: CaseAssigned, ctx: VerificationContext
 ) -> Task | None:
-    existing = (await session.exec(select(Task).where(Task.assignment_id == event.assignment_id))).first()
-    if existing is not None:
+    # A matter has a handful of tasks, one per assignment: one query answers both questions.
+    tasks_of_case = list(await session.exec(select(Task).where(Task.case_id == event.case_id)))
+    if any(t.assignment_id == event.assignment_id for t in tasks_of_case):
         return None
     if await session.get(WithdrawnMatter, event.case_id) is not None:
         return None
-    for older in await session.exec(
-        select(Task).where(Task.case_id == event.case_id, col(Task.status).in_(ACTIVE_STATUSES))
-    ):
+    for older in (t for t in tasks_of_case if t.status in ACTIVE_STATUSES):
         older.status = "superseded"
         session.add(older)
         await stop_clocks(session, older, at=event.occurred_at)
