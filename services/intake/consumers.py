@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy import case
+from sqlmodel import col, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.intake.models import Complaint, Suggestion
@@ -25,13 +27,16 @@ async def _matter(session: AsyncSession, case_id: str) -> Complaint | Suggestion
 
 
 async def on_case_assigned(*, session: AsyncSession, event: CaseAssigned) -> None:
-    matter = await _matter(session, event.case_id)
-    if matter is None:
-        return
-    matter.assigned_team_code = event.team_code
-    if matter.status in ("received", "reopened"):
-        matter.status = "routed"
-    session.add(matter)
+    # Every matter is assigned at least once: one UPDATE instead of loading the whole record.
+    model: type[Complaint] | type[Suggestion] = Complaint if event.case_kind == "complaint" else Suggestion
+    await session.exec(
+        update(model)
+        .where(col(model.id) == event.case_id, col(model.status) != "reclassified")
+        .values(
+            assigned_team_code=event.team_code,
+            status=case((col(model.status).in_(("received", "reopened")), "routed"), else_=col(model.status)),
+        )
+    )
 
 
 async def on_case_concluded(*, session: AsyncSession, event: CaseConcluded) -> None:

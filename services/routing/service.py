@@ -337,6 +337,7 @@ async def route(
     )
     await audit(
         session,
+        new_case=new_case,
         case_id=case.case_id,
         action="assigned",
         actor=actor,
