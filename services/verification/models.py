@@ -7,7 +7,8 @@ from typing import Any
 from uuid import uuid4
 
 from sqlalchemy import JSON, Index
-from sqlmodel import Column, Field, SQLModel, Text
+from sqlalchemy.orm import relationship
+from sqlmodel import Column, Field, Relationship, SQLModel, Text
 
 from shared.db import UTCDateTime, utcnow
 
@@ -140,6 +141,10 @@ class TaskClock(SQLModel, table=True):
     stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     next_step: str | None = Field(default=None, max_length=16)
     next_step_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    # Never loaded (lazy "raise"): declared so that a flush writes a new task before its clocks,
+    # which lets a batch of new tasks and clocks go to the database in one flush.
+    task: Task | None = Relationship(sa_relationship=relationship("Task", lazy="raise"))
 
 
 class LadderStep(SQLModel, table=True):

@@ -180,9 +180,6 @@ async def task_from_assignment(
         clocks=[c.model_dump(mode="json") for c in event.clocks],
     )
     session.add(task)
-    # The unit of work orders inserts by relationship(), which these models do not declare: the
-    # task must be written before the clocks that refer to it.
-    await session.flush()
     for clock_set in event.clocks:
         clock = TaskClock(
             task_id=task.id,
