@@ -316,6 +316,23 @@ async def wait_for_tasks(services: Services, ids: list[str], timeout: float) -> 
         await asyncio.sleep(0.25)
 
 
+async def wait_until_drained(nats_url: str, *, timeout: float) -> None:
+    """Until every durable consumer of the event stream has nothing pending or unacknowledged."""
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            consumers = await js.consumers_info("SUPERVISION")
+            if all(c.num_pending == 0 and c.num_ack_pending == 0 for c in consumers):
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        await nc.drain()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -401,6 +418,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 flush=True,
             )
 
+            # The burst leaves work behind it (intake and feedback follow every assignment); the
+            # latency phase starts from a quiet system, or it measures the burst's tail instead.
+            await wait_until_drained(nats_url, timeout=args.timeout)
             paced_count = int(args.rate * args.paced_seconds)
             paced_ids, _ = await post_complaints(paced_client, paced_count, rate=args.rate, offset=1_000_000)
             paced_tasks = await wait_for_tasks(services, paced_ids, timeout=args.timeout)

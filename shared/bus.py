@@ -52,6 +52,10 @@ class Handler(Protocol):
     def __call__(self, *, session: AsyncSession, event: Any) -> Awaitable[None]: ...
 
 
+class Prefetch(Protocol):
+    def __call__(self, *, session: AsyncSession, events: Sequence[Event]) -> Awaitable[None]: ...
+
+
 @dataclass(frozen=True)
 class Subscription:
     """One durable consumer of one service: which events it takes and who handles each."""
@@ -64,6 +68,9 @@ class Subscription:
     # table) instead of before each query; an event of a matter already written in the slice
     # flushes first, so it still sees what the earlier events did.
     batched_writes: frozenset[type[Event]] = frozenset()
+    # Loads, in one query per table, the rows the slice's handlers will look up by key
+    # (``shared.db.lookup``), instead of one query per event.
+    prefetch: Prefetch | None = None
 
     @property
     def filter_subjects(self) -> list[str]:
@@ -151,7 +158,7 @@ class EventConsumer:
         batch_size: int = 100,
         max_deliver: int = 8,
         ack_wait: float = 30.0,
-        transaction_size: int = 25,
+        transaction_size: int = 100,
     ) -> None:
         self._js = js
         self._stream = stream
@@ -319,6 +326,8 @@ class EventConsumer:
                             for _, _, event, _ in fresh
                         ],
                     )
+                if fresh and self.subscription.prefetch is not None:
+                    await self.subscription.prefetch(session=session, events=[e for _, _, e, _ in fresh])
                 unflushed_cases: set[str] = set()
                 for index, msg, event, handler in fresh:
                     failed_at = index
@@ -455,7 +464,7 @@ async def start_consumers(
     batch_size: int,
     max_deliver: int,
     ack_wait: float,
-    transaction_size: int = 25,
+    transaction_size: int = 100,
 ) -> list[EventConsumer]:
     consumers = [
         EventConsumer(

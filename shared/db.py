@@ -10,21 +10,25 @@ immediate one queues on ``busy_timeout``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import DateTime, event
+from sqlalchemy import DateTime, event, inspect
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import sqlite_driver
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+_Row = TypeVar("_Row")
 
 
 def _remember_default_factory_signatures() -> None:
@@ -190,6 +194,35 @@ def keep_loaded_rows_for_the_slice(session: AsyncSession) -> None:
 
     for lifecycle in ("pending_to_persistent", "loaded_as_persistent"):
         event.listen(session.sync_session, lifecycle, hold)
+
+
+_PREFETCHED = "prefetched_keys"
+
+
+async def prefetch_rows(session: AsyncSession, model: Any, keys: Iterable[str]) -> None:
+    """Load the rows of ``model`` with these primary keys in one query, and remember which were asked.
+
+    Used at the start of a consumer's slice with the slice's matters: ``lookup`` then answers
+    from the session, found or not, instead of one query per event.  The session must hold
+    its rows (``keep_loaded_rows_for_the_slice``), or the loaded rows could be forgotten.
+    """
+    wanted = set(keys)
+    if not wanted:
+        return
+    key_column = inspect(model).primary_key[0]
+    list(await session.exec(select(model).where(key_column.in_(wanted))))
+    session.sync_session.info.setdefault(_PREFETCHED, {}).setdefault(model, set()).update(wanted)
+
+
+async def lookup(session: AsyncSession, model: type[_Row], key: str) -> _Row | None:
+    """``session.get``, except that a key prefetched for this slice and not found costs no query."""
+    sync_session = session.sync_session
+    found = sync_session.identity_map.get(sync_session.identity_key(model, key))
+    if found is not None:
+        return cast(_Row, found)
+    if key in sync_session.info.get(_PREFETCHED, {}).get(model, ()):
+        return None
+    return await session.get(model, key)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -96,7 +96,7 @@ class ServiceSettings(BaseSettings):
     outbox_poll_seconds: float = 0.5
     consumer_batch_size: int = 100
     consumer_max_deliver: int = 8
-    consumer_transaction_size: int = Field(default=25, description="events handled per database transaction")
+    consumer_transaction_size: int = Field(default=100, description="events handled per database transaction")
     consumer_ack_wait_seconds: float = 30.0
 
     @field_validator("secret_key")

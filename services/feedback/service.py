@@ -29,7 +29,7 @@ from services.feedback.models import (
 from services.feedback.schemas import RATING_LABELS, STATUS_LABELS
 from shared.audit import audit
 from shared.auth import query_secret_hash
-from shared.db import CommitSignal, utcnow
+from shared.db import CommitSignal, lookup, utcnow
 from shared.errors import FieldProblems
 from shared.events import (
     AnswerDelivered,
@@ -82,7 +82,7 @@ def _timeline(
 
 
 async def _case(session: AsyncSession, case_id: str) -> CaseView:
-    case = await session.get(CaseView, case_id)
+    case = await lookup(session, CaseView, case_id)
     if case is None:
         raise NotYetKnown(case_id)
     return case
@@ -101,7 +101,7 @@ def local_date(moment: datetime, ctx: FeedbackContext | None = None) -> str:
 
 
 async def on_complaint_received(*, session: AsyncSession, event: ComplaintReceived) -> None:
-    if await session.get(CaseView, event.case_id) is not None:
+    if await lookup(session, CaseView, event.case_id) is not None:
         return
     session.add(
         CaseView(
@@ -119,7 +119,7 @@ async def on_complaint_received(*, session: AsyncSession, event: ComplaintReceiv
 
 
 async def on_suggestion_received(*, session: AsyncSession, event: SuggestionReceived) -> None:
-    if await session.get(CaseView, event.case_id) is not None:
+    if await lookup(session, CaseView, event.case_id) is not None:
         return
     session.add(
         CaseView(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 from sqlmodel import col, update
@@ -11,11 +12,13 @@ from services.routing.models import Assignment, RoutedCase
 from services.routing.rules import Decision
 from services.routing.service import RoutingContext, current_assignment, organisation_from_db, route
 from shared.bus import Subscription
+from shared.db import lookup, prefetch_rows
 from shared.events import (
     CaseClosed,
     CaseConcluded,
     CaseReopened,
     ComplaintReceived,
+    Event,
     MatterReclassified,
     SuggestionReceived,
     TaskReturned,
@@ -49,7 +52,7 @@ def complaint_facts(event: ComplaintReceived, *, city_code: str) -> list[str]:
 async def on_complaint_received(
     *, session: AsyncSession, event: ComplaintReceived, ctx: RoutingContext
 ) -> None:
-    if await session.get(RoutedCase, event.case_id) is not None:
+    if await lookup(session, RoutedCase, event.case_id) is not None:
         return
     case = RoutedCase(
         case_id=event.case_id,
@@ -75,7 +78,7 @@ async def on_complaint_received(
 async def on_suggestion_received(
     *, session: AsyncSession, event: SuggestionReceived, ctx: RoutingContext
 ) -> None:
-    if await session.get(RoutedCase, event.case_id) is not None:
+    if await lookup(session, RoutedCase, event.case_id) is not None:
         return
     case = RoutedCase(
         case_id=event.case_id,
@@ -186,6 +189,10 @@ async def on_matter_reclassified(
     await on_case_closed(session=session, event=CaseClosed(case_id=event.case_id, note=event.reason), ctx=ctx)
 
 
+async def prefetch_cases(*, session: AsyncSession, events: Sequence[Event]) -> None:
+    await prefetch_rows(session, RoutedCase, (e.case_id for e in events))
+
+
 def subscriptions(ctx: RoutingContext) -> list[Subscription]:
     return [
         Subscription(
@@ -196,6 +203,7 @@ def subscriptions(ctx: RoutingContext) -> list[Subscription]:
                 MatterReclassified: partial(on_matter_reclassified, ctx=ctx),
             },
             batched_writes=frozenset({ComplaintReceived, SuggestionReceived}),
+            prefetch=prefetch_cases,
         ),
         Subscription(
             durable="routing-progress",

@@ -42,7 +42,7 @@ from services.verification.schemas import (
 from shared.audit import audit
 from shared.auth import Principal, Role
 from shared.clock import Clock
-from shared.db import utcnow
+from shared.db import lookup, utcnow
 from shared.errors import FieldProblems
 from shared.events import (
     CaseAssigned,
@@ -93,7 +93,7 @@ def _history(session: AsyncSession, task: Task, action: str, actor: str, note: s
 
 
 async def snapshot_complaint(*, session: AsyncSession, event: ComplaintReceived) -> None:
-    if await session.get(MatterSnapshot, event.case_id) is not None:
+    if await lookup(session, MatterSnapshot, event.case_id) is not None:
         return
     categories = "、".join(a.category for a in event.allegations)
     session.add(
@@ -116,7 +116,7 @@ async def snapshot_complaint(*, session: AsyncSession, event: ComplaintReceived)
 
 
 async def snapshot_suggestion(*, session: AsyncSession, event: SuggestionReceived) -> None:
-    if await session.get(MatterSnapshot, event.case_id) is not None:
+    if await lookup(session, MatterSnapshot, event.case_id) is not None:
         return
     session.add(
         MatterSnapshot(
@@ -152,7 +152,7 @@ async def task_from_assignment(
     tasks_of_case = list(await session.exec(select(Task).where(Task.case_id == event.case_id)))
     if any(t.assignment_id == event.assignment_id for t in tasks_of_case):
         return None
-    if await session.get(WithdrawnMatter, event.case_id) is not None:
+    if await lookup(session, WithdrawnMatter, event.case_id) is not None:
         return None
     for older in (t for t in tasks_of_case if t.status in ACTIVE_STATUSES):
         older.status = "superseded"
