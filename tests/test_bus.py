@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
@@ -22,13 +22,16 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 from sqlalchemy import delete, func, update
+from sqlalchemy.event import listen as event_listen
+from sqlalchemy.event import remove as event_remove
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.audit import AuditEntry, audit
+from services.verification.models import MatterSnapshot
+from shared.audit import AuditEntry, audit, trail, verify_chain
 from shared.bus import DEAD_LETTER_STREAM_SUFFIX, EventConsumer, PermanentError, Subscription, ensure_streams
-from shared.db import create_engine, create_session_factory
+from shared.db import create_engine, create_session_factory, lookup, prefetch_rows, utcnow
 from shared.events import DEAD_LETTER_PREFIX, CaseClosed, Event
 from shared.inbox import InboxRecord
 from shared.migrations import upgrade
@@ -94,7 +97,7 @@ async def database(
 async def db(database: Db) -> Db:
     """The migrated database of the backend, emptied: each test counts rows from zero."""
     async with database.sessions() as session, session.begin():
-        for table in (OutboxMessage, InboxRecord, AuditEntry):
+        for table in (OutboxMessage, InboxRecord, AuditEntry, MatterSnapshot):
             await session.exec(delete(table))
     return database
 
@@ -444,3 +447,129 @@ async def test_two_instances_share_a_durable_and_apply_each_event_once(js: JetSt
     # Both instances took part, and no event reached a handler twice.
     assert first.calls and second.calls
     assert max(handled.values()) == 1
+
+
+# --------------------------------------------------------------------------- slices
+
+
+async def test_one_bad_event_does_not_undo_the_rest_of_its_slice(js: JetStreamContext, db: Db) -> None:
+    durable = durable_name()
+    events = [closed_event() for _ in range(5)]
+    bad = events[2]
+
+    class FailsOnOne(Recorder):
+        async def __call__(self, *, session: AsyncSession, event: Event) -> None:
+            await super().__call__(session=session, event=event)
+            if event.event_id == bad.event_id:
+                raise PermanentError("this one contradicts what the service knows")
+
+    handler = FailsOnOne()
+    for item in events:
+        await publish(js, item)
+    # All five are in the stream before the consumer starts: one fetch, one slice.
+    async with consuming(js, db, subscription(durable, handler)):
+        (parked,) = await dead_letters(js, durable, expected=1)
+        await settled(js, durable, delivered=5)
+    assert json.loads(parked.data or b"")["event_id"] == bad.event_id
+    # The first pass ran up to the bad event; the second ran the others, not the bad one again.
+    assert handler.calls == Counter(
+        {
+            events[0].event_id: 2,
+            events[1].event_id: 2,
+            bad.event_id: 1,
+            events[3].event_id: 1,
+            events[4].event_id: 1,
+        }
+    )
+    good = [e.case_id for e in events if e is not bad]
+    assert sorted(await audit_case_ids(db)) == sorted(good)
+    assert await inbox_count(db, durable) == 4
+
+
+async def test_batched_writes_still_see_what_earlier_events_did_to_their_matter(
+    js: JetStreamContext, db: Db
+) -> None:
+    durable = durable_name()
+    case_id = f"case-{uuid4().hex[:12]}"
+    events = [
+        closed_event(case_id=case_id),
+        closed_event(),
+        closed_event(case_id=case_id),
+        closed_event(),
+        closed_event(case_id=case_id),
+    ]
+    seen: list[int] = []
+
+    async def count_then_write(*, session: AsyncSession, event: Event) -> None:
+        # Reads its own matter's rows (no autoflush here) and writes one more.
+        if event.case_id == case_id:
+            query = select(func.count()).select_from(AuditEntry).where(AuditEntry.case_id == case_id)
+            seen.append(int((await session.exec(query)).one()))
+        await audit(session, case_id=event.case_id, action="case_closed", actor="bustest")
+
+    batched = Subscription(
+        durable=durable, handlers={CaseClosed: count_then_write}, batched_writes=frozenset({CaseClosed})
+    )
+    for item in events:
+        await publish(js, item)
+    async with consuming(js, db, batched):
+        await settled(js, durable, delivered=5)
+    assert seen == [0, 1, 2]
+    assert await audit_count(db, [case_id]) == 3
+    async with db.sessions() as session:
+        assert verify_chain(await trail(session, case_id))
+
+
+def snapshot(case_id: str) -> MatterSnapshot:
+    return MatterSnapshot(
+        case_id=case_id,
+        case_kind="complaint",
+        tracking_code="C-test",
+        received_at=utcnow(),
+        title="测试",
+        text="民警态度粗暴。",
+    )
+
+
+async def test_prefetched_lookups_cost_one_query_for_the_slice(js: JetStreamContext, db: Db) -> None:
+    durable = durable_name()
+    known = closed_event()
+    async with db.sessions() as session, session.begin():
+        session.add(snapshot(known.case_id))
+    events = [known, *(closed_event() for _ in range(5))]
+    found: dict[str, bool] = {}
+
+    async def note_snapshot(*, session: AsyncSession, event: Event) -> None:
+        existing = await lookup(session, MatterSnapshot, event.case_id)
+        found[event.case_id] = existing is not None
+        if existing is None:
+            session.add(snapshot(event.case_id))
+
+    async def prefetch(*, session: AsyncSession, events: Sequence[Event]) -> None:
+        await prefetch_rows(session, MatterSnapshot, (e.case_id for e in events))
+
+    queries: list[str] = []
+
+    def count_snapshot_queries(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "verification_matter" in statement:
+            queries.append(statement)
+
+    for item in events:
+        await publish(js, item)
+    event_listen(db.engine.sync_engine, "before_cursor_execute", count_snapshot_queries)
+    try:
+        looked_up = Subscription(
+            durable=durable,
+            handlers={CaseClosed: note_snapshot},
+            batched_writes=frozenset({CaseClosed}),
+            prefetch=prefetch,
+        )
+        async with consuming(js, db, looked_up):
+            await settled(js, durable, delivered=6)
+    finally:
+        event_remove(db.engine.sync_engine, "before_cursor_execute", count_snapshot_queries)
+    assert found == {e.case_id: e is known for e in events}
+    assert len(queries) == 1, queries
+    async with db.sessions() as session:
+        stored = list(await session.exec(select(MatterSnapshot.case_id)))
+    assert sorted(stored) == sorted(e.case_id for e in events)
