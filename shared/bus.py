@@ -26,10 +26,10 @@ from pydantic import ValidationError
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import keep_loaded_rows_for_the_slice, utcnow
+from shared.db import keep_loaded_rows_for_the_slice, prefetch_rows, utcnow
 from shared.events import DEAD_LETTER_PREFIX, SUBJECT_PREFIX, Event, UnknownEventError, decode_event
 from shared.inbox import InboxRecord
 from shared.logging import get_logger
@@ -52,10 +52,6 @@ class Handler(Protocol):
     def __call__(self, *, session: AsyncSession, event: Any) -> Awaitable[None]: ...
 
 
-class Prefetch(Protocol):
-    def __call__(self, *, session: AsyncSession, events: Sequence[Event]) -> Awaitable[None]: ...
-
-
 @dataclass(frozen=True)
 class Subscription:
     """One durable consumer of one service: which events it takes and who handles each."""
@@ -68,9 +64,9 @@ class Subscription:
     # table) instead of before each query; an event of a matter already written in the slice
     # flushes first, so it still sees what the earlier events did.
     batched_writes: frozenset[type[Event]] = frozenset()
-    # Loads, in one query per table, the rows the slice's handlers will look up by key
-    # (``shared.db.lookup``), instead of one query per event.
-    prefetch: Prefetch | None = None
+    # Tables keyed by the matter's case id whose rows the slice's handlers look up
+    # (``shared.db.lookup``): loaded in one query per table instead of one per event.
+    prefetch_by_case: tuple[type[SQLModel], ...] = ()
 
     @property
     def filter_subjects(self) -> list[str]:
@@ -326,8 +322,9 @@ class EventConsumer:
                             for _, _, event, _ in fresh
                         ],
                     )
-                if fresh and self.subscription.prefetch is not None:
-                    await self.subscription.prefetch(session=session, events=[e for _, _, e, _ in fresh])
+                fresh_cases = {event.case_id for _, _, event, _ in fresh}
+                for model in self.subscription.prefetch_by_case:
+                    await prefetch_rows(session, model, fresh_cases)
                 unflushed_cases: set[str] = set()
                 for index, msg, event, handler in fresh:
                     failed_at = index

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
@@ -31,7 +31,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.verification.models import MatterSnapshot
 from shared.audit import AuditEntry, audit, trail, verify_chain
 from shared.bus import DEAD_LETTER_STREAM_SUFFIX, EventConsumer, PermanentError, Subscription, ensure_streams
-from shared.db import create_engine, create_session_factory, lookup, prefetch_rows, utcnow
+from shared.db import create_engine, create_session_factory, lookup, utcnow
 from shared.events import DEAD_LETTER_PREFIX, CaseClosed, Event
 from shared.inbox import InboxRecord
 from shared.migrations import upgrade
@@ -545,9 +545,6 @@ async def test_prefetched_lookups_cost_one_query_for_the_slice(js: JetStreamCont
         if existing is None:
             session.add(snapshot(event.case_id))
 
-    async def prefetch(*, session: AsyncSession, events: Sequence[Event]) -> None:
-        await prefetch_rows(session, MatterSnapshot, (e.case_id for e in events))
-
     queries: list[str] = []
 
     def count_snapshot_queries(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
@@ -562,7 +559,7 @@ async def test_prefetched_lookups_cost_one_query_for_the_slice(js: JetStreamCont
             durable=durable,
             handlers={CaseClosed: note_snapshot},
             batched_writes=frozenset({CaseClosed}),
-            prefetch=prefetch,
+            prefetch_by_case=(MatterSnapshot,),
         )
         async with consuming(js, db, looked_up):
             await settled(js, durable, delivered=6)

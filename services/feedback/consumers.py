@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import partial
-
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.feedback import service
 from services.feedback.context import FeedbackContext
 from services.feedback.models import CaseView
 from shared.bus import Subscription
-from shared.db import prefetch_rows
 from shared.events import (
     CaseAssigned,
     CaseConcluded,
     ComplaintReceived,
     DeadlineExtended,
-    Event,
     FindingSentBack,
     MatterReclassified,
     ReviewStarted,
     SuggestionReceived,
     TaskClaimed,
 )
-
-
-async def prefetch_cases(*, session: AsyncSession, events: Sequence[Event]) -> None:
-    await prefetch_rows(session, CaseView, (e.case_id for e in events))
 
 
 def subscriptions(ctx: FeedbackContext) -> list[Subscription]:
@@ -46,6 +37,6 @@ def subscriptions(ctx: FeedbackContext) -> list[Subscription]:
                 MatterReclassified: service.on_matter_reclassified,
             },
             batched_writes=frozenset({ComplaintReceived, SuggestionReceived, CaseAssigned}),
-            prefetch=prefetch_cases,
+            prefetch_by_case=(CaseView,),
         )
     ]

@@ -7,7 +7,8 @@ from typing import Any
 from uuid import uuid4
 
 from sqlalchemy import JSON, Index, UniqueConstraint
-from sqlmodel import Column, Field, SQLModel, Text
+from sqlalchemy.orm import relationship
+from sqlmodel import Column, Field, Relationship, SQLModel, Text
 
 from shared.db import UTCDateTime, utcnow
 
@@ -77,6 +78,9 @@ class ComplainantKey(SQLModel, table=True):
 
     complaint_id: str = Field(primary_key=True, max_length=64, foreign_key="intake_complaint.id")
     match_key: str = Field(primary_key=True, max_length=64, index=True)
+
+    # Never loaded (lazy "raise"): declared so that a flush writes a new complaint before its keys.
+    complaint: Complaint | None = Relationship(sa_relationship=relationship("Complaint", lazy="raise"))
 
 
 class Suggestion(SQLModel, table=True):

@@ -258,9 +258,6 @@ async def create_complaint(
         created_by=actor.username,
     )
     session.add(complaint)
-    # The unit of work orders inserts by relationship(), which these models do not declare: the
-    # complaint must be written before the keys that refer to it.
-    await session.flush()
     for key in match_keys:
         session.add(ComplainantKey(complaint_id=complaint.id, match_key=key))
 

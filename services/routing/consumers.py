@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import partial
 
 from sqlmodel import col, update
@@ -12,13 +11,12 @@ from services.routing.models import Assignment, RoutedCase
 from services.routing.rules import Decision
 from services.routing.service import RoutingContext, current_assignment, organisation_from_db, route
 from shared.bus import Subscription
-from shared.db import lookup, prefetch_rows
+from shared.db import lookup
 from shared.events import (
     CaseClosed,
     CaseConcluded,
     CaseReopened,
     ComplaintReceived,
-    Event,
     MatterReclassified,
     SuggestionReceived,
     TaskReturned,
@@ -49,6 +47,15 @@ def complaint_facts(event: ComplaintReceived, *, city_code: str) -> list[str]:
     return facts
 
 
+async def _route_new_matter(
+    *, session: AsyncSession, ctx: RoutingContext, case: RoutedCase, correlation_id: str | None
+) -> None:
+    session.add(case)
+    await route(
+        session=session, ctx=ctx, case=case, actor="routing", correlation_id=correlation_id, new_case=True
+    )
+
+
 async def on_complaint_received(
     *, session: AsyncSession, event: ComplaintReceived, ctx: RoutingContext
 ) -> None:
@@ -64,15 +71,7 @@ async def on_complaint_received(
         named_complainant=not event.anonymous,
         received_at=event.received_at,
     )
-    session.add(case)
-    await route(
-        session=session,
-        ctx=ctx,
-        case=case,
-        actor="routing",
-        correlation_id=event.correlation_id,
-        new_case=True,
-    )
+    await _route_new_matter(session=session, ctx=ctx, case=case, correlation_id=event.correlation_id)
 
 
 async def on_suggestion_received(
@@ -92,15 +91,7 @@ async def on_suggestion_received(
         complex_matter=event.complex_matter,
         received_at=event.received_at,
     )
-    session.add(case)
-    await route(
-        session=session,
-        ctx=ctx,
-        case=case,
-        actor="routing",
-        correlation_id=event.correlation_id,
-        new_case=True,
-    )
+    await _route_new_matter(session=session, ctx=ctx, case=case, correlation_id=event.correlation_id)
 
 
 async def on_task_returned(*, session: AsyncSession, event: TaskReturned, ctx: RoutingContext) -> None:
@@ -189,10 +180,6 @@ async def on_matter_reclassified(
     await on_case_closed(session=session, event=CaseClosed(case_id=event.case_id, note=event.reason), ctx=ctx)
 
 
-async def prefetch_cases(*, session: AsyncSession, events: Sequence[Event]) -> None:
-    await prefetch_rows(session, RoutedCase, (e.case_id for e in events))
-
-
 def subscriptions(ctx: RoutingContext) -> list[Subscription]:
     return [
         Subscription(
@@ -203,7 +190,7 @@ def subscriptions(ctx: RoutingContext) -> list[Subscription]:
                 MatterReclassified: partial(on_matter_reclassified, ctx=ctx),
             },
             batched_writes=frozenset({ComplaintReceived, SuggestionReceived}),
-            prefetch=prefetch_cases,
+            prefetch_by_case=(RoutedCase,),
         ),
         Subscription(
             durable="routing-progress",

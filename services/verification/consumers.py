@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import partial
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -11,8 +10,7 @@ from services.verification import service
 from services.verification.models import MatterSnapshot, WithdrawnMatter
 from services.verification.service import VerificationContext
 from shared.bus import Subscription
-from shared.db import prefetch_rows
-from shared.events import CaseAssigned, ComplaintReceived, Event, MatterReclassified, SuggestionReceived
+from shared.events import CaseAssigned, ComplaintReceived, MatterReclassified, SuggestionReceived
 
 
 async def on_complaint_received(*, session: AsyncSession, event: ComplaintReceived) -> None:
@@ -33,21 +31,13 @@ async def on_matter_reclassified(*, session: AsyncSession, event: MatterReclassi
     )
 
 
-async def prefetch_matters(*, session: AsyncSession, events: Sequence[Event]) -> None:
-    await prefetch_rows(session, MatterSnapshot, (e.case_id for e in events))
-
-
-async def prefetch_withdrawals(*, session: AsyncSession, events: Sequence[Event]) -> None:
-    await prefetch_rows(session, WithdrawnMatter, (e.case_id for e in events))
-
-
 def subscriptions(ctx: VerificationContext) -> list[Subscription]:
     return [
         Subscription(
             durable="verification-matters",
             handlers={ComplaintReceived: on_complaint_received, SuggestionReceived: on_suggestion_received},
             batched_writes=frozenset({ComplaintReceived, SuggestionReceived}),
-            prefetch=prefetch_matters,
+            prefetch_by_case=(MatterSnapshot,),
         ),
         Subscription(
             durable="verification-assignments",
@@ -56,6 +46,6 @@ def subscriptions(ctx: VerificationContext) -> list[Subscription]:
                 MatterReclassified: on_matter_reclassified,
             },
             batched_writes=frozenset({CaseAssigned}),
-            prefetch=prefetch_withdrawals,
+            prefetch_by_case=(WithdrawnMatter,),
         ),
     ]
