@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import Column, Field, SQLModel, Text, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import UTCDateTime, utcnow
+from shared.db import UTCDateTime, new_row, utcnow
 
 GENESIS = "0" * 64
 
@@ -78,7 +78,8 @@ async def audit(
     moment = (at or utcnow()).replace(microsecond=0)
     detail_text = json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, default=str)
     prev = last or GENESIS
-    entry = AuditEntry(
+    entry = new_row(
+        AuditEntry,
         case_id=case_id,
         action=action,
         actor=actor,

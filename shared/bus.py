@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import keep_loaded_rows_for_the_slice, prefetch_rows, utcnow
+from shared.db import keep_loaded_rows_for_the_slice, new_row, prefetch_rows, table_of, utcnow
 from shared.events import DEAD_LETTER_PREFIX, SUBJECT_PREFIX, Event, UnknownEventError, decode_event
 from shared.inbox import InboxRecord
 from shared.logging import get_logger
@@ -307,10 +307,11 @@ class EventConsumer:
                     outcomes.append(("handled", None))
                     fresh.append((index, msg, event, handler))
                 if fresh:
-                    # One multi-row insert for the slice's inbox rows, in the same transaction.
+                    # One multi-row insert for the slice's inbox rows, in the same transaction;
+                    # on the table, since the ORM's bulk insert costs several times the CPU.
                     now = utcnow()
                     await session.exec(
-                        insert(InboxRecord),
+                        insert(table_of(InboxRecord)),
                         params=[
                             {
                                 "consumer": consumer,
@@ -381,7 +382,8 @@ class EventConsumer:
                 # The inbox row goes first: if this event was processed before (here or by another
                 # instance), the unique key says so before the handler touches anything.
                 session.add(
-                    InboxRecord(
+                    new_row(
+                        InboxRecord,
                         consumer=consumer,
                         event_id=event.event_id,
                         event_type=event.event_type,

@@ -20,7 +20,7 @@ from sqlalchemy import delete
 from sqlmodel import Column, Field, SQLModel, Text, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import UTCDateTime, utcnow
+from shared.db import UTCDateTime, new_row, utcnow
 
 MAX_KEY_LENGTH = 128
 
@@ -86,7 +86,8 @@ def remember(
     if key is None:
         return
     session.add(
-        IdempotencyRecord(
+        new_row(
+            IdempotencyRecord,
             key=key,
             username=username,
             endpoint=endpoint,

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import Column, Field, SQLModel, Text, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import CommitSignal, UTCDateTime, is_sqlite, utcnow
+from shared.db import CommitSignal, UTCDateTime, is_sqlite, new_row, utcnow
 from shared.events import Event
 from shared.logging import get_logger
 
@@ -56,7 +56,8 @@ class OutboxMessage(SQLModel, table=True):
 def record_event(session: AsyncSession, event_: Event) -> None:
     """Add ``event_`` to the session's transaction; it is published after commit."""
     session.add(
-        OutboxMessage(
+        new_row(
+            OutboxMessage,
             event_id=event_.event_id,
             subject=event_.subject(),
             event_type=event_.event_type,

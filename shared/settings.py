@@ -97,6 +97,11 @@ class ServiceSettings(BaseSettings):
     consumer_batch_size: int = 100
     consumer_max_deliver: int = 8
     consumer_transaction_size: int = Field(default=100, description="events handled per database transaction")
+    write_group_size: int = Field(
+        default=32,
+        ge=1,
+        description="on SQLite, concurrent create requests committed in one transaction (1: each alone)",
+    )
     consumer_ack_wait_seconds: float = 30.0
 
     @field_validator("secret_key")

@@ -29,7 +29,7 @@ from services.feedback.models import (
 from services.feedback.schemas import RATING_LABELS, STATUS_LABELS
 from shared.audit import audit
 from shared.auth import query_secret_hash
-from shared.db import CommitSignal, lookup, utcnow
+from shared.db import CommitSignal, lookup, new_row, utcnow
 from shared.errors import FieldProblems
 from shared.events import (
     AnswerDelivered,
@@ -78,7 +78,7 @@ def conflict(field: str, chinese: str, english: str) -> FieldProblems:
 def _timeline(
     session: AsyncSession, case_id: str, stage: str, label: str, at: datetime | None = None
 ) -> None:
-    session.add(TimelineEntry(case_id=case_id, stage=stage, label=label, at=at or utcnow()))
+    session.add(new_row(TimelineEntry, case_id=case_id, stage=stage, label=label, at=at or utcnow()))
 
 
 async def _case(session: AsyncSession, case_id: str) -> CaseView:
@@ -104,7 +104,8 @@ async def on_complaint_received(*, session: AsyncSession, event: ComplaintReceiv
     if await lookup(session, CaseView, event.case_id) is not None:
         return
     session.add(
-        CaseView(
+        new_row(
+            CaseView,
             case_id=event.case_id,
             case_kind="complaint",
             tracking_code=event.tracking_code,
@@ -122,7 +123,8 @@ async def on_suggestion_received(*, session: AsyncSession, event: SuggestionRece
     if await lookup(session, CaseView, event.case_id) is not None:
         return
     session.add(
-        CaseView(
+        new_row(
+            CaseView,
             case_id=event.case_id,
             case_kind="suggestion",
             tracking_code=event.tracking_code,

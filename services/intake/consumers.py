@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from sqlalchemy import case
-from sqlmodel import col, update
+from sqlmodel import update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.intake.models import Complaint, Suggestion
 from shared.bus import Subscription
+from shared.db import table_of
 from shared.events import (
     AnswerDelivered,
     CaseAssigned,
@@ -29,12 +30,21 @@ async def _matter(session: AsyncSession, case_id: str) -> Complaint | Suggestion
 async def on_case_assigned(*, session: AsyncSession, event: CaseAssigned) -> None:
     # Every matter is assigned at least once: one UPDATE instead of loading the whole record.
     model: type[Complaint] | type[Suggestion] = Complaint if event.case_kind == "complaint" else Suggestion
+    sync_session = session.sync_session
+    loaded = sync_session.identity_map.get(sync_session.identity_key(model, event.case_id))
+    if loaded is not None:
+        # An earlier event of the slice loaded it (and the slice flushed it before this event):
+        # the Core UPDATE below leaves loaded rows alone, so read this one afresh afterwards.
+        sync_session.expire(loaded)
+    # A Core statement on the table: the ORM's version costs several times the CPU, trying to
+    # evaluate the CASE against the loaded rows.
+    table = table_of(model)
     await session.exec(
-        update(model)
-        .where(col(model.id) == event.case_id, col(model.status) != "reclassified")
+        update(table)
+        .where(table.c.id == event.case_id, table.c.status != "reclassified")
         .values(
             assigned_team_code=event.team_code,
-            status=case((col(model.status).in_(("received", "reopened")), "routed"), else_=col(model.status)),
+            status=case((table.c.status.in_(("received", "reopened")), "routed"), else_=table.c.status),
         )
     )
 

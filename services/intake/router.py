@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import structlog
 from fastapi import APIRouter, Depends, Form, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -28,8 +30,9 @@ from services.intake.schemas import (
 )
 from services.intake.service import IntakeContext
 from shared import idempotency
-from shared.app import current_correlation_id, get_session
+from shared.app import current_correlation_id, get_session, get_write_groups, runtime_of
 from shared.auth import CurrentPrincipal, Principal, Role, require_roles
+from shared.groupcommit import GroupCommitter
 
 router = APIRouter(prefix="/api/v1")
 Session = Annotated[AsyncSession, Depends(get_session)]
@@ -38,6 +41,8 @@ OperatorOrSupervisor = Annotated[Principal, Depends(require_roles(Role.OPERATOR,
 CaseReader = Annotated[Principal, Depends(require_roles(Role.OPERATOR, Role.SUPERVISOR, Role.INSPECTOR))]
 ServiceCaller = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+WriteGroups = Annotated[GroupCommitter, Depends(get_write_groups)]
+_Created = TypeVar("_Created", ComplaintCreated, SuggestionCreated)
 
 
 # async: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
@@ -92,65 +97,93 @@ async def me(principal: CurrentPrincipal) -> MeRead:
 )
 async def create_complaint(
     complaint_in: ComplaintCreate,
-    session: Session,
+    writes: WriteGroups,
     ctx: Context,
     principal: Operator,
+    request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> ComplaintCreated | JSONResponse:
-    fingerprint = idempotency.request_fingerprint(complaint_in)
+    correlation_id = current_correlation_id()
+
+    async def record(session: AsyncSession) -> ComplaintCreated:
+        created = await service.create_complaint(
+            session=session,
+            ctx=ctx,
+            complaint_in=complaint_in,
+            actor=principal,
+            correlation_id=correlation_id,
+        )
+        return ComplaintCreated(
+            id=created.complaint.id,
+            tracking_code=created.complaint.tracking_code,
+            query_secret=created.query_secret,
+            status=created.complaint.status,
+            received_at=created.complaint.received_at,
+            repeat_of=created.complaint.repeat_of,
+            repeat_after_rejection=created.complaint.repeat_after_rejection,
+            key_clue_hints=created.key_clue_hints,
+            earlier_matters=created.earlier,
+        )
+
+    return await _create_once(
+        request,
+        writes,
+        record,
+        body_in=complaint_in,
+        key=idempotency_key,
+        principal=principal,
+        endpoint="complaints",
+    )
+
+
+async def _create_once(
+    request: Request,
+    writes: GroupCommitter,
+    record: Callable[[AsyncSession], Awaitable[_Created]],
+    *,
+    body_in: BaseModel,
+    key: str | None,
+    principal: Principal,
+    endpoint: str,
+) -> _Created | JSONResponse:
+    """Run ``record`` unless ``key`` was seen with this body, and remember its answer under ``key``.
+
+    The record, its events and the remembered answer commit together (in a group commit).
+    """
+    fingerprint = idempotency.request_fingerprint(body_in)
+
+    async def write(session: AsyncSession) -> _Created | JSONResponse:
+        replayed = await idempotency.replay(
+            session, key=key, username=principal.username, endpoint=endpoint, fingerprint=fingerprint
+        )
+        if replayed is not None:
+            return replayed
+        body = await record(session)
+        idempotency.remember(
+            session,
+            key=key,
+            username=principal.username,
+            endpoint=endpoint,
+            fingerprint=fingerprint,
+            status_code=201,
+            body=body,
+        )
+        return body
+
     try:
-        async with session.begin():
-            replayed = await idempotency.replay(
-                session,
-                key=idempotency_key,
-                username=principal.username,
-                endpoint="complaints",
-                fingerprint=fingerprint,
-            )
-            if replayed is not None:
-                return replayed
-            created = await service.create_complaint(
-                session=session,
-                ctx=ctx,
-                complaint_in=complaint_in,
-                actor=principal,
-                correlation_id=current_correlation_id(),
-            )
-            structlog.contextvars.bind_contextvars(case_id=created.complaint.id)
-            body = ComplaintCreated(
-                id=created.complaint.id,
-                tracking_code=created.complaint.tracking_code,
-                query_secret=created.query_secret,
-                status=created.complaint.status,
-                received_at=created.complaint.received_at,
-                repeat_of=created.complaint.repeat_of,
-                repeat_after_rejection=created.complaint.repeat_after_rejection,
-                key_clue_hints=created.key_clue_hints,
-                earlier_matters=created.earlier,
-            )
-            idempotency.remember(
-                session,
-                key=idempotency_key,
-                username=principal.username,
-                endpoint="complaints",
-                fingerprint=fingerprint,
-                status_code=201,
-                body=body,
-            )
+        answer = await writes.run(write)
     except IntegrityError:
         # A concurrent request with the same key won the race: answer with what it stored.
-        async with session.begin():
+        async with runtime_of(request).session_factory() as session, session.begin():
             replayed = await idempotency.replay(
-                session,
-                key=idempotency_key,
-                username=principal.username,
-                endpoint="complaints",
-                fingerprint=fingerprint,
+                session, key=key, username=principal.username, endpoint=endpoint, fingerprint=fingerprint
             )
         if replayed is None:
             raise
         return replayed
-    return body
+    if not isinstance(answer, JSONResponse):
+        structlog.contextvars.bind_contextvars(case_id=answer.id)
+    return answer
 
 
 def complaint_read(complaint: Complaint) -> ComplaintRead:
@@ -287,60 +320,39 @@ async def list_identity_accesses(
 async def create_suggestion(
     suggestion_in: SuggestionCreate,
     request: Request,
-    session: Session,
+    writes: WriteGroups,
     principal: Operator,
     idempotency_key: IdempotencyKey = None,
 ) -> SuggestionCreated | JSONResponse:
-    fingerprint = idempotency.request_fingerprint(suggestion_in)
-    try:
-        async with session.begin():
-            replayed = await idempotency.replay(
-                session,
-                key=idempotency_key,
-                username=principal.username,
-                endpoint="suggestions",
-                fingerprint=fingerprint,
-            )
-            if replayed is not None:
-                return replayed
-            suggestion, query_secret = await service.create_suggestion(
-                session=session,
-                signing_key=request.app.state.settings.signing_key,
-                suggestion_in=suggestion_in,
-                actor=principal,
-                correlation_id=current_correlation_id(),
-            )
-            structlog.contextvars.bind_contextvars(case_id=suggestion.id)
-            body = SuggestionCreated(
-                id=suggestion.id,
-                tracking_code=suggestion.tracking_code,
-                query_secret=query_secret,
-                kind=suggestion_in.kind,
-                status=suggestion.status,
-                received_at=suggestion.received_at,
-            )
-            idempotency.remember(
-                session,
-                key=idempotency_key,
-                username=principal.username,
-                endpoint="suggestions",
-                fingerprint=fingerprint,
-                status_code=201,
-                body=body,
-            )
-    except IntegrityError:
-        async with session.begin():
-            replayed = await idempotency.replay(
-                session,
-                key=idempotency_key,
-                username=principal.username,
-                endpoint="suggestions",
-                fingerprint=fingerprint,
-            )
-        if replayed is None:
-            raise
-        return replayed
-    return body
+    correlation_id = current_correlation_id()
+    signing_key = request.app.state.settings.signing_key
+
+    async def record(session: AsyncSession) -> SuggestionCreated:
+        suggestion, query_secret = await service.create_suggestion(
+            session=session,
+            signing_key=signing_key,
+            suggestion_in=suggestion_in,
+            actor=principal,
+            correlation_id=correlation_id,
+        )
+        return SuggestionCreated(
+            id=suggestion.id,
+            tracking_code=suggestion.tracking_code,
+            query_secret=query_secret,
+            kind=suggestion_in.kind,
+            status=suggestion.status,
+            received_at=suggestion.received_at,
+        )
+
+    return await _create_once(
+        request,
+        writes,
+        record,
+        body_in=suggestion_in,
+        key=idempotency_key,
+        principal=principal,
+        endpoint="suggestions",
+    )
 
 
 def suggestion_read(s: Suggestion) -> SuggestionRead:

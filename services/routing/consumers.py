@@ -11,7 +11,7 @@ from services.routing.models import Assignment, RoutedCase
 from services.routing.rules import Decision
 from services.routing.service import RoutingContext, current_assignment, organisation_from_db, route
 from shared.bus import Subscription
-from shared.db import lookup
+from shared.db import lookup, new_row
 from shared.events import (
     CaseClosed,
     CaseConcluded,
@@ -61,7 +61,8 @@ async def on_complaint_received(
 ) -> None:
     if await lookup(session, RoutedCase, event.case_id) is not None:
         return
-    case = RoutedCase(
+    case = new_row(
+        RoutedCase,
         case_id=event.case_id,
         case_kind="complaint",
         tracking_code=event.tracking_code,
@@ -79,7 +80,8 @@ async def on_suggestion_received(
 ) -> None:
     if await lookup(session, RoutedCase, event.case_id) is not None:
         return
-    case = RoutedCase(
+    case = new_row(
+        RoutedCase,
         case_id=event.case_id,
         case_kind="suggestion",
         tracking_code=event.tracking_code,

@@ -42,7 +42,7 @@ from services.verification.schemas import (
 from shared.audit import audit
 from shared.auth import Principal, Role
 from shared.clock import Clock
-from shared.db import lookup, utcnow
+from shared.db import lookup, new_row, utcnow
 from shared.errors import FieldProblems
 from shared.events import (
     CaseAssigned,
@@ -89,7 +89,7 @@ async def stop_clocks(
 
 
 def _history(session: AsyncSession, task: Task, action: str, actor: str, note: str | None = None) -> None:
-    session.add(TaskEvent(task_id=task.id, action=action, actor=actor, note=note))
+    session.add(new_row(TaskEvent, task_id=task.id, action=action, actor=actor, note=note))
 
 
 async def snapshot_complaint(*, session: AsyncSession, event: ComplaintReceived) -> None:
@@ -97,7 +97,8 @@ async def snapshot_complaint(*, session: AsyncSession, event: ComplaintReceived)
         return
     categories = "、".join(a.category for a in event.allegations)
     session.add(
-        MatterSnapshot(
+        new_row(
+            MatterSnapshot,
             case_id=event.case_id,
             case_kind="complaint",
             tracking_code=event.tracking_code,
@@ -119,7 +120,8 @@ async def snapshot_suggestion(*, session: AsyncSession, event: SuggestionReceive
     if await lookup(session, MatterSnapshot, event.case_id) is not None:
         return
     session.add(
-        MatterSnapshot(
+        new_row(
+            MatterSnapshot,
             case_id=event.case_id,
             case_kind="suggestion",
             tracking_code=event.tracking_code,
@@ -163,7 +165,8 @@ async def task_from_assignment(
         (c for c in event.clocks if c.name in ("verification", "deputy_reply", "rehandle")),
         event.clocks[0] if event.clocks else None,
     )
-    task = Task(
+    task = new_row(
+        Task,
         case_id=event.case_id,
         case_kind=event.case_kind,
         assignment_id=event.assignment_id,
@@ -181,7 +184,8 @@ async def task_from_assignment(
     )
     session.add(task)
     for clock_set in event.clocks:
-        clock = TaskClock(
+        clock = new_row(
+            TaskClock,
             task_id=task.id,
             case_id=task.case_id,
             team_code=task.team_code,

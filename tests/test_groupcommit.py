@@ -1,0 +1,148 @@
+"""Group commit: concurrent writes share a transaction, yet each succeeds or fails on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.db import create_engine, create_session_factory
+from shared.groupcommit import GroupCommitter
+from tests.conftest import BACKENDS
+from tests.support import Databases
+
+request_name: contextvars.ContextVar[str] = contextvars.ContextVar("request_name", default="")
+
+
+@pytest.fixture(params=BACKENDS)
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    databases = Databases(str(request.param), tmp_path)
+    engine = create_engine(await databases.url_for("groupcommit"))
+    key = "INTEGER PRIMARY KEY" if request.param == "sqlite" else "SERIAL PRIMARY KEY"
+    async with engine.begin() as conn:
+        await conn.execute(text(f"CREATE TABLE item (id {key}, name VARCHAR(20) UNIQUE)"))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+        await databases.drop_all()
+
+
+def count_commits(engine: AsyncEngine) -> list[int]:
+    commits: list[int] = []
+    event.listen(engine.sync_engine, "commit", lambda _conn: commits.append(1))
+    return commits
+
+
+async def names(engine: AsyncEngine) -> list[str]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(text("SELECT name FROM item ORDER BY id"))).scalars())
+
+
+def insert(name: str, *, then_fail: bool = False):  # type: ignore[no-untyped-def]
+    async def unit(session: AsyncSession) -> str:
+        await session.exec(text("INSERT INTO item (name) VALUES (:name)"), params={"name": name})
+        if then_fail:
+            raise ValueError(f"{name} refused after writing")
+        return f"{name} by {request_name.get()}"
+
+    return unit
+
+
+async def as_request(writes: GroupCommitter, name: str, unit) -> str:  # type: ignore[no-untyped-def]
+    request_name.set(name)
+    result: str = await writes.run(unit)
+    return result
+
+
+async def test_concurrent_writes_share_commits_and_each_gets_its_own_answer(engine: AsyncEngine) -> None:
+    writes = GroupCommitter(create_session_factory(engine), max_group=8)
+    commits = count_commits(engine)
+    answers = await asyncio.gather(*(as_request(writes, f"r{i}", insert(f"item{i}")) for i in range(40)))
+    # Each unit ran in its own request's context, and its answer came after its commit.
+    assert answers == [f"item{i} by r{i}" for i in range(40)]
+    assert sorted(await names(engine)) == sorted(f"item{i}" for i in range(40))
+    # The first request commits alone; the rest waited in groups of at most eight.
+    assert 5 <= len(commits) <= 10
+
+
+async def test_a_failing_write_is_rolled_back_alone(engine: AsyncEngine) -> None:
+    writes = GroupCommitter(create_session_factory(engine), max_group=8)
+    await writes.run(insert("existing"))
+    outcomes = await asyncio.gather(
+        writes.run(insert("a")),
+        writes.run(insert("b", then_fail=True)),  # wrote, then raised
+        writes.run(insert("existing")),  # violates the unique name
+        writes.run(insert("c")),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == "a by " and outcomes[3] == "c by "
+    assert isinstance(outcomes[1], ValueError)
+    assert isinstance(outcomes[2], IntegrityError)
+    assert await names(engine) == ["existing", "a", "c"]
+
+
+async def test_a_later_write_in_the_group_sees_the_earlier_ones(engine: AsyncEngine) -> None:
+    writes = GroupCommitter(create_session_factory(engine), max_group=8)
+
+    async def count_then_insert(session: AsyncSession) -> int:
+        seen = (await session.exec(text("SELECT count(*) FROM item"))).scalar_one()
+        await session.exec(text("INSERT INTO item (name) VALUES (:n)"), params={"n": f"n{seen}"})
+        return int(seen)
+
+    seen = await asyncio.gather(*(writes.run(count_then_insert) for _ in range(6)))
+    assert sorted(seen) == [0, 1, 2, 3, 4, 5]
+
+
+async def test_a_failed_commit_fails_every_write_of_the_group(engine: AsyncEngine) -> None:
+    sessions = create_session_factory(engine)
+    writes = GroupCommitter(sessions, max_group=8)
+    fail_next = [True]
+
+    def refuse(_conn: object) -> None:
+        if fail_next and fail_next.pop():
+            raise OSError("disk full")
+
+    event.listen(engine.sync_engine, "commit", refuse)
+    outcomes = await asyncio.gather(
+        *(writes.run(insert(f"x{i}")) for i in range(3)),
+        writes.run(insert("y", then_fail=True)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, OSError) for o in outcomes[:3])
+    assert isinstance(outcomes[3], ValueError)  # its own error, not the commit's
+    assert await names(engine) == []
+    # The committer goes on working after the failure.
+    assert await writes.run(insert("later")) == "later by "
+    assert await names(engine) == ["later"]
+
+
+async def test_a_request_that_stops_waiting_still_has_its_write_committed(engine: AsyncEngine) -> None:
+    writes = GroupCommitter(create_session_factory(engine), max_group=8)
+    started = asyncio.Event()
+
+    async def slow(session: AsyncSession) -> str:
+        started.set()
+        await asyncio.sleep(0.05)
+        await session.exec(text("INSERT INTO item (name) VALUES ('slow')"))
+        return "slow"
+
+    waiting = asyncio.create_task(writes.run(slow))
+    await started.wait()
+    waiting.cancel()  # the client went away
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await writes.close()
+    assert await names(engine) == ["slow"]
+
+
+def test_group_bounds_are_checked() -> None:
+    with pytest.raises(ValueError):
+        GroupCommitter(None, max_group=0)  # type: ignore[arg-type]

@@ -1,0 +1,94 @@
+"""``new_row`` builds the same row as the model's constructor, and the row is written the same."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlmodel import SQLModel, select
+
+from services.verification.models import MatterSnapshot, Task, TaskClock
+from shared.db import create_engine, create_session_factory, new_row, table_of, utcnow
+
+
+def fields_of(row: SQLModel) -> dict[str, object]:
+    return {name: getattr(row, name) for name in type(row).model_fields}
+
+
+def test_a_new_row_has_the_constructors_values_and_defaults() -> None:
+    values = {
+        "case_id": "case-1",
+        "case_kind": "complaint",
+        "assignment_id": "a-1",
+        "team_code": "T1",
+        "team_name": "川汇区公安分局督察大队",
+        "assignment_kind": "ordinary",
+    }
+    built, constructed = new_row(Task, **values), Task(**values)
+    built_fields, constructed_fields = fields_of(built), fields_of(constructed)
+    # Generated per row, so they differ; everything else is the same.
+    for generated in ("id", "created_at", "updated_at"):
+        built_fields.pop(generated, None)
+        constructed_fields.pop(generated, None)
+    assert built_fields == constructed_fields
+    assert built.id and built.id != constructed.id
+    assert built.model_fields_set == constructed.model_fields_set == set(values)
+
+
+def test_mutable_defaults_are_not_shared_between_rows() -> None:
+    first = new_row(
+        Task, case_id="c1", case_kind="complaint", assignment_id="a", team_code="T", team_name="t"
+    )
+    second = new_row(
+        Task, case_id="c2", case_kind="complaint", assignment_id="a", team_code="T", team_name="t"
+    )
+    first.participants.append("T9")
+    assert second.participants == []
+
+
+def test_an_unknown_field_is_refused() -> None:
+    with pytest.raises(TypeError, match="no field 'case'"):
+        new_row(MatterSnapshot, case="c1")
+
+
+async def test_rows_built_so_are_inserted_and_read_back(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'rows.db'}")
+    async with engine.begin() as conn:
+        await conn.run_sync(SQLModel.metadata.create_all, tables=[table_of(Task), table_of(TaskClock)])
+    sessions = create_session_factory(engine)
+    try:
+        due = utcnow()
+        async with sessions() as session, session.begin():
+            task = new_row(
+                Task,
+                case_id="c1",
+                case_kind="complaint",
+                assignment_id="a1",
+                team_code="T1",
+                team_name="一队",
+                assignment_kind="ordinary",
+            )
+            session.add(task)
+            # The clock refers to the task: the flush must still write the task first.
+            clock = new_row(
+                TaskClock,
+                task_id=task.id,
+                case_id="c1",
+                team_code="T1",
+                name="verification",
+                label="核查",
+                rule="30 个工作日",
+                source="规定",
+                due_at=due,
+                original_due_at=due,
+            )
+            session.add(clock)
+            clock.label = "核查期限"  # a row built so tracks later changes like any other
+        async with sessions() as session:
+            stored_task = (await session.exec(select(Task))).one()
+            stored_clock = (await session.exec(select(TaskClock))).one()
+        assert stored_task.id == task.id and stored_task.team_name == "一队"
+        assert stored_clock.task_id == task.id and stored_clock.label == "核查期限"
+        assert stored_clock.due_at == due
+    finally:
+        await engine.dispose()
