@@ -20,7 +20,7 @@ from sqlalchemy import DateTime, Table, event, inspect
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -70,6 +70,9 @@ _ROW_PLANS: dict[type[Any], tuple[frozenset[str], tuple[tuple[str, Any, Any], ..
 def _row_plan(model: type[Any]) -> tuple[frozenset[str], tuple[tuple[str, Any, Any], ...]]:
     plan = _ROW_PLANS.get(model)
     if plan is None:
+        # The constructor would configure the mappers on first use; without them a row's
+        # attributes cannot even be read.
+        configure_mappers()
         defaults = tuple(
             (name, field.default, field.default_factory)
             for name, field in model.model_fields.items()
@@ -259,6 +262,15 @@ async def prefetch_rows(session: AsyncSession, model: Any, keys: Iterable[str]) 
     key_column = inspect(model).primary_key[0]
     list(await session.exec(select(model).where(key_column.in_(wanted))))
     session.sync_session.info.setdefault(_PREFETCHED, {}).setdefault(model, set()).update(wanted)
+
+
+def pending_rows(session: AsyncSession, model: type[_Row]) -> list[_Row]:
+    """Rows of ``model`` added to the session and not flushed yet.
+
+    With autoflush off (a group commit runs its requests so) a query does not see them; a
+    request that must see what the earlier requests of its group added looks here too.
+    """
+    return [row for row in session.sync_session.new if isinstance(row, model)]
 
 
 async def lookup(session: AsyncSession, model: type[_Row], key: str) -> _Row | None:

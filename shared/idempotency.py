@@ -20,7 +20,7 @@ from sqlalchemy import delete
 from sqlmodel import Column, Field, SQLModel, Text, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import UTCDateTime, new_row, utcnow
+from shared.db import UTCDateTime, new_row, pending_rows, utcnow
 
 MAX_KEY_LENGTH = 128
 
@@ -52,13 +52,20 @@ async def replay(
         raise HTTPException(
             status_code=422, detail=[{"field": "Idempotency-Key", "message": "幂等键无效（1-128个字符）"}]
         )
+    # An earlier request of the same group commit may have used the key and not be flushed yet.
     found = (
-        await session.exec(
-            select(IdempotencyRecord).where(
-                IdempotencyRecord.key == key, IdempotencyRecord.username == username
-            )
+        next(
+            (r for r in pending_rows(session, IdempotencyRecord) if r.key == key and r.username == username),
+            None,
         )
-    ).first()
+        or (
+            await session.exec(
+                select(IdempotencyRecord).where(
+                    IdempotencyRecord.key == key, IdempotencyRecord.username == username
+                )
+            )
+        ).first()
+    )
     if found is None:
         return None
     if found.endpoint != endpoint or found.request_hash != fingerprint:

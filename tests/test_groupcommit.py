@@ -11,10 +11,12 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import create_engine, create_session_factory
+from shared.db import create_engine, create_session_factory, new_row, pending_rows, table_of
 from shared.groupcommit import GroupCommitter
+from shared.idempotency import IdempotencyRecord
 from tests.conftest import BACKENDS
 from tests.support import Databases
 
@@ -28,6 +30,7 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     key = "INTEGER PRIMARY KEY" if request.param == "sqlite" else "SERIAL PRIMARY KEY"
     async with engine.begin() as conn:
         await conn.execute(text(f"CREATE TABLE item (id {key}, name VARCHAR(20) UNIQUE)"))
+        await conn.run_sync(SQLModel.metadata.create_all, tables=[table_of(IdempotencyRecord)])
     try:
         yield engine
     finally:
@@ -112,16 +115,16 @@ async def test_a_failed_commit_fails_every_write_of_the_group(engine: AsyncEngin
 
     event.listen(engine.sync_engine, "commit", refuse)
     outcomes = await asyncio.gather(
-        *(writes.run(insert(f"x{i}")) for i in range(3)),
-        writes.run(insert("y", then_fail=True)),
+        *(writes.run(remember(f"x{i}")) for i in range(3)),
+        writes.run(remember("y", then_fail=True)),
         return_exceptions=True,
     )
-    assert all(isinstance(o, OSError) for o in outcomes[:3])
+    assert all(isinstance(o, OSError) for o in outcomes[:3]), outcomes
     assert isinstance(outcomes[3], ValueError)  # its own error, not the commit's
-    assert await names(engine) == []
+    assert await stored_keys(engine) == []
     # The committer goes on working after the failure.
-    assert await writes.run(insert("later")) == "later by "
-    assert await names(engine) == ["later"]
+    assert await writes.run(remember("later")) == ""
+    assert await stored_keys(engine) == ["later"]
 
 
 async def test_a_request_that_stops_waiting_still_has_its_write_committed(engine: AsyncEngine) -> None:
@@ -146,3 +149,65 @@ async def test_a_request_that_stops_waiting_still_has_its_write_committed(engine
 def test_group_bounds_are_checked() -> None:
     with pytest.raises(ValueError):
         GroupCommitter(None, max_group=0)  # type: ignore[arg-type]
+
+
+def remember(key: str, *, then_fail: bool = False):  # type: ignore[no-untyped-def]
+    """A unit that adds an ORM row (left to the group's one flush), and may fail after adding it."""
+
+    async def unit(session: AsyncSession) -> str:
+        earlier = [r.key for r in pending_rows(session, IdempotencyRecord)]
+        session.add(
+            new_row(
+                IdempotencyRecord,
+                key=key,
+                username="operator1",
+                endpoint="complaints",
+                request_hash="h",
+                status_code=201,
+                response_body="{}",
+            )
+        )
+        if then_fail:
+            raise ValueError(f"{key} refused after adding its row")
+        return ",".join(earlier)
+
+    return unit
+
+
+async def stored_keys(engine: AsyncEngine) -> list[str]:
+    async with create_session_factory(engine)() as session:
+        return sorted(r.key for r in await session.exec(select(IdempotencyRecord)))
+
+
+async def test_added_rows_are_written_at_the_groups_commit_and_a_clean_failure_leaves_none(
+    engine: AsyncEngine,
+) -> None:
+    writes = GroupCommitter(create_session_factory(engine), max_group=8)
+    await writes.run(remember("k0"))  # alone; the next four then wait for one transaction together
+    commits = count_commits(engine)
+    outcomes = await asyncio.gather(
+        writes.run(remember("k1")),
+        writes.run(remember("k2", then_fail=True)),
+        writes.run(remember("k3")),
+        writes.run(remember("k4")),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], ValueError)
+    # Each saw the rows its group's earlier requests had added (k2's was forgotten when it failed).
+    assert outcomes[0] == "" and outcomes[2] == "k1" and outcomes[3] == "k1,k3"
+    assert await stored_keys(engine) == ["k0", "k1", "k3", "k4"]
+    assert len(commits) == 1
+
+
+async def test_a_conflict_found_at_commit_redoes_the_group_a_transaction_each(engine: AsyncEngine) -> None:
+    writes = GroupCommitter(create_session_factory(engine), max_group=8)
+    await writes.run(remember("k0"))
+    outcomes = await asyncio.gather(
+        writes.run(remember("k1")),
+        writes.run(remember("k0")),  # the same primary key: the group's flush fails
+        writes.run(remember("k2")),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == "" and outcomes[2] == ""
+    assert isinstance(outcomes[1], IntegrityError)
+    assert await stored_keys(engine) == ["k0", "k1", "k2"]

@@ -313,6 +313,21 @@ async def test_earlier_complaint_found_by_id_number_as_well_as_phone(system: Sys
     assert second["repeat_of"] == first["id"]
 
 
+async def test_complaints_recorded_at_the_same_moment_still_find_each_other(system: System) -> None:
+    # Concurrent creates may share one transaction (group commit): the later ones must still
+    # see the earlier ones, as they would one after another.
+    phone = fixtures.unique_mobile()
+    answers = await asyncio.gather(*(post_complaint(system, with_phone(phone)) for _ in range(5)))
+    assert [a.status_code for a in answers] == [201] * 5, [a.text for a in answers]
+    created = [a.json() for a in answers]
+    ids = {c["id"] for c in created}
+    firsts = [c for c in created if c["repeat_of"] is None]
+    assert len(firsts) == 1
+    assert all(c["repeat_of"] in ids - {c["id"]} for c in created if c is not firsts[0])
+    # Each sees every complaint recorded before it.
+    assert sorted(len(c["earlier_matters"]) for c in created) == [0, 1, 2, 3, 4]
+
+
 async def test_complaint_about_another_unit_of_the_same_county_is_not_a_repeat(system: System) -> None:
     phone = fixtures.unique_mobile()
     first = await create_complaint(system, complainant={"phone": phone})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,18 @@ async def test_rows_built_so_are_inserted_and_read_back(tmp_path: Path) -> None:
         assert stored_clock.due_at == due
     finally:
         await engine.dispose()
+
+
+def test_a_row_can_be_read_before_anything_configured_the_mappers() -> None:
+    # A fresh interpreter: nothing has queried or constructed a row yet.
+    script = (
+        "from shared.db import new_row\n"
+        "from shared.idempotency import IdempotencyRecord\n"
+        "row = new_row(IdempotencyRecord, key='k1', username='u')\n"
+        "print(row.key, row.username)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["k1", "u"]

@@ -34,7 +34,7 @@ from services.intake.schemas import (
 )
 from shared.audit import audit
 from shared.auth import Principal, query_secret_hash
-from shared.db import new_row, utcnow
+from shared.db import new_row, pending_rows, utcnow
 from shared.errors import FieldProblems
 from shared.events import AllegationRef, ComplaintReceived, MatterReclassified, OfficerRef, SuggestionReceived
 from shared.outbox import record_event
@@ -128,6 +128,20 @@ class PriorComplaint:
     last_rating: str | None
 
 
+async def _one_complainant_at_a_time(*, session: AsyncSession, match_keys: list[str]) -> None:
+    """On PostgreSQL, hold the person's keys until commit, so their concurrent complaints queue.
+
+    Two operators recording the same person at the same moment would otherwise each miss the
+    other's uncommitted complaint, and neither would be marked a repeat.  SQLite has one
+    writer at a time, and its group commit shows a request the earlier ones of its group.
+    """
+    if not match_keys or session.sync_session.get_bind().dialect.name != "postgresql":
+        return
+    for key in sorted(match_keys):  # one order everywhere, so two requests cannot deadlock
+        # The keys are hex HMACs: their first 60 bits are as good a lock id as any.
+        await session.exec(select(func.pg_advisory_xact_lock(int(key[:15], 16))))
+
+
 async def find_earlier(
     *, session: AsyncSession, match_keys: list[str], limit: int = 20
 ) -> list[PriorComplaint]:
@@ -154,9 +168,27 @@ async def find_earlier(
         .order_by(col(Complaint.received_at).desc())
         .limit(limit)
     )
+    found = [PriorComplaint(*row) for row in await session.exec(query)]
+    # Complaints recorded earlier in the same group commit are not flushed yet.
+    wanted = set(match_keys)
+    pending_ids = {k.complaint_id for k in pending_rows(session, ComplainantKey) if k.match_key in wanted}
+    if pending_ids:
+        found += [
+            PriorComplaint(
+                id=c.id,
+                tracking_code=c.tracking_code,
+                received_at=c.received_at,
+                accused_unit=c.accused_unit,
+                county_code=c.county_code,
+                status=c.status,
+                last_rating=c.last_rating,
+            )
+            for c in pending_rows(session, Complaint)
+            if c.id in pending_ids
+        ]
+        found.sort(key=lambda prior: prior.received_at, reverse=True)
     seen: dict[str, PriorComplaint] = {}
-    for row in await session.exec(query):
-        prior = PriorComplaint(*row)
+    for prior in found[:limit]:
         seen.setdefault(prior.id, prior)
     return list(seen.values())
 
@@ -239,6 +271,7 @@ async def create_complaint(
         match_keys = ctx.vault.match_keys(phone=complainant.phone, id_number=complainant.id_number)
 
     received_at = complaint_in.received_at or now
+    await _one_complainant_at_a_time(session=session, match_keys=match_keys)
     earlier = await find_earlier(session=session, match_keys=match_keys)
     repeat_of: PriorComplaint | None = None
     window_start = received_at - ctx.repeat_window
