@@ -152,8 +152,10 @@ class LightClient:
 
     async def post_json(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         payload = json.dumps(body, ensure_ascii=False).encode()
+        # A key per complaint, as the operator's page sends it: the check is part of a create.
         request = (
             f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {self.token}\r\n"
+            f"Idempotency-Key: {uuid.uuid4()}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
         ).encode() + payload
         reader, writer = await self.idle.get()

@@ -55,8 +55,7 @@ class Runtime:
 
 StartupHook = Callable[[Runtime], Awaitable[None]]
 
-# The engine's pool: 10 connections and 10 more when busy.
-POSTGRES_WRITE_TRANSACTIONS = 20
+POSTGRES_WRITE_TRANSACTIONS = 4
 
 
 def create_service_app(
@@ -79,15 +78,13 @@ def create_service_app(
             session_factory=create_session_factory(engine),
             calendar=WorkCalendar.load(settings.calendar_override_file, tz=settings.timezone),
         )
-        # SQLite: one connection, so one transaction at a time, shared by the requests waiting
-        # for it.  PostgreSQL: each request in its own transaction on its own connection, as the
-        # server merges concurrent commits itself; there the savepoints of a shared transaction
-        # cost the server more than the commits they save (measured with bench/pipeline.py).
-        sqlite = is_sqlite(settings.database_url)
+        # SQLite has one connection, so one shared transaction at a time.  PostgreSQL's pool
+        # also serves the consumers and the relay; a few shared transactions at once carried
+        # the most complaints there (measured with bench/pipeline.py).
         runtime.writes = GroupCommitter(
             runtime.session_factory,
-            max_group=settings.write_group_size if sqlite else 1,
-            concurrency=1 if sqlite else POSTGRES_WRITE_TRANSACTIONS,
+            max_group=settings.write_group_size,
+            concurrency=1 if is_sqlite(settings.database_url) else POSTGRES_WRITE_TRANSACTIONS,
         )
         app.state.runtime = runtime
         runtime.nc = await connect(settings.nats_url, name=settings.service_name)

@@ -6,9 +6,8 @@ SQLite the one connection makes the requests queue anyway, so the queue is put t
 requests waiting when a transaction starts run one after another inside it, their rows stay
 in the session (autoflush is off), and one flush and one ``COMMIT`` write all of them, one
 multi-row insert per table.  Measured with ``bench/pipeline.py`` (32 clients creating
-complaints): about half of intake's CPU per complaint compared with a transaction each.
-PostgreSQL merges concurrent commits itself, so the services run it with groups of one there
-(``shared.app``).
+complaints): on SQLite about half of intake's CPU per complaint compared with a transaction
+each; on PostgreSQL, with a few such transactions at once, about a quarter.
 
 What each request sees does not change:
 

@@ -100,7 +100,7 @@ class ServiceSettings(BaseSettings):
     write_group_size: int = Field(
         default=32,
         ge=1,
-        description="on SQLite, concurrent create requests committed in one transaction (1: each alone)",
+        description="concurrent create requests committed in one transaction (1: each alone)",
     )
     consumer_ack_wait_seconds: float = 30.0
 
