@@ -62,9 +62,14 @@ async def audit(
     transaction, so its chain starts here and there is nothing to look up."""
     # The head of each chain this transaction extended: a second entry for the same matter (or
     # one written while the first is not flushed yet) chains to it without asking the database.
-    heads: dict[str, str] = session.sync_session.info.setdefault(_HEADS, {})
+    # An entry the session no longer holds was undone (a group commit forgets a failed
+    # request's rows), so the chain goes on from the one before it.
+    written: dict[str, list[AuditEntry]] = session.sync_session.info.setdefault(_HEADS, {})
+    chain = written.setdefault(case_id, [])
+    while chain and chain[-1] not in session.sync_session:
+        chain.pop()
     last = (
-        heads.get(case_id)
+        (chain[-1].entry_hash if chain else None)
         or (GENESIS if new_case else None)
         or (
             await session.exec(
@@ -98,7 +103,7 @@ async def audit(
         ),
     )
     session.add(entry)
-    heads[case_id] = entry.entry_hash
+    chain.append(entry)
     return entry
 
 

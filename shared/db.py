@@ -32,38 +32,6 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _Row = TypeVar("_Row")
 
 
-def _remember_default_factory_signatures() -> None:
-    """Cache pydantic's check of a ``default_factory``'s signature.
-
-    SQLModel builds every table row through ``FieldInfo.get_default``, and pydantic 2.14
-    runs ``inspect.signature`` on the field's factory each time: measured at 7 % of the
-    routing consumer's CPU.  A factory's signature does not change, so the answer is kept
-    per factory.  Private API, hence the guard: without it, rows are only slower to build.
-    """
-    try:
-        from pydantic._internal import _fields
-    except ImportError:  # pragma: no cover - pydantic moved it; correctness does not depend on it
-        return
-    original = getattr(_fields, "takes_validated_data_argument", None)
-    if original is None or getattr(original, "__wrapped__", None) is not None:
-        return
-    answers: dict[int, tuple[Any, bool]] = {}
-
-    def takes_validated_data_argument(default_factory: Any) -> bool:
-        known = answers.get(id(default_factory))
-        if known is not None and known[0] is default_factory:
-            return known[1]
-        answer = bool(original(default_factory))
-        answers[id(default_factory)] = (default_factory, answer)
-        return answer
-
-    takes_validated_data_argument.__wrapped__ = original  # type: ignore[attr-defined]
-    _fields.takes_validated_data_argument = takes_validated_data_argument  # type: ignore[assignment]
-
-
-_remember_default_factory_signatures()
-
-
 _ROW_PLANS: dict[type[Any], tuple[frozenset[str], tuple[tuple[str, Any, Any], ...]]] = {}
 
 
@@ -273,13 +241,18 @@ def pending_rows(session: AsyncSession, model: type[_Row]) -> list[_Row]:
     return [row for row in session.sync_session.new if isinstance(row, model)]
 
 
+def loaded_row(session: AsyncSession, model: type[_Row], key: str) -> _Row | None:
+    """The row with this primary key if the session already holds it; never a query."""
+    sync_session = session.sync_session
+    return cast(_Row | None, sync_session.identity_map.get(sync_session.identity_key(model, key)))
+
+
 async def lookup(session: AsyncSession, model: type[_Row], key: str) -> _Row | None:
     """``session.get``, except that a key prefetched for this slice and not found costs no query."""
-    sync_session = session.sync_session
-    found = sync_session.identity_map.get(sync_session.identity_key(model, key))
+    found = loaded_row(session, model, key)
     if found is not None:
-        return cast(_Row, found)
-    if key in sync_session.info.get(_PREFETCHED, {}).get(model, ()):
+        return found
+    if key in session.sync_session.info.get(_PREFETCHED, {}).get(model, ()):
         return None
     return await session.get(model, key)
 

@@ -163,11 +163,15 @@ class GroupCommitter:
         loaded row, a failed commit) spoils the group, which is rolled back and redone.
         """
         wrote = False
+        added: list[object] = []
 
         def note_writes(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
             nonlocal wrote
             if statement.lstrip()[:7].upper().startswith(_WRITES):
                 wrote = True
+
+        def note_added(_session: Any, row: object) -> None:
+            added.append(row)
 
         try:
             async with self._session_factory() as session, session.begin():
@@ -175,11 +179,12 @@ class GroupCommitter:
                 connection = (await session.connection()).sync_connection
                 assert connection is not None
                 event.listen(connection, "before_cursor_execute", note_writes)
+                event.listen(sync_session, "transient_to_pending", note_added)
                 try:
                     with sync_session.no_autoflush:
                         for waiting in group:
                             wrote = False
-                            added_before = set(map(id, sync_session.new))
+                            added.clear()
                             try:
                                 value: Any = await asyncio.create_task(
                                     waiting.unit(session), context=waiting.context
@@ -192,13 +197,14 @@ class GroupCommitter:
                                     or sync_session.deleted
                                 ):
                                     raise _GroupSpoiled(f"{type(exc).__name__} after writing") from exc
-                                for row in [r for r in sync_session.new if id(r) not in added_before]:
+                                for row in added:
                                     sync_session.expunge(row)
                                 waiting.outcome[:] = [False, exc]
                             else:
                                 waiting.outcome[:] = [True, value]
                 finally:
                     event.remove(connection, "before_cursor_execute", note_writes)
+                    event.remove(sync_session, "transient_to_pending", note_added)
         except _GroupSpoiled:
             self._forget_outcomes(group)
             raise

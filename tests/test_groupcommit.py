@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.audit import AuditEntry, audit, trail, verify_chain
 from shared.db import create_engine, create_session_factory, new_row, pending_rows, table_of
 from shared.groupcommit import GroupCommitter
 from shared.idempotency import IdempotencyRecord
@@ -30,7 +31,9 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     key = "INTEGER PRIMARY KEY" if request.param == "sqlite" else "SERIAL PRIMARY KEY"
     async with engine.begin() as conn:
         await conn.execute(text(f"CREATE TABLE item (id {key}, name VARCHAR(20) UNIQUE)"))
-        await conn.run_sync(SQLModel.metadata.create_all, tables=[table_of(IdempotencyRecord)])
+        await conn.run_sync(
+            SQLModel.metadata.create_all, tables=[table_of(IdempotencyRecord), table_of(AuditEntry)]
+        )
     try:
         yield engine
     finally:
@@ -211,3 +214,29 @@ async def test_a_conflict_found_at_commit_redoes_the_group_a_transaction_each(en
     assert outcomes[0] == "" and outcomes[2] == ""
     assert isinstance(outcomes[1], IntegrityError)
     assert await stored_keys(engine) == ["k0", "k1", "k2"]
+
+
+async def test_a_forgotten_audit_entry_is_not_chained_to(engine: AsyncEngine) -> None:
+    writes = GroupCommitter(create_session_factory(engine), max_group=8)
+
+    def audited(action: str, *, then_fail: bool = False):  # type: ignore[no-untyped-def]
+        async def unit(session: AsyncSession) -> str:
+            await audit(session, case_id="case-1", action=action, actor="operator1")
+            if then_fail:
+                raise ValueError(f"{action} refused after auditing")
+            return action
+
+        return unit
+
+    await writes.run(audited("received"))
+    outcomes = await asyncio.gather(
+        writes.run(audited("first")),
+        writes.run(audited("undone", then_fail=True)),
+        writes.run(audited("second")),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], ValueError)
+    async with create_session_factory(engine)() as session:
+        entries = await trail(session, "case-1")
+    assert [e.action for e in entries] == ["received", "first", "second"]
+    assert verify_chain(entries)

@@ -8,7 +8,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.intake.models import Complaint, Suggestion
 from shared.bus import Subscription
-from shared.db import table_of
+from shared.db import loaded_row, table_of
 from shared.events import (
     AnswerDelivered,
     CaseAssigned,
@@ -30,12 +30,11 @@ async def _matter(session: AsyncSession, case_id: str) -> Complaint | Suggestion
 async def on_case_assigned(*, session: AsyncSession, event: CaseAssigned) -> None:
     # Every matter is assigned at least once: one UPDATE instead of loading the whole record.
     model: type[Complaint] | type[Suggestion] = Complaint if event.case_kind == "complaint" else Suggestion
-    sync_session = session.sync_session
-    loaded = sync_session.identity_map.get(sync_session.identity_key(model, event.case_id))
+    loaded = loaded_row(session, model, event.case_id)
     if loaded is not None:
         # An earlier event of the slice loaded it (and the slice flushed it before this event):
         # the Core UPDATE below leaves loaded rows alone, so read this one afresh afterwards.
-        sync_session.expire(loaded)
+        session.expire(loaded)
     # A Core statement on the table: the ORM's version costs several times the CPU, trying to
     # evaluate the CASE against the loaded rows.
     table = table_of(model)

@@ -7,7 +7,7 @@ land together.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -128,6 +128,10 @@ class PriorComplaint:
     last_rating: str | None
 
 
+# Complaint's columns of the same names, in the same order.
+_PRIOR_FIELDS = tuple(f.name for f in fields(PriorComplaint))
+
+
 async def _one_complainant_at_a_time(*, session: AsyncSession, match_keys: list[str]) -> None:
     """On PostgreSQL, hold the person's keys until commit, so their concurrent complaints queue.
 
@@ -156,15 +160,7 @@ async def find_earlier(
     # request has nothing pending yet that it would have to flush first.
     complaints, keys = table_of(Complaint), table_of(ComplainantKey)
     query = (
-        sa.select(
-            complaints.c.id,
-            complaints.c.tracking_code,
-            complaints.c.received_at,
-            complaints.c.accused_unit,
-            complaints.c.county_code,
-            complaints.c.status,
-            complaints.c.last_rating,
-        )
+        sa.select(*(complaints.c[name] for name in _PRIOR_FIELDS))
         .join(keys, keys.c.complaint_id == complaints.c.id)
         .where(keys.c.match_key.in_(match_keys))
         .order_by(complaints.c.received_at.desc())
@@ -177,15 +173,7 @@ async def find_earlier(
     pending_ids = {k.complaint_id for k in pending_rows(session, ComplainantKey) if k.match_key in wanted}
     if pending_ids:
         found += [
-            PriorComplaint(
-                id=c.id,
-                tracking_code=c.tracking_code,
-                received_at=c.received_at,
-                accused_unit=c.accused_unit,
-                county_code=c.county_code,
-                status=c.status,
-                last_rating=c.last_rating,
-            )
+            PriorComplaint(*(getattr(c, name) for name in _PRIOR_FIELDS))
             for c in pending_rows(session, Complaint)
             if c.id in pending_ids
         ]
