@@ -93,9 +93,7 @@ class GroupCommitter:
         future.add_done_callback(_retrieve)
         self._waiting.append(_Waiting(unit=unit, future=future, context=contextvars.copy_context()))
         if len(self._drains) < self._concurrency:
-            drain = asyncio.create_task(self._drain(), name="group-commit")
-            self._drains.add(drain)
-            drain.add_done_callback(self._drains.discard)
+            self._drains.add(asyncio.create_task(self._drain(), name="group-commit"))
         # shield: a request whose client went away still has its unit run (or not) with the
         # group; cancelling the await only stops waiting for the answer.
         return await asyncio.shield(future)
@@ -106,6 +104,18 @@ class GroupCommitter:
             await asyncio.gather(*self._drains, return_exceptions=True)
 
     async def _drain(self) -> None:
+        try:
+            await self._drain_queue()
+        finally:
+            # In the same step as the last look at the queue: a request arriving after it must
+            # start a transaction of its own.  Left to the task's done-callback (a turn of the
+            # event loop later), a request arriving in between found this one still counted as
+            # running and waited for ever.
+            current = asyncio.current_task()
+            assert current is not None
+            self._drains.discard(current)
+
+    async def _drain_queue(self) -> None:
         while self._waiting:
             group = [self._waiting.popleft() for _ in range(min(self._max_group, len(self._waiting)))]
             try:
