@@ -7,6 +7,7 @@ key with a different body is a client bug and gets 409.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from datetime import datetime
@@ -43,6 +44,15 @@ def request_fingerprint(body: BaseModel) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@functools.cache
+def _stored_answer_query() -> sa.Select[Any]:
+    # Built once, as it runs on every create: building it cost about as much as running it.
+    records = table_of(IdempotencyRecord)
+    return sa.select(
+        records.c.endpoint, records.c.request_hash, records.c.status_code, records.c.response_body
+    ).where(records.c.key == sa.bindparam("key"), records.c.username == sa.bindparam("username"))
+
+
 async def replay(
     session: AsyncSession, *, key: str | None, username: str, endpoint: str, fingerprint: str
 ) -> JSONResponse | None:
@@ -61,15 +71,8 @@ async def replay(
     if found is None:
         # A Core query on the session's connection: the ORM's costs several times the CPU for
         # one row, and nothing of this request is pending that it would have to flush.
-        records = table_of(IdempotencyRecord)
         connection = await session.connection()
-        found = (
-            await connection.execute(
-                sa.select(
-                    records.c.endpoint, records.c.request_hash, records.c.status_code, records.c.response_body
-                ).where(records.c.key == key, records.c.username == username)
-            )
-        ).first()
+        found = (await connection.execute(_stored_answer_query(), {"key": key, "username": username})).first()
     if found is None:
         return None
     if found.endpoint != endpoint or found.request_hash != fingerprint:

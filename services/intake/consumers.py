@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import case
+import functools
+
+from sqlalchemy import Update, bindparam, case
 from sqlmodel import update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -35,14 +37,22 @@ async def on_case_assigned(*, session: AsyncSession, event: CaseAssigned) -> Non
         # An earlier event of the slice loaded it (and the slice flushed it before this event):
         # the Core UPDATE below leaves loaded rows alone, so read this one afresh afterwards.
         session.expire(loaded)
-    # A Core statement on the table: the ORM's version costs several times the CPU, trying to
-    # evaluate the CASE against the loaded rows.
-    table = table_of(model)
     await session.exec(
+        _assignment_update(model), params={"case_id": event.case_id, "team_code": event.team_code}
+    )
+
+
+@functools.cache
+def _assignment_update(model: type[Complaint] | type[Suggestion]) -> Update:
+    # A Core statement on the table: the ORM's version costs several times the CPU, trying to
+    # evaluate the CASE against the loaded rows.  Built once: building it on every event cost
+    # about as much as running it.
+    table = table_of(model)
+    return (
         update(table)
-        .where(table.c.id == event.case_id, table.c.status != "reclassified")
+        .where(table.c.id == bindparam("case_id"), table.c.status != "reclassified")
         .values(
-            assigned_team_code=event.team_code,
+            assigned_team_code=bindparam("team_code"),
             status=case((table.c.status.in_(("received", "reopened")), "routed"), else_=table.c.status),
         )
     )

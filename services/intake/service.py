@@ -7,6 +7,7 @@ land together.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -146,6 +147,20 @@ async def _one_complainant_at_a_time(*, session: AsyncSession, match_keys: list[
         await session.exec(select(func.pg_advisory_xact_lock(int(key[:15], 16))))
 
 
+@functools.cache
+def _earlier_query(limit: int) -> sa.Select[Any]:
+    # Built once: building the statement and its cache key on every request cost more than
+    # running it (py-spy).
+    complaints, keys = table_of(Complaint), table_of(ComplainantKey)
+    return (
+        sa.select(*(complaints.c[name] for name in _PRIOR_FIELDS))
+        .join(keys, keys.c.complaint_id == complaints.c.id)
+        .where(keys.c.match_key.in_(sa.bindparam("match_keys", expanding=True)))
+        .order_by(complaints.c.received_at.desc())
+        .limit(limit)
+    )
+
+
 async def find_earlier(
     *, session: AsyncSession, match_keys: list[str], limit: int = 20
 ) -> list[PriorComplaint]:
@@ -158,16 +173,11 @@ async def find_earlier(
         return []
     # A Core query on the session's connection: the ORM's costs more for the same rows, and the
     # request has nothing pending yet that it would have to flush first.
-    complaints, keys = table_of(Complaint), table_of(ComplainantKey)
-    query = (
-        sa.select(*(complaints.c[name] for name in _PRIOR_FIELDS))
-        .join(keys, keys.c.complaint_id == complaints.c.id)
-        .where(keys.c.match_key.in_(match_keys))
-        .order_by(complaints.c.received_at.desc())
-        .limit(limit)
-    )
     connection = await session.connection()
-    found = [PriorComplaint(*row) for row in await connection.execute(query)]
+    found = [
+        PriorComplaint(*row)
+        for row in await connection.execute(_earlier_query(limit), {"match_keys": match_keys})
+    ]
     # Complaints recorded earlier in the same group commit are not flushed yet.
     wanted = set(match_keys)
     pending_ids = {k.complaint_id for k in pending_rows(session, ComplainantKey) if k.match_key in wanted}

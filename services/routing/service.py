@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import Update, bindparam, func
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -252,6 +253,19 @@ async def current_assignment(*, session: AsyncSession, case_id: str) -> Assignme
     ).first()
 
 
+@functools.cache
+def _rotation_update() -> Update:
+    # One UPDATE instead of loading the team first; the rotation only needs the time, and
+    # workload() reads it as a column.  A Core statement on the table: the ORM's version
+    # searched the slice's whole identity map for Team rows on every assignment (a quarter of
+    # routing's CPU, measured) and still cost a tenth without that search.  Built once, as
+    # building it on every assignment cost about as much as running it.
+    teams = table_of(Team)
+    return (
+        update(teams).where(teams.c.code == bindparam("team_code")).values(last_assigned_at=bindparam("at"))
+    )
+
+
 async def route(
     *,
     session: AsyncSession,
@@ -314,12 +328,7 @@ async def route(
         created_at=now,
     )
     session.add(assignment)
-    # One UPDATE instead of loading the team first; the rotation only needs the time, and
-    # workload() reads it as a column.  A Core statement on the table: the ORM's version
-    # searched the slice's whole identity map for Team rows on every assignment (a quarter of
-    # routing's CPU, measured) and still cost a tenth without that search.
-    teams = table_of(Team)
-    await session.exec(update(teams).where(teams.c.code == decision.team_code).values(last_assigned_at=now))
+    await session.exec(_rotation_update(), params={"team_code": decision.team_code, "at": now})
     record_event(
         session,
         CaseAssigned(

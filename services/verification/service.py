@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from fastapi import HTTPException, UploadFile
-from sqlalchemy import String, cast
+from sqlalchemy import String, bindparam, cast
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from services.verification.ladder import STEPS, LadderPolicy, steps_taken
 from services.verification.models import (
@@ -147,11 +149,17 @@ async def withdraw_tasks(
         _history(session, task, "withdrawn", actor, f"事项已转类：{note}")
 
 
+@functools.cache
+def _tasks_of_case_query() -> SelectOfScalar[Task]:
+    # Built once, as it runs for every assignment: building it cost about as much as running it.
+    return select(Task).where(Task.case_id == bindparam("case_id"))
+
+
 async def task_from_assignment(
     *, session: AsyncSession, event: CaseAssigned, ctx: VerificationContext
 ) -> Task | None:
     # A matter has a handful of tasks, one per assignment: one query answers both questions.
-    tasks_of_case = list(await session.exec(select(Task).where(Task.case_id == event.case_id)))
+    tasks_of_case = list(await session.exec(_tasks_of_case_query(), params={"case_id": event.case_id}))
     if any(t.assignment_id == event.assignment_id for t in tasks_of_case):
         return None
     if await lookup(session, WithdrawnMatter, event.case_id) is not None:
