@@ -142,9 +142,15 @@ async def _one_complainant_at_a_time(*, session: AsyncSession, match_keys: list[
     """
     if not match_keys or session.sync_session.get_bind().dialect.name != "postgresql":
         return
+    connection = await session.connection()
     for key in sorted(match_keys):  # one order everywhere, so two requests cannot deadlock
         # The keys are hex HMACs: their first 60 bits are as good a lock id as any.
-        await session.exec(select(func.pg_advisory_xact_lock(int(key[:15], 16))))
+        await connection.execute(_advisory_lock(), {"lock_id": int(key[:15], 16)})
+
+
+@functools.cache
+def _advisory_lock() -> sa.Select[Any]:
+    return sa.select(func.pg_advisory_xact_lock(sa.bindparam("lock_id", type_=sa.BigInteger)))
 
 
 @functools.cache
