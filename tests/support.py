@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -27,7 +28,36 @@ TEST_IDENTITY_KEY = "q2e6GJ1r0yq3dU7m4bQn8wXkZs9tVf5hLc2pAe1oRiM="
 SERVICE_NAMES = tuple(SERVICES)
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+
+
+_PORT_CHOOSER = random.Random()
+
+
 def free_port() -> int:
+    """A port nobody listens on, chosen below the kernel's ephemeral range.
+
+    A port the kernel hands out for "any free port" lies in the ephemeral range, where the
+    outgoing connections of services that start meanwhile (to NATS, to PostgreSQL) take their
+    local ports too: one of them took a port chosen for a service before it could listen, and
+    the browser tests failed to start ("address already in use").
+    """
+    ephemeral = _ephemeral_ports()
+    below, above = range(10_000, max(10_000, ephemeral.start)), range(max(10_000, ephemeral.stop), 65_536)
+    candidates = below if len(below) >= len(above) else above
+    for _ in range(200 if candidates else 0):
+        port = _PORT_CHOOSER.choice(candidates)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
