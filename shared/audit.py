@@ -17,13 +17,14 @@ from sqlalchemy.orm import Session
 from sqlmodel import Column, Field, SQLModel, Text, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import UTCDateTime, new_row, utcnow
+from shared.db import UTCDateTime, batch_insert_sentinel, new_row, utcnow
 
 GENESIS = "0" * 64
 
 
 class AuditEntry(SQLModel, table=True):
     __tablename__ = "audit_log"
+    __table_args__ = (batch_insert_sentinel(),)
 
     id: int | None = Field(default=None, primary_key=True)
     case_id: str = Field(max_length=64, index=True)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import DateTime, Table, event, inspect
+from sqlalchemy import Column, DateTime, Table, event, insert_sentinel, inspect
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -110,6 +110,33 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        # SQLite stores text: the same text SQLAlchemy's DATETIME writes, made in one step; its
+        # %-formatting after our conversion cost a few percent of a consumer's CPU (py-spy).
+        def to_text(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime cannot be stored")
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return to_text
+
+
+def batch_insert_sentinel() -> Column[Any]:
+    """A column that lets the ORM insert many rows with generated ids in one statement on SQLite.
+
+    For a table whose id the database generates, the ORM must learn each new row's id.  On
+    SQLite it cannot trust the order of ``RETURNING`` rows, so without this column it sent one
+    ``INSERT`` per row (about 200 us each, against 25 us in a multi-row insert, measured): nine
+    such rows per complaint across the services.  The column holds a number the ORM sets to
+    match rows to their ids; nothing else reads it.  Every hot append-only table has one.
+    """
+    return insert_sentinel("sentinel")
 
 
 def is_sqlite(url: str) -> bool:

@@ -9,6 +9,7 @@ imported into one test process.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command, context
@@ -39,9 +40,8 @@ def upgrade(service: str, database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(service, database_url), revision)
 
 
-def run_migrations_env(*, table_prefix: str) -> None:
-    """Body of each service's env.py."""
-    config = context.config
+def owned_tables(table_prefix: str) -> Callable[[object, str | None, str, bool, object], bool]:
+    """Alembic's ``include_object`` for one service: its own tables and the shared ones."""
 
     def include_object(
         obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
@@ -50,6 +50,13 @@ def run_migrations_env(*, table_prefix: str) -> None:
             return bool(name) and (name in SHARED_TABLES or str(name).startswith(table_prefix))
         return True
 
+    return include_object
+
+
+def run_migrations_env(*, table_prefix: str) -> None:
+    """Body of each service's env.py."""
+    config = context.config
+    include_object = owned_tables(table_prefix)
     url = config.get_main_option("sqlalchemy.url") or ""
 
     def do_run(connection: Connection) -> None:

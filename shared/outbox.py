@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import Column, Field, SQLModel, Text, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import CommitSignal, UTCDateTime, is_sqlite, new_row, utcnow
+from shared.db import CommitSignal, UTCDateTime, batch_insert_sentinel, is_sqlite, new_row, utcnow
 from shared.events import Event
 from shared.logging import get_logger
 
@@ -38,7 +38,7 @@ outbox_written = CommitSignal("outbox")
 
 class OutboxMessage(SQLModel, table=True):
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"),)
+    __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"), batch_insert_sentinel())
 
     id: int | None = Field(default=None, primary_key=True)
     event_id: str = Field(max_length=64, unique=True)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from sqlalchemy.dialects.sqlite import DATETIME
+from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlmodel import SQLModel, select
 
 from services.verification.models import MatterSnapshot, Task, TaskClock
-from shared.db import create_engine, create_session_factory, new_row, table_of, utcnow
+from shared.db import UTCDateTime, create_engine, create_session_factory, new_row, table_of, utcnow
 
 
 def fields_of(row: SQLModel) -> dict[str, object]:
@@ -109,3 +112,23 @@ def test_a_row_can_be_read_before_anything_configured_the_mappers() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["k1", "u"]
+
+
+def test_sqlite_stores_times_as_sqlalchemy_always_has() -> None:
+    # Rows written before UTCDateTime formatted the text itself must compare and sort with new
+    # ones: the text has to be exactly what SQLAlchemy's own SQLite DATETIME writes.
+    dialect = SQLiteDialect()
+    ours = UTCDateTime().bind_processor(dialect)
+    theirs = DATETIME().bind_processor(dialect)
+    assert ours is not None and theirs is not None
+    shanghai = timezone(timedelta(hours=8))
+    for moment in (
+        datetime(2026, 1, 1, 0, 0, tzinfo=UTC),
+        datetime(2026, 11, 28, 6, 20, 13, 166325, tzinfo=UTC),
+        datetime(2027, 2, 1, 7, 59, 59, 1, tzinfo=shanghai),
+        datetime(999, 12, 31, 23, 0, tzinfo=UTC),
+    ):
+        assert ours(moment) == theirs(moment.astimezone(UTC).replace(tzinfo=None))
+    assert ours(None) is None
+    with pytest.raises(ValueError):
+        ours(datetime(2026, 1, 1))

@@ -13,7 +13,7 @@ from uuid import uuid4
 from sqlalchemy import JSON, Index, LargeBinary
 from sqlmodel import Column, Field, SQLModel, Text
 
-from shared.db import UTCDateTime, utcnow
+from shared.db import UTCDateTime, batch_insert_sentinel, utcnow
 
 
 def new_id() -> str:
@@ -57,6 +57,7 @@ class CaseView(SQLModel, table=True):
 
 class TimelineEntry(SQLModel, table=True):
     __tablename__ = "feedback_timeline"
+    __table_args__ = (batch_insert_sentinel(),)
 
     id: int | None = Field(default=None, primary_key=True)
     case_id: str = Field(max_length=64, index=True)

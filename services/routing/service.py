@@ -7,12 +7,14 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Update, bindparam, func
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import Select
 
 from services.routing.models import Assignment, RoutedCase, RoutingRule, RuleChange, Team, Unit
 from services.routing.rules import Decision, Facts, Rule, conflicted_teams, decide
@@ -203,22 +205,28 @@ class _NotFetched(Mapping[str, tuple[int, float]]):
 NOT_FETCHED = _NotFetched()
 
 
+# Built once, as a key clue asks for them on every assignment: building a statement and its
+# cache key cost about as much as running it.
+@functools.cache
+def _open_work_query() -> Select[str, int]:
+    return (
+        select(Assignment.team_code, func.count()).where(col(Assignment.open)).group_by(Assignment.team_code)
+    )
+
+
+@functools.cache
+def _rotation_query() -> Select[str, datetime] | Select[str, None]:
+    return select(Team.code, Team.last_assigned_at)
+
+
 async def workload(*, session: AsyncSession) -> dict[str, tuple[int, float]]:
     # Counts every team's open work, so the other matters' assignments of the slice must be in.
     await session.flush()
-    counts = dict(
-        (
-            await session.exec(
-                select(Assignment.team_code, func.count())
-                .where(col(Assignment.open))
-                .group_by(Assignment.team_code)
-            )
-        ).all()
-    )
+    counts = dict((await session.exec(_open_work_query())).all())
     result: dict[str, tuple[int, float]] = {}
     # Columns, not rows: route() moves last_assigned_at with an UPDATE that leaves loaded Team
     # rows as they were, so a row from the identity map could be stale within the transaction.
-    for code, last_assigned_at in await session.exec(select(Team.code, Team.last_assigned_at)):
+    for code, last_assigned_at in await session.exec(_rotation_query()):
         last = last_assigned_at.timestamp() if last_assigned_at else 0.0
         result[code] = (int(counts.get(code, 0)), last)
     return result

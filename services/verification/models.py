@@ -10,7 +10,7 @@ from sqlalchemy import JSON, Index
 from sqlalchemy.orm import relationship
 from sqlmodel import Column, Field, Relationship, SQLModel, Text
 
-from shared.db import UTCDateTime, utcnow
+from shared.db import UTCDateTime, batch_insert_sentinel, utcnow
 
 
 class MatterSnapshot(SQLModel, table=True):
@@ -94,6 +94,7 @@ class TaskEvent(SQLModel, table=True):
     """A task's history as the team sees it."""
 
     __tablename__ = "verification_task_event"
+    __table_args__ = (batch_insert_sentinel(),)
 
     id: int | None = Field(default=None, primary_key=True)
     task_id: str = Field(max_length=64, index=True)
@@ -124,6 +125,7 @@ class TaskClock(SQLModel, table=True):
     __table_args__ = (
         Index("ix_verification_clock_due", "status", "next_step_at"),
         Index("uq_verification_clock_task_name", "task_id", "name", unique=True),
+        batch_insert_sentinel(),
     )
 
     id: int | None = Field(default=None, primary_key=True)
