@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 from sqlalchemy import Column, DateTime, Table, event, insert_sentinel, inspect
 from sqlalchemy.engine import Dialect, make_url
@@ -30,6 +31,8 @@ from shared import sqlite_driver
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 _Row = TypeVar("_Row")
+_Statement = TypeVar("_Statement")
+_Args = ParamSpec("_Args")
 
 
 _ROW_PLANS: dict[type[Any], tuple[frozenset[str], tuple[tuple[str, Any, Any], ...]]] = {}
@@ -49,6 +52,17 @@ def _row_plan(model: type[Any]) -> tuple[frozenset[str], tuple[tuple[str, Any, A
         plan = (frozenset(model.model_fields) | frozenset(model.__sqlmodel_relationships__), defaults)
         _ROW_PLANS[model] = plan
     return plan
+
+
+def built_once(build: Callable[_Args, _Statement]) -> Callable[_Args, _Statement]:
+    """Build a hot path's statement once, with bound parameters for what changes per call.
+
+    SQLAlchemy builds a statement and its cache key anew whenever the code that writes it
+    runs; for the lookups and updates made on every complaint and every event that cost about
+    as much as running them (py-spy).  A statement built once keeps its cache key.  The
+    builder's arguments (a model, a limit) choose among a few statements, each built once.
+    """
+    return cast(Callable[_Args, _Statement], functools.cache(build))
 
 
 def table_of(model: type[Any]) -> Table:
@@ -118,11 +132,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         # SQLite stores text: the same text SQLAlchemy's DATETIME writes, made in one step; its
         # %-formatting after our conversion cost a few percent of a consumer's CPU (py-spy).
         def to_text(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is None:
-                raise ValueError("naive datetime cannot be stored")
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            naive_utc = self.process_bind_param(value, dialect)
+            return None if naive_utc is None else naive_utc.isoformat(" ", "microseconds")
 
         return to_text
 

@@ -7,7 +7,6 @@ key with a different body is a client bug and gets 409.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from datetime import datetime
@@ -22,7 +21,7 @@ from sqlalchemy import delete
 from sqlmodel import Column, Field, SQLModel, Text, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import UTCDateTime, new_row, pending_rows, table_of, utcnow
+from shared.db import UTCDateTime, built_once, new_row, pending_rows, table_of, utcnow
 
 MAX_KEY_LENGTH = 128
 
@@ -44,9 +43,8 @@ def request_fingerprint(body: BaseModel) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-@functools.cache
+@built_once
 def _stored_answer_query() -> sa.Select[Any]:
-    # Built once, as it runs on every create: building it cost about as much as running it.
     records = table_of(IdempotencyRecord)
     return sa.select(
         records.c.endpoint, records.c.request_hash, records.c.status_code, records.c.response_body

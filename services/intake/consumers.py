@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-
 from sqlalchemy import Update, bindparam, case
 from sqlmodel import update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.intake.models import Complaint, Suggestion
 from shared.bus import Subscription
-from shared.db import loaded_row, table_of
+from shared.db import built_once, loaded_row, table_of
 from shared.events import (
     AnswerDelivered,
     CaseAssigned,
@@ -42,11 +40,10 @@ async def on_case_assigned(*, session: AsyncSession, event: CaseAssigned) -> Non
     )
 
 
-@functools.cache
+@built_once
 def _assignment_update(model: type[Complaint] | type[Suggestion]) -> Update:
     # A Core statement on the table: the ORM's version costs several times the CPU, trying to
-    # evaluate the CASE against the loaded rows.  Built once: building it on every event cost
-    # about as much as running it.
+    # evaluate the CASE against the loaded rows.
     table = table_of(model)
     return (
         update(table)

@@ -7,7 +7,6 @@ land together.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +34,7 @@ from services.intake.schemas import (
 )
 from shared.audit import audit
 from shared.auth import Principal, query_secret_hash
-from shared.db import new_row, pending_rows, table_of, utcnow
+from shared.db import built_once, new_row, pending_rows, table_of, utcnow
 from shared.errors import FieldProblems
 from shared.events import AllegationRef, ComplaintReceived, MatterReclassified, OfficerRef, SuggestionReceived
 from shared.outbox import record_event
@@ -148,15 +147,13 @@ async def _one_complainant_at_a_time(*, session: AsyncSession, match_keys: list[
         await connection.execute(_advisory_lock(), {"lock_id": int(key[:15], 16)})
 
 
-@functools.cache
+@built_once
 def _advisory_lock() -> sa.Select[Any]:
     return sa.select(func.pg_advisory_xact_lock(sa.bindparam("lock_id", type_=sa.BigInteger)))
 
 
-@functools.cache
+@built_once
 def _earlier_query(limit: int) -> sa.Select[Any]:
-    # Built once: building the statement and its cache key on every request cost more than
-    # running it (py-spy).
     complaints, keys = table_of(Complaint), table_of(ComplainantKey)
     return (
         sa.select(*(complaints.c[name] for name in _PRIOR_FIELDS))

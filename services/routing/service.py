@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -20,7 +19,7 @@ from services.routing.models import Assignment, RoutedCase, RoutingRule, RuleCha
 from services.routing.rules import Decision, Facts, Rule, conflicted_teams, decide
 from shared.audit import audit
 from shared.auth import Principal
-from shared.db import new_row, table_of, utcnow
+from shared.db import built_once, new_row, table_of, utcnow
 from shared.deadlines import DeadlineBook
 from shared.errors import FieldProblems
 from shared.events import CaseAssigned, ClockSet
@@ -205,16 +204,14 @@ class _NotFetched(Mapping[str, tuple[int, float]]):
 NOT_FETCHED = _NotFetched()
 
 
-# Built once, as a key clue asks for them on every assignment: building a statement and its
-# cache key cost about as much as running it.
-@functools.cache
+@built_once
 def _open_work_query() -> Select[str, int]:
     return (
         select(Assignment.team_code, func.count()).where(col(Assignment.open)).group_by(Assignment.team_code)
     )
 
 
-@functools.cache
+@built_once
 def _rotation_query() -> Select[str, datetime] | Select[str, None]:
     return select(Team.code, Team.last_assigned_at)
 
@@ -261,13 +258,12 @@ async def current_assignment(*, session: AsyncSession, case_id: str) -> Assignme
     ).first()
 
 
-@functools.cache
+@built_once
 def _rotation_update() -> Update:
     # One UPDATE instead of loading the team first; the rotation only needs the time, and
     # workload() reads it as a column.  A Core statement on the table: the ORM's version
     # searched the slice's whole identity map for Team rows on every assignment (a quarter of
-    # routing's CPU, measured) and still cost a tenth without that search.  Built once, as
-    # building it on every assignment cost about as much as running it.
+    # routing's CPU, measured) and still cost a tenth without that search.
     teams = table_of(Team)
     return (
         update(teams).where(teams.c.code == bindparam("team_code")).values(last_assigned_at=bindparam("at"))

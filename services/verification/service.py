@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,7 +43,7 @@ from services.verification.schemas import (
 from shared.audit import audit
 from shared.auth import Principal, Role
 from shared.clock import Clock
-from shared.db import lookup, new_row, utcnow
+from shared.db import built_once, lookup, new_row, utcnow
 from shared.errors import FieldProblems
 from shared.events import (
     CaseAssigned,
@@ -149,9 +148,8 @@ async def withdraw_tasks(
         _history(session, task, "withdrawn", actor, f"事项已转类：{note}")
 
 
-@functools.cache
+@built_once
 def _tasks_of_case_query() -> SelectOfScalar[Task]:
-    # Built once, as it runs for every assignment: building it cost about as much as running it.
     return select(Task).where(Task.case_id == bindparam("case_id"))
 
 
