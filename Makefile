@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# `make chaos CHAOS_ARGS='--count 1000'`; CHAOS_POSTGRES=1 adds the PostgreSQL run (see tests/chaos).
+CHAOS_ARGS ?=
 # When set, `make test` writes pytest's exit code here: make itself can only exit 0 or 2, and
 # .ci/run must tell "no tests collected" (5) from a failure.
 PYTEST_STATUS_FILE ?=
@@ -17,7 +19,7 @@ ifdef TEST_POSTGRES_URL
 export TEST_POSTGRES_URL
 endif
 
-.PHONY: venv run test lint bench clean-data
+.PHONY: venv run test lint bench chaos cluster clean-data
 
 venv: $(STAMP)
 
@@ -46,6 +48,15 @@ lint: venv
 
 bench: venv
 	$(PY) bench/pipeline.py $(BENCH_ARGS)
+
+# The fault test of issue 13, full version: 3,000 complaints, every fault, eight NATS restarts.
+chaos: venv
+	$(PY) -m tests.chaos $(CHAOS_ARGS)
+
+# Three NATS nodes (deploy/nats-cluster), PostgreSQL and two instances of each service, one NATS
+# node and one instance of each killed under load; needs TEST_POSTGRES_URL (skipped without it).
+cluster: venv
+	$(PY) -m pytest tests/cluster -m cluster -p no:cacheprovider -s $(PYTEST_ARGS)
 
 clean-data:
 	rm -rf var

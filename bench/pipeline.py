@@ -40,6 +40,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from services.registry import SERVICES  # noqa: E402 - after the sys.path line above
+from shared.keys import new_key_pair  # noqa: E402 - after the sys.path line above
+
+
+def bench_token_keys() -> dict[str, str]:
+    """Intake's token key pair and feedback's own key pair, made for this run."""
+    token, caller = new_key_pair("bench-1"), new_key_pair("feedback-bench-1")
+    return {
+        "TOKEN_PRIVATE_KEY": token["private"],
+        "TOKEN_KEY_ID": "bench-1",
+        "TOKEN_PUBLIC_KEYS": token["public_entry"],
+        "CALLER_PRIVATE_KEY": caller["private"],
+        "CALLER_KEY_ID": "feedback-bench-1",
+        "FEEDBACK_CALLER_PUBLIC_KEYS": caller["public_entry"],
+    }
+
 
 SECRET_KEY = "bench-signing-key-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 IDENTITY_KEY = "q2e6GJ1r0yq3dU7m4bQn8wXkZs9tVf5hLc2pAe1oRiM="
@@ -215,6 +230,7 @@ class Services:
             {
                 "SECRET_KEY": SECRET_KEY,
                 "IDENTITY_KEY": IDENTITY_KEY,
+                **bench_token_keys(),
                 "NATS_URL": self.nats_url,
                 "DEMO_MODE": "true",
                 "LOG_JSON": "true",

@@ -8,12 +8,16 @@ wrap the ASGI callables directly.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from starlette.datastructures import MutableHeaders
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.logging import get_logger
@@ -79,6 +83,73 @@ class PathHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+STATE_CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The session cookies intake sets (the access token, and whatever else of ours rides along).
+SESSION_COOKIE_PREFIX = "sv_"
+CROSS_SITE_REFUSAL = "请求来源不明：只接受本系统页面提交的操作，请从系统页面重新操作"
+
+
+class SameOriginMiddleware:
+    """Refuses a state change carried by the session cookie unless one of the four services sent it.
+
+    A page of another site can make the browser post a form here with the cookie attached
+    (SameSite is the only other defence); such a request names that site in ``Origin`` (or,
+    from older browsers, ``Referer``). A request with a bearer token is not affected: no
+    browser adds that header by itself.
+    """
+
+    def __init__(self, app: ASGIApp, *, origins: Iterable[str]) -> None:
+        self.app = app
+        self.origins = frozenset(origin.rstrip("/").lower() for origin in origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in STATE_CHANGING_METHODS:
+            await self.app(scope, receive, send)
+            return
+        if _has_bearer(scope) or not _has_session_cookie(scope) or self._from_known_page(scope):
+            await self.app(scope, receive, send)
+            return
+        log.warning("cross-site state change refused", path=scope.get("path"), method=scope.get("method"))
+        body = json.dumps({"detail": CROSS_SITE_REFUSAL}, ensure_ascii=False).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 403,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _from_known_page(self, scope: Scope) -> bool:
+        source = _header(scope, b"origin") or _header(scope, b"referer")
+        if not source or source == "null":
+            return False
+        parts = urlsplit(source)
+        if not parts.scheme or not parts.netloc:
+            return False
+        if f"{parts.scheme}://{parts.netloc}".lower() in self.origins:
+            return True
+        # The service's own pages, under whatever host name the browser reached it by.
+        host = _header(scope, b"host")
+        return host is not None and parts.netloc.lower() == host.lower()
+
+
+def _has_bearer(scope: Scope) -> bool:
+    authorization = _header(scope, b"authorization") or ""
+    return authorization[:7].lower() == "bearer " and bool(authorization[7:].strip())
+
+
+def _has_session_cookie(scope: Scope) -> bool:
+    raw = _header(scope, b"cookie")
+    if not raw:
+        return False
+    # The parser the endpoints read cookies with, so both see the same session cookie.
+    return any(name.startswith(SESSION_COOKIE_PREFIX) for name in cookie_parser(raw))
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -6,14 +6,19 @@ event in the inbox in one transaction, then acks.  A transient failure is
 ``nak``ed with a growing delay; a message that can never be valid (unknown type,
 failed validation, ``PermanentError``) or that has used up its deliveries is
 parked on the dead-letter subject with the reason, then ``term``ed.
+
+A consumer pulls a *fetch batch* of messages and applies it in *slices*, a database
+transaction each (``shared.slices``).  A handler marked ``@batched_writes`` lets its writes
+wait for the slice's one flush.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import nats
 import structlog
@@ -23,33 +28,99 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
-from sqlalchemy import insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import SQLModel, col, select
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import keep_loaded_rows_for_the_slice, new_row, prefetch_rows, table_of, utcnow
-from shared.events import DEAD_LETTER_PREFIX, SUBJECT_PREFIX, Event, UnknownEventError, decode_event
-from shared.inbox import InboxRecord
+from shared.batchguard import BatchingRuleBroken, guard_enabled_by_environment
+from shared.events import (
+    DEAD_LETTER_PREFIX,
+    REPLAY_PREFIX,
+    SUBJECT_PREFIX,
+    Event,
+    UnknownEventError,
+    decode_event,
+)
 from shared.logging import get_logger
-from shared.outbox import HEADER_CORRELATION_ID, HEADER_EVENT_TYPE, HEADER_EVENT_VERSION
+from shared.metrics import count_dead_letter, count_slice
+from shared.natsauth import NatsCredentials
+from shared.outbox import HEADER_CORRELATION_ID, HEADER_EVENT_TYPE, HEADER_EVENT_VERSION, HEADER_PRODUCER
+from shared.slices import (
+    EventOutcome,
+    Handler,
+    PermanentError,
+    SliceApplier,
+    SliceEvent,
+    Verdict,
+    event_context,
+)
+from shared.worker import BackgroundWorker
+
+__all__ = [
+    "DEAD_LETTER_STREAM_SUFFIX",
+    "EventConsumer",
+    "Handler",
+    "PermanentError",
+    "Subscription",
+    "batched_writes",
+    "connect",
+    "consumer_config",
+    "ensure_streams",
+    "original_subject",
+    "replay_subject",
+    "start_consumers",
+]
 
 log = get_logger(__name__)
 
 DEAD_LETTER_STREAM_SUFFIX = "_DLQ"
+# Headers of a parked copy, besides the original ones (its Nats-Msg-Id moves to its own header,
+# so that the dead-letter stream does not deduplicate two parkings of one event).
+HEADER_DEAD_LETTER_REASON = "Sv-Dead-Letter-Reason"
+HEADER_DEAD_LETTER_CONSUMER = "Sv-Dead-Letter-Consumer"
+HEADER_DEAD_LETTER_TRIES = "Sv-Dead-Letter-Tries"
+HEADER_ORIGINAL_SUBJECT = "Sv-Original-Subject"
+HEADER_ORIGINAL_MSG_ID = "Sv-Original-Msg-Id"
+# A replayed dead letter goes to ``sv.replay.<durable>.<type>.v<version>`` (``REPLAY_PREFIX``):
+# only the consumer that parked it takes it (its filter has the subject), and a service's NATS
+# user may publish it without being allowed to publish the event itself (``shared.natsauth``).
 
 
-class _AlreadyProcessed(Exception):
-    pass
+def replay_subject(durable: str, subject: str) -> str:
+    """Where the replay of an event parked by ``durable`` from ``subject`` is published."""
+    return f"{REPLAY_PREFIX}.{durable}.{original_subject(subject).removeprefix(SUBJECT_PREFIX + '.')}"
 
 
-class PermanentError(Exception):
-    """The event can never be handled (it contradicts what this service knows); do not retry."""
+def original_subject(subject: str) -> str:
+    """The event's own subject (``sv.<type>.v<version>``), also for a replay."""
+    if not subject.startswith(REPLAY_PREFIX + "."):
+        return subject
+    parts = subject.split(".", 3)  # sv, replay, durable, <type>.v<version>
+    return f"{SUBJECT_PREFIX}.{parts[3]}" if len(parts) == 4 else subject
 
 
-class Handler(Protocol):
-    def __call__(self, *, session: AsyncSession, event: Any) -> Awaitable[None]: ...
+_Handler = TypeVar("_Handler", bound=Callable[..., Awaitable[None]])
+_BATCHED_WRITES = "__batched_writes__"
+
+
+def batched_writes(handler: _Handler) -> _Handler:
+    """Declare the handler's batching contract: its writes may wait for the slice's one flush.
+
+    The handler promises to read only rows of its own matter and never to read back a row it
+    wrote itself (autoflush is off while it runs).  Its writes in a slice are then flushed
+    together (one multi-row insert per table) instead of before each query; an event of a
+    matter already written in the slice flushes first, so it still sees what the earlier events
+    did.  The batching guard (``shared.batchguard``) checks the promise when on.  The mark
+    survives ``functools.partial``, as the subscription factories bind the context.
+    """
+    setattr(handler, _BATCHED_WRITES, True)
+    return handler
+
+
+def declares_batched_writes(handler: Any) -> bool:
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    return getattr(handler, _BATCHED_WRITES, False) is True
 
 
 @dataclass(frozen=True)
@@ -58,23 +129,52 @@ class Subscription:
 
     durable: str
     handlers: dict[type[Event], Handler]
-    extra: dict[str, Any] = field(default_factory=dict)
-    # Events whose handlers read only rows of their own matter and never read back a row they
-    # wrote themselves.  Their writes in a slice are flushed together (one multi-row insert per
-    # table) instead of before each query; an event of a matter already written in the slice
-    # flushes first, so it still sees what the earlier events did.
+    # Events to batch although their handlers carry no ``@batched_writes`` (a handler object
+    # that cannot be marked, as in the tests); the handlers' marks are the usual declaration.
     batched_writes: frozenset[type[Event]] = frozenset()
     # Tables keyed by the matter's case id whose rows the slice's handlers look up
     # (``shared.db.lookup``): loaded in one query per table instead of one per event.
     prefetch_by_case: tuple[type[SQLModel], ...] = ()
+    # Redelivery delay of an unacknowledged event and deliveries before a failing one is
+    # parked; None: the service's settings (CONSUMER_ACK_WAIT_SECONDS, CONSUMER_MAX_DELIVER).
+    ack_wait: float | None = None
+    max_deliver: int | None = None
 
     @property
     def filter_subjects(self) -> list[str]:
-        return sorted(event_type.subject_filter() for event_type in self.handlers)
+        # Two versions of one event share a filter (``sv.<type>.*``): listed once.  The replays
+        # of this consumer's dead letters come on its own subject (``replay_subject``).
+        events = sorted({event_type.subject_filter() for event_type in self.handlers})
+        return [*events, f"{REPLAY_PREFIX}.{self.durable}.>"]
+
+    @property
+    def batched_events(self) -> frozenset[type[Event]]:
+        """The events whose writes wait for the slice's flush (``batched_writes``)."""
+        marked = {
+            event_type for event_type, handler in self.handlers.items() if declares_batched_writes(handler)
+        }
+        return self.batched_writes | marked
 
 
-async def connect(url: str, *, name: str) -> NatsClient:
+async def connect(
+    url: str, *, name: str, client: NatsClient | None = None, credentials: NatsCredentials | None = None
+) -> NatsClient:
+    """Connect to the first server that answers, trying again until one does.
+
+    The retries (``max_reconnect_attempts=-1`` applies to the first connection too) never end
+    by themselves: the app runs this in the background and cancels it to give up.  Pass your
+    own ``client`` to be able to close it after such a cancellation.  ``credentials``: the
+    service's NATS user, TLS and inbox prefix (``shared.natsauth``).
+    """
+    client = client or NatsClient()
+
     async def on_error(exc: Exception) -> None:
+        if isinstance(exc, nats.errors.AuthorizationError) or "permissions violation" in str(exc).lower():
+            # A refused user or a publish outside the user's subjects: a configuration error.
+            log.error(
+                "nats refused the service's user", error=str(exc), user=credentials and credentials.user
+            )
+            return
         log.warning("nats error", error=str(exc))
 
     async def on_disconnect() -> None:
@@ -83,16 +183,18 @@ async def connect(url: str, *, name: str) -> NatsClient:
     async def on_reconnect() -> None:
         log.info("nats reconnected")
 
-    return await nats.connect(
+    await client.connect(
         servers=url.split(","),
         name=name,
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds for asyncio.sleep, typed int
         connect_timeout=5,
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
+        **(credentials.connect_options() if credentials is not None else {}),
     )
+    return client
 
 
 async def ensure_streams(js: JetStreamContext, *, stream: str, max_age_days: int, replicas: int = 1) -> None:
@@ -124,13 +226,15 @@ async def ensure_streams(js: JetStreamContext, *, stream: str, max_age_days: int
 
 
 def consumer_config(subscription: Subscription, *, max_deliver: int, ack_wait: float) -> ConsumerConfig:
+    """The durable consumer's server-side settings; ``max_deliver`` and ``ack_wait`` are the
+    service's defaults, for a subscription that sets none of its own."""
     return ConsumerConfig(
         durable_name=subscription.durable,
         name=subscription.durable,
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=ack_wait,
-        max_deliver=max_deliver,
+        ack_wait=ack_wait if subscription.ack_wait is None else subscription.ack_wait,
+        max_deliver=max_deliver if subscription.max_deliver is None else subscription.max_deliver,
         filter_subjects=subscription.filter_subjects,
         max_ack_pending=10_000,
     )
@@ -142,7 +246,13 @@ def nak_delay(num_delivered: int) -> float:
 
 
 class EventConsumer:
-    """Pulls one durable consumer and feeds each message through the adapter."""
+    """Pulls one durable consumer and feeds each message through the adapter.
+
+    ``batch_size`` is the fetch batch (messages pulled at once), ``slice_size`` the events
+    applied per transaction; ``max_deliver`` and ``ack_wait`` are the service's defaults, for a
+    subscription that sets none.  ``guard``: check the batching rules (``shared.batchguard``);
+    None: as ``BATCHING_GUARD`` says.
+    """
 
     def __init__(
         self,
@@ -154,20 +264,27 @@ class EventConsumer:
         batch_size: int = 100,
         max_deliver: int = 8,
         ack_wait: float = 30.0,
-        transaction_size: int = 100,
+        slice_size: int = 100,
+        guard: bool | None = None,
     ) -> None:
         self._js = js
         self._stream = stream
         self.subscription = subscription
-        self._session_factory = session_factory
         self._batch_size = batch_size
-        self._max_deliver = max_deliver
-        self._ack_wait = ack_wait
+        self._max_deliver = max_deliver if subscription.max_deliver is None else subscription.max_deliver
+        self._ack_wait = ack_wait if subscription.ack_wait is None else subscription.ack_wait
         self._handlers = {(e.event_type, e.version): h for e, h in subscription.handlers.items()}
+        self._slices = SliceApplier(
+            consumer=subscription.durable,
+            session_factory=session_factory,
+            batched=subscription.batched_events,
+            prefetch_by_case=subscription.prefetch_by_case,
+            guard=guard_enabled_by_environment() if guard is None else guard,
+        )
         self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.worker: BackgroundWorker | None = None
         self._psub: Any = None
-        self._transaction_size = transaction_size
+        self._slice_size = slice_size
 
     async def start(self) -> None:
         config = consumer_config(self.subscription, max_deliver=self._max_deliver, ack_wait=self._ack_wait)
@@ -176,68 +293,74 @@ class EventConsumer:
         self._psub = await self._js.pull_subscribe_bind(
             durable=self.subscription.durable, stream=self._stream
         )
-        self._task = asyncio.create_task(self._run(), name=f"consumer-{self.subscription.durable}")
+        self.worker = BackgroundWorker(
+            name=f"consumer-{self.subscription.durable}",
+            step=self._step,
+            # The fetch itself waits for messages, so no idle time between steps.
+            idle_seconds=0.0,
+            # A backstop for an ack or a slice that hangs: the slice is rolled back and comes back
+            # after ack_wait anyway; a slow but live slice must not be cut short.
+            step_timeout=max(60.0, 2 * self._ack_wait),
+            # A failed fetch is the connection being down: retry each second, as the client reconnects.
+            backoff_base=1.0,
+            backoff_max=1.0,
+        )
+        self.worker.start()
 
-    async def stop(self) -> None:
+    async def stop(self, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - passed on to the worker
         self._stopping.set()
-        if self._task is not None:
-            await self._task
+        if self.worker is not None:
+            await self.worker.stop(timeout=timeout)
         if self._psub is not None:
             try:
-                await self._psub.unsubscribe()
+                await asyncio.wait_for(self._psub.unsubscribe(), timeout=1.0)
             except Exception as exc:  # the connection may already be draining
                 log.debug("unsubscribe failed", error=str(exc))
 
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                messages = await self._psub.fetch(self._batch_size, timeout=1.0)
-            except TimeoutError:
-                continue
-            except nats.errors.TimeoutError:
-                continue
-            except Exception as exc:
-                if self._stopping.is_set():
-                    return
-                log.warning("fetch failed", consumer=self.subscription.durable, error=str(exc))
-                await asyncio.sleep(1.0)
-                continue
-            for start in range(0, len(messages), self._transaction_size):
-                if self._stopping.is_set():
-                    # Hand the rest back at once rather than waiting for ack_wait to expire.
-                    for rest in messages[start:]:
-                        await _quiet(rest.nak())
-                    return
-                await self.handle_batch(messages[start : start + self._transaction_size])
+    async def _step(self) -> bool:
+        """One fetch (which waits up to a second for messages) and the slices of what it brought."""
+        if self._stopping.is_set():
+            return False
+        try:
+            messages = await self._psub.fetch(self._batch_size, timeout=1.0)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return True
+        for start in range(0, len(messages), self._slice_size):
+            if self._stopping.is_set():
+                # Hand the rest back at once rather than waiting for ack_wait to expire.
+                for rest in messages[start:]:
+                    await _quiet(rest.nak())
+                return False
+            await self.handle_slice(messages[start : start + self._slice_size])
+        return True
 
     def _decode(self, msg: Msg) -> tuple[Event, Handler] | str:
         """The event and its handler, or why the message can never be handled."""
         headers = msg.headers or {}
         try:
-            event_type = headers.get(HEADER_EVENT_TYPE) or msg.subject.split(".")[1]
-            version = int(headers.get(HEADER_EVENT_VERSION) or msg.subject.rsplit(".v", 1)[1])
+            subject = original_subject(msg.subject)
+            event_type = headers.get(HEADER_EVENT_TYPE) or subject.split(".")[1]
+            version = int(headers.get(HEADER_EVENT_VERSION) or subject.rsplit(".v", 1)[1])
             decoded = decode_event(event_type, version, msg.data)
         except (UnknownEventError, ValidationError, ValueError, IndexError) as exc:
             return f"invalid event: {exc}"
+        producer = headers.get(HEADER_PRODUCER)
+        if producer is not None and producer != decoded.owner:
+            # NATS's permissions should have refused the publish; this catches a server run
+            # without them.  An event without the header (published before it existed) passes.
+            return (
+                f"wrong producer: {decoded.event_type} is published by {decoded.owner}, "
+                f"this copy says it came from {producer}"
+            )
         handler = self._handlers.get((decoded.event_type, decoded.version))
         if handler is None:
             return f"no handler for {decoded.event_type} v{decoded.version}"
         return decoded, handler
 
-    async def handle_message(self, msg: Msg) -> None:
-        await self.handle_batch([msg])
-
-    async def handle_batch(self, messages: Sequence[Msg]) -> None:
-        """Handle messages in one transaction, then ack or nak each.
-
-        One commit for many events is what makes a consumer keep up (a commit is a disk
-        flush).  The slice is first tried in one go; only when that fails is it redone with a
-        savepoint per event, which keeps one bad event from undoing the others.  Nothing is
-        acked before the commit, so a crash between the two means redelivery, and the
-        inbox rows committed with the effects make the redelivery a no-op.
-        """
+    async def handle_slice(self, messages: Sequence[Msg]) -> None:
+        """Apply one slice of messages in one transaction (``shared.slices``), then ack or nak each."""
         consumer = self.subscription.durable
-        work: list[tuple[Msg, Event, Handler]] = []
+        work: list[SliceEvent] = []
         for msg in messages:
             decoded = self._decode(msg)
             if isinstance(decoded, str):
@@ -246,161 +369,38 @@ class EventConsumer:
                 ):
                     await self._dead_letter(msg, reason=decoded)
                 continue
-            work.append((msg, *decoded))
+            work.append(SliceEvent(msg, *decoded))
         if not work:
             return
-        together = await self._apply_together(consumer, work)
-        if isinstance(together, _SliceFailure):
-            try:
-                outcomes = await self._apply_one_by_one(consumer, work, known=together)
-            except Exception as exc:
-                # The commit itself failed (database gone, lock timeout): everything comes back later.
-                for msg, event, _ in work:
-                    with self._context(msg, event):
-                        await self._retry_or_park(msg, event, _delivered(msg), exc)
-                return
-        else:
-            outcomes = together
-        for (msg, event, _), (outcome, error) in zip(work, outcomes, strict=True):
-            with self._context(msg, event):
-                if outcome == "handled":
-                    await _quiet(msg.ack())
-                    log.info("event handled", event_type=event.event_type)
-                elif outcome == "duplicate":
-                    await _quiet(msg.ack())
-                    log.info("duplicate event ignored", event_type=event.event_type)
-                elif outcome == "permanent":
-                    await self._dead_letter(msg, reason=str(error))
-                else:
-                    assert error is not None
-                    await self._retry_or_park(msg, event, _delivered(msg), error)
-
-    async def _apply_together(
-        self, consumer: str, work: list[tuple[Msg, Event, Handler]]
-    ) -> list[tuple[str, Exception | None]] | _SliceFailure:
-        """The common case: every event of the slice handled in one transaction, no savepoints.
-
-        Duplicates are found with one query instead of a failed insert each, and the rows of
-        all handlers are flushed together, so the database sees a few multi-row statements
-        instead of a dozen small ones per event.  If anything goes wrong the whole transaction
-        is rolled back and the failure returned: the slice is then handled event by event.
-        """
-        event_ids = [event.event_id for _, event, _ in work]
-        failed_at: int | None = None
         try:
-            async with self._session_factory() as session, session.begin():
-                keep_loaded_rows_for_the_slice(session)
-                processed = set(
-                    await session.exec(
-                        select(InboxRecord.event_id).where(
-                            InboxRecord.consumer == consumer, col(InboxRecord.event_id).in_(event_ids)
-                        )
-                    )
-                )
-                outcomes: list[tuple[str, Exception | None]] = []
-                fresh: list[tuple[int, Msg, Event, Handler]] = []
-                for index, (msg, event, handler) in enumerate(work):
-                    if event.event_id in processed:
-                        outcomes.append(("duplicate", None))
-                        continue
-                    processed.add(event.event_id)
-                    outcomes.append(("handled", None))
-                    fresh.append((index, msg, event, handler))
-                if fresh:
-                    # One multi-row insert for the slice's inbox rows, in the same transaction;
-                    # on the table, since the ORM's bulk insert costs several times the CPU.
-                    now = utcnow()
-                    await session.exec(
-                        insert(table_of(InboxRecord)),
-                        params=[
-                            {
-                                "consumer": consumer,
-                                "event_id": event.event_id,
-                                "event_type": event.event_type,
-                                "case_id": event.case_id,
-                                "processed_at": now,
-                            }
-                            for _, _, event, _ in fresh
-                        ],
-                    )
-                fresh_cases = {event.case_id for _, _, event, _ in fresh}
-                for model in self.subscription.prefetch_by_case:
-                    await prefetch_rows(session, model, fresh_cases)
-                unflushed_cases: set[str] = set()
-                for index, msg, event, handler in fresh:
-                    failed_at = index
-                    batched = type(event) in self.subscription.batched_writes
-                    if unflushed_cases and (not batched or event.case_id in unflushed_cases):
-                        await session.flush()
-                        unflushed_cases.clear()
-                    with self._context(msg, event):
-                        if batched:
-                            with session.no_autoflush:
-                                await handler(session=session, event=event)
-                            unflushed_cases.add(event.case_id)
-                        else:
-                            await handler(session=session, event=event)
-                            # Its writes may concern any matter: the next event sees them all.
-                            await session.flush()
-                    failed_at = None
+            outcomes = await self._slices.apply(work)
+        except BatchingRuleBroken:
+            raise
         except Exception as exc:
-            # An integrity error may be another instance's inbox row, flushed along with the
-            # handler's: only the event-by-event pass can tell, so no event is blamed for it.
-            blamed = None if isinstance(exc, IntegrityError) else failed_at
-            log.info("slice handled event by event after a failure", consumer=consumer, error=repr(exc))
-            return _SliceFailure(index=blamed, error=exc)
-        return outcomes
+            # The commit itself failed (database gone, lock timeout): everything comes back later.
+            for item in work:
+                with event_context(item.msg, item.event, consumer=consumer):
+                    await self._retry_or_park(item.msg, item.event, _delivered(item.msg), exc)
+            return
+        count_slice(consumer=consumer, events=len(work))
+        for item, outcome in zip(work, outcomes, strict=True):
+            with event_context(item.msg, item.event, consumer=consumer):
+                await self._settle(item, outcome)
 
-    async def _apply_one_by_one(
-        self, consumer: str, work: list[tuple[Msg, Event, Handler]], *, known: _SliceFailure
-    ) -> list[tuple[str, Exception | None]]:
-        outcomes: list[tuple[str, Exception | None]] = []
-        async with self._session_factory() as session, session.begin():
-            for index, (msg, event, handler) in enumerate(work):
-                if index == known.index:
-                    # Its handler just failed: running it again would repeat whatever it did outside
-                    # the database, and the retry or the dead letter decides its fate anyway.
-                    outcomes.append(_failure_outcome(known.error))
-                    continue
-                with self._context(msg, event):
-                    outcomes.append(await self._apply(session, consumer, event, handler))
-        return outcomes
-
-    def _context(self, msg: Msg, event: Event) -> Any:
-        return structlog.contextvars.bound_contextvars(
-            case_id=event.case_id,
-            event_id=event.event_id,
-            correlation_id=event.correlation_id or (msg.headers or {}).get(HEADER_CORRELATION_ID),
-            consumer=self.subscription.durable,
-        )
-
-    async def _apply(
-        self, session: AsyncSession, consumer: str, event: Event, handler: Handler
-    ) -> tuple[str, Exception | None]:
-        try:
-            async with session.begin_nested():
-                # The inbox row goes first: if this event was processed before (here or by another
-                # instance), the unique key says so before the handler touches anything.
-                session.add(
-                    new_row(
-                        InboxRecord,
-                        consumer=consumer,
-                        event_id=event.event_id,
-                        event_type=event.event_type,
-                        case_id=event.case_id,
-                    )
-                )
-                try:
-                    await session.flush()
-                except IntegrityError:
-                    raise _AlreadyProcessed from None
-                await handler(session=session, event=event)
-                await session.flush()
-        except _AlreadyProcessed:
-            return "duplicate", None
-        except Exception as exc:
-            return _failure_outcome(exc)
-        return "handled", None
+    async def _settle(self, item: SliceEvent, outcome: EventOutcome) -> None:
+        msg, event = item.msg, item.event
+        match outcome.verdict:
+            case Verdict.HANDLED:
+                await _quiet(msg.ack())
+                log.info("event handled", event_type=event.event_type)
+            case Verdict.DUPLICATE:
+                await _quiet(msg.ack())
+                log.info("duplicate event ignored", event_type=event.event_type)
+            case Verdict.PERMANENT:
+                await self._dead_letter(msg, reason=str(outcome.error))
+            case Verdict.RETRY:
+                assert outcome.error is not None
+                await self._retry_or_park(msg, event, _delivered(msg), outcome.error)
 
     async def _retry_or_park(self, msg: Msg, decoded: Event, delivered: int, exc: BaseException) -> None:
         if delivered >= self._max_deliver:
@@ -412,10 +412,15 @@ class EventConsumer:
 
     async def _dead_letter(self, msg: Msg, *, reason: str) -> None:
         headers = dict(msg.headers or {})
-        headers.pop("Nats-Msg-Id", None)
-        headers["Sv-Dead-Letter-Reason"] = reason[:500]
-        headers["Sv-Dead-Letter-Consumer"] = self.subscription.durable
-        headers["Sv-Original-Subject"] = msg.subject
+        # The parked copy keeps what a replay needs (``shared.deadletters``): the original subject
+        # and message id, who parked it, why, and after how many deliveries.
+        original_msg_id = headers.pop("Nats-Msg-Id", None)
+        if original_msg_id:
+            headers[HEADER_ORIGINAL_MSG_ID] = original_msg_id
+        headers[HEADER_DEAD_LETTER_REASON] = reason[:500]
+        headers[HEADER_DEAD_LETTER_CONSUMER] = self.subscription.durable
+        headers[HEADER_DEAD_LETTER_TRIES] = str(_delivered(msg))
+        headers[HEADER_ORIGINAL_SUBJECT] = original_subject(msg.subject)
         subject = f"{DEAD_LETTER_PREFIX}.{self.subscription.durable}"
         try:
             await self._js.publish(subject, msg.data, headers=headers)
@@ -425,19 +430,8 @@ class EventConsumer:
             await _quiet(msg.nak(delay=5.0))
             return
         log.error("event parked on dead-letter subject", reason=reason, subject=subject)
+        count_dead_letter(consumer=self.subscription.durable, reason=reason)
         await _quiet(msg.term())
-
-
-@dataclass(frozen=True)
-class _SliceFailure:
-    """Why a slice could not be handled in one go, and which event's handler raised (if one did)."""
-
-    index: int | None
-    error: Exception
-
-
-def _failure_outcome(exc: Exception) -> tuple[str, Exception | None]:
-    return ("permanent" if isinstance(exc, PermanentError) else "retry"), exc
 
 
 def _delivered(msg: Msg) -> int:
@@ -463,8 +457,10 @@ async def start_consumers(
     batch_size: int,
     max_deliver: int,
     ack_wait: float,
-    transaction_size: int = 100,
+    slice_size: int = 100,
+    guard: bool | None = None,
 ) -> list[EventConsumer]:
+    """Start a consumer per subscription; see ``EventConsumer`` for the sizes and defaults."""
     consumers = [
         EventConsumer(
             js=js,
@@ -474,7 +470,8 @@ async def start_consumers(
             batch_size=batch_size,
             max_deliver=max_deliver,
             ack_wait=ack_wait,
-            transaction_size=transaction_size,
+            slice_size=slice_size,
+            guard=guard,
         )
         for subscription in subscriptions
     ]

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
-from collections.abc import Callable, Iterable
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
-from sqlalchemy import Column, DateTime, Table, event, insert_sentinel, inspect
+from sqlalchemy import Column, DateTime, Table, event, insert_sentinel, inspect, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -27,6 +30,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import sqlite_driver
+from shared.batchguard import note_pending_rows_seen
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -169,12 +173,32 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+def private_sqlite_files(url: str) -> None:
+    """Create a SQLite database file readable by the service's own user only (0600, folder 0700).
+
+    The files hold complainants' data. SQLite gives its -wal and -shm files the database file's
+    mode, so setting it on the database covers them; a file made earlier with looser bits is
+    tightened. A folder that already exists is left as it is (it may be shared, like /tmp).
+    """
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists():
+            file.chmod(0o600)
+
+
+def create_engine(
+    url: str, *, echo: bool = False, pool_size: int = 10, max_overflow: int = 10
+) -> AsyncEngine:
+    """An engine for the URL; on PostgreSQL ``pool_size`` connections kept, ``max_overflow`` more at peaks."""
     url = normalise_url(url)
     if is_sqlite(url):
-        database = make_url(url).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_files(url)
         # One connection: SQLite has one writer at a time anyway, and waiting for the pool is an
         # asyncio wait, whereas waiting on a locked database is SQLite's busy handler sleeping in
         # steps of up to 100 ms, which collapses throughput under concurrent requests.
@@ -190,10 +214,10 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     engine = create_async_engine(
         url,
         echo=echo,
-        pool_size=10,
-        max_overflow=10,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         # Each distinct statement text is prepared once per connection and kept; SQLAlchemy keeps
-        # 100 by default, and the multi-row inserts and IN lists of a batch (one text per row
+        # 100 by default, and the multi-row inserts and IN lists of a slice (one text per row
         # count) pushed the hot statements out: measured, re-preparing cost a fifth of the CPU.
         connect_args={"prepared_statement_cache_size": 1000},
     )
@@ -273,9 +297,11 @@ async def prefetch_rows(session: AsyncSession, model: Any, keys: Iterable[str]) 
 def pending_rows(session: AsyncSession, model: type[_Row]) -> list[_Row]:
     """Rows of ``model`` added to the session and not flushed yet.
 
-    With autoflush off (a group commit runs its requests so) a query does not see them; a
-    request that must see what the earlier requests of its group added looks here too.
+    With autoflush off (a write group's requests and a slice's batched handlers run so) a query
+    does not see them; a unit that must see what the earlier units added looks here too, which
+    also tells the batching guard (``shared.batchguard``) that it did.
     """
+    note_pending_rows_seen(session.sync_session, model)
     return [row for row in session.sync_session.new if isinstance(row, model)]
 
 
@@ -293,6 +319,52 @@ async def lookup(session: AsyncSession, model: type[_Row], key: str) -> _Row | N
     if key in session.sync_session.info.get(_PREFETCHED, {}).get(model, ()):
         return None
     return await session.get(model, key)
+
+
+def lock_key(name: str) -> int:
+    """The advisory-lock key of a name: a signed 64-bit number, the same in every process and release."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+async def serialise_on(session: AsyncSession, name: str) -> None:
+    """Make the transactions that call this with the same name run one after another.
+
+    Call it first in a transaction whose check-then-write must not interleave with another
+    instance's (start-up seeding): on PostgreSQL it waits for a transaction-scoped advisory lock,
+    which the commit or rollback releases, and at the engines' isolation (READ COMMITTED) the
+    statements after it see what the previous holder committed.  On SQLite it does nothing: every
+    transaction begins IMMEDIATE, so writers already run one at a time.
+    """
+    if session.sync_session.get_bind().dialect.name != "postgresql":
+        return
+    connection = await session.connection()
+    await connection.execute(
+        text("SELECT pg_advisory_xact_lock(CAST(:key AS BIGINT))"), {"key": lock_key(name)}
+    )
+
+
+async def insert_missing(session: AsyncSession, model: type[Any], rows: Sequence[Any]) -> None:
+    """Insert the rows of ``model`` whose key is not stored yet; the others are skipped.
+
+    ``INSERT ... ON CONFLICT DO NOTHING``: a key another transaction inserted and has not
+    committed yet is waited for, then skipped, so instances seeding at once cannot collide.  A Core
+    statement on the session's connection: the rows are not added to the session, and the
+    batching guard does not see it; used for seeding, where nothing pending concerns these tables.
+    """
+    if not rows:
+        return
+    table = table_of(model)
+    values = [row.model_dump() for row in rows]
+    dialect = session.sync_session.get_bind().dialect.name
+    statement: postgresql.Insert | sqlite.Insert
+    if dialect == "postgresql":
+        statement = postgresql.insert(table).values(values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table).values(values).on_conflict_do_nothing()
+    else:
+        raise RuntimeError(f"no INSERT ... ON CONFLICT for the {dialect} database")
+    connection = await session.connection()
+    await connection.execute(statement)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

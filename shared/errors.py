@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -29,6 +29,14 @@ _ZH_MESSAGES = {
     "extra_forbidden": "不允许的字段",
     "too_short": "至少需要 {min_length} 项",
     "too_long": "最多 {max_length} 项",
+    "greater_than_equal": "不能小于 {ge}",
+    "less_than_equal": "不能大于 {le}",
+    "greater_than": "应大于 {gt}",
+    "less_than": "应小于 {lt}",
+    "int_from_float": "应为整数",
+    "int_type": "应为整数",
+    "string_type": "应为文字",
+    "control_characters": "“{field}”含有不允许的控制字符 U+{code}（第 {position} 个字符），请删除后重新提交",
 }
 
 
@@ -45,7 +53,7 @@ def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts)
 
 
-def translate(error: dict[str, Any], *, english: bool) -> str:
+def translate(error: dict[str, Any], *, english: bool, field: str = "") -> str:
     message = str(error.get("msg", ""))
     if message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
@@ -58,7 +66,7 @@ def translate(error: dict[str, Any], *, english: bool) -> str:
     if template is None:
         return message if any("\u4e00" <= ch <= "\u9fff" for ch in message) else "输入无效"
     try:
-        return template.format(**{k: v for k, v in (error.get("ctx") or {}).items()})
+        return template.format(**{"field": field or "输入", **(error.get("ctx") or {})})
     except (KeyError, IndexError):
         return template.split("{")[0].rstrip("，：,: ")
 
@@ -85,14 +93,12 @@ def _error_field(error: dict[str, Any]) -> str:
 
 def validation_error_response(request: Request, exc: RequestValidationError) -> JSONResponse:
     english = prefers_english(request)
-    errors = [
-        {
-            "field": _error_field(err),
-            "message": translate(err, english=english),
-            "type": err.get("type"),
-        }
-        for err in exc.errors()
-    ]
+    errors = []
+    for err in exc.errors():
+        field = _error_field(err)
+        errors.append(
+            {"field": field, "message": translate(err, english=english, field=field), "type": err.get("type")}
+        )
     return _field_errors_response(422, errors)
 
 
@@ -118,3 +124,80 @@ def field_problems_response(request: Request, exc: FieldProblems) -> JSONRespons
         for field, zh, en in exc.problems
     ]
     return _field_errors_response(exc.status_code, errors)
+
+
+class DomainError(Exception):
+    """A refusal raised by domain code; the app maps it to an HTTP answer in one place.
+
+    Domain modules never import FastAPI: they raise one of these subclasses and
+    ``shared.app`` turns it into ``{"detail": <Chinese text>}`` with the status below.
+    """
+
+    status_code = 400
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers
+
+
+class NotFound(DomainError):
+    """The object does not exist, or the caller may not know that it does."""
+
+    status_code = 404
+
+
+class Forbidden(DomainError):
+    """The caller is known and may see the object, but may not take this action."""
+
+    status_code = 403
+
+
+def domain_error_response(request: Request, exc: DomainError) -> JSONResponse:
+    return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers)
+
+
+# What every 422 (and a FieldProblems 409) answers; FastAPI's own HTTPValidationError says
+# ``{detail: [{loc, msg, type}]}``, which no answer of these services has ever had.
+FIELD_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "ValidationError",
+    "type": "object",
+    "properties": {
+        "field": {
+            "title": "Field",
+            "type": "string",
+            "description": "dotted path of the field to correct (empty: the request as a whole)",
+        },
+        "message": {"title": "Message", "type": "string", "description": "what is wrong, for a person"},
+        "type": {"title": "Error Type", "type": "string", "description": "e.g. missing, control_characters"},
+    },
+    "required": ["field", "message", "type"],
+}
+FIELD_ERRORS_SCHEMA: dict[str, Any] = {
+    "title": "HTTPValidationError",
+    "type": "object",
+    "properties": {
+        "detail": {
+            "title": "Detail",
+            "type": "array",
+            "items": {"$ref": "#/components/schemas/ValidationError"},
+        },
+        "message": {"title": "Message", "type": "string", "description": "every problem on one line"},
+    },
+    "required": ["detail", "message"],
+}
+
+
+def declare_field_errors(app: FastAPI) -> None:
+    """Make the app's OpenAPI document declare the 422 body the handlers above really send."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        schemas = document.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in schemas:
+            schemas["HTTPValidationError"] = FIELD_ERRORS_SCHEMA
+            schemas["ValidationError"] = FIELD_ERROR_SCHEMA
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -18,6 +18,9 @@ from shared.db import utcnow
 
 SUBJECT_PREFIX = "sv"
 DEAD_LETTER_PREFIX = "svdlq"
+# The replays of one consumer's dead letters: ``sv.replay.<durable>.<type>.v<version>``
+# (``shared.bus.replay_subject``), in the event stream, taken by that consumer alone.
+REPLAY_PREFIX = f"{SUBJECT_PREFIX}.replay"
 
 CaseKind = Literal["complaint", "suggestion"]
 AssignmentKind = Literal["county", "city", "joint", "cross"]
@@ -39,6 +42,9 @@ class Event(BaseModel):
 
     event_type: ClassVar[str]
     version: ClassVar[int] = 1
+    # The one service that publishes this event: its NATS user alone may publish the subject
+    # (shared.natsauth), and a consumer parks a copy whose producer header names another.
+    owner: ClassVar[str]
 
     event_id: str = Field(default_factory=lambda: str(uuid4()))
     occurred_at: datetime = Field(default_factory=utcnow)
@@ -72,6 +78,7 @@ class AllegationRef(BaseModel):
 
 class ComplaintReceived(Event):
     event_type: ClassVar[str] = "ComplaintReceived"
+    owner: ClassVar[str] = "intake"
 
     tracking_code: str
     query_secret_hash: str
@@ -95,6 +102,7 @@ class ComplaintReceived(Event):
 
 class SuggestionReceived(Event):
     event_type: ClassVar[str] = "SuggestionReceived"
+    owner: ClassVar[str] = "intake"
 
     tracking_code: str
     query_secret_hash: str | None = None
@@ -112,6 +120,24 @@ class SuggestionReceived(Event):
     complex_matter: bool = False
 
 
+class SuggestionReceivedV2(SuggestionReceived):
+    """v2: the deputy's account, by which the suggestion is theirs (names repeat in a delegation).
+
+    A subclass, so a handler of v1 reads it unchanged; consumers subscribe to both versions,
+    and a v1 still in the stream (recorded before) is read as having no account.
+    """
+
+    version: ClassVar[int] = 2
+
+    deputy_account: str | None = Field(
+        default=None, description="the deputy's username; None when the deputy had no account"
+    )
+
+
+def deputy_account_of(event: SuggestionReceived) -> str | None:
+    return event.deputy_account if isinstance(event, SuggestionReceivedV2) else None
+
+
 class MatterReclassified(Event):
     """An operator found a matter filed as the wrong kind: it leaves its current track.
 
@@ -121,6 +147,7 @@ class MatterReclassified(Event):
     """
 
     event_type: ClassVar[str] = "MatterReclassified"
+    owner: ClassVar[str] = "intake"
 
     from_kind: CaseKind
     to_kind: Literal["complaint", "suggestion", "citizen_suggestion"]
@@ -141,6 +168,7 @@ class ClockSet(BaseModel):
 
 class CaseAssigned(Event):
     event_type: ClassVar[str] = "CaseAssigned"
+    owner: ClassVar[str] = "routing"
 
     case_kind: CaseKind
     assignment_id: str
@@ -160,6 +188,7 @@ class CaseAssigned(Event):
 
 class TaskClaimed(Event):
     event_type: ClassVar[str] = "TaskClaimed"
+    owner: ClassVar[str] = "verification"
 
     task_id: str
     team_code: str
@@ -169,6 +198,7 @@ class TaskReturned(Event):
     """A team sends back (退回) a task it should not have; routing decides again."""
 
     event_type: ClassVar[str] = "TaskReturned"
+    owner: ClassVar[str] = "verification"
 
     task_id: str
     assignment_id: str
@@ -178,6 +208,7 @@ class TaskReturned(Event):
 
 class ReviewStarted(Event):
     event_type: ClassVar[str] = "ReviewStarted"
+    owner: ClassVar[str] = "verification"
 
     task_id: str
     reviewer_team_code: str
@@ -185,6 +216,7 @@ class ReviewStarted(Event):
 
 class FindingSentBack(Event):
     event_type: ClassVar[str] = "FindingSentBack"
+    owner: ClassVar[str] = "verification"
 
     task_id: str
     reviewer_team_code: str
@@ -193,6 +225,7 @@ class FindingSentBack(Event):
 
 class CaseConcluded(Event):
     event_type: ClassVar[str] = "CaseConcluded"
+    owner: ClassVar[str] = "verification"
 
     case_kind: CaseKind
     task_id: str
@@ -208,6 +241,7 @@ class CaseConcluded(Event):
 
 class DeadlineExtended(Event):
     event_type: ClassVar[str] = "DeadlineExtended"
+    owner: ClassVar[str] = "verification"
 
     task_id: str
     clock: str
@@ -219,6 +253,7 @@ class LadderStepReached(Event):
     """A step of the overdue ladder (reminder, chase, escalation, rebuke) happened for one clock."""
 
     event_type: ClassVar[str] = "LadderStepReached"
+    owner: ClassVar[str] = "verification"
 
     task_id: str
     clock: str
@@ -229,6 +264,7 @@ class LadderStepReached(Event):
 
 class AnswerDelivered(Event):
     event_type: ClassVar[str] = "AnswerDelivered"
+    owner: ClassVar[str] = "feedback"
 
     answer_id: str
     channel: Literal["sms", "email", "phone", "letter", "none"]
@@ -237,6 +273,7 @@ class AnswerDelivered(Event):
 
 class RatingRecorded(Event):
     event_type: ClassVar[str] = "RatingRecorded"
+    owner: ClassVar[str] = "feedback"
 
     rating: Rating
     reason: str | None = None
@@ -248,6 +285,7 @@ class CaseReopened(Event):
     """Not satisfied, or a review (复查) was asked: routing decides again, one level up."""
 
     event_type: ClassVar[str] = "CaseReopened"
+    owner: ClassVar[str] = "feedback"
 
     case_kind: CaseKind
     reason: str
@@ -257,6 +295,7 @@ class CaseReopened(Event):
 
 class CaseClosed(Event):
     event_type: ClassVar[str] = "CaseClosed"
+    owner: ClassVar[str] = "feedback"
 
     note: str
 
@@ -264,6 +303,7 @@ class CaseClosed(Event):
 ALL_EVENTS: tuple[type[Event], ...] = (
     ComplaintReceived,
     SuggestionReceived,
+    SuggestionReceivedV2,
     MatterReclassified,
     CaseAssigned,
     TaskClaimed,

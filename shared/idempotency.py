@@ -3,6 +3,11 @@
 The stored answer is written in the same transaction as the record it
 describes, so "created" and "remembered as created" cannot disagree.  The same
 key with a different body is a client bug and gets 409.
+
+An answer may hold a secret shown once (intake's query secret): the caller names
+those fields and a ``SecretSealer``, and they are stored encrypted, bound to the
+key, the account and the endpoint, so a retry still gets the same secret while
+the table never holds it in clear.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from fastapi import HTTPException
@@ -24,6 +29,18 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.db import UTCDateTime, built_once, new_row, pending_rows, table_of, utcnow
 
 MAX_KEY_LENGTH = 128
+# Where a stored answer keeps its sealed fields: {field: ciphertext}.
+SEALED_FIELDS = "_sealed"
+# In a replayed answer, beside a secret that can no longer be opened (``<field>_withheld``).
+WITHHELD = "已在首次答复中告知；出于安全原因，重试的答复中不再显示"
+
+
+class SecretSealer(Protocol):
+    def seal_text(self, value: str, *, context: str) -> str: ...
+
+    def open_text(self, sealed: str, *, context: str) -> str:
+        """The value; ValueError when it does not open (another key, another context)."""
+        ...
 
 
 class IdempotencyRecord(SQLModel, table=True):
@@ -51,10 +68,53 @@ def _stored_answer_query() -> sa.Select[Any]:
     ).where(records.c.key == sa.bindparam("key"), records.c.username == sa.bindparam("username"))
 
 
+def _seal_context(*, key: str, username: str, endpoint: str) -> str:
+    # A sealed field copied into another row does not open there.
+    return f"idempotency\x1f{endpoint}\x1f{username}\x1f{key}"
+
+
+def _conceal(body: Any, *, secret_fields: tuple[str, ...], sealer: SecretSealer | None, context: str) -> Any:
+    if not secret_fields:
+        return body
+    if sealer is None or not isinstance(body, dict):
+        raise ValueError("secret fields need a sealer and an answer that is an object")
+    sealed = {
+        name: sealer.seal_text(str(body.pop(name)), context=context)
+        for name in secret_fields
+        if body.get(name) is not None
+    }
+    if sealed:
+        body[SEALED_FIELDS] = sealed
+    return body
+
+
+def _reveal(body: Any, *, sealer: SecretSealer | None, context: str) -> Any:
+    if not isinstance(body, dict) or SEALED_FIELDS not in body:
+        return body
+    if sealer is None:
+        raise ValueError("the stored answer has sealed fields and no sealer was given")
+    for name, sealed in body.pop(SEALED_FIELDS).items():
+        try:
+            body[name] = sealer.open_text(sealed, context=context)
+        except ValueError:
+            # The key it was sealed with is gone (replaced): the retry is answered without it.
+            body[f"{name}_withheld"] = WITHHELD
+    return body
+
+
 async def replay(
-    session: AsyncSession, *, key: str | None, username: str, endpoint: str, fingerprint: str
+    session: AsyncSession,
+    *,
+    key: str | None,
+    username: str,
+    endpoint: str,
+    fingerprint: str,
+    sealer: SecretSealer | None = None,
 ) -> JSONResponse | None:
-    """The stored answer for a repeated key, or None when the request is new."""
+    """The stored answer for a repeated key, or None when the request is new.
+
+    ``sealer`` opens the fields ``remember`` stored sealed.
+    """
     if key is None:
         return None
     if not key.strip() or len(key) > MAX_KEY_LENGTH:
@@ -78,9 +138,14 @@ async def replay(
             status_code=409,
             detail="同一幂等键（Idempotency-Key）已用于内容不同的请求 / the key was used for a different request",
         )
+    content = _reveal(
+        json.loads(found.response_body),
+        sealer=sealer,
+        context=_seal_context(key=key, username=username, endpoint=endpoint),
+    )
     return JSONResponse(
         status_code=found.status_code,
-        content=json.loads(found.response_body),
+        content=content,
         headers={"Idempotent-Replayed": "true"},
     )
 
@@ -94,9 +159,18 @@ def remember(
     fingerprint: str,
     status_code: int,
     body: Any,
+    secret_fields: tuple[str, ...] = (),
+    sealer: SecretSealer | None = None,
 ) -> None:
+    """Store the answer under ``key``; ``secret_fields`` of it are stored sealed by ``sealer``."""
     if key is None:
         return
+    stored = _conceal(
+        jsonable_encoder(body),
+        secret_fields=secret_fields,
+        sealer=sealer,
+        context=_seal_context(key=key, username=username, endpoint=endpoint),
+    )
     session.add(
         new_row(
             IdempotencyRecord,
@@ -105,7 +179,7 @@ def remember(
             endpoint=endpoint,
             request_hash=fingerprint,
             status_code=status_code,
-            response_body=json.dumps(jsonable_encoder(body), ensure_ascii=False),
+            response_body=json.dumps(stored, ensure_ascii=False),
         )
     )
 

@@ -10,19 +10,29 @@ marked the row) is dropped by JetStream's duplicate window.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from sqlalchemy import Index, update
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlmodel import Column, Field, SQLModel, Text, select
+from sqlalchemy import Index, or_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+from sqlmodel import Column, Field, SQLModel, Text, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import CommitSignal, UTCDateTime, batch_insert_sentinel, is_sqlite, new_row, utcnow
+from shared.db import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    CommitSignal,
+    UTCDateTime,
+    batch_insert_sentinel,
+    is_sqlite,
+    new_row,
+    utcnow,
+)
 from shared.events import Event
 from shared.logging import get_logger
+from shared.metrics import count_outbox
+from shared.worker import BackgroundWorker
 
 log = get_logger(__name__)
 
@@ -31,9 +41,15 @@ HEADER_EVENT_VERSION = "Sv-Event-Version"
 HEADER_CASE_ID = "Sv-Case-Id"
 HEADER_CORRELATION_ID = "Sv-Correlation-Id"
 HEADER_MSG_ID = "Nats-Msg-Id"
+# The service that published the event; a consumer parks an event whose producer is not the
+# owner of its type (``Event.owner``), behind NATS's own publish permissions (shared.natsauth).
+HEADER_PRODUCER = "Sv-Producer"
 
 # Relays wake as soon as a transaction that wrote outbox rows commits.
 outbox_written = CommitSignal("outbox")
+
+# How long a transaction may wait for a lock (SQLite's busy timeout; about PostgreSQL's pool wait).
+DATABASE_WAIT_SECONDS = SQLITE_BUSY_TIMEOUT_MS / 1000
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -51,6 +67,8 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     published_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     attempts: int = 0
+    # PostgreSQL: until when a relay instance has taken the row to publish it (the others skip it).
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 def record_event(session: AsyncSession, event_: Event) -> None:
@@ -70,20 +88,31 @@ def record_event(session: AsyncSession, event_: Event) -> None:
     outbox_written.mark(session)
 
 
-def headers_for(row: OutboxMessage) -> dict[str, str]:
+def headers_for(row: OutboxMessage, *, producer: str | None = None) -> dict[str, str]:
     headers = {
         HEADER_MSG_ID: row.event_id,
         HEADER_EVENT_TYPE: row.event_type,
         HEADER_EVENT_VERSION: str(row.event_version),
         HEADER_CASE_ID: row.case_id,
     }
+    if producer:
+        headers[HEADER_PRODUCER] = producer
     if row.correlation_id:
         headers[HEADER_CORRELATION_ID] = row.correlation_id
     return headers
 
 
 class OutboxRelay:
-    """Publishes committed outbox rows; one per service process, several may run at once."""
+    """Publishes committed outbox rows; one per service process, several may run at once.
+
+    No wait is unbounded: each batch's acknowledgements are awaited for ``publish_timeout``
+    and a row whose ack did not come counts as failed and is published again later (the
+    ``Nats-Msg-Id`` duplicate window drops a copy that did arrive).  No transaction is open
+    while the network is awaited.  On PostgreSQL several instances share the table: a short
+    transaction leases a batch (``lease_until``) so the others skip it, and a second one marks
+    what was acknowledged.  Given the connection (``nc``), it publishes nothing while that is
+    disconnected.  ``producer``: the service's name, sent in ``Sv-Producer``.
+    """
 
     def __init__(
         self,
@@ -93,108 +122,159 @@ class OutboxRelay:
         js: JetStreamContext,
         batch_size: int = 200,
         poll_seconds: float = 0.5,
+        publish_timeout: float = 5.0,
+        lease_seconds: float = 30.0,
+        lease_rows: bool | None = None,
+        nc: NatsClient | None = None,
+        producer: str | None = None,
     ) -> None:
         self._session_factory = session_factory
-        self._engine = engine
         self._js = js
+        self._nc = nc
+        self._producer = producer
         self._batch_size = batch_size
-        self._poll_seconds = poll_seconds
-        # On PostgreSQL several instances share the table; SKIP LOCKED lets each take its own rows.
-        self._lock_rows = not is_sqlite(str(engine.url))
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._publish_timeout = publish_timeout
+        self._lease = timedelta(seconds=lease_seconds)
+        # By default PostgreSQL leases (several instances share the table) and SQLite does not
+        # (one instance owns the file); a test may ask for leases on SQLite too.
+        self._lease_rows = not is_sqlite(str(engine.url)) if lease_rows is None else lease_rows
+        self.worker = BackgroundWorker(
+            name="outbox-relay",
+            step=self._step,
+            idle_seconds=poll_seconds,
+            # The acks, plus the two short transactions (each bounded by the database's own lock wait).
+            step_timeout=publish_timeout + 2 * DATABASE_WAIT_SECONDS,
+            wake_signal=outbox_written,
+            engine=engine,
+        )
 
-    def start(self) -> None:
-        outbox_written.register(self._engine, self._wake)
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-        outbox_written.unregister(self._engine, self._wake)
-
-    async def _run(self) -> None:
-        failures = 0
-        while True:
-            try:
-                published = await self.publish_pending()
-                failures = 0
-            except Exception as exc:
-                failures += 1
-                published = 0
-                log.warning("outbox publish failed; will retry", error=str(exc), failures=failures)
-                await asyncio.sleep(min(0.2 * 2**failures, 10.0))
-            if self._stopping and published == 0:
-                return
-            if published >= self._batch_size:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
-            self._wake.clear()
+    async def _step(self) -> bool:
+        return await self.publish_pending() >= self._batch_size
 
     async def publish_pending(self) -> int:
-        """Publish one batch of unpublished rows; returns how many were published."""
-        async with self._session_factory() as session:
-            query = (
-                select(OutboxMessage)
-                .where(OutboxMessage.published_at.is_(None))  # type: ignore[union-attr]
-                .order_by(OutboxMessage.id)  # type: ignore[arg-type]
-                .limit(self._batch_size)
-            )
-            if self._lock_rows:
-                # PostgreSQL: hold the row locks while publishing so another instance skips these rows;
-                # row locks do not block the inserts of the service's own requests.
-                async with session.begin():
-                    rows = list(await session.exec(query.with_for_update(skip_locked=True)))
-                    results = await self._publish(rows)
-                    return await self._mark(session, rows, results)
-            # SQLite: a transaction there is a database-wide write lock, so never hold one across
-            # network round trips.  A single instance owns a SQLite file, so nobody else takes these rows.
-            async with session.begin():
-                rows = list(await session.exec(query))
-            if not rows:
-                return 0
-            results = await self._publish(rows)
-            async with session.begin():
-                return await self._mark(session, rows, results)
+        """Publish one batch of unpublished rows; returns how many were published.
 
-    async def _publish(self, rows: list[OutboxMessage]) -> list[Any]:
-        futures: list[asyncio.Future[Any]] = []
-        for row in rows:
-            futures.append(
-                await self._js.publish_async(row.subject, row.payload.encode(), headers=headers_for(row))
-            )
-        return list(await asyncio.gather(*futures, return_exceptions=True))
+        Raises ``UnacknowledgedError`` after marking the batch when some rows were not
+        acknowledged: in the worker that is a failed step, so the retry waits its back-off
+        instead of coming at once with the next commit.
+        """
+        published, failed = await self._publish_batch()
+        if failed:
+            raise UnacknowledgedError(failed)
+        return published
 
-    async def _mark(self, session: AsyncSession, rows: list[OutboxMessage], results: list[Any]) -> int:
+    async def _publish_batch(self) -> tuple[int, int]:
+        if self._nc is not None and not self._nc.is_connected:
+            # Publishing now would only fill the client's reconnect buffer, and a publish it refuses
+            # leaks one of its pending-publish slots; the next poll after the reconnect publishes.
+            return 0, 0
+        rows = await self._claim()
         if not rows:
-            return 0
-        done_ids = [
-            row.id for row, result in zip(rows, results, strict=True) if not isinstance(result, BaseException)
-        ]
-        failed_ids = [
-            row.id for row, result in zip(rows, results, strict=True) if isinstance(result, BaseException)
-        ]
+            return 0, 0
+        errors = await self._publish(rows)
+        async with self._session_factory() as session, session.begin():
+            return await self._mark(session, rows, errors)
+
+    async def _claim(self) -> list[OutboxMessage]:
+        now = utcnow()
+        query = (
+            select(OutboxMessage)
+            .where(col(OutboxMessage.published_at).is_(None))
+            .order_by(col(OutboxMessage.id))
+            .limit(self._batch_size)
+        )
+        async with self._session_factory() as session, session.begin():
+            if not self._lease_rows:
+                # SQLite: one instance owns the file, so nobody else takes these rows.
+                return list(await session.exec(query))
+            lease_free = or_(col(OutboxMessage.lease_until).is_(None), col(OutboxMessage.lease_until) < now)
+            rows = list(await session.exec(query.where(lease_free).with_for_update(skip_locked=True)))
+            if rows:
+                await session.exec(
+                    update(OutboxMessage)
+                    .where(col(OutboxMessage.id).in_([row.id for row in rows]))
+                    .values(lease_until=now + self._lease)
+                )
+            return rows
+
+    async def _publish(self, rows: list[OutboxMessage]) -> list[BaseException | None]:
+        """Each row's failure, or None once JetStream acknowledged it; returns within the publish timeout."""
+        futures: list[asyncio.Future[Any]] = []
+        stopped_by: BaseException | None = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._publish_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                for row in rows:
+                    futures.append(
+                        await self._js.publish_async(
+                            row.subject,
+                            row.payload.encode(),
+                            wait_stall=max(deadline - loop.time(), 0.001),
+                            headers=headers_for(row, producer=self._producer),
+                        )
+                    )
+                await asyncio.wait(futures)
+        except Exception as exc:  # the timeout, or a publish refused at once (connection closed)
+            stopped_by = exc
+        finally:
+            # nats-py resolves a future only with the server's ack; one lost with a connection would
+            # stay pending for ever and hold one of the client's pending-publish slots.
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+        not_acknowledged = TimeoutError(f"no acknowledgement within {self._publish_timeout} s")
+        errors: list[BaseException | None] = []
+        for index in range(len(rows)):
+            if index >= len(futures):
+                errors.append(stopped_by or not_acknowledged)
+            elif futures[index].cancelled():
+                errors.append(not_acknowledged)
+            else:
+                errors.append(futures[index].exception())
+        return errors
+
+    async def _mark(
+        self, session: AsyncSession, rows: list[OutboxMessage], errors: list[BaseException | None]
+    ) -> tuple[int, int]:
+        done_ids = [row.id for row, error in zip(rows, errors, strict=True) if error is None]
+        failed_ids = [row.id for row, error in zip(rows, errors, strict=True) if error is not None]
         if done_ids:
             await session.exec(
                 update(OutboxMessage)
-                .where(OutboxMessage.id.in_(done_ids))  # type: ignore[union-attr]
-                .values(published_at=utcnow())
+                .where(col(OutboxMessage.id).in_(done_ids))
+                .values(published_at=utcnow(), lease_until=None)
             )
         if failed_ids:
             await session.exec(
                 update(OutboxMessage)
-                .where(OutboxMessage.id.in_(failed_ids))  # type: ignore[union-attr]
-                .values(attempts=OutboxMessage.attempts + 1)
+                .where(col(OutboxMessage.id).in_(failed_ids))
+                .values(attempts=OutboxMessage.attempts + 1, lease_until=None)
             )
-            first_error = next(r for r in results if isinstance(r, BaseException))
+            first_error = next(error for error in errors if error is not None)
             log.warning(
-                "some outbox rows were not acknowledged", failed=len(failed_ids), error=str(first_error)
+                "some outbox rows were not acknowledged", failed=len(failed_ids), error=repr(first_error)
             )
-        return len(done_ids)
+        count_outbox(published=len(done_ids), unacknowledged=len(failed_ids))
+        return len(done_ids), len(failed_ids)
+
+
+class UnacknowledgedError(RuntimeError):
+    """Some rows of a batch were not acknowledged; they stay unpublished and are tried again later."""
+
+    def __init__(self, failed: int) -> None:
+        super().__init__(f"{failed} outbox rows were not acknowledged")
+        self.failed = failed
+
+
+async def oldest_unpublished_age(conn: AsyncConnection) -> float | None:
+    """Seconds since the oldest unpublished row was written, or None when everything is published."""
+    created = (
+        await conn.execute(
+            select(OutboxMessage.created_at)
+            .where(col(OutboxMessage.published_at).is_(None))
+            .order_by(col(OutboxMessage.id))
+            .limit(1)
+        )
+    ).scalar()
+    return None if created is None else max((utcnow() - created).total_seconds(), 0.0)

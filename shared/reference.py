@@ -15,6 +15,7 @@ from pathlib import Path
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_UNITS_FILE = DATA_DIR / "units.json"
 DEFAULT_CATEGORIES_FILE = DATA_DIR / "categories.json"
+DEFAULT_IDENTITY_PURPOSES_FILE = DATA_DIR / "identity_purposes.json"
 
 
 @dataclass(frozen=True)
@@ -147,3 +148,12 @@ def load_categories(path: Path = DEFAULT_CATEGORIES_FILE) -> CategoryBook:
         injury_or_death_words=tuple(data.get("injury_or_death_words", [])),
         leadership_titles=tuple(data.get("leadership_titles", [])),
     )
+
+
+def load_identity_purposes(path: Path = DEFAULT_IDENTITY_PURPOSES_FILE) -> tuple[str, ...]:
+    """The purposes a complainant's identity may be read for, in the order a page offers them."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    purposes = tuple(str(p).strip() for p in _as_list(data.get("purposes")) if str(p).strip())
+    if not purposes or len(set(purposes)) != len(purposes):
+        raise ValueError(f"{path}: 'purposes' must be a non-empty list without repeats")
+    return purposes

@@ -6,9 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import NatsServer, System, running_system, start_nats
+from tests.support import TOKEN_KEYS_ENVIRONMENT, NatsServer, System, running_system, start_nats
 
 BACKENDS = ["sqlite"] + (["postgres"] if os.environ.get("TEST_POSTGRES_URL") else [])
+# The in-process consumers and group commits check the batching rules too (shared/batchguard.py).
+os.environ.setdefault("BATCHING_GUARD", "1")
+# Settings built directly in tests (FeedbackSettings(secret_key=...)) need the token keys too.
+for _name, _value in TOKEN_KEYS_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import random
+import secrets
 import shutil
 import socket
 import subprocess
@@ -21,11 +22,48 @@ import httpx
 import uvicorn
 
 from services.registry import SERVICES
+from shared.auth import TokenSigner
+from shared.keys import new_key_pair
 from shared.migrations import upgrade
+from shared.natsauth import nats_accounts_config
 
 TEST_SECRET_KEY = "test-signing-key-4b1f0c9e7d2a8f6e5c3b1a0d9e8f7a6b"
 TEST_IDENTITY_KEY = "q2e6GJ1r0yq3dU7m4bQn8wXkZs9tVf5hLc2pAe1oRiM="
+# Made for each test run: intake's token key (its public key listed for every service) and
+# feedback's own key for its calls to intake.
+_TOKEN_PAIR, _CALLER_PAIR = new_key_pair("test-1"), new_key_pair("feedback-test-1")
+TOKEN_KEYS_ENVIRONMENT = {
+    "TOKEN_PRIVATE_KEY": _TOKEN_PAIR["private"],
+    "TOKEN_KEY_ID": "test-1",
+    "TOKEN_PUBLIC_KEYS": _TOKEN_PAIR["public_entry"],
+    "CALLER_PRIVATE_KEY": _CALLER_PAIR["private"],
+    "CALLER_KEY_ID": "feedback-test-1",
+    "FEEDBACK_CALLER_PUBLIC_KEYS": _CALLER_PAIR["public_entry"],
+}
+
+
+def token_signer_for_tests() -> TokenSigner:
+    """Intake's token key of this test run, for a test that mints a token of its own."""
+    return TokenSigner.from_pem(TOKEN_KEYS_ENVIRONMENT["TOKEN_PRIVATE_KEY"], key_id="test-1")
+
+
 SERVICE_NAMES = tuple(SERVICES)
+
+# The test nats-server's users (shared.natsauth): each service's own, made for each test run,
+# and "test", the tests' own unrestricted user, whose credentials ride in the server's URL so
+# that a test's direct connection (nats.connect(nats_server.url)) keeps working.  The services
+# get their own users through <SERVICE>_NATS_USER / <SERVICE>_NATS_PASSWORD, which win over it.
+NATS_PASSWORDS = {name: secrets.token_urlsafe(32) for name in SERVICE_NAMES}
+TEST_NATS_USER = "test"
+TEST_NATS_PASSWORD = secrets.token_urlsafe(32)
+
+
+def nats_service_environment() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for name in SERVICE_NAMES:
+        env[f"{name.upper()}_NATS_USER"] = name
+        env[f"{name.upper()}_NATS_PASSWORD"] = NATS_PASSWORDS[name]
+    return env
 
 
 def _ephemeral_ports() -> range:
@@ -96,7 +134,9 @@ def start_nats(store_dir: Path) -> NatsServer:
     config = store_dir / "nats.conf"
     config.write_text(
         f'listen: "127.0.0.1:{port}"\n'
-        f'jetstream {{\n  store_dir: "{store_dir / "js"}"\n  sync_interval: always\n}}\n',
+        f'log_file: "{store_dir / "nats.log"}"\n'
+        f'jetstream {{\n  store_dir: "{store_dir / "js"}"\n  sync_interval: always\n}}\n'
+        + nats_accounts_config(NATS_PASSWORDS, admins={TEST_NATS_USER: TEST_NATS_PASSWORD}),
         encoding="utf-8",
     )
     process = subprocess.Popen(
@@ -105,7 +145,8 @@ def start_nats(store_dir: Path) -> NatsServer:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return NatsServer(url=f"nats://127.0.0.1:{port}", process=process, store_dir=store_dir, port=port)
+            url = f"nats://{TEST_NATS_USER}:{TEST_NATS_PASSWORD}@127.0.0.1:{port}"
+            return NatsServer(url=url, process=process, store_dir=store_dir, port=port)
         time.sleep(0.05)
     process.kill()
     raise RuntimeError("nats-server did not start")
@@ -158,7 +199,8 @@ async def reset_stream(nats_url: str, stream: str) -> None:
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
-        for name in (stream, stream + "_DLQ"):
+        # The audit checkpoints too: they anchor the chains of the previous system's databases.
+        for name in (stream, stream + "_DLQ", "AUDIT_CHECKPOINTS"):
             with contextlib.suppress(NotFoundError):
                 await js.delete_stream(name)
     finally:
@@ -171,10 +213,15 @@ def base_environment(
     env = {
         "SECRET_KEY": TEST_SECRET_KEY,
         "IDENTITY_KEY": TEST_IDENTITY_KEY,
+        **TOKEN_KEYS_ENVIRONMENT,
         "NATS_URL": nats_url,
+        **nats_service_environment(),
         "DEMO_MODE": "true",
         "LOG_JSON": "true",
         "OUTBOX_POLL_SECONDS": "0.2",
+        "BATCHING_GUARD": "1",
+        # The fixtures' receipt times are fixed dates; the default bound (a year) would outrun them.
+        "RECEIVED_AT_MAX_AGE_DAYS": "3650",
     }
     for name in SERVICE_NAMES:
         env[f"{name.upper()}_URL"] = urls[name]

@@ -43,6 +43,7 @@ from shared.outbox import (
     OutboxRelay,
     record_event,
 )
+from tests.audit_support import erase_audit_log
 from tests.conftest import BACKENDS
 from tests.support import Databases, NatsServer, eventually, reset_stream
 
@@ -97,8 +98,9 @@ async def database(
 async def db(database: Db) -> Db:
     """The migrated database of the backend, emptied: each test counts rows from zero."""
     async with database.sessions() as session, session.begin():
-        for table in (OutboxMessage, InboxRecord, AuditEntry, MatterSnapshot):
+        for table in (OutboxMessage, InboxRecord, MatterSnapshot):
             await session.exec(delete(table))
+        await erase_audit_log(session)  # append-only: its triggers refuse a plain DELETE
     return database
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from services.__main__ import build_parser
+from services.cli import build_parser
 from services.registry import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +26,10 @@ APP_IMAGE = "police-supervision"
 # Variables read by the third-party images, not by our code.
 INFRA_ENV = frozenset(
     {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "POSTGRES_INITDB_ARGS", "PGDATA", "TZ"}
+    # The services' own PostgreSQL roles (deploy/postgres-init.sql) and NATS users
+    # (deploy/nats-accounts.conf) read their passwords from the infrastructure containers.
+    | {f"POSTGRES_PASSWORD_{name.upper()}" for name in SERVICES}
+    | {f"NATS_PASSWORD_{name.upper()}" for name in (*SERVICES, "operator")}
 )
 
 

@@ -18,7 +18,7 @@ from shared.db import utcnow
 from shared.events import CaseConcluded
 from shared.workcalendar import SHANGHAI
 from tests import fixtures
-from tests.support import TEST_SECRET_KEY, NatsServer, System, eventually
+from tests.support import NatsServer, System, eventually, token_signer_for_tests
 from tests.test_feedback_support import (
     approve,
     conclude_as,
@@ -32,7 +32,13 @@ from tests.test_pipeline import current_assignment
 
 REPLY = "一是厘清执法权责边界，制定执法权力清单。\n二是推进执法记录仪全程使用，纳入日常督察。"
 LIU_MING = Principal(
-    username="cppcc-liuming", role=Role.DEPUTY, deputy_name="刘明", deputy_delegation="市政协社会法制界"
+    username="cppcc-liuming",
+    role=Role.DEPUTY,
+    deputy_name="刘明",
+    deputy_delegation="市政协社会法制界",
+    # As intake signs it for the only member of that name in the sector: the proposals, recorded
+    # while the member had no account, are matched by name.
+    deputy_name_unique=True,
 )
 
 
@@ -50,7 +56,7 @@ async def system(
 
 
 def as_liu_ming() -> dict[str, str]:
-    token = issue_token(principal=LIU_MING, signing_key=TEST_SECRET_KEY, ttl=timedelta(minutes=30))
+    token = issue_token(principal=LIU_MING, signer=token_signer_for_tests(), ttl=timedelta(minutes=30))
     return {"Authorization": f"Bearer {token}"}
 
 

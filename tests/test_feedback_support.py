@@ -34,8 +34,7 @@ from sqlmodel import col
 from services.feedback.context import FeedbackContext
 from services.feedback.letters import LetterContent, render_docx
 from services.feedback.models import Answer
-from services.feedback.ratelimit import TokenBuckets
-from services.feedback.service import review_due
+from services.feedback.ratings import review_due
 from services.feedback.settings import FeedbackSettings
 from shared.db import create_engine
 from shared.events import Event
@@ -366,31 +365,6 @@ def docx_paragraphs(content: bytes) -> list[str]:
 
 
 # --- Unit tests of the pure parts ----------------------------------------------------------------
-
-
-def test_token_bucket_never_stops_one_request_a_second_with_the_defaults() -> None:
-    settings = FeedbackSettings(secret_key=TEST_SECRET_KEY)
-    by_address = TokenBuckets(capacity=settings.public_rate_per_address, window_seconds=60)
-    by_code = TokenBuckets(capacity=settings.public_rate_per_code, window_seconds=60)
-    for second in range(3600):
-        assert by_address.take("198.51.100.7", float(second)) == 0.0
-        assert by_code.take("C2026110200001", float(second)) == 0.0
-
-
-def test_token_bucket_stops_a_burst_and_says_when_to_come_back() -> None:
-    bucket = TokenBuckets(capacity=60, window_seconds=60)
-    waits = [bucket.take("C2026110200001", 1000.0) for _ in range(61)]
-    assert waits[:60] == [0.0] * 60
-    assert waits[60] == 1.0  # one token a second comes back
-    assert bucket.take("C2026110200001", 1001.0) == 0.0
-    assert bucket.take("another-code", 1000.0) == 0.0
-
-
-def test_token_bucket_memory_is_bounded() -> None:
-    bucket = TokenBuckets(capacity=2, window_seconds=60, max_keys=100)
-    for n in range(1000):
-        bucket.take(f"203.0.113.{n}", 0.0)
-    assert len(bucket._buckets) == 100
 
 
 def test_review_window_is_30_natural_days_and_a_rest_day_moves_to_the_next_working_day() -> None:

@@ -178,7 +178,11 @@ async def test_landline_and_valid_id_number_are_accepted(system: System) -> None
     )
     assert lower_x.status_code == 201, lower_x.text
     identity = await system.call(
-        "intake", "GET", f"/api/v1/complaints/{with_id.json()['id']}/identity", as_user="operator1"
+        "intake",
+        "GET",
+        f"/api/v1/complaints/{with_id.json()['id']}/identity",
+        as_user="operator1",
+        params={"purpose": "核查需要", "reason": "核对身份证号"},
     )
     assert identity.json()["id_number"] == VALID_ID
 
@@ -381,7 +385,11 @@ async def test_lists_mask_the_complainant_and_identity_reads_are_recorded(system
 
     identity_path = f"/api/v1/complaints/{created['id']}/identity"
     by_operator = await system.call(
-        "intake", "GET", identity_path, as_user="operator1", params={"purpose": "回访核实身份"}
+        "intake",
+        "GET",
+        identity_path,
+        as_user="operator1",
+        params={"purpose": "回访", "reason": "回访核实身份"},
     )
     assert by_operator.status_code == 200, by_operator.text
     assert by_operator.json() == {
@@ -399,7 +407,13 @@ async def test_lists_mask_the_complainant_and_identity_reads_are_recorded(system
         return response.json()["assigned_team_code"] == "411681"
 
     await eventually(routed_to_county, what="intake to learn the assignment")
-    by_team = await system.call("intake", "GET", identity_path, as_user="inspector-411681")
+    by_team = await system.call(
+        "intake",
+        "GET",
+        identity_path,
+        as_user="inspector-411681",
+        params={"purpose": "核查需要", "reason": "联系投诉人了解情况"},
+    )
     assert by_team.status_code == 200, by_team.text
     assert by_team.json()["phone"] == phone
     assert (await system.call("intake", "GET", identity_path, as_user="inspector-411602")).status_code == 404
@@ -411,7 +425,7 @@ async def test_lists_mask_the_complainant_and_identity_reads_are_recorded(system
     )
     assert accesses.status_code == 200, accesses.text
     assert [(a["accessor"], a["purpose"]) for a in accesses.json()] == [
-        ("operator1", "回访核实身份"),
+        ("operator1", "回访"),
         ("inspector-411681", "核查需要"),
     ]
     assert all(a["at"] and a["role"] for a in accesses.json())

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from services.routing.rulebook import DEFAULT_RULES_FILE
 from services.routing.rules import (
     ASSIGN_KINDS,
     FACT_LABELS,
@@ -18,8 +19,11 @@ from services.routing.rules import (
     Rule,
     conflicted_teams,
     decide,
+    reassignment,
+    recusal_matter,
 )
-from services.routing.service import DEFAULT_RULES_FILE
+from shared.errors import FieldProblems
+from shared.recusal import Duty, may_take
 from shared.reference import load_organisation
 
 ORGANISATION = load_organisation()
@@ -76,19 +80,31 @@ def idle() -> dict[str, tuple[int, float]]:
     return {code: (0, float(index)) for index, code in enumerate(TEAM_CODES)}
 
 
+def allowed(facts: Facts, team_code: str, duty: Duty, *also_had: str) -> bool:
+    matter = recusal_matter(facts).with_had_by(also_had)
+    return may_take(matter=matter, team_code=team_code, duty=duty, organisation=ORGANISATION).allowed
+
+
 def check_recusal(decision: Decision, facts: Facts) -> None:
-    """The invariants every decision must hold, whatever the rules said."""
+    """The invariants every decision must hold, whatever the rules said: each team it names is one
+    ``shared.recusal.may_take`` allows for what that team does."""
     conflicted = conflicted_teams(facts, ORGANISATION)
     assert decision.team_code in TEAM_CODES, decision
     assert decision.team_code not in conflicted, decision
     if not decision.needs_supervisor:
+        # Only a placeholder while a supervisor decides may be a team that already had the matter.
         assert decision.team_code not in facts.previous_team_codes, decision
+        assert allowed(facts, decision.team_code, Duty.HANDLE), decision
     for participant in decision.participants:
         assert participant not in conflicted, decision
         assert participant != decision.team_code, decision
+        assert allowed(facts, participant, Duty.HANDLE), decision
     if decision.review_team_code is not None:
         assert decision.review_team_code != decision.team_code, decision
         assert decision.review_team_code not in conflicted, decision
+        # The reviewer checks: never the accused bureau's team, the handling teams or an earlier one.
+        handling = (decision.team_code, *decision.participants)
+        assert allowed(facts, decision.review_team_code, Duty.CHECK, *handling), decision
     assert decision.reasons, decision
 
 
@@ -447,3 +463,65 @@ def test_recusal_is_an_invariant_while_some_team_is_free(
 ) -> None:
     # Passes today; the test above adds the cornered case (every non-conflicted team already used).
     _assert_invariants(facts, rules, workload)
+
+
+# --- the other paths: a supervisor's reassignment and its fallback reviewer -----------------------
+
+
+@settings(max_examples=500, deadline=None)
+@example(
+    # A complaint against the city's inspection team, moved to the team that was to review it: the
+    # reviewer fell back to the (conflicted) city team before recusal was one function.
+    facts=complaint(CITY_AREA, "accused_inspection_team", "city_unit", previous=["411602"]),
+    team_code="411603",
+    review_required=True,
+    review_team_code="411603",
+    workload={},
+)
+@example(
+    facts=complaint("411603", "accused_leadership", previous=[CITY]),
+    team_code="411624",
+    review_required=True,
+    review_team_code="411603",
+    workload={},
+)
+@given(
+    facts=random_facts(),
+    team_code=st.one_of(st.sampled_from(TEAM_CODES), st.just("419999")),
+    review_required=st.booleans(),
+    review_team_code=st.one_of(st.none(), st.sampled_from(TEAM_CODES)),
+    workload=workloads,
+)
+def test_reassignment_satisfies_recusal_or_is_refused(
+    facts: Facts,
+    team_code: str,
+    review_required: bool,
+    review_team_code: str | None,
+    workload: dict[str, tuple[int, float]],
+) -> None:
+    try:
+        decision = reassignment(
+            facts=facts,
+            team_code=team_code,
+            reason="督察支队改派",
+            review_required=review_required,
+            review_team_code=review_team_code,
+            key_clue=False,
+            organisation=ORGANISATION,
+            workload=workload,
+        )
+    except FieldProblems as refused:
+        [(field, chinese, _)] = refused.problems
+        assert field == "team_code" and CJK.search(chinese)
+        assert team_code not in TEAM_CODES or not allowed(facts, team_code, Duty.HANDLE)
+        return
+    assert allowed(facts, team_code, Duty.HANDLE)
+    assert decision.team_code == team_code and not decision.needs_supervisor
+    check_recusal(decision, facts)
+    if (
+        review_required
+        and review_team_code is not None
+        and allowed(facts, review_team_code, Duty.CHECK, team_code)
+    ):
+        # A reviewer recusal still allows is kept: the reassignment changes only what it must.
+        assert decision.review_team_code == review_team_code

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import nats
 import pytest
 
-from services.verification.service import VerificationContext
+from services.verification.context import VerificationContext
 from shared.clock import ControlledClock
 from tests import fixtures
 from tests.support import System, eventually

@@ -448,7 +448,9 @@ async def test_inspector_claims_records_a_finding_and_hands_in_for_review(
     assert "您已认领本任务" in await page.inner_text("[data-testid=task-status]")
     # No complainant identity on the task until asked for, with a reason, and then from intake.
     assert "韩立新" not in await inspector.text()
-    page.once("dialog", lambda dialog: dialog.accept("核查需要，联系投诉人了解情况"))
+    await page.wait_for_selector("#identity-purpose option[value='核查需要']", state="attached")
+    await page.select_option("#identity-purpose", "核查需要")
+    await page.fill("#identity-reason", "联系投诉人了解情况")
     await page.click("#show-identity")
     await page.wait_for_selector("#identity >> text=韩立新")
 

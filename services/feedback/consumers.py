@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from functools import partial
 
-from services.feedback import service
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.feedback import projection
 from services.feedback.context import FeedbackContext
 from services.feedback.models import CaseView
-from shared.bus import Subscription
+from shared.bus import Subscription, batched_writes
 from shared.events import (
     CaseAssigned,
     CaseConcluded,
@@ -17,8 +19,50 @@ from shared.events import (
     MatterReclassified,
     ReviewStarted,
     SuggestionReceived,
+    SuggestionReceivedV2,
     TaskClaimed,
 )
+
+
+@batched_writes
+async def on_complaint_received(*, session: AsyncSession, event: ComplaintReceived) -> None:
+    await projection.open_complaint(session=session, event=event)
+
+
+@batched_writes
+async def on_suggestion_received(*, session: AsyncSession, event: SuggestionReceived) -> None:
+    await projection.open_suggestion(session=session, event=event)
+
+
+@batched_writes
+async def on_case_assigned(*, session: AsyncSession, event: CaseAssigned) -> None:
+    await projection.assign(session=session, event=event)
+
+
+async def on_task_claimed(*, session: AsyncSession, event: TaskClaimed) -> None:
+    await projection.start_verifying(session=session, event=event)
+
+
+async def on_review_started(*, session: AsyncSession, event: ReviewStarted) -> None:
+    await projection.start_review(session=session, event=event)
+
+
+async def on_finding_sent_back(*, session: AsyncSession, event: FindingSentBack) -> None:
+    await projection.send_back(session=session, event=event)
+
+
+async def on_matter_reclassified(*, session: AsyncSession, event: MatterReclassified) -> None:
+    await projection.reclassify(session=session, event=event)
+
+
+async def on_case_concluded(*, session: AsyncSession, event: CaseConcluded, ctx: FeedbackContext) -> None:
+    await projection.conclude(session=session, event=event, ctx=ctx)
+
+
+async def on_deadline_extended(
+    *, session: AsyncSession, event: DeadlineExtended, ctx: FeedbackContext
+) -> None:
+    await projection.extend_deadline(session=session, event=event, ctx=ctx)
 
 
 def subscriptions(ctx: FeedbackContext) -> list[Subscription]:
@@ -26,17 +70,17 @@ def subscriptions(ctx: FeedbackContext) -> list[Subscription]:
         Subscription(
             durable="feedback-progress",
             handlers={
-                ComplaintReceived: service.on_complaint_received,
-                SuggestionReceived: service.on_suggestion_received,
-                CaseAssigned: service.on_case_assigned,
-                TaskClaimed: service.on_task_claimed,
-                ReviewStarted: service.on_review_started,
-                FindingSentBack: service.on_finding_sent_back,
-                CaseConcluded: partial(service.on_case_concluded, ctx=ctx),
-                DeadlineExtended: partial(service.on_deadline_extended, ctx=ctx),
-                MatterReclassified: service.on_matter_reclassified,
+                ComplaintReceived: on_complaint_received,
+                SuggestionReceived: on_suggestion_received,
+                SuggestionReceivedV2: on_suggestion_received,
+                CaseAssigned: on_case_assigned,
+                TaskClaimed: on_task_claimed,
+                ReviewStarted: on_review_started,
+                FindingSentBack: on_finding_sent_back,
+                CaseConcluded: partial(on_case_concluded, ctx=ctx),
+                DeadlineExtended: partial(on_deadline_extended, ctx=ctx),
+                MatterReclassified: on_matter_reclassified,
             },
-            batched_writes=frozenset({ComplaintReceived, SuggestionReceived, CaseAssigned}),
             prefetch_by_case=(CaseView,),
         )
     ]

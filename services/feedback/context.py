@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.feedback.ratelimit import PublicLimiter
+from services.feedback.ratelimit import Allowance, PublicLimiter
 from services.feedback.settings import FeedbackSettings
+from shared.auth import TokenSigner
 from shared.deadlines import DEFAULT_DEADLINES_FILE, DeadlineBook, load_deadlines
 from shared.workcalendar import WorkCalendar
 
@@ -84,6 +85,8 @@ class FeedbackContext:
     delivery: DeliveryConfig
     letter_contact_name: str = ""
     letter_contact_phone: str = ""
+    # Feedback's own key for its one call to intake (/contact); None only in tests that make none.
+    caller_signer: TokenSigner | None = None
 
     @classmethod
     def from_settings(cls, settings: FeedbackSettings) -> FeedbackContext:
@@ -97,12 +100,23 @@ class FeedbackContext:
             calendar=WorkCalendar.load(settings.calendar_override_file, tz=settings.timezone),
             deadlines=load_deadlines(settings.deadlines_file or DEFAULT_DEADLINES_FILE),
             limiter=PublicLimiter(
-                per_address=settings.public_rate_per_address,
-                per_code=settings.public_rate_per_code,
-                window_seconds=settings.public_rate_window_seconds,
+                per_address=Allowance(
+                    failures=settings.public_rate_per_address,
+                    window_seconds=settings.public_rate_window_seconds,
+                ),
+                per_code=Allowance(
+                    failures=settings.public_rate_per_code, window_seconds=settings.public_rate_window_seconds
+                ),
+                # The key of the query secrets' hashes: every instance has it, so they share counters.
+                key_secret=settings.signing_key,
                 trusted_proxy_hops=settings.public_trusted_proxy_hops,
             ),
             delivery=DeliveryConfig.from_settings(settings),
             letter_contact_name=settings.letter_contact_name.strip(),
             letter_contact_phone=settings.letter_contact_phone.strip(),
+            caller_signer=TokenSigner.from_pem(
+                settings.caller_private_key.get_secret_value(), key_id=settings.caller_key_id
+            )
+            if settings.caller_private_key is not None
+            else None,
         )

@@ -7,6 +7,7 @@ asks intake for the contact at the moment it sends and keeps only the outcome.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from uuid import uuid4
 
@@ -20,15 +21,104 @@ def new_id() -> str:
     return str(uuid4())
 
 
+class CaseKind(StrEnum):
+    COMPLAINT = "complaint"
+    SUGGESTION = "suggestion"
+
+
+class CaseStatus(StrEnum):
+    """The public status of a matter, as the query shows it."""
+
+    RECEIVED = "received"
+    ROUTED = "routed"
+    VERIFYING = "verifying"
+    REVIEWING = "reviewing"
+    CONCLUDED = "concluded"
+    ANSWERED = "answered"
+    CLOSED = "closed"
+    REOPENED = "reopened"
+
+
+class Stage(StrEnum):
+    """The stage a timeline entry marks."""
+
+    RECEIVED = "received"
+    ROUTED = "routed"
+    VERIFYING = "verifying"
+    REVIEWING = "reviewing"
+    CONCLUDED = "concluded"
+    EXTENDED = "extended"
+    ANSWERED = "answered"
+    DELIVERED = "delivered"
+    RATED = "rated"
+    FOLLOW_UP = "follow_up"
+    REVIEW = "review"
+    REOPENED = "reopened"
+    CLOSED = "closed"
+
+
+class AnswerStatus(StrEnum):
+    PENDING_APPROVAL = "pending_approval"
+    DELIVERED = "delivered"
+
+
+class DeliveryKind(StrEnum):
+    ANSWER = "answer"
+    NOTICE = "notice"
+
+
+class DeliveryMode(StrEnum):
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Channel(StrEnum):
+    """How something reached the person; ``none``: only the public query (or the deputy's download)."""
+
+    SMS = "sms"
+    EMAIL = "email"
+    PHONE = "phone"
+    LETTER = "letter"
+    NONE = "none"
+
+
+class Rating(StrEnum):
+    SATISFIED = "satisfied"
+    BASICALLY_SATISFIED = "basically_satisfied"
+    UNSATISFIED = "unsatisfied"
+
+
+class Source(StrEnum):
+    """Who gave a rating or asked for a review."""
+
+    PUBLIC = "public"
+    OPERATOR = "operator"
+    DEPUTY = "deputy"
+
+
+# Deliveries a person may still have to act on: not sent, not cancelled.
+UNSENT = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+
+
 class CaseView(SQLModel, table=True):
     __tablename__ = "feedback_case"
-    __table_args__ = (Index("ix_feedback_case_deputy", "deputy_name", "deputy_delegation"),)
+    __table_args__ = (
+        Index("ix_feedback_case_deputy", "deputy_name", "deputy_delegation"),
+        Index("ix_feedback_case_deputy_account", "deputy_account"),
+    )
 
     case_id: str = Field(primary_key=True, max_length=64)
     case_kind: str = Field(max_length=16)
     tracking_code: str = Field(max_length=32, unique=True, index=True)
     query_secret_hash: str | None = Field(default=None, max_length=64)
-    status: str = Field(default="received", max_length=16)
+    status: str = Field(default=CaseStatus.RECEIVED, max_length=16)
     received_at: datetime = Field(sa_type=UTCDateTime)
     anonymous: bool = False
     accused_unit: str | None = Field(default=None, max_length=200)
@@ -39,6 +129,9 @@ class CaseView(SQLModel, table=True):
     suggestion_kind: str | None = Field(default=None, max_length=32)
     deputy_name: str | None = Field(default=None, max_length=64)
     deputy_delegation: str | None = Field(default=None, max_length=128)
+    # The deputy's account (username): whose suggestion it is. None for a suggestion recorded
+    # before accounts were linked, or for a deputy who had no account then.
+    deputy_account: str | None = Field(default=None, max_length=64)
     lead_unit: str | None = Field(default=None, max_length=200)
     team_code: str | None = Field(default=None, max_length=32)
     team_name: str | None = Field(default=None, max_length=100)
@@ -81,7 +174,7 @@ class Answer(SQLModel, table=True):
     round: int = 1
     source_event_id: str = Field(max_length=64, unique=True)
     follow_up: bool = Field(default=False, description="the follow-up reply of a B-class suggestion")
-    status: str = Field(default="pending_approval", max_length=20, description="pending_approval, delivered")
+    status: str = Field(default=AnswerStatus.PENDING_APPROVAL, max_length=20, description="AnswerStatus")
     text: str = Field(sa_column=Column(Text, nullable=False))
     outcome: str = Field(max_length=32)
     classification: str | None = Field(default=None, max_length=1)
@@ -116,10 +209,10 @@ class Delivery(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
     case_id: str = Field(max_length=64, index=True)
     answer_id: str | None = Field(default=None, max_length=64, index=True)
-    kind: str = Field(max_length=16, description="answer, notice")
-    mode: str = Field(max_length=16, description="auto (SMS or e-mail by the worker), manual (recorded)")
-    channel: str | None = Field(default=None, max_length=16, description="sms, email, phone, letter")
-    status: str = Field(default="pending", max_length=16, description="pending, sent, failed, cancelled")
+    kind: str = Field(max_length=16, description="DeliveryKind")
+    mode: str = Field(max_length=16, description="DeliveryMode: auto (SMS or e-mail by the worker), manual")
+    channel: str | None = Field(default=None, max_length=16, description="Channel")
+    status: str = Field(default=DeliveryStatus.PENDING, max_length=16, description="DeliveryStatus")
     subject: str | None = Field(default=None, max_length=200)
     text: str = Field(sa_column=Column(Text, nullable=False))
     idempotency_key: str = Field(max_length=100, unique=True)
@@ -171,6 +264,20 @@ class ReviewRequest(SQLModel, table=True):
     answer_id: str = Field(max_length=64)
     round: int
     reason: str = Field(sa_column=Column(Text, nullable=False))
-    source: str = Field(max_length=16, description="public, operator")
+    source: str = Field(max_length=16, description="Source")
     recorded_by: str | None = Field(default=None, max_length=64)
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class AttemptCounter(SQLModel, table=True):
+    """Failed public-query attempts of one client address or one tracking code, for every instance.
+
+    A leaky counter kept as one moment: ``free_at`` is when the failures counted so far will have
+    drained (``services/feedback/ratelimit.py`` explains the arithmetic). ``key`` is a keyed hash,
+    so the table holds no address and no tracking code.
+    """
+
+    __tablename__ = "feedback_attempt_counter"
+
+    key: str = Field(primary_key=True, max_length=64)
+    free_at: float = Field(index=True, description="seconds since the epoch; a row past it counts nothing")

@@ -5,31 +5,37 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.feedback.models import CaseStatus, Rating
 from shared.errors import LocalisedError
+from shared.validation import Line, Text
 
 PublicStatus = Literal[
     "received", "routed", "verifying", "reviewing", "concluded", "answered", "closed", "reopened"
 ]
 RatingValue = Literal["satisfied", "basically_satisfied", "unsatisfied"]
 
-STATUS_LABELS = {
-    "received": "已受理",
-    "routed": "已分派",
-    "verifying": "核查中",
-    "reviewing": "复核中",
-    "concluded": "已办结",
-    "answered": "已答复",
-    "closed": "已结案",
-    "reopened": "重新办理",
+STATUS_LABELS: dict[str, str] = {
+    CaseStatus.RECEIVED: "已受理",
+    CaseStatus.ROUTED: "已分派",
+    CaseStatus.VERIFYING: "核查中",
+    CaseStatus.REVIEWING: "复核中",
+    CaseStatus.CONCLUDED: "已办结",
+    CaseStatus.ANSWERED: "已答复",
+    CaseStatus.CLOSED: "已结案",
+    CaseStatus.REOPENED: "重新办理",
 }
-RATING_LABELS = {"satisfied": "满意", "basically_satisfied": "基本满意", "unsatisfied": "不满意"}
+RATING_LABELS: dict[str, str] = {
+    Rating.SATISFIED: "满意",
+    Rating.BASICALLY_SATISFIED: "基本满意",
+    Rating.UNSATISFIED: "不满意",
+}
 
 
 class LookupIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tracking_code: str = Field(min_length=4, max_length=32)
-    query_secret: str = Field(min_length=4, max_length=32)
+    tracking_code: Line = Field(min_length=4, max_length=32)
+    query_secret: Line = Field(min_length=4, max_length=32)
 
 
 class TimelineItem(BaseModel):
@@ -65,11 +71,11 @@ class RatingFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rating: RatingValue
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: Text | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")
     def _reason_when_unsatisfied(self) -> RatingFields:
-        if self.rating == "unsatisfied" and not (self.reason or "").strip():
+        if Rating(self.rating) == Rating.UNSATISFIED and not (self.reason or "").strip():
             raise LocalisedError(
                 "选择“不满意”时请写明理由", "a reason is required when unsatisfied", field="reason"
             )
@@ -87,7 +93,7 @@ class CaseRatingIn(RatingFields):
 class ReviewFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=2, max_length=2000, description="why the answer is contested")
+    reason: Text = Field(min_length=2, max_length=2000, description="why the answer is contested")
 
     @model_validator(mode="after")
     def _reason_not_blank(self) -> ReviewFields:
@@ -150,7 +156,7 @@ class AnswerRead(BaseModel):
 class AnswerEdit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=10, max_length=10000)
+    text: Text = Field(min_length=10, max_length=10000)
 
 
 class ManualDeliveryIn(BaseModel):
@@ -159,7 +165,7 @@ class ManualDeliveryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     channel: Literal["phone", "letter"]
-    note: str = Field(
+    note: Text = Field(
         min_length=2,
         max_length=1000,
         description="what was done (e.g. 已电话告知，对方表示知悉); phone numbers are masked when stored",
@@ -172,7 +178,11 @@ class ManualDeliveryIn(BaseModel):
         return self
 
 
-DeliveryStatus = Literal["pending", "sent", "failed", "cancelled"]
+# The list filters' values (models.AnswerStatus, DeliveryStatus, DeliveryKind), spelled out as literals
+# so that a wrong value is refused with the same error (type ``literal_error``) as before the enums.
+AnswerStatusName = Literal["pending_approval", "delivered"]
+DeliveryStatusName = Literal["pending", "sent", "failed", "cancelled"]
+DeliveryKindName = Literal["answer", "notice"]
 
 
 class DeputySuggestionRead(BaseModel):

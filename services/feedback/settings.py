@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
-from shared.settings import ServiceSettings
+from shared.keys import check_key_id, load_private_key
+from shared.settings import GENERATE_TOKEN_KEY, ServiceSettings
 
 
 class FeedbackSettings(ServiceSettings):
@@ -21,6 +22,11 @@ class FeedbackSettings(ServiceSettings):
     )
     issuing_unit: str = "周口市公安局督察支队"
     intake_timeout_seconds: float = 5.0
+    # Feedback's own key for its one call to intake (/contact); intake lists its public key.
+    caller_private_key: SecretStr | None = Field(
+        default=None, description="PEM of feedback's Ed25519 key for its calls to intake's /contact"
+    )
+    caller_key_id: str = Field(default="feedback", description="kid of CALLER_PRIVATE_KEY")
 
     # Reply letters to deputies and CPPCC members.
     letter_contact_name: str = Field(default="", description="联系人 line of reply letters; empty: omitted")
@@ -61,19 +67,41 @@ class FeedbackSettings(ServiceSettings):
     )
     delivery_batch_size: int = Field(default=20, ge=1)
 
-    # The public query, rating and review request: token buckets per client address and per code.
+    # The public query, rating and review request: failed attempts allowed per client address and
+    # per tracking code, counted in the database for every instance (services/feedback/ratelimit.py).
     public_rate_per_address: int = Field(
-        default=120, ge=0, description="requests per window per client address; 0: unlimited"
+        default=10,
+        ge=0,
+        description="failed attempts (wrong secret or unknown code) per window per client address, "
+        "then 429 for anything from it; 0: unlimited",
     )
     public_rate_per_code: int = Field(
-        default=60, ge=0, description="requests per window per tracking code; 0: unlimited"
+        default=20,
+        ge=0,
+        description="failed attempts per window per tracking code, then 429 for wrong secrets of it "
+        "(the right secret always passes); 0: unlimited",
     )
-    public_rate_window_seconds: float = Field(default=60.0, gt=0)
+    public_rate_window_seconds: float = Field(
+        default=600.0, gt=0, description="the window both allowances refill over"
+    )
     public_trusted_proxy_hops: int = Field(
         default=0,
         ge=0,
         description="reverse proxies in front of feedback that append to X-Forwarded-For; 0: use the peer",
     )
+
+    @field_validator("caller_private_key")
+    @classmethod
+    def _caller_key_is_real(cls, value: SecretStr | None) -> SecretStr:
+        if value is None or not value.get_secret_value().strip():
+            raise ValueError(f"CALLER_PRIVATE_KEY is not set; make a key pair with: {GENERATE_TOKEN_KEY}")
+        load_private_key(value.get_secret_value())
+        return value
+
+    @field_validator("caller_key_id")
+    @classmethod
+    def _caller_key_id_is_valid(cls, value: str) -> str:
+        return check_key_id(value)
 
     @model_validator(mode="after")
     def _smtp_needs_sender(self) -> FeedbackSettings:

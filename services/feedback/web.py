@@ -13,10 +13,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.feedback.models import CaseView, RatingRow
+from services.feedback.ratings import satisfaction_by_team
 from shared.app import get_session
 from shared.auth import Principal, Role, require_roles
 from shared.db import utcnow
@@ -63,18 +62,5 @@ async def satisfaction_statistics(
 ) -> dict[str, object]:
     """Ratings given in the last ``weeks`` weeks, per handling team (the team's code is its area's)."""
     since = utcnow() - timedelta(weeks=weeks)
-    rows = await session.exec(
-        select(RatingRow.rating, CaseView.team_code)
-        .join(CaseView, col(CaseView.case_id) == col(RatingRow.case_id))
-        .where(col(RatingRow.at) >= since)
-    )
-    by_team: dict[str, dict[str, int]] = {}
-    for rating, team_code in rows:
-        counts = by_team.setdefault(
-            team_code or "unassigned",
-            {"rated": 0, "satisfied": 0, "basically_satisfied": 0, "unsatisfied": 0},
-        )
-        counts["rated"] += 1
-        if rating in counts:
-            counts[rating] += 1
+    by_team = await satisfaction_by_team(session=session, since=since)
     return {"since": since.isoformat(), "weeks": weeks, "by_team": by_team}

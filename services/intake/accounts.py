@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.intake import sessions, throttle
 from services.intake.models import User
-from shared.auth import Principal, Role, hash_password, issue_token, verify_password
-from shared.db import create_engine, create_session_factory
+from services.intake.throttle import ThrottlePolicy
+from shared.audit import audit
+from shared.auth import Principal, Role, TokenAuth, hash_password, verify_password
+from shared.db import create_engine, create_session_factory, utcnow
+from shared.errors import NotFound
 from shared.logging import get_logger
 from shared.reference import Organisation
 from shared.settings import ServiceSettings
@@ -18,11 +25,28 @@ log = get_logger(__name__)
 
 DEMO_PASSWORD = "demo"  # noqa: S105 - demo mode only, documented in the README
 DEMO_DEPUTY = {"name": "马刚", "delegation": "川汇区代表团"}
-# Hashing "demo" once per process keeps seeding a dozen accounts fast.
-_demo_hash_cache: dict[str, str] = {}
+COMMON_PASSWORDS_FILE = Path(__file__).resolve().parent / "common_passwords.txt"
+SYSTEM_ACTOR = "system"
+_dummy_hash: list[str] = []
 
 
-def principal_of(user: User) -> Principal:
+class InvalidCredentials(Exception):
+    """Wrong name or password (the two are not told apart)."""
+
+
+class WeakPassword(ValueError):
+    """``create-user`` refuses the password; the message says why."""
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    user: User
+    principal: Principal
+    access_token: str
+    refresh: sessions.Refreshed | None  # None for an API sign-in: no cookie to keep it in
+
+
+def principal_of(user: User, *, deputy_name_unique: bool = False) -> Principal:
     return Principal(
         username=user.username,
         role=Role(user.role),
@@ -30,28 +54,181 @@ def principal_of(user: User) -> Principal:
         deputy_name=user.deputy_name,
         deputy_delegation=user.deputy_delegation,
         display_name=user.display_name,
+        deputy_name_unique=deputy_name_unique,
     )
+
+
+async def deputy_accounts(
+    *, session: AsyncSession, name: str | None = None, delegation: str | None = None
+) -> list[User]:
+    """Deputy accounts (active or not), optionally those of one name in one delegation."""
+    query = (
+        select(User).where(User.role == Role.DEPUTY).order_by(col(User.deputy_delegation), col(User.username))
+    )
+    if name is not None:
+        query = query.where(User.deputy_name == name, User.deputy_delegation == delegation)
+    return list(await session.exec(query))
+
+
+async def _principal(session: AsyncSession, user: User) -> Principal:
+    """The token's principal; for a deputy, whether their name is theirs alone in the delegation."""
+    unique = False
+    if user.role == Role.DEPUTY and user.deputy_name:
+        namesakes = await deputy_accounts(
+            session=session, name=user.deputy_name, delegation=user.deputy_delegation
+        )
+        unique = [u.username for u in namesakes] == [user.username]
+    return principal_of(user, deputy_name_unique=unique)
+
+
+def _dummy() -> str:
+    if not _dummy_hash:
+        _dummy_hash.append(hash_password("not-a-password"))
+    return _dummy_hash[0]
 
 
 async def authenticate(*, session: AsyncSession, username: str, password: str) -> User | None:
+    """The active user whose password this is; an old hash is replaced by an Argon2id one."""
     user = (await session.exec(select(User).where(User.username == username))).first()
     if user is None or not user.active:
         # Spend the same time as a real check so a guesser cannot tell which names exist.
-        verify_password(password, _dummy_hash())
+        await asyncio.to_thread(verify_password, password, _dummy())
         return None
-    return user if verify_password(password, user.password_hash) else None
+    check = await asyncio.to_thread(verify_password, password, user.password_hash)
+    if not check.ok:
+        return None
+    if check.needs_rehash:
+        user.password_hash = await asyncio.to_thread(hash_password, password)
+        log.info("password hash upgraded", username=user.username)
+    return user
 
 
-def _dummy_hash() -> str:
-    if "dummy" not in _demo_hash_cache:
-        _demo_hash_cache["dummy"] = hash_password("not-a-password")
-    return _demo_hash_cache["dummy"]
+async def sign_in(
+    *,
+    session: AsyncSession,
+    auth: TokenAuth,
+    policy: ThrottlePolicy,
+    refresh_ttl: timedelta,
+    username: str,
+    password: str,
+    address: str,
+    with_refresh: bool = True,
+) -> SignedIn:
+    """Check the brake, then the password; count a failure, or start a session.  Commits.
 
-
-def token_for(user: User, *, signing_key: str, ttl_minutes: int) -> str:
-    return issue_token(
-        principal=principal_of(user), signing_key=signing_key, ttl=timedelta(minutes=ttl_minutes)
+    ``with_refresh``: also start a sign-in that the refresh cookie renews (the pages).
+    Raises ``throttle.AccountLocked``, ``throttle.TooManyAttempts`` or ``InvalidCredentials``.
+    """
+    now = utcnow()
+    refresh: sessions.Refreshed | None = None
+    principal: Principal | None = None
+    async with session.begin():
+        await throttle.check(session=session, policy=policy, username=username, address=address, now=now)
+        user = await authenticate(session=session, username=username, password=password)
+        if user is None:
+            # The wait runs from the answer, not from the request: hashing took a while.
+            locked = await throttle.record_failure(
+                session=session, policy=policy, username=username, address=address, now=utcnow()
+            )
+            if locked:
+                await audit(
+                    session,
+                    case_id=f"account:{username}",
+                    action="account.locked",
+                    actor=SYSTEM_ACTOR,
+                    detail={"after_failures": policy.lock_after, "address": address},
+                )
+                log.warning("account locked after wrong passwords", username=username, address=address)
+        else:
+            await throttle.record_success(session=session, username=username)
+            if with_refresh:
+                refresh = sessions.start(session, username=user.username, ttl=refresh_ttl, now=now)
+            principal = await _principal(session, user)
+    if user is None or principal is None:
+        raise InvalidCredentials(username)
+    return SignedIn(
+        user=user,
+        principal=principal,
+        access_token=auth.issue(principal=principal, session_id=refresh.family if refresh else None),
+        refresh=refresh,
     )
+
+
+async def refresh(
+    *, session: AsyncSession, auth: TokenAuth, refresh_ttl: timedelta, token: str
+) -> SignedIn | None:
+    """A new access token and the refresh token's successor, or None (unknown, used, expired, inactive)."""
+    now = utcnow()
+    principal: Principal | None = None
+    async with session.begin():
+        try:
+            refreshed = await sessions.rotate(session, token=token, ttl=refresh_ttl, now=now)
+        except sessions.RefreshReused:
+            log.warning("a used refresh token came back: its sign-in is ended")
+            refreshed = None
+        user = None
+        if refreshed is not None:
+            user = (await session.exec(select(User).where(User.username == refreshed.username))).first()
+            if user is None or not user.active:
+                await sessions.end_family(session, family=refreshed.family)
+                user = None
+            else:
+                principal = await _principal(session, user)
+    if user is None or refreshed is None or principal is None:
+        return None
+    return SignedIn(
+        user=user,
+        principal=principal,
+        access_token=auth.issue(principal=principal, session_id=refreshed.family),
+        refresh=refreshed,
+    )
+
+
+async def sign_out(
+    *, session: AsyncSession, auth: TokenAuth, token_id: str | None, expires_at: int, family: str | None
+) -> None:
+    """Revoke the access token at once in every service, and end its refresh family."""
+    if family:
+        async with session.begin():
+            await sessions.end_family(session, family=family)
+    if token_id:
+        auth.revocations.revoke_token(token_id=token_id, expires_at=expires_at)
+        await auth.share_revocations()
+
+
+async def _user(session: AsyncSession, username: str) -> User:
+    user = (await session.exec(select(User).where(User.username == username))).first()
+    if user is None:
+        raise NotFound("用户不存在")
+    return user
+
+
+async def unlock(*, session: AsyncSession, username: str, actor: Principal) -> bool:
+    """Lift the lock (and the wrong-password count) of an account; recorded in the audit trail."""
+    async with session.begin():
+        await _user(session, username)
+        was_locked = await throttle.unlock(session=session, username=username)
+        await audit(
+            session,
+            case_id=f"account:{username}",
+            action="account.unlocked",
+            actor=actor.username,
+            detail={"was_locked": was_locked},
+        )
+    return was_locked
+
+
+async def deactivate(*, session: AsyncSession, auth: TokenAuth, username: str, actor: Principal) -> None:
+    """No more sign-ins, and every token of the person refused at once by every service."""
+    async with session.begin():
+        user = await _user(session, username)
+        user.active = False
+        await sessions.end_all(session, username=username)
+        await audit(
+            session, case_id=f"account:{username}", action="account.deactivated", actor=actor.username
+        )
+    auth.revocations.revoke_user(username=username)
+    await auth.share_revocations()
 
 
 def validate_account(
@@ -66,6 +243,19 @@ def validate_account(
         raise ValueError("a deputy needs the deputy's name and delegation")
 
 
+def common_passwords() -> frozenset[str]:
+    lines = COMMON_PASSWORDS_FILE.read_text(encoding="utf-8").splitlines()
+    return frozenset(line.strip().lower() for line in lines if line.strip() and not line.startswith("#"))
+
+
+def check_password_strength(password: str, *, min_length: int, username: str = "") -> None:
+    if len(password) < min_length:
+        raise WeakPassword(f"the password is too short: at least {min_length} characters are required")
+    lowered = password.lower()
+    if lowered in common_passwords() or (username and lowered == username.lower()):
+        raise WeakPassword("the password is too common (it is in the list of common passwords)")
+
+
 async def create_user(
     *,
     session: AsyncSession,
@@ -77,18 +267,16 @@ async def create_user(
     deputy_name: str | None = None,
     deputy_delegation: str | None = None,
 ) -> User:
+    """An account; the caller checked the password (``check_password_strength``) where it must."""
     validate_account(
         role=role, team_code=team_code, deputy_name=deputy_name, deputy_delegation=deputy_delegation
     )
     if (await session.exec(select(User).where(User.username == username))).first():
         raise ValueError(f"user {username} already exists")
-    if password == DEMO_PASSWORD:
-        password_hash = _demo_hash_cache.setdefault(DEMO_PASSWORD, hash_password(DEMO_PASSWORD))
-    else:
-        password_hash = hash_password(password)
     user = User(
         username=username,
-        password_hash=password_hash,
+        # Argon2id salts each hash: the demo accounts share a password, not a hash.
+        password_hash=await asyncio.to_thread(hash_password, password),
         role=role,
         team_code=team_code,
         display_name=display_name,
@@ -124,6 +312,7 @@ def demo_accounts(organisation: Organisation) -> list[dict[str, str | None]]:
 
 
 async def seed_demo_accounts(*, session: AsyncSession, organisation: Organisation) -> int:
+    """The demo accounts, password ``demo``: seeded directly, past ``create-user``'s password check."""
     existing = set((await session.exec(select(User.username))).all())
     created = 0
     for account in demo_accounts(organisation):
@@ -154,6 +343,15 @@ async def create_user_cli(
     deputy_name: str | None,
     deputy_delegation: str | None,
 ) -> None:
+    """``create-user``: a refused password or account is the command's error message, not a traceback."""
+    from services.cli.common import CommandError
+
+    try:
+        check_password_strength(
+            password, min_length=getattr(settings, "password_min_length", 10), username=username
+        )
+    except WeakPassword as exc:
+        raise CommandError(str(exc)) from None
     engine = create_engine(settings.database_url)
     try:
         async with create_session_factory(engine)() as session, session.begin():

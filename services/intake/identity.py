@@ -17,6 +17,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import date
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 _MOBILE = re.compile(r"^1[3-9]\d{9}$")
@@ -109,6 +110,20 @@ class IdentityVault:
             email=data.get("email"),
             address=data.get("address"),
         )
+
+    def seal_text(self, value: str, *, context: str) -> str:
+        """``value`` encrypted for storage; it opens only with the same ``context`` (bound as AAD)."""
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, value.encode(), b"text-v1\x1f" + context.encode())
+        return base64.b64encode(nonce + sealed).decode()
+
+    def open_text(self, sealed: str, *, context: str) -> str:
+        """The value; ValueError when it was sealed with another key or for another context."""
+        blob = base64.b64decode(sealed)
+        try:
+            return self._aead.decrypt(blob[:12], blob[12:], b"text-v1\x1f" + context.encode()).decode()
+        except InvalidTag:
+            raise ValueError("sealed with another key or for another context") from None
 
     def match_keys(self, *, phone: str | None, id_number: str | None) -> list[str]:
         keys = []

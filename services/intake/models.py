@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from uuid import uuid4
 
@@ -15,6 +16,62 @@ from shared.db import UTCDateTime, utcnow
 
 def new_id() -> str:
     return str(uuid4())
+
+
+class CaseKind(StrEnum):
+    COMPLAINT = "complaint"
+    SUGGESTION = "suggestion"
+
+
+class CaseStatus(StrEnum):
+    """Where a complaint or a suggestion stands, as intake learns it from the other services."""
+
+    RECEIVED = "received"
+    ROUTED = "routed"
+    CONCLUDED = "concluded"
+    ANSWERED = "answered"
+    REOPENED = "reopened"
+    CLOSED = "closed"
+    # Moved to another track (``ReclassifyTarget``): later news about it changes nothing here.
+    RECLASSIFIED = "reclassified"
+
+
+# A matter in one of these states can no longer be moved to another track.
+CLOSED_STATUSES = frozenset({CaseStatus.ANSWERED, CaseStatus.CLOSED, CaseStatus.RECLASSIFIED})
+
+
+class Channel(StrEnum):
+    """How a complaint reached the bureau."""
+
+    PHONE = "phone"
+    WEB = "web"
+    LETTER = "letter"
+    VISIT = "visit"
+    WECHAT = "wechat"
+    EMAIL = "email"
+    TRANSFER_12345 = "transfer_12345"
+    TRANSFER_XINFANG = "transfer_xinfang"
+
+
+class SuggestionKind(StrEnum):
+    NPC_SUGGESTION = "npc_suggestion"
+    CPPCC_PROPOSAL = "cppcc_proposal"
+
+
+class ReclassifyTarget(StrEnum):
+    """The track a matter filed as the wrong kind moves to; a citizen suggestion is passed on."""
+
+    COMPLAINT = "complaint"
+    SUGGESTION = "suggestion"
+    CITIZEN_SUGGESTION = "citizen_suggestion"
+
+
+class Rating(StrEnum):
+    """The complainant's rating of an answer, as feedback reports it."""
+
+    SATISFIED = "satisfied"
+    BASICALLY_SATISFIED = "basically_satisfied"
+    UNSATISFIED = "unsatisfied"
 
 
 class UserBase(SQLModel):
@@ -63,7 +120,7 @@ class Complaint(SQLModel, table=True):
     supervisor_flag: bool = False
     repeat_of: str | None = Field(default=None, max_length=64, index=True)
     repeat_after_rejection: bool = False
-    status: str = Field(default="received", max_length=32)
+    status: str = Field(default=CaseStatus.RECEIVED, max_length=32)
     assigned_team_code: str | None = Field(default=None, max_length=32)
     last_rating: str | None = Field(default=None, max_length=32)
     answered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -97,13 +154,16 @@ class Suggestion(SQLModel, table=True):
     text: str = Field(sa_column=Column(Text, nullable=False))
     deputy_name: str = Field(max_length=64, index=True)
     deputy_delegation: str = Field(max_length=128)
+    # The deputy's account (username): whose suggestion it is. Names repeat within a delegation;
+    # None when the deputy had no account when it was recorded.
+    deputy_account: str | None = Field(default=None, max_length=64, index=True)
     deputy_phone: str | None = Field(default=None, max_length=32)
     co_signers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     lead_unit: str = Field(max_length=200)
     co_units: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     received_at: datetime = Field(sa_type=UTCDateTime)
     complex_matter: bool = False
-    status: str = Field(default="received", max_length=32)
+    status: str = Field(default=CaseStatus.RECEIVED, max_length=32)
     assigned_team_code: str | None = Field(default=None, max_length=32)
     reclassified_from: str | None = Field(default=None, max_length=64)
     created_by: str = Field(max_length=64)
@@ -120,4 +180,32 @@ class IdentityAccess(SQLModel, table=True):
     accessor: str = Field(max_length=100)
     role: str = Field(max_length=20)
     purpose: str = Field(max_length=200)
+    # The reader's own words beside the purpose chosen from the list; None on reads before it was asked.
+    reason: str | None = Field(default=None, max_length=500)
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class SignInThrottle(SQLModel, table=True):
+    """Wrong passwords counted per account (``account:<name>``) and per address (``address:<ip>``)."""
+
+    __tablename__ = "intake_sign_in_throttle"
+
+    key: str = Field(primary_key=True, max_length=200)
+    failures: int = 0
+    window_started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    blocked_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Accounts only: set after too many wrong passwords, cleared by a supervisor.
+    locked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class RefreshToken(SQLModel, table=True):
+    """A sign-in's refresh token, kept only as its hash; one use each, its successor in the same family."""
+
+    __tablename__ = "intake_refresh_token"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    family: str = Field(max_length=64, index=True)
+    username: str = Field(max_length=64, index=True)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -6,43 +6,54 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import structlog
-from fastapi import APIRouter, Depends, Form, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.intake import accounts, service
+from services.intake import (
+    accounts,
+    complaints,
+    identity_access,
+    reclassification,
+    statistics,
+    suggestions,
+)
+from services.intake.auth_router import feedback_caller
+from services.intake.context import IntakeContext
+from services.intake.identity import IdentityVault
 from services.intake.models import Complaint, Suggestion
 from services.intake.schemas import (
     ComplaintCreate,
     ComplaintCreated,
     ComplaintRead,
     ContactRead,
+    DeputyAccountRead,
     IdentityRead,
-    MeRead,
     ReclassifyIn,
     ReclassifyOut,
     SuggestionCreate,
     SuggestionCreated,
     SuggestionRead,
-    TokenResponse,
 )
-from services.intake.service import IntakeContext
 from shared import idempotency
-from shared.app import current_correlation_id, get_session, get_write_groups, runtime_of
-from shared.auth import CurrentPrincipal, Principal, Role, require_roles
-from shared.groupcommit import GroupCommitter
+from shared.app import current_correlation_id, get_session, runtime_of
+from shared.auth import Principal, Role, require_roles
+from shared.groupcommit import GroupCommitter, get_write_groups
+from shared.validation import Line, Offset
 
 router = APIRouter(prefix="/api/v1")
 Session = Annotated[AsyncSession, Depends(get_session)]
 Operator = Annotated[Principal, Depends(require_roles(Role.OPERATOR))]
 OperatorOrSupervisor = Annotated[Principal, Depends(require_roles(Role.OPERATOR, Role.SUPERVISOR))]
 CaseReader = Annotated[Principal, Depends(require_roles(Role.OPERATOR, Role.SUPERVISOR, Role.INSPECTOR))]
-ServiceCaller = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
+ContactCaller = Annotated[Principal, Depends(feedback_caller)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 WriteGroups = Annotated[GroupCommitter, Depends(get_write_groups)]
 _Created = TypeVar("_Created", ComplaintCreated, SuggestionCreated)
+# Shown once to the person who filed the matter: never stored in clear, not even in a stored answer.
+_SECRET_FIELDS = ("query_secret",)
 
 
 # async: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
@@ -52,44 +63,15 @@ async def intake_context(request: Request) -> IntakeContext:
 
 
 Context = Annotated[IntakeContext, Depends(intake_context)]
-
-
-@router.post("/auth/token", response_model=TokenResponse, tags=["auth"])
-async def sign_in(
-    request: Request,
-    session: Session,
-    username: Annotated[str, Form()],
-    password: Annotated[str, Form()],
-) -> TokenResponse:
-    user = await accounts.authenticate(session=session, username=username.strip(), password=password)
-    if user is None:
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="用户名或密码错误",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    settings = request.app.state.settings
-    return TokenResponse(
-        access_token=accounts.token_for(
-            user, signing_key=settings.signing_key, ttl_minutes=settings.token_ttl_minutes
-        ),
-        expires_in=settings.token_ttl_minutes * 60,
-        role=user.role,
-        team_code=user.team_code,
-        display_name=user.display_name,
-    )
-
-
-@router.get("/auth/me", response_model=MeRead, tags=["auth"])
-async def me(principal: CurrentPrincipal) -> MeRead:
-    return MeRead(
-        username=principal.username,
-        role=principal.role.value,
-        team_code=principal.team_code,
-        display_name=principal.display_name,
-        deputy_name=principal.deputy_name,
-        deputy_delegation=principal.deputy_delegation,
-    )
+# Optional to the parser so that a missing one is refused by the domain check, naming it in Chinese.
+PurposeParam = Annotated[
+    Line | None,
+    Query(max_length=50, description="required: one of GET /api/v1/identity-purposes (查阅事由)"),
+]
+ReasonParam = Annotated[
+    Line | None,
+    Query(max_length=200, description="required: why, in the reader's words, 2-200 characters (查阅说明)"),
+]
 
 
 @router.post(
@@ -106,7 +88,7 @@ async def create_complaint(
     correlation_id = current_correlation_id()
 
     async def record(session: AsyncSession) -> ComplaintCreated:
-        created = await service.create_complaint(
+        created = await complaints.create_complaint(
             session=session,
             ctx=ctx,
             complaint_in=complaint_in,
@@ -129,6 +111,7 @@ async def create_complaint(
         request,
         writes,
         record,
+        vault=ctx.vault,
         body_in=complaint_in,
         key=idempotency_key,
         principal=principal,
@@ -141,6 +124,7 @@ async def _create_once(
     writes: GroupCommitter,
     record: Callable[[AsyncSession], Awaitable[_Created]],
     *,
+    vault: IdentityVault,
     body_in: BaseModel,
     key: str | None,
     principal: Principal,
@@ -149,12 +133,19 @@ async def _create_once(
     """Run ``record`` unless ``key`` was seen with this body, and remember its answer under ``key``.
 
     The record, its events and the remembered answer commit together (in a group commit).
+    The query secret in the answer is remembered sealed with the identity key (issue 14, item 7):
+    a retry after a lost answer still shows the complainant their secret, the table never holds it.
     """
     fingerprint = idempotency.request_fingerprint(body_in)
 
     async def write(session: AsyncSession) -> _Created | JSONResponse:
         replayed = await idempotency.replay(
-            session, key=key, username=principal.username, endpoint=endpoint, fingerprint=fingerprint
+            session,
+            key=key,
+            username=principal.username,
+            endpoint=endpoint,
+            fingerprint=fingerprint,
+            sealer=vault,
         )
         if replayed is not None:
             return replayed
@@ -167,6 +158,8 @@ async def _create_once(
             fingerprint=fingerprint,
             status_code=201,
             body=body,
+            secret_fields=_SECRET_FIELDS,
+            sealer=vault,
         )
         return body
 
@@ -176,7 +169,12 @@ async def _create_once(
         # A concurrent request with the same key won the race: answer with what it stored.
         async with runtime_of(request).session_factory() as session, session.begin():
             replayed = await idempotency.replay(
-                session, key=key, username=principal.username, endpoint=endpoint, fingerprint=fingerprint
+                session,
+                key=key,
+                username=principal.username,
+                endpoint=endpoint,
+                fingerprint=fingerprint,
+                sealer=vault,
             )
         if replayed is None:
             raise
@@ -221,24 +219,21 @@ async def list_complaints(
     session: Session,
     ctx: Context,
     principal: OperatorOrSupervisor,
-    phone: Annotated[str | None, Query(max_length=32)] = None,
-    tracking_code: Annotated[str | None, Query(max_length=32)] = None,
+    phone: Annotated[Line | None, Query(max_length=32)] = None,
+    tracking_code: Annotated[Line | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[ComplaintRead]:
-    rows = await service.list_complaints(
+    rows = await complaints.list_complaints(
         session=session, vault=ctx.vault, phone=phone, tracking_code=tracking_code, limit=limit, offset=offset
     )
     return [complaint_read(c) for c in rows]
 
 
 async def _visible_complaint(session: AsyncSession, complaint_id: str, principal: Principal) -> Complaint:
-    complaint = await session.get(Complaint, complaint_id)
-    if complaint is None:
-        raise HTTPException(status_code=404, detail="投诉不存在")
-    if principal.role == Role.INSPECTOR and complaint.assigned_team_code != principal.team_code:
-        # Another team's matter does not exist as far as this inspector can tell.
-        raise HTTPException(status_code=404, detail="投诉不存在")
+    complaint = await complaints.visible_complaint(
+        session=session, complaint_id=complaint_id, principal=principal
+    )
     structlog.contextvars.bind_contextvars(case_id=complaint.id)
     return complaint
 
@@ -254,13 +249,23 @@ async def read_identity(
     session: Session,
     ctx: Context,
     principal: Annotated[Principal, Depends(require_roles(Role.OPERATOR, Role.INSPECTOR))],
-    purpose: Annotated[str, Query(min_length=2, max_length=200)] = "核查需要",
+    purpose: PurposeParam = None,
+    reason: ReasonParam = None,
 ) -> IdentityRead:
+    """The complainant's identity, for a purpose from the list and the reader's reason; both recorded."""
     async with session.begin():
+        # Another team's complaint is 404 whatever the purpose, as everywhere.
         complaint = await _visible_complaint(session, complaint_id, principal)
-        identity = ctx.vault.open(complaint.identity_sealed) if complaint.identity_sealed else None
-        await service.record_identity_access(
-            session=session, complaint_id=complaint.id, principal=principal, purpose=purpose
+        chosen, said = identity_access.check_purpose(
+            purposes=ctx.identity_purposes, purpose=purpose, reason=reason
+        )
+        identity = await identity_access.read_identity(
+            session=session,
+            vault=ctx.vault,
+            complaint=complaint,
+            principal=principal,
+            purpose=chosen,
+            reason=said,
         )
     return IdentityRead(
         complaint_id=complaint.id,
@@ -276,18 +281,24 @@ async def read_contact(
     complaint_id: str,
     session: Session,
     ctx: Context,
-    principal: ServiceCaller,
-    purpose: Annotated[str, Query(min_length=2, max_length=200)],
+    principal: ContactCaller,
+    purpose: PurposeParam = None,
+    reason: ReasonParam = None,
 ) -> ContactRead:
-    """For feedback, to deliver an answer; the read is recorded like a person's."""
+    """For feedback, to deliver an answer; the read is recorded like a person's, purpose and all."""
     async with session.begin():
-        complaint = await session.get(Complaint, complaint_id)
-        if complaint is None:
-            raise HTTPException(status_code=404, detail="投诉不存在")
+        complaint = await complaints.get_complaint(session=session, complaint_id=complaint_id)
         structlog.contextvars.bind_contextvars(case_id=complaint.id)
-        identity = ctx.vault.open(complaint.identity_sealed) if complaint.identity_sealed else None
-        await service.record_identity_access(
-            session=session, complaint_id=complaint.id, principal=principal, purpose=purpose
+        chosen, said = identity_access.check_purpose(
+            purposes=ctx.identity_purposes, purpose=purpose, reason=reason
+        )
+        identity = await identity_access.read_identity(
+            session=session,
+            vault=ctx.vault,
+            complaint=complaint,
+            principal=principal,
+            purpose=chosen,
+            reason=said,
         )
     return ContactRead(
         complaint_id=complaint.id,
@@ -305,10 +316,26 @@ async def list_identity_accesses(
     session: Session,
     principal: Annotated[Principal, Depends(require_roles(Role.SUPERVISOR))],
 ) -> list[dict[str, object]]:
-    rows = await service.identity_accesses(session=session, complaint_id=complaint_id)
+    rows = await identity_access.identity_accesses(session=session, complaint_id=complaint_id)
     return [
-        {"accessor": r.accessor, "role": r.role, "purpose": r.purpose, "at": r.at.isoformat()} for r in rows
+        {
+            "accessor": r.accessor,
+            "role": r.role,
+            "purpose": r.purpose,
+            "reason": r.reason,
+            "at": r.at.isoformat(),
+        }
+        for r in rows
     ]
+
+
+@router.get("/identity-purposes", response_model=list[str], tags=["complaints"])
+async def list_identity_purposes(
+    ctx: Context,
+    principal: Annotated[Principal, Depends(require_roles(Role.OPERATOR, Role.INSPECTOR))],
+) -> list[str]:
+    """The purposes an identity read may give (``purpose``), for the pages' choice."""
+    return list(ctx.identity_purposes)
 
 
 @router.post(
@@ -321,6 +348,7 @@ async def create_suggestion(
     suggestion_in: SuggestionCreate,
     request: Request,
     writes: WriteGroups,
+    ctx: Context,
     principal: Operator,
     idempotency_key: IdempotencyKey = None,
 ) -> SuggestionCreated | JSONResponse:
@@ -328,9 +356,10 @@ async def create_suggestion(
     signing_key = request.app.state.settings.signing_key
 
     async def record(session: AsyncSession) -> SuggestionCreated:
-        suggestion, query_secret = await service.create_suggestion(
+        suggestion, query_secret = await suggestions.create_suggestion(
             session=session,
             signing_key=signing_key,
+            received_at_max_age=request.app.state.intake.received_at_max_age,
             suggestion_in=suggestion_in,
             actor=principal,
             correlation_id=correlation_id,
@@ -348,11 +377,28 @@ async def create_suggestion(
         request,
         writes,
         record,
+        vault=ctx.vault,
         body_in=suggestion_in,
         key=idempotency_key,
         principal=principal,
         endpoint="suggestions",
     )
+
+
+@router.get("/deputies", response_model=list[DeputyAccountRead], tags=["suggestions"])
+async def list_deputy_accounts(session: Session, principal: OperatorOrSupervisor) -> list[DeputyAccountRead]:
+    """The deputies' accounts, for choosing whose suggestion is being recorded (``deputy.account``)."""
+    rows = await accounts.deputy_accounts(session=session)
+    return [
+        DeputyAccountRead(
+            username=u.username,
+            name=u.deputy_name or "",
+            delegation=u.deputy_delegation or "",
+            display_name=u.display_name,
+            active=u.active,
+        )
+        for u in rows
+    ]
 
 
 def suggestion_read(s: Suggestion) -> SuggestionRead:
@@ -363,11 +409,11 @@ def suggestion_read(s: Suggestion) -> SuggestionRead:
 async def list_suggestions(
     session: Session,
     principal: OperatorOrSupervisor,
-    tracking_code: Annotated[str | None, Query(max_length=32)] = None,
+    tracking_code: Annotated[Line | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[SuggestionRead]:
-    rows = await service.find_suggestions(
+    rows = await suggestions.find_suggestions(
         session=session, tracking_code=tracking_code, limit=limit, offset=offset
     )
     return [suggestion_read(s) for s in rows]
@@ -379,7 +425,7 @@ async def reclassify_complaint(
 ) -> ReclassifyOut:
     async with session.begin():
         complaint = await _visible_complaint(session, complaint_id, principal)
-        return await service.reclassify(
+        return await reclassification.reclassify(
             session=session,
             ctx=ctx,
             matter=complaint,
@@ -394,11 +440,9 @@ async def reclassify_suggestion(
     suggestion_id: str, body: ReclassifyIn, session: Session, ctx: Context, principal: Operator
 ) -> ReclassifyOut:
     async with session.begin():
-        suggestion = await session.get(Suggestion, suggestion_id)
-        if suggestion is None:
-            raise HTTPException(status_code=404, detail="建议不存在")
+        suggestion = await suggestions.get_suggestion(session=session, suggestion_id=suggestion_id)
         structlog.contextvars.bind_contextvars(case_id=suggestion.id)
-        return await service.reclassify(
+        return await reclassification.reclassify(
             session=session,
             ctx=ctx,
             matter=suggestion,
@@ -419,4 +463,4 @@ async def intake_stats(
     For the supervisors' dashboard (verification's page fetches it): only intake knows
     which complaints repeat an earlier one.
     """
-    return await service.repeat_statistics(session=session, weeks=weeks)
+    return await statistics.repeat_statistics(session=session, weeks=weeks)

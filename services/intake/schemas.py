@@ -2,31 +2,41 @@
 
 Field-level checks that need no data (phone format, ID checksum, lengths) live
 here so a 422 names the field; checks against reference data (units,
-categories) are in ``service.py``.
+categories) are in ``complaints.py``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
 from services.intake.identity import id_number_problem, is_valid_phone, normalise_phone
+from services.intake.models import Channel, ReclassifyTarget, SuggestionKind
 from shared.errors import LocalisedError
+from shared.validation import Line, Text
 
-Channel = Literal["phone", "web", "letter", "visit", "wechat", "email", "transfer_12345", "transfer_xinfang"]
-SuggestionKind = Literal["npc_suggestion", "cppcc_proposal"]
+# Request fields name the states' values as Literals, not the enums, so that a wrong value is
+# answered as it always was (422 "literal_error") and the OpenAPI schema does not change.
+ChannelName = Literal[
+    "phone", "web", "letter", "visit", "wechat", "email", "transfer_12345", "transfer_xinfang"
+]
+SuggestionKindName = Literal["npc_suggestion", "cppcc_proposal"]
+ReclassifyTargetName = Literal["complaint", "suggestion", "citizen_suggestion"]
+assert set(get_args(ChannelName)) == set(Channel)
+assert set(get_args(SuggestionKindName)) == set(SuggestionKind)
+assert set(get_args(ReclassifyTargetName)) == set(ReclassifyTarget)
 
 CHANNEL_LABELS = {
-    "phone": "电话",
-    "web": "网站",
-    "letter": "来信",
-    "visit": "来访",
-    "wechat": "微信",
-    "email": "电子邮件",
-    "transfer_12345": "12345转办",
-    "transfer_xinfang": "信访转办",
+    Channel.PHONE: "电话",
+    Channel.WEB: "网站",
+    Channel.LETTER: "来信",
+    Channel.VISIT: "来访",
+    Channel.WECHAT: "微信",
+    Channel.EMAIL: "电子邮件",
+    Channel.TRANSFER_12345: "12345转办",
+    Channel.TRANSFER_XINFANG: "信访转办",
 }
 
 MAX_SHORT_TEXT = 200
@@ -59,11 +69,11 @@ class ComplainantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     anonymous: bool = False
-    name: str | None = Field(default=None, max_length=64)
-    phone: str | None = Field(default=None, max_length=32)
-    id_number: str | None = Field(default=None, max_length=32)
+    name: Line | None = Field(default=None, max_length=64)
+    phone: Line | None = Field(default=None, max_length=32)
+    id_number: Line | None = Field(default=None, max_length=32)
     email: EmailStr | None = None
-    address: str | None = Field(default=None, max_length=MAX_PLACE)
+    address: Text | None = Field(default=None, max_length=MAX_PLACE)
 
     @field_validator("phone")
     @classmethod
@@ -106,7 +116,7 @@ class ComplainantIn(BaseModel):
 class OfficerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, max_length=64)
+    name: Line | None = Field(default=None, max_length=64)
     badge_no: str | None = Field(default=None, max_length=16, pattern=r"^[0-9A-Za-z]{4,16}$")
     leadership: bool = False
 
@@ -116,9 +126,9 @@ class AccusedIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    unit: str = Field(min_length=1, max_length=MAX_SHORT_TEXT)
-    county_code: str = Field(min_length=6, max_length=16)
-    officer_name: str | None = Field(default=None, max_length=64)
+    unit: Line = Field(min_length=1, max_length=MAX_SHORT_TEXT)
+    county_code: Line = Field(min_length=6, max_length=16)
+    officer_name: Line | None = Field(default=None, max_length=64)
     badge_no: str | None = Field(default=None, max_length=16, pattern=r"^[0-9A-Za-z]{4,16}$")
     leadership: bool | None = None
     officers: list[OfficerIn] = Field(default_factory=list, max_length=MAX_ITEMS)
@@ -132,33 +142,33 @@ class AccusedIn(BaseModel):
 class AllegationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    category: str = Field(min_length=1, max_length=64)
-    description: str | None = Field(default=None, max_length=2000)
+    category: Line = Field(min_length=1, max_length=64)
+    description: Text | None = Field(default=None, max_length=2000)
 
 
 class AttachmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    filename: str = Field(min_length=1, max_length=255)
-    content_type: str = Field(min_length=1, max_length=100)
+    filename: Line = Field(min_length=1, max_length=255)
+    content_type: Line = Field(min_length=1, max_length=100)
     size_bytes: int = Field(ge=0, le=500 * 1024 * 1024)
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    description: str | None = Field(default=None, max_length=500)
+    description: Text | None = Field(default=None, max_length=500)
 
 
 class ComplaintCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    channel: Channel
-    platform_ticket_no: str | None = Field(default=None, max_length=64)
+    channel: ChannelName
+    platform_ticket_no: Line | None = Field(default=None, max_length=64)
     received_at: datetime | None = None
     complainant: ComplainantIn
     accused: AccusedIn
-    category: str | None = Field(default=None, max_length=64)
+    category: Line | None = Field(default=None, max_length=64)
     allegations: list[AllegationIn] = Field(default_factory=list, max_length=MAX_ITEMS)
     incident_at: datetime | None = None
-    place: str | None = Field(default=None, max_length=MAX_PLACE)
-    account: str = Field(min_length=1)
+    place: Text | None = Field(default=None, max_length=MAX_PLACE)
+    account: Text = Field(min_length=1)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ITEMS)
 
     @field_validator("account")
@@ -253,9 +263,15 @@ class ContactRead(BaseModel):
 class DeputyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=64)
-    delegation: str = Field(min_length=1, max_length=128)
-    phone: str | None = Field(default=None, max_length=32)
+    name: Line = Field(min_length=1, max_length=64)
+    delegation: Line = Field(min_length=1, max_length=128)
+    phone: Line | None = Field(default=None, max_length=32)
+    account: Line | None = Field(
+        default=None,
+        max_length=64,
+        description="the deputy's account (username, GET /api/v1/deputies); needed when several "
+        "deputies of this name are in the delegation, found by name when only one is",
+    )
 
     @field_validator("phone")
     @classmethod
@@ -271,15 +287,15 @@ class DeputyIn(BaseModel):
 class SuggestionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: SuggestionKind
-    session: str = Field(min_length=1, max_length=MAX_SHORT_TEXT)
+    kind: SuggestionKindName
+    session: Line = Field(min_length=1, max_length=MAX_SHORT_TEXT)
     number: str = Field(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z\-]+$")
-    title: str = Field(min_length=1, max_length=MAX_TITLE)
-    text: str = Field(min_length=1, max_length=MAX_SUGGESTION_TEXT)
+    title: Line = Field(min_length=1, max_length=MAX_TITLE)
+    text: Text = Field(min_length=1, max_length=MAX_SUGGESTION_TEXT)
     deputy: DeputyIn
-    co_signers: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
-    lead_unit: str = Field(min_length=1, max_length=MAX_SHORT_TEXT)
-    co_units: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    co_signers: list[Line] = Field(default_factory=list, max_length=MAX_ITEMS)
+    lead_unit: Line = Field(min_length=1, max_length=MAX_SHORT_TEXT)
+    co_units: list[Line] = Field(default_factory=list, max_length=MAX_ITEMS)
     received_at: datetime | None = None
     complex_matter: bool = False
 
@@ -302,7 +318,7 @@ class SuggestionCreated(BaseModel):
     id: str
     tracking_code: str
     query_secret: str
-    kind: SuggestionKind
+    kind: SuggestionKindName
     status: str
     received_at: datetime
 
@@ -317,6 +333,7 @@ class SuggestionRead(BaseModel):
     text: str
     deputy_name: str
     deputy_delegation: str
+    deputy_account: str | None = None
     co_signers: list[str]
     lead_unit: str
     co_units: list[str]
@@ -335,6 +352,14 @@ class TokenResponse(BaseModel):
     display_name: str | None = None
 
 
+class DeputyAccountRead(BaseModel):
+    username: str
+    name: str
+    delegation: str
+    display_name: str | None = None
+    active: bool
+
+
 class MeRead(BaseModel):
     username: str
     role: str
@@ -349,9 +374,9 @@ class ReclassifyIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    to_kind: Literal["complaint", "suggestion", "citizen_suggestion"]
-    reason: str = Field(min_length=2, max_length=1000)
-    forwarded_to: str | None = Field(
+    to_kind: ReclassifyTargetName
+    reason: Text = Field(min_length=2, max_length=1000)
+    forwarded_to: Line | None = Field(
         default=None,
         max_length=MAX_SHORT_TEXT,
         description="citizen_suggestion: the unit the suggestion is passed to",
@@ -361,17 +386,18 @@ class ReclassifyIn(BaseModel):
 
     @model_validator(mode="after")
     def _payload_for_target(self) -> ReclassifyIn:
-        if self.to_kind == "suggestion" and self.suggestion is None:
+        target = ReclassifyTarget(self.to_kind)
+        if target == ReclassifyTarget.SUGGESTION and self.suggestion is None:
             raise LocalisedError(
                 "转为代表建议或委员提案时需填写建议信息",
                 "suggestion details are required",
                 field="suggestion",
             )
-        if self.to_kind == "complaint" and self.complaint is None:
+        if target == ReclassifyTarget.COMPLAINT and self.complaint is None:
             raise LocalisedError(
                 "转为投诉时需填写投诉信息", "complaint details are required", field="complaint"
             )
-        if self.to_kind == "citizen_suggestion" and not (self.forwarded_to or "").strip():
+        if target == ReclassifyTarget.CITIZEN_SUGGESTION and not (self.forwarded_to or "").strip():
             raise LocalisedError(
                 "转为群众建议时需填写转交单位", "forwarded_to is required", field="forwarded_to"
             )

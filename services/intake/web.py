@@ -5,18 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.intake import accounts
 from services.intake.accounts import DEMO_PASSWORD
+from services.intake.auth_router import (
+    SESSION_COOKIE,
+    clear_session_cookies,
+    set_session_cookies,
+    sign_in_or_refuse,
+    sign_out_request,
+)
+from services.intake.context import IntakeContext
 from services.intake.schemas import CHANNEL_LABELS
-from services.intake.service import IntakeContext
+from services.intake.sessions import REFRESH_PATH
 from shared.app import get_session
 from shared.auth import Principal, Role
 from shared.web import (
-    COOKIE_NAME,
     home_url,
     page_templates,
     page_user,
@@ -75,10 +81,6 @@ def _reference(request: Request) -> dict[str, Any]:
     }
 
 
-def _cookie_secure(request: Request) -> bool:
-    return request.url.scheme == "https"
-
-
 @web_router.get("/")
 async def root(request: Request) -> Response:
     principal = principal_from_cookie(request)
@@ -88,7 +90,13 @@ async def root(request: Request) -> Response:
 
 
 def _login_page(
-    request: Request, *, next_url: str | None, username: str = "", error: str | None = None
+    request: Request,
+    *,
+    next_url: str | None,
+    username: str = "",
+    error: str | None = None,
+    status_code: int = 200,
+    try_refresh: bool = False,
 ) -> Response:
     settings = request.app.state.settings
     return render(
@@ -97,9 +105,12 @@ def _login_page(
         "login.html",
         None,
         title="登录",
+        status_code=status_code,
         next_url=next_url or "",
         username=username,
         error=error,
+        try_refresh=try_refresh,
+        refresh_url=REFRESH_PATH,
         demo_users=DEMO_USERS if settings.demo_mode else (),
         demo_password=DEMO_PASSWORD if settings.demo_mode else None,
         query_url=service_urls(settings)["feedback"] + "/query",
@@ -113,7 +124,10 @@ async def login_form(request: Request, next: str | None = None) -> Response:
     principal = principal_from_cookie(request)
     if principal is not None and target is None:
         return RedirectResponse(home_url(settings, principal.role), status_code=303)
-    return _login_page(request, next_url=target)
+    # A sign-in whose access token expired: the page renews it with the refresh cookie, which
+    # only the refresh API receives, and goes on to ``next``.
+    signed_in_before = principal is None and bool(request.cookies.get(SESSION_COOKIE))
+    return _login_page(request, next_url=target, try_refresh=signed_in_before)
 
 
 @web_router.post("/login")
@@ -129,32 +143,33 @@ async def login(
     name = username.strip()
     if not name or not password:
         return _login_page(request, next_url=target, username=name, error="请输入用户名和密码")
-    user = await accounts.authenticate(session=session, username=name, password=password)
-    if user is None:
-        # 200, not 401: the browser shows the form again with the message, not an error page.
-        return _login_page(request, next_url=target, username=name, error="用户名或密码错误")
-    token = accounts.token_for(user, signing_key=settings.signing_key, ttl_minutes=settings.token_ttl_minutes)
-    principal = accounts.principal_of(user)
-    response = RedirectResponse(target or home_url(settings, principal.role), status_code=303)
-    # HttpOnly: no script reads it; Strict: no other site's page can make the browser send it.
-    response.set_cookie(
-        COOKIE_NAME,
-        token,
-        max_age=settings.token_ttl_minutes * 60,
-        httponly=True,
-        samesite="strict",
-        secure=_cookie_secure(request),
-        path="/",
-    )
+    try:
+        signed = await sign_in_or_refuse(request, session, name, password, with_refresh=True)
+    except HTTPException as refused:
+        # The form again with the message: 200 for a wrong password (not an error page), 429 with
+        # Retry-After while the brake is on.
+        wrong = refused.status_code == 401
+        page = _login_page(
+            request,
+            next_url=target,
+            username=name,
+            error=str(refused.detail),
+            status_code=200 if wrong else refused.status_code,
+        )
+        if refused.status_code == 429 and refused.headers:
+            page.headers["Retry-After"] = refused.headers["Retry-After"]
+        return page
+    response = RedirectResponse(target or home_url(settings, signed.principal.role), status_code=303)
+    set_session_cookies(response, request, signed)
     return response
 
 
-@web_router.api_route("/logout", methods=["GET", "POST"])
-async def logout(request: Request) -> Response:
+@web_router.post("/logout")
+async def logout(request: Request, session: Session) -> Response:
+    """Sign out (a POST, from the button in every page's header): refused at once everywhere."""
+    await sign_out_request(request, session)
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(
-        COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=_cookie_secure(request)
-    )
+    clear_session_cookies(response, request)
     return response
 
 

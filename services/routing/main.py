@@ -1,37 +1,48 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.routing.consumers import subscriptions
+from services.routing.context import RoutingContext
+from services.routing.organisation import seed_organisation
 from services.routing.router import router
-from services.routing.service import DEFAULT_RULES_FILE, RoutingContext, seed_reference_data
+from services.routing.rulebook import DEFAULT_RULES_FILE, seed_rules
 from services.routing.settings import RoutingSettings
 from services.routing.web import web_router
 from shared.app import Runtime, create_service_app
-from shared.deadlines import DEFAULT_DEADLINES_FILE, load_deadlines
-from shared.reference import DEFAULT_UNITS_FILE, load_organisation
+from shared.db import serialise_on
+from shared.reference import Organisation
 from shared.settings import load_settings
-from shared.workcalendar import WorkCalendar
+
+SEED_LOCK = "routing.seed"
+
+
+async def seed_reference_data(
+    *, session_factory: async_sessionmaker[AsyncSession], organisation: Organisation, rules_file: Path
+) -> None:
+    """The organisation and the rules on first start; instances starting at once seed one at a time.
+
+    They are the bureau's data, not demo data: seeded in every mode.
+    """
+    async with session_factory() as session, session.begin():
+        await serialise_on(session, SEED_LOCK)
+        await seed_organisation(session=session, organisation=organisation)
+        await seed_rules(session=session, rules_file=rules_file)
 
 
 def create_app(settings: RoutingSettings | None = None) -> FastAPI:
     settings = settings or load_settings(RoutingSettings)
-    organisation = load_organisation(settings.units_file or DEFAULT_UNITS_FILE)
-    ctx = RoutingContext(
-        calendar=WorkCalendar.load(settings.calendar_override_file, tz=settings.timezone),
-        deadlines=load_deadlines(settings.deadlines_file or DEFAULT_DEADLINES_FILE),
-        max_returns=settings.max_returns_before_supervisor,
-        seed_organisation=organisation,
-    )
+    ctx = RoutingContext.from_settings(settings)
+    rules_file = settings.rules_file or DEFAULT_RULES_FILE
 
     async def seed(runtime: Runtime) -> None:
-        # The organisation and rules are the bureau's data, not demo data: seeded on first start in every mode.
-        async with runtime.session_factory() as session, session.begin():
-            await seed_reference_data(
-                session=session,
-                organisation=organisation,
-                rules_file=settings.rules_file or DEFAULT_RULES_FILE,
-            )
+        await seed_reference_data(
+            session_factory=runtime.session_factory, organisation=ctx.seed_organisation, rules_file=rules_file
+        )
 
     app = create_service_app(
         settings=settings,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from uuid import uuid4
 
@@ -10,6 +11,65 @@ from sqlalchemy import JSON, Index
 from sqlmodel import Column, Field, SQLModel, Text
 
 from shared.db import UTCDateTime, utcnow
+
+# The states are StrEnums: each compares equal to its stored string, so the columns stay `str`
+# (no migration) and the JSON of the API and the events does not change.
+
+
+class CaseKind(StrEnum):
+    COMPLAINT = "complaint"
+    SUGGESTION = "suggestion"
+
+
+class TeamLevel(StrEnum):
+    CITY = "city"
+    COUNTY = "county"
+
+
+class UnitKind(StrEnum):
+    BUREAU = "bureau"
+    BUREAU_ALIAS = "bureau_alias"
+    CITY_UNIT = "city_unit"
+    INSPECTION_TEAM = "inspection_team"
+    STATION = "station"
+    BRIGADE = "brigade"
+    OTHER = "other"
+
+
+class AssignKind(StrEnum):
+    """A rule's action (``RoutingRule.assign``) and, but for LEAD_UNIT, an assignment's kind."""
+
+    COUNTY = "county"
+    CITY = "city"
+    JOINT = "joint"
+    CROSS = "cross"
+    LEAD_UNIT = "lead_unit"
+
+
+class Fact(StrEnum):
+    """What a rule's ``when`` can test; the order is the order the rules page lists them in."""
+
+    ALWAYS = "always"
+    SUGGESTION = "suggestion"
+    REOPENED = "reopened"
+    RETURNED_TWICE = "returned_twice"
+    ACCUSED_LEADERSHIP = "accused_leadership"
+    ACCUSED_INSPECTION_TEAM = "accused_inspection_team"
+    SERIOUS_CATEGORY = "serious_category"
+    INJURY_OR_DEATH = "injury_or_death"
+    REPEAT_AFTER_REJECTION = "repeat_after_rejection"
+    SUPERVISOR_FLAG = "supervisor_flag"
+    CITY_UNIT = "city_unit"
+    # Recorded for a complaint the petitions office transferred; not offered to the rules (no label).
+    PETITION = "petition"
+
+
+class SystemRule(StrEnum):
+    """The ``rule`` an assignment names when no rule of the table made the decision."""
+
+    NO_RULE_MATCHED = "no_rule_matched"
+    SUPERVISOR_REASSIGNMENT = "supervisor_reassignment"
+    SUGGESTION_REHANDLE = "suggestion_rehandle"
 
 
 class TeamBase(SQLModel):

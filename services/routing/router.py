@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from sqlmodel import col, select
+from fastapi import APIRouter, Depends, Query, Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.routing import service
-from services.routing.models import Assignment, RoutingRule, RuleChange, Team, Unit
+from services.routing import assignments, organisation, rulebook
+from services.routing.context import RoutingContext
+from services.routing.models import Assignment
 from services.routing.schemas import (
     AssignmentRead,
     ClockRead,
@@ -24,9 +24,10 @@ from services.routing.schemas import (
     UnitRead,
     UnitUpsert,
 )
-from services.routing.service import RoutingContext
+from services.routing.workload import workload
 from shared.app import current_correlation_id, get_session
 from shared.auth import Principal, Role, require_roles
+from shared.validation import CodePath, Line, RuleNamePath
 
 router = APIRouter(prefix="/api/v1")
 Session = Annotated[AsyncSession, Depends(get_session)]
@@ -44,13 +45,13 @@ Context = Annotated[RoutingContext, Depends(routing_context)]
 
 
 async def assignment_read(session: AsyncSession, ctx: RoutingContext, a: Assignment) -> AssignmentRead:
-    organisation = await service.organisation_from_db(session=session, ctx=ctx)
+    org = await organisation.organisation_from_db(session=session, ctx=ctx)
     return AssignmentRead(
         id=a.id,
         case_id=a.case_id,
         case_kind=a.case_kind,
         team_code=a.team_code,
-        team_name=organisation.team_name(a.team_code),
+        team_name=org.team_name(a.team_code),
         kind=a.kind,
         rule=a.rule,
         reasons=a.reasons,
@@ -72,12 +73,10 @@ async def get_assignment(
     session: Session,
     ctx: Context,
     principal: Supervisor,
-    case_id: Annotated[str, Query(min_length=1, max_length=64)],
+    case_id: Annotated[Line, Query(min_length=1, max_length=64)],
 ) -> AssignmentRead:
     structlog.contextvars.bind_contextvars(case_id=case_id)
-    current = await service.current_assignment(session=session, case_id=case_id)
-    if current is None:
-        raise HTTPException(status_code=404, detail="该事项尚未分派或不存在")
+    current = await assignments.require_current_assignment(session=session, case_id=case_id)
     return await assignment_read(session, ctx, current)
 
 
@@ -86,11 +85,9 @@ async def assignment_history(
     session: Session,
     ctx: Context,
     principal: Supervisor,
-    case_id: Annotated[str, Query(min_length=1, max_length=64)],
+    case_id: Annotated[Line, Query(min_length=1, max_length=64)],
 ) -> list[AssignmentRead]:
-    rows = await session.exec(
-        select(Assignment).where(Assignment.case_id == case_id).order_by(col(Assignment.created_at))
-    )
+    rows = await assignments.assignment_history(session=session, case_id=case_id)
     return [await assignment_read(session, ctx, a) for a in rows]
 
 
@@ -100,7 +97,7 @@ async def reassign(
 ) -> AssignmentRead:
     structlog.contextvars.bind_contextvars(case_id=case_id)
     async with session.begin():
-        assignment = await service.reassign(
+        assignment = await assignments.reassign(
             session=session,
             ctx=ctx,
             case_id=case_id,
@@ -118,7 +115,7 @@ async def flag_key_clue(
 ) -> AssignmentRead:
     structlog.contextvars.bind_contextvars(case_id=case_id)
     async with session.begin():
-        assignment = await service.flag_key_clue(
+        assignment = await assignments.flag_key_clue(
             session=session,
             ctx=ctx,
             case_id=case_id,
@@ -131,18 +128,17 @@ async def flag_key_clue(
 
 @router.get("/rules", response_model=list[RuleRead], tags=["rules"])
 async def list_rules(session: Session, principal: Supervisor) -> list[RuleRead]:
-    rows = await session.exec(select(RoutingRule).order_by(col(RoutingRule.priority)))
+    rows = await rulebook.list_rules(session=session)
     return [RuleRead.model_validate(r, from_attributes=True) for r in rows]
 
 
 @router.put("/rules/{name}", response_model=RuleRead, tags=["rules"])
 async def put_rule(
-    name: str, body: RuleUpdate, session: Session, ctx: Context, principal: Supervisor
+    name: RuleNamePath, body: RuleUpdate, session: Session, ctx: Context, principal: Supervisor
 ) -> RuleRead:
     async with session.begin():
-        rule = await service.update_rule(
+        rule = await rulebook.update_rule(
             session=session,
-            ctx=ctx,
             name=name,
             values=body.model_dump(exclude={"reason"}),
             reason=body.reason,
@@ -155,14 +151,14 @@ async def put_rule(
 
 @router.get("/rules/changes", response_model=list[RuleChangeRead], tags=["rules"])
 async def rule_changes(session: Session, principal: Supervisor) -> list[RuleChangeRead]:
-    rows = await session.exec(select(RuleChange).order_by(col(RuleChange.changed_at).desc()))
+    rows = await rulebook.rule_changes(session=session)
     return [RuleChangeRead.model_validate(r, from_attributes=True) for r in rows]
 
 
 @router.get("/teams", response_model=list[TeamRead], tags=["organisation"])
 async def list_teams(session: Session, principal: Staff) -> list[TeamRead]:
-    load = await service.workload(session=session)
-    rows = await session.exec(select(Team).order_by(col(Team.code)))
+    load = await workload(session=session)
+    rows = await organisation.all_teams(session=session)
     return [
         TeamRead(**t.model_dump(exclude={"last_assigned_at"}), open_tasks=load.get(t.code, (0, 0.0))[0])
         for t in rows
@@ -171,18 +167,11 @@ async def list_teams(session: Session, principal: Staff) -> list[TeamRead]:
 
 @router.put("/teams/{code}", response_model=TeamRead, tags=["organisation"])
 async def put_team(
-    code: str, body: TeamUpdate, session: Session, ctx: Context, principal: Supervisor
+    code: CodePath, body: TeamUpdate, session: Session, ctx: Context, principal: Supervisor
 ) -> TeamRead:
     async with session.begin():
-        team = await session.get(Team, code)
-        if team is None:
-            team = Team(code=code, **body.model_dump())
-        else:
-            for key, value in body.model_dump().items():
-                setattr(team, key, value)
-        session.add(team)
-        await service.audit_org_change(
-            session=session, actor=principal, what=f"team:{code}", after=body.model_dump()
+        team = await organisation.put_team(
+            session=session, code=code, values=body.model_dump(), actor=principal
         )
     ctx.forget_cache()
     return TeamRead(**team.model_dump(exclude={"last_assigned_at"}))
@@ -192,28 +181,19 @@ async def put_team(
 async def list_units(
     session: Session,
     principal: Staff,
-    q: Annotated[str | None, Query(max_length=50, description="part of the unit's name")] = None,
+    q: Annotated[Line | None, Query(max_length=50, description="part of the unit's name")] = None,
 ) -> list[UnitRead]:
-    query = select(Unit).where(col(Unit.active)).order_by(col(Unit.code))
-    if q:
-        query = query.where(col(Unit.name).contains(q))
-    return [UnitRead.model_validate(u, from_attributes=True) for u in await session.exec(query)]
+    units = await organisation.active_units(session=session, name_part=q)
+    return [UnitRead.model_validate(u, from_attributes=True) for u in units]
 
 
 @router.put("/units/{code}", response_model=UnitRead, tags=["organisation"])
 async def put_unit(
-    code: str, body: UnitUpsert, session: Session, ctx: Context, principal: Supervisor
+    code: CodePath, body: UnitUpsert, session: Session, ctx: Context, principal: Supervisor
 ) -> UnitRead:
     async with session.begin():
-        unit = await session.get(Unit, code)
-        if unit is None:
-            unit = Unit(code=code, **body.model_dump())
-        else:
-            for key, value in body.model_dump().items():
-                setattr(unit, key, value)
-        session.add(unit)
-        await service.audit_org_change(
-            session=session, actor=principal, what=f"unit:{code}", after=body.model_dump()
+        unit = await organisation.put_unit(
+            session=session, code=code, values=body.model_dump(), actor=principal
         )
     ctx.forget_cache()
     return UnitRead.model_validate(unit, from_attributes=True)

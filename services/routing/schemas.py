@@ -7,6 +7,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.routing.models import RuleBase, TeamBase, UnitBase
 from services.routing.rules import FACT_LABELS
+from shared.validation import Code, Line, Priority, Text
+
+# Plain strings, not the enums' members: pydantic names these in its "expected" error text.
+_FACTS = tuple(str(fact) for fact in FACT_LABELS)
 
 
 class ClockRead(BaseModel):
@@ -41,23 +45,25 @@ class AssignmentRead(BaseModel):
 class ReassignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    team_code: str = Field(min_length=1, max_length=32)
-    reason: str = Field(min_length=2, max_length=1000)
+    team_code: Code = Field(min_length=1, max_length=32)
+    reason: Text = Field(min_length=2, max_length=1000)
 
 
 class FlagIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=2, max_length=1000)
+    reason: Text = Field(min_length=2, max_length=1000)
 
 
 class RuleUpdate(RuleBase):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     assign: Literal["county", "city", "joint", "cross", "lead_unit"]
-    when: list[Literal[tuple(FACT_LABELS)]]  # type: ignore[valid-type]
+    when: list[Literal[_FACTS]]  # type: ignore[valid-type]
     case_kinds: list[Literal["complaint", "suggestion"]] = Field(min_length=1)  # type: ignore[assignment]
-    reason: str = Field(min_length=2, max_length=1000, description="why the rule changes; recorded")
+    priority: Priority
+    description: Text = Field(min_length=1, max_length=2000)
+    reason: Text = Field(min_length=2, max_length=1000, description="why the rule changes; recorded")
 
 
 class RuleRead(RuleBase):
@@ -84,6 +90,9 @@ class TeamUpdate(TeamBase):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     level: Literal["city", "county"]
+    name: Line = Field(min_length=1, max_length=100)
+    area_code: Code = Field(max_length=16)
+    bureau: Line = Field(min_length=1, max_length=100)
 
 
 class UnitRead(UnitBase):
@@ -92,3 +101,7 @@ class UnitRead(UnitBase):
 
 class UnitUpsert(UnitBase):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    name: Line = Field(min_length=1, max_length=200)
+    area_code: Code = Field(max_length=16)
+    kind: Line = Field(min_length=1, max_length=32)

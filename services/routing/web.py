@@ -9,9 +9,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.routing.models import RoutedCase
+from services.routing.assignments import find_case
+from services.routing.context import RoutingContext
+from services.routing.models import AssignKind, Fact, UnitKind
+from services.routing.organisation import organisation_from_db
 from services.routing.rules import FACT_LABELS
-from services.routing.service import RoutingContext, organisation_from_db
 from shared.app import get_session
 from shared.auth import Principal, Role
 from shared.web import home_url, page_templates, page_user, principal_from_cookie, render
@@ -23,21 +25,21 @@ web_router = APIRouter(include_in_schema=False)
 Session = Annotated[AsyncSession, Depends(get_session)]
 SupervisorPage = Annotated[Principal, Depends(page_user(Role.SUPERVISOR))]
 
-ASSIGN_LABELS = {
-    "county": "属地核查（被投诉单位所在县级督察大队）",
-    "city": "市局督察支队直查",
-    "joint": "市县联合核查（市局牵头）",
-    "cross": "交叉核查（其他县级督察大队）",
-    "lead_unit": "主办单位督察部门承办",
+ASSIGN_LABELS: dict[str, str] = {
+    AssignKind.COUNTY: "属地核查（被投诉单位所在县级督察大队）",
+    AssignKind.CITY: "市局督察支队直查",
+    AssignKind.JOINT: "市县联合核查（市局牵头）",
+    AssignKind.CROSS: "交叉核查（其他县级督察大队）",
+    AssignKind.LEAD_UNIT: "主办单位督察部门承办",
 }
-UNIT_KIND_LABELS = {
-    "bureau": "公安局（分局）",
-    "bureau_alias": "公安局别称",
-    "city_unit": "市局直属单位",
-    "inspection_team": "督察部门",
-    "station": "派出所",
-    "brigade": "大队",
-    "other": "其他",
+UNIT_KIND_LABELS: dict[str, str] = {
+    UnitKind.BUREAU: "公安局（分局）",
+    UnitKind.BUREAU_ALIAS: "公安局别称",
+    UnitKind.CITY_UNIT: "市局直属单位",
+    UnitKind.INSPECTION_TEAM: "督察部门",
+    UnitKind.STATION: "派出所",
+    UnitKind.BRIGADE: "大队",
+    UnitKind.OTHER: "其他",
 }
 
 
@@ -91,7 +93,7 @@ async def organisation_page(request: Request, session: Session, principal: Super
 
 @web_router.get("/cases/{case_id}")
 async def case_page(case_id: str, request: Request, session: Session, principal: SupervisorPage) -> Response:
-    case = await session.get(RoutedCase, case_id)
+    case = await find_case(session=session, case_id=case_id)
     return render(
         templates,
         request,
@@ -110,7 +112,7 @@ async def case_page(case_id: str, request: Request, session: Session, principal:
                     "round": case.round,
                     "return_count": case.return_count,
                     "open": case.open,
-                    "facts": [FACT_LABELS.get(f, f) for f in case.facts if f != "always"],
+                    "facts": [FACT_LABELS.get(f, f) for f in case.facts if f != Fact.ALWAYS],
                 }
                 if case
                 else None

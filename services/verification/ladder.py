@@ -10,7 +10,6 @@ that fell due meanwhile, in order.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -20,29 +19,35 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.verification.models import LadderStep, TaskClock
+from services.verification.models import ClockStatus, LadderStep, OverdueStep, TaskClock
 from shared.audit import audit
 from shared.events import LadderStepReached
 from shared.logging import get_logger
+from shared.metrics import count_ladder_step
 from shared.outbox import record_event
 from shared.workcalendar import WorkCalendar
+from shared.worker import BackgroundWorker
 
 log = get_logger(__name__)
 
-STEPS = ("reminder", "due_today", "chase", "escalation", "rebuke")
-STEP_LABELS = {
-    "reminder": "到期前提醒",
-    "due_today": "当日到期提醒",
-    "chase": "催办通知",
-    "escalation": "督办",
-    "rebuke": "书面通报",
+# A round is one transaction over at most a batch of clocks, a few statements each: it ends in
+# well under a second, so one this late is waiting on a stuck database and is better retried.
+STEP_TIMEOUT_SECONDS = 60.0
+
+STEPS = tuple(OverdueStep)
+STEP_LABELS: dict[str, str] = {
+    OverdueStep.REMINDER: "到期前提醒",
+    OverdueStep.DUE_TODAY: "当日到期提醒",
+    OverdueStep.CHASE: "催办通知",
+    OverdueStep.ESCALATION: "督办",
+    OverdueStep.REBUKE: "书面通报",
 }
-STEP_REACHES = {
-    "reminder": "承办队",
-    "due_today": "承办队",
-    "chase": "承办队及其所在单位分管领导",
-    "escalation": "市局督察支队（督办）",
-    "rebuke": "承办单位主要负责人（书面通报）",
+STEP_REACHES: dict[str, str] = {
+    OverdueStep.REMINDER: "承办队",
+    OverdueStep.DUE_TODAY: "承办队",
+    OverdueStep.CHASE: "承办队及其所在单位分管领导",
+    OverdueStep.ESCALATION: "市局督察支队（督办）",
+    OverdueStep.REBUKE: "承办单位主要负责人（书面通报）",
 }
 
 
@@ -58,14 +63,14 @@ class LadderPolicy:
 
     def step_time(self, step: str, due_at: datetime) -> datetime:
         due_day = self.calendar.local_date(due_at)
-        if step == "reminder":
+        if step == OverdueStep.REMINDER:
             day = due_day
             for _ in range(self.reminder_working_days_before):
                 day = self.calendar.previous_working_day(day)
             return self._at(day)
-        if step == "due_today":
+        if step == OverdueStep.DUE_TODAY:
             return self._at(self.calendar.on_or_after(due_day))
-        if step in ("chase", "escalation"):
+        if step in (OverdueStep.CHASE, OverdueStep.ESCALATION):
             return self._at(self.calendar.next_working_day(due_day))
         day = due_day
         for _ in range(self.rebuke_after_working_days + 1):
@@ -99,26 +104,25 @@ async def fire_due_steps(
     lock_rows: bool,
     batch: int = 100,
 ) -> int:
-    """Take every ladder step due by ``now``; returns how many were taken."""
-    taken = 0
-    while True:
-        async with session_factory() as session, session.begin():
-            query = (
-                select(TaskClock)
-                .where(TaskClock.status == "running", col(TaskClock.next_step_at) <= now)
-                .order_by(col(TaskClock.next_step_at))
-                .limit(batch)
-            )
-            if lock_rows:
-                query = query.with_for_update(skip_locked=True)
-            clocks = list(await session.exec(query))
-            for clock in clocks:
-                await _take_step(session, policy, clock, now)
-                taken += 1
-        # A clock whose next step is also past due comes back in the next round, so a scheduler
-        # that was down takes every missed step, in ladder order.
-        if not clocks:
-            return taken
+    """Take the next due step of at most ``batch`` clocks due by ``now``, in one transaction.
+
+    Returns how many steps were taken: none means nothing is due; any means more may be due
+    at once, since a clock whose next step is also past due comes back in the next round.  So
+    a scheduler that was down takes every missed step, in ladder order.
+    """
+    async with session_factory() as session, session.begin():
+        query = (
+            select(TaskClock)
+            .where(TaskClock.status == ClockStatus.RUNNING, col(TaskClock.next_step_at) <= now)
+            .order_by(col(TaskClock.next_step_at))
+            .limit(batch)
+        )
+        if lock_rows:
+            query = query.with_for_update(skip_locked=True)
+        clocks = list(await session.exec(query))
+        for clock in clocks:
+            await _take_step(session, policy, clock, now)
+    return len(clocks)
 
 
 async def _take_step(session: AsyncSession, policy: LadderPolicy, clock: TaskClock, now: datetime) -> None:
@@ -166,12 +170,13 @@ async def _take_step(session: AsyncSession, policy: LadderPolicy, clock: TaskClo
                 at=now,
             )
             log.info("ladder step taken", clock=clock.name, step=step)
+            count_ladder_step(step=step)
     policy.schedule(clock, done)
     session.add(clock)
 
 
 class LadderScheduler:
-    """Runs ``fire_due_steps`` every few seconds against the service's clock."""
+    """Runs ``fire_due_steps`` as a background worker, against the service's clock."""
 
     def __init__(
         self,
@@ -185,21 +190,27 @@ class LadderScheduler:
         self.session_factory = session_factory
         self.policy = policy
         self.now = now
-        self.interval_seconds = interval_seconds
         self.lock_rows = lock_rows
-
-    async def tick(self) -> int:
-        return await fire_due_steps(
-            session_factory=self.session_factory,
-            policy=self.policy,
-            now=self.now(),
-            lock_rows=self.lock_rows,
+        self.worker = BackgroundWorker(
+            name="ladder-scheduler",
+            step=self.step,
+            idle_seconds=interval_seconds,
+            step_timeout=STEP_TIMEOUT_SECONDS,
         )
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception as exc:  # a database blip must not end the ladder for good
-                log.warning("ladder tick failed", error=str(exc))
-            await asyncio.sleep(self.interval_seconds)
+    async def step(self) -> bool:
+        """One bounded round; True when it took steps, so that more may be due at once."""
+        return await self._round(self.now()) > 0
+
+    async def tick(self) -> int:
+        """Every step due now, round after round; returns how many were taken."""
+        now = self.now()
+        taken = 0
+        while taken_now := await self._round(now):
+            taken += taken_now
+        return taken
+
+    async def _round(self, now: datetime) -> int:
+        return await fire_due_steps(
+            session_factory=self.session_factory, policy=self.policy, now=now, lock_rows=self.lock_rows
+        )

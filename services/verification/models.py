@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from uuid import uuid4
 
@@ -13,13 +14,79 @@ from sqlmodel import Column, Field, Relationship, SQLModel, Text
 from shared.db import UTCDateTime, batch_insert_sentinel, utcnow
 
 
+class CaseKind(StrEnum):
+    COMPLAINT = "complaint"
+    SUGGESTION = "suggestion"
+
+
+class TaskStatus(StrEnum):
+    OPEN = "open"
+    CLAIMED = "claimed"
+    IN_REVIEW = "in_review"
+    CONCLUDED = "concluded"
+    RETURNED = "returned"
+    SUPERSEDED = "superseded"
+    WITHDRAWN = "withdrawn"
+
+
+# A task in one of these still has work to do: it holds running clocks and takes evidence.
+ACTIVE_TASK_STATUSES = (TaskStatus.OPEN, TaskStatus.CLAIMED, TaskStatus.IN_REVIEW)
+# The statuses in which the cross-check team sees a task.
+REVIEWER_VISIBLE_STATUSES = (TaskStatus.IN_REVIEW, TaskStatus.CONCLUDED)
+
+
+class ReviewStatus(StrEnum):
+    NONE = "none"
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    SENT_BACK = "sent_back"
+
+
+class ClockStatus(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class OverdueStep(StrEnum):
+    """The rungs of the overdue ladder, in the order a clock climbs them."""
+
+    REMINDER = "reminder"
+    DUE_TODAY = "due_today"
+    CHASE = "chase"
+    ESCALATION = "escalation"
+    REBUKE = "rebuke"
+
+
+class ExtensionStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REFUSED = "refused"
+
+
+class RectificationStatus(StrEnum):
+    OPEN = "open"
+    DONE = "done"
+    NOT_DONE = "not_done"
+
+
+class LedgerMarkKind(StrEnum):
+    SUPERVISED = "supervised"
+    LEADER_ASSIGNED = "leader_assigned"
+
+
+# The clocks that set a task's own due date; the others (notice, co-handling view) run beside it.
+MAIN_CLOCKS = ("verification", "deputy_reply", "rehandle")
+# The one classification that waits for a follow-up reply (B: 正在解决或列入计划解决).
+FOLLOW_UP_CLASSIFICATION = "B"
+
+
 class MatterSnapshot(SQLModel, table=True):
     """What an inspector needs to know about the matter, without the complainant's identity."""
 
     __tablename__ = "verification_matter"
 
     case_id: str = Field(primary_key=True, max_length=64)
-    case_kind: str = Field(max_length=16)
+    case_kind: str = Field(max_length=16, description="a CaseKind")
     tracking_code: str = Field(max_length=32)
     received_at: datetime = Field(sa_type=UTCDateTime)
     title: str = Field(max_length=300)
@@ -42,7 +109,7 @@ class Task(SQLModel, table=True):
 
     id: str = Field(default_factory=lambda: str(uuid4()), primary_key=True, max_length=64)
     case_id: str = Field(max_length=64, index=True)
-    case_kind: str = Field(max_length=16)
+    case_kind: str = Field(max_length=16, description="a CaseKind")
     assignment_id: str = Field(max_length=64, unique=True)
     team_code: str = Field(max_length=32)
     team_name: str = Field(max_length=100)
@@ -53,9 +120,7 @@ class Task(SQLModel, table=True):
     review_team_code: str | None = Field(default=None, max_length=32)
     key_clue: bool = False
     round: int = 1
-    status: str = Field(
-        default="open", max_length=16, description="open, claimed, in_review, concluded, returned, superseded"
-    )
+    status: str = Field(default=TaskStatus.OPEN, max_length=16, description="a TaskStatus")
     claimed_by: str | None = Field(default=None, max_length=64)
     claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -82,9 +147,7 @@ class Finding(SQLModel, table=True):
     follow_up: bool = False
     recorded_by: str = Field(max_length=64)
     recorded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    review_status: str = Field(
-        default="none", max_length=16, description="none, pending, confirmed, sent_back"
-    )
+    review_status: str = Field(default=ReviewStatus.NONE, max_length=16, description="a ReviewStatus")
     reviewed_by: str | None = Field(default=None, max_length=64)
     review_reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     reviewed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -139,7 +202,7 @@ class TaskClock(SQLModel, table=True):
     due_at: datetime = Field(sa_type=UTCDateTime)
     original_due_at: datetime = Field(sa_type=UTCDateTime)
     extended: bool = False
-    status: str = Field(default="running", max_length=16, description="running or stopped")
+    status: str = Field(default=ClockStatus.RUNNING, max_length=16, description="a ClockStatus")
     stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     next_step: str | None = Field(default=None, max_length=16)
     next_step_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -176,7 +239,7 @@ class Extension(SQLModel, table=True):
     reason: str = Field(sa_column=Column(Text, nullable=False))
     requested_by: str = Field(max_length=64)
     requested_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    status: str = Field(default="pending", max_length=16, description="pending, approved, refused")
+    status: str = Field(default=ExtensionStatus.PENDING, max_length=16, description="an ExtensionStatus")
     decided_by: str | None = Field(default=None, max_length=64)
     decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     decision_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
@@ -208,7 +271,7 @@ class Rectification(SQLModel, table=True):
     item: str = Field(sa_column=Column(Text, nullable=False))
     owner: str = Field(max_length=100)
     due_date: datetime = Field(sa_type=UTCDateTime)
-    status: str = Field(default="open", max_length=16, description="open, done, not_done")
+    status: str = Field(default=RectificationStatus.OPEN, max_length=16, description="a RectificationStatus")
     checked_by: str | None = Field(default=None, max_length=64)
     checked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     check_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
@@ -235,7 +298,7 @@ class LedgerMark(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     case_id: str = Field(max_length=64)
-    mark: str = Field(max_length=20, description="supervised or leader_assigned")
+    mark: str = Field(max_length=20, description="a LedgerMarkKind")
     leader: str | None = Field(default=None, max_length=64)
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     marked_by: str = Field(max_length=64)

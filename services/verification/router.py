@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import IO, Annotated, Literal
 from urllib.parse import quote
 
 import structlog
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, Response
-from sqlmodel import col, select
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import Response, StreamingResponse
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.verification import service, stats
+from services.verification import evidence, extensions, findings, ledger, stats, tasks
+from services.verification.context import VerificationContext
 from services.verification.models import (
-    CoHandlingView,
-    Evidence,
-    Extension,
+    ExtensionStatus,
     Finding,
+    LedgerMarkKind,
     MatterSnapshot,
-    Rectification,
+    OverdueStep,
     Task,
 )
 from services.verification.schemas import (
@@ -46,21 +48,25 @@ from services.verification.schemas import (
     TaskEventRead,
     TaskRead,
 )
+from shared.apidocs import file_download
 from shared.app import current_correlation_id, get_session
 from shared.auth import Principal, Role, require_roles
-from shared.errors import FieldProblems
+from shared.validation import Limit, Line, Offset, Text
 
 router = APIRouter(prefix="/api/v1")
+# Evidence is always served as opaque bytes, whatever type its uploader claimed (see evidence_file).
+EVIDENCE_MEDIA_TYPE = "application/octet-stream"
+XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 Supervisor = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR))]
 
 
 # async: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
-async def verification_context(request: Request) -> service.VerificationContext:
-    ctx: service.VerificationContext = request.app.state.verification
+async def verification_context(request: Request) -> VerificationContext:
+    ctx: VerificationContext = request.app.state.verification
     return ctx
 
 
-Context = Annotated[service.VerificationContext, Depends(verification_context)]
+Context = Annotated[VerificationContext, Depends(verification_context)]
 Session = Annotated[AsyncSession, Depends(get_session)]
 InspectorOrSupervisor = Annotated[Principal, Depends(require_roles(Role.INSPECTOR, Role.SUPERVISOR))]
 Inspector = Annotated[Principal, Depends(require_roles(Role.INSPECTOR))]
@@ -101,7 +107,7 @@ def finding_read(finding: Finding) -> FindingRead:
 
 async def _locked_task(session: AsyncSession, task_id: str, principal: Principal) -> Task:
     """The task, locked for this transaction, with its case bound to every log line that follows."""
-    task = await service.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
+    task = await tasks.visible_task(session=session, task_id=task_id, principal=principal, lock=True)
     structlog.contextvars.bind_contextvars(case_id=task.case_id)
     return task
 
@@ -110,34 +116,34 @@ async def _locked_task(session: AsyncSession, task_id: str, principal: Principal
 async def list_tasks(
     session: Session,
     principal: InspectorOrSupervisor,
-    case_id: Annotated[str | None, Query(max_length=64)] = None,
-    status: Annotated[str | None, Query(max_length=16)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    case_id: Annotated[Line | None, Query(max_length=64)] = None,
+    status: Annotated[Line | None, Query(max_length=16)] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> list[TaskRead]:
     if case_id:
         structlog.contextvars.bind_contextvars(case_id=case_id)
-    tasks = await service.list_tasks(
+    found = await tasks.list_tasks(
         session=session, principal=principal, case_id=case_id, status=status, limit=limit, offset=offset
     )
     result = []
-    for task in tasks:
-        result.append(task_read(task, await session.get(MatterSnapshot, task.case_id)))
+    for task in found:
+        result.append(task_read(task, await tasks.matter_of(session=session, case_id=task.case_id)))
     return result
 
 
 @router.get("/tasks/{task_id}", response_model=TaskDetail, tags=["tasks"])
 async def get_task(task_id: str, session: Session, principal: InspectorOrSupervisor) -> TaskDetail:
-    task = await service.visible_task(session=session, task_id=task_id, principal=principal)
+    task = await tasks.visible_task(session=session, task_id=task_id, principal=principal)
     structlog.contextvars.bind_contextvars(case_id=task.case_id)
-    matter = await session.get(MatterSnapshot, task.case_id)
+    matter = await tasks.matter_of(session=session, case_id=task.case_id)
     return TaskDetail(
         task=task_read(task, matter),
         matter=MatterRead.model_validate(matter, from_attributes=True) if matter else None,
-        findings=[finding_read(f) for f in await service.findings(session=session, task_id=task.id)],
+        findings=[finding_read(f) for f in await findings.findings(session=session, task_id=task.id)],
         history=[
             TaskEventRead.model_validate(h, from_attributes=True)
-            for h in await service.history(session=session, task_id=task.id)
+            for h in await tasks.history(session=session, task_id=task.id)
         ],
     )
 
@@ -146,7 +152,7 @@ async def get_task(task_id: str, session: Session, principal: InspectorOrSupervi
 async def claim_task(task_id: str, session: Session, principal: Inspector) -> TaskRead:
     async with session.begin():
         task = await _locked_task(session, task_id, principal)
-        await service.claim(
+        await tasks.claim(
             session=session, task=task, principal=principal, correlation_id=current_correlation_id()
         )
     return task_read(task)
@@ -156,7 +162,7 @@ async def claim_task(task_id: str, session: Session, principal: Inspector) -> Ta
 async def release_task(task_id: str, session: Session, principal: Inspector) -> TaskRead:
     async with session.begin():
         task = await _locked_task(session, task_id, principal)
-        await service.release(session=session, task=task, principal=principal)
+        await tasks.release(session=session, task=task, principal=principal)
     return task_read(task)
 
 
@@ -166,7 +172,7 @@ async def record_finding(
 ) -> FindingRead:
     async with session.begin():
         task = await _locked_task(session, task_id, principal)
-        finding = await service.record_finding(
+        finding = await findings.record_finding(
             session=session,
             task=task,
             principal=principal,
@@ -177,14 +183,17 @@ async def record_finding(
 
 
 @router.post("/tasks/{task_id}/review", response_model=FindingRead, tags=["tasks"])
-async def review_task(task_id: str, body: ReviewIn, session: Session, principal: Inspector) -> FindingRead:
+async def review_task(
+    task_id: str, body: ReviewIn, session: Session, ctx: Context, principal: Inspector
+) -> FindingRead:
     async with session.begin():
         task = await _locked_task(session, task_id, principal)
-        finding = await service.review(
+        finding = await findings.review(
             session=session,
             task=task,
             principal=principal,
             review_in=body,
+            organisation=ctx.organisation,
             correlation_id=current_correlation_id(),
         )
     return finding_read(finding)
@@ -194,7 +203,7 @@ async def review_task(task_id: str, body: ReviewIn, session: Session, principal:
 async def return_task(task_id: str, body: ReturnIn, session: Session, principal: Inspector) -> TaskRead:
     async with session.begin():
         task = await _locked_task(session, task_id, principal)
-        await service.return_task(
+        await tasks.return_task(
             session=session,
             task=task,
             principal=principal,
@@ -208,16 +217,16 @@ async def return_task(task_id: str, body: ReturnIn, session: Session, principal:
 async def task_clocks(
     task_id: str, session: Session, ctx: Context, principal: InspectorOrSupervisor
 ) -> list[ClockState]:
-    task = await service.visible_task(session=session, task_id=task_id, principal=principal)
+    task = await tasks.visible_task(session=session, task_id=task_id, principal=principal)
     structlog.contextvars.bind_contextvars(case_id=task.case_id)
-    return await service.clock_states(session=session, ctx=ctx, task_id=task.id)
+    return await ledger.clock_states(session=session, ctx=ctx, task_id=task.id)
 
 
 @router.post("/tasks/{task_id}/follow-up", response_model=FindingRead, tags=["tasks"])
 async def follow_up(task_id: str, body: FollowUpIn, session: Session, principal: Inspector) -> FindingRead:
     async with session.begin():
         task = await _locked_task(session, task_id, principal)
-        finding = await service.record_follow_up(
+        finding = await findings.record_follow_up(
             session=session,
             task=task,
             principal=principal,
@@ -233,7 +242,7 @@ async def request_extension(
 ) -> ExtensionRead:
     async with session.begin():
         task = await _locked_task(session, task_id, principal)
-        extension = await service.request_extension(
+        extension = await extensions.request_extension(
             session=session, ctx=ctx, task=task, principal=principal, extension_in=body
         )
     return ExtensionRead.model_validate(extension, from_attributes=True)
@@ -243,21 +252,12 @@ async def request_extension(
 async def list_extensions(
     session: Session,
     principal: InspectorOrSupervisor,
-    status: Annotated[Literal["pending", "approved", "refused"] | None, Query()] = None,
-    task_id: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[ExtensionStatus | None, Query()] = None,
+    task_id: Annotated[Line | None, Query(max_length=64)] = None,
 ) -> list[ExtensionRead]:
-    query = select(Extension).order_by(col(Extension.requested_at))
-    if status:
-        query = query.where(Extension.status == status)
-    if task_id:
-        query = query.where(Extension.task_id == task_id)
-    rows = list(await session.exec(query))
-    if principal.role == Role.INSPECTOR:
-        visible = {
-            t.id
-            for t in await session.exec(select(Task).where(Task.team_code == (principal.team_code or "")))
-        }
-        rows = [r for r in rows if r.task_id in visible]
+    rows = await extensions.list_extensions(
+        session=session, principal=principal, status=status, task_id=task_id
+    )
     return [ExtensionRead.model_validate(r, from_attributes=True) for r in rows]
 
 
@@ -266,11 +266,9 @@ async def decide_extension(
     extension_id: str, body: ExtensionDecisionIn, session: Session, ctx: Context, principal: Supervisor
 ) -> ExtensionRead:
     async with session.begin():
-        extension = await session.get(Extension, extension_id)
-        if extension is None:
-            raise HTTPException(status_code=404, detail="延期申请不存在")
+        extension = await extensions.get_extension(session=session, extension_id=extension_id)
         structlog.contextvars.bind_contextvars(case_id=extension.case_id)
-        extension = await service.decide_extension(
+        extension = await extensions.decide_extension(
             session=session,
             ctx=ctx,
             extension=extension,
@@ -291,62 +289,96 @@ async def add_evidence(
     ctx: Context,
     principal: Inspector,
     kind: Annotated[EVIDENCE_KINDS, Form()],
-    description: Annotated[str, Form(min_length=2, max_length=2000)],
-    reference: Annotated[str | None, Form(max_length=300)] = None,
+    description: Annotated[Text, Form(min_length=2, max_length=2000)],
+    reference: Annotated[Line | None, Form(max_length=300)] = None,
     file: Annotated[UploadFile | None, File()] = None,
 ) -> EvidenceRead:
-    async with session.begin():
-        task = await _locked_task(session, task_id, principal)
-        if file is None and not (reference or "").strip():
-            raise FieldProblems(
-                [("reference", "请上传文件或填写证据存放位置", "a file or a reference is required")]
+    stored: evidence.StoredUpload | None = None
+    if file is not None:
+        # The file goes to the evidence store before the task is locked: no row lock, no open
+        # transaction, while it travels over the network.
+        async with session.begin():
+            task = await tasks.visible_task(session=session, task_id=task_id, principal=principal)
+            evidence.check_may_add(task=task, principal=principal)
+        stored = await evidence.store_upload(ctx=ctx, task=task, upload=file)
+    try:
+        async with session.begin():
+            task = await _locked_task(session, task_id, principal)
+            added = await evidence.add_evidence(
+                session=session,
+                task=task,
+                principal=principal,
+                kind=kind,
+                description=description,
+                reference=reference,
+                stored=stored,
             )
-        evidence = await service.add_evidence(
-            session=session,
-            ctx=ctx,
-            task=task,
-            principal=principal,
-            kind=kind,
-            description=description,
-            reference=(reference or "").strip() or None,
-            upload=file,
-        )
-    return EvidenceRead.model_validate(evidence, from_attributes=True)
+    except BaseException:
+        if stored is not None:
+            await evidence.discard_upload(ctx=ctx, stored=stored)
+        raise
+    return EvidenceRead.model_validate(added, from_attributes=True)
 
 
 @router.get("/tasks/{task_id}/evidence", response_model=list[EvidenceRead], tags=["evidence"])
 async def list_evidence(
     task_id: str, session: Session, principal: InspectorOrSupervisor
 ) -> list[EvidenceRead]:
-    task = await service.visible_task(session=session, task_id=task_id, principal=principal)
-    rows = await session.exec(
-        select(Evidence).where(Evidence.task_id == task.id).order_by(col(Evidence.added_at))
-    )
+    task = await tasks.visible_task(session=session, task_id=task_id, principal=principal)
+    rows = await evidence.list_evidence(session=session, task_id=task.id)
     return [EvidenceRead.model_validate(r, from_attributes=True) for r in rows]
 
 
-@router.get("/evidence/{evidence_id}/file", tags=["evidence"])
+@router.get(
+    "/evidence/{evidence_id}/file",
+    tags=["evidence"],
+    response_class=StreamingResponse,
+    responses=file_download(EVIDENCE_MEDIA_TYPE, "The evidence file, as uploaded"),
+)
 async def evidence_file(
     evidence_id: str, session: Session, ctx: Context, principal: InspectorOrSupervisor
-) -> FileResponse:
-    evidence = await session.get(Evidence, evidence_id)
-    if evidence is None or evidence.sha256 is None:
-        raise HTTPException(status_code=404, detail="证据文件不存在")
-    await service.visible_task(session=session, task_id=evidence.task_id, principal=principal)
-    path = ctx.evidence_dir / evidence.sha256
-    if not path.exists():
-        raise HTTPException(status_code=404, detail="证据文件不存在")
-    return FileResponse(path, media_type=evidence.content_type, filename=evidence.filename)
+) -> StreamingResponse:
+    # The transaction ends before the download from the store: no connection held meanwhile.
+    async with session.begin():
+        stored = await evidence.evidence_to_download(
+            session=session, evidence_id=evidence_id, principal=principal
+        )
+    content = await evidence.open_evidence_file(ctx=ctx, evidence=stored)
+    filename = stored.filename or "evidence"
+    disposition = (
+        f'attachment; filename="{filename}"'
+        if quote(filename) == filename
+        else f"attachment; filename*=utf-8''{quote(filename)}"
+    )
+    # The uploader chose the content type: served as it came, a crafted "text/html" file would
+    # run in this origin.  Always a download, never sniffed, and sandboxed if opened anyway.
+    return StreamingResponse(
+        _file_chunks(content),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": disposition,
+            "Content-Length": str(os.fstat(content.fileno()).st_size),
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox; default-src 'none'",
+        },
+    )
+
+
+async def _file_chunks(content: IO[bytes]) -> AsyncIterator[bytes]:
+    """The open file in pieces, closed at the end or when the client goes away."""
+    try:
+        while chunk := await asyncio.to_thread(content.read, 1024 * 1024):
+            yield chunk
+    finally:
+        content.close()
 
 
 @router.get("/tasks/{task_id}/rectifications", response_model=list[RectificationRead], tags=["rectification"])
 async def list_rectifications(
     task_id: str, session: Session, principal: InspectorOrSupervisor
 ) -> list[RectificationRead]:
-    task = await service.visible_task(session=session, task_id=task_id, principal=principal)
-    rows = await session.exec(
-        select(Rectification).where(Rectification.task_id == task.id).order_by(col(Rectification.due_date))
-    )
+    task = await tasks.visible_task(session=session, task_id=task_id, principal=principal)
+    rows = await findings.rectifications(session=session, task_id=task.id)
     return [RectificationRead.model_validate(r, from_attributes=True) for r in rows]
 
 
@@ -355,15 +387,11 @@ async def check_rectification(
     item_id: str, body: RectificationCheckIn, session: Session, ctx: Context, principal: InspectorOrSupervisor
 ) -> RectificationRead:
     async with session.begin():
-        item = await session.get(Rectification, item_id)
-        if item is None:
-            raise HTTPException(status_code=404, detail="整改事项不存在")
-        task = await service.visible_task(session=session, task_id=item.task_id, principal=principal)
-        if principal.role == Role.INSPECTOR and principal.team_code == task.team_code:
-            # The team that found the problem does not certify its own rectification.
-            raise HTTPException(status_code=403, detail="整改检查应由督察支队或复核队进行")
+        item = await findings.rectification_to_check(
+            session=session, item_id=item_id, principal=principal, organisation=ctx.organisation
+        )
         structlog.contextvars.bind_contextvars(case_id=item.case_id)
-        item = await service.check_rectification(
+        item = await findings.check_rectification(
             session=session, ctx=ctx, item=item, principal=principal, check=body
         )
     return RectificationRead.model_validate(item, from_attributes=True)
@@ -375,7 +403,7 @@ async def give_co_view(
 ) -> CoViewRead:
     async with session.begin():
         task = await _locked_task(session, task_id, principal)
-        view = await service.give_co_view(
+        view = await findings.give_co_view(
             session=session, ctx=ctx, task=task, principal=principal, view_in=body
         )
     return CoViewRead.model_validate(view, from_attributes=True)
@@ -383,8 +411,8 @@ async def give_co_view(
 
 @router.get("/tasks/{task_id}/co-views", response_model=list[CoViewRead], tags=["tasks"])
 async def list_co_views(task_id: str, session: Session, principal: InspectorOrSupervisor) -> list[CoViewRead]:
-    task = await service.visible_task(session=session, task_id=task_id, principal=principal)
-    rows = await session.exec(select(CoHandlingView).where(CoHandlingView.task_id == task.id))
+    task = await tasks.visible_task(session=session, task_id=task_id, principal=principal)
+    rows = await findings.co_views(session=session, task_id=task.id)
     return [CoViewRead.model_validate(r, from_attributes=True) for r in rows]
 
 
@@ -394,7 +422,9 @@ async def require_review(
 ) -> TaskRead:
     async with session.begin():
         task = await _locked_task(session, task_id, principal)
-        await service.require_review(session=session, ctx=ctx, task=task, principal=principal, review_in=body)
+        await findings.require_review(
+            session=session, ctx=ctx, task=task, principal=principal, review_in=body
+        )
     return task_read(task)
 
 
@@ -404,14 +434,14 @@ async def get_ledger(
     ctx: Context,
     principal: Supervisor,
     min_age_days: Annotated[int | None, Query(ge=0, le=3650)] = None,
-    county: Annotated[str | None, Query(max_length=16)] = None,
-    team_code: Annotated[str | None, Query(max_length=32)] = None,
-    category: Annotated[str | None, Query(max_length=64)] = None,
-    clock: Annotated[str | None, Query(max_length=32)] = None,
-    step: Annotated[Literal["reminder", "due_today", "chase", "escalation", "rebuke"] | None, Query()] = None,
-    marked: Annotated[Literal["supervised", "leader_assigned"] | None, Query()] = None,
+    county: Annotated[Line | None, Query(max_length=16)] = None,
+    team_code: Annotated[Line | None, Query(max_length=32)] = None,
+    category: Annotated[Line | None, Query(max_length=64)] = None,
+    clock: Annotated[Line | None, Query(max_length=32)] = None,
+    step: Annotated[OverdueStep | None, Query()] = None,
+    marked: Annotated[LedgerMarkKind | None, Query()] = None,
 ) -> list[LedgerRow]:
-    return await service.ledger(
+    return await ledger.ledger(
         session=session,
         ctx=ctx,
         min_age_days=ctx.ledger_min_age_days if min_age_days is None else min_age_days,
@@ -430,38 +460,42 @@ async def mark_ledger(
 ) -> dict[str, object]:
     structlog.contextvars.bind_contextvars(case_id=case_id)
     async with session.begin():
-        mark = await service.mark_ledger(
+        mark = await ledger.mark_ledger(
             session=session, ctx=ctx, case_id=case_id, principal=principal, mark_in=body
         )
     return {"case_id": mark.case_id, "mark": mark.mark, "leader": mark.leader, "marked_by": mark.marked_by}
 
 
-LedgerStep = Literal["reminder", "due_today", "chase", "escalation", "rebuke"]
 STEP_FILTER_LABELS = {
-    "reminder": "到期前提醒",
-    "due_today": "当日到期",
-    "chase": "催办",
-    "escalation": "督办",
-    "rebuke": "通报",
+    OverdueStep.REMINDER: "到期前提醒",
+    OverdueStep.DUE_TODAY: "当日到期",
+    OverdueStep.CHASE: "催办",
+    OverdueStep.ESCALATION: "督办",
+    OverdueStep.REBUKE: "通报",
 }
 
 
-@router.get("/ledger.xlsx", tags=["ledger"], response_class=Response)
+@router.get(
+    "/ledger.xlsx",
+    tags=["ledger"],
+    response_class=Response,
+    responses=file_download(XLSX_MEDIA_TYPE, "The ledger as an Excel workbook"),
+)
 async def export_ledger(
     session: Session,
     ctx: Context,
     principal: Supervisor,
     min_age_days: Annotated[int | None, Query(ge=0, le=3650)] = None,
-    county: Annotated[str | None, Query(max_length=16)] = None,
-    team_code: Annotated[str | None, Query(max_length=32)] = None,
-    category: Annotated[str | None, Query(max_length=64)] = None,
-    clock: Annotated[str | None, Query(max_length=32)] = None,
-    step: Annotated[LedgerStep | None, Query()] = None,
-    marked: Annotated[Literal["supervised", "leader_assigned"] | None, Query()] = None,
+    county: Annotated[Line | None, Query(max_length=16)] = None,
+    team_code: Annotated[Line | None, Query(max_length=32)] = None,
+    category: Annotated[Line | None, Query(max_length=64)] = None,
+    clock: Annotated[Line | None, Query(max_length=32)] = None,
+    step: Annotated[OverdueStep | None, Query()] = None,
+    marked: Annotated[LedgerMarkKind | None, Query()] = None,
 ) -> Response:
     """The ledger with the same filters as GET /ledger, as an Excel workbook to print or send on."""
     age = ctx.ledger_min_age_days if min_age_days is None else min_age_days
-    rows = await service.ledger(
+    rows = await ledger.ledger(
         session=session,
         ctx=ctx,
         min_age_days=age,
@@ -491,7 +525,7 @@ async def export_ledger(
     filename = quote(f"督办台账_{stamp}.xlsx")
     return Response(
         content,
-        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        media_type=XLSX_MEDIA_TYPE,
         headers={
             "Content-Disposition": f"attachment; filename=ledger-{stamp}.xlsx; filename*=UTF-8''{filename}",
             "Cache-Control": "no-store",

@@ -5,7 +5,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.verification.models import LedgerMarkKind
 from shared.errors import LocalisedError
+from shared.validation import Code, Line, Text
 
 OUTCOME_LABELS = {
     "substantiated": "属实",
@@ -72,16 +74,16 @@ OutcomeValue = Literal[
 class AllegationFinding(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    category: str = Field(min_length=1, max_length=64)
+    category: Line = Field(min_length=1, max_length=64)
     outcome: OutcomeValue
-    note: str | None = Field(default=None, max_length=2000)
+    note: Text | None = Field(default=None, max_length=2000)
 
 
 class OfficerFinding(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, max_length=64)
-    badge_no: str | None = Field(default=None, max_length=16)
+    name: Line | None = Field(default=None, max_length=64)
+    badge_no: Line | None = Field(default=None, max_length=16)
     outcome: OutcomeValue
     accountability: list[Literal[ACCOUNTABILITY]] = Field(default_factory=list, max_length=10)  # type: ignore[valid-type]
 
@@ -103,8 +105,8 @@ class OfficerFinding(BaseModel):
 class RectificationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    item: str = Field(min_length=2, max_length=2000)
-    owner: str = Field(min_length=1, max_length=100)
+    item: Text = Field(min_length=2, max_length=2000)
+    owner: Line = Field(min_length=1, max_length=100)
     due_date: datetime
 
     @model_validator(mode="after")
@@ -125,16 +127,16 @@ class FindingIn(BaseModel):
         "unverifiable",
         "no_finding",
     ]
-    summary: str = Field(
+    summary: Text = Field(
         min_length=2, max_length=5000, description="the finding in plain words, for the answer"
     )
-    facts: str | None = Field(default=None, max_length=20000, description="facts established (internal)")
-    no_finding_reason: str | None = Field(default=None, max_length=500)
+    facts: Text | None = Field(default=None, max_length=20000, description="facts established (internal)")
+    no_finding_reason: Text | None = Field(default=None, max_length=500)
     accountability: list[Literal[ACCOUNTABILITY]] = Field(default_factory=list, max_length=10)  # type: ignore[valid-type]
     classification: Literal["A", "B", "C", "D"] | None = None
     allegations: list[AllegationFinding] = Field(default_factory=list, max_length=50)
     officers: list[OfficerFinding] = Field(default_factory=list, max_length=50)
-    evidence_ids: list[str] = Field(default_factory=list, max_length=200)
+    evidence_ids: list[Line] = Field(default_factory=list, max_length=200)
     rectifications: list[RectificationIn] = Field(default_factory=list, max_length=50)
 
     @model_validator(mode="after")
@@ -180,7 +182,7 @@ class ReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     decision: Literal["confirm", "send_back"]
-    reasons: list[str] = Field(default_factory=list, max_length=20)
+    reasons: list[Text] = Field(default_factory=list, max_length=20)
 
     @model_validator(mode="after")
     def _reasons_for_send_back(self) -> ReviewIn:
@@ -192,7 +194,7 @@ class ReviewIn(BaseModel):
 class ReturnIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=2, max_length=1000)
+    reason: Text = Field(min_length=2, max_length=1000)
 
 
 class TaskEventRead(BaseModel):
@@ -230,23 +232,23 @@ class FollowUpIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    summary: str = Field(min_length=2, max_length=5000)
+    summary: Text = Field(min_length=2, max_length=5000)
     classification: Literal["A", "B", "C", "D"]
 
 
 class ExtensionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    clock: str = Field(default="verification", min_length=1, max_length=32)
+    clock: Line = Field(default="verification", min_length=1, max_length=32)
     days: int = Field(ge=1, le=366)
-    reason: str = Field(min_length=4, max_length=2000)
+    reason: Text = Field(min_length=4, max_length=2000)
 
 
 class ExtensionDecisionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     approve: bool
-    note: str | None = Field(default=None, max_length=2000)
+    note: Text | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")
     def _note_when_refused(self) -> ExtensionDecisionIn:
@@ -304,13 +306,13 @@ class RectificationCheckIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     done: bool
-    note: str = Field(min_length=2, max_length=2000)
+    note: Text = Field(min_length=2, max_length=2000)
 
 
 class CoViewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    view: str = Field(min_length=2, max_length=10000)
+    view: Text = Field(min_length=2, max_length=10000)
 
 
 class CoViewRead(BaseModel):
@@ -323,8 +325,8 @@ class CoViewRead(BaseModel):
 class RequireReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=2, max_length=1000)
-    review_team_code: str | None = Field(default=None, max_length=32)
+    reason: Text = Field(min_length=2, max_length=1000)
+    review_team_code: Code | None = Field(default=None, max_length=32)
 
 
 class ClockState(BaseModel):
@@ -345,13 +347,13 @@ class ClockState(BaseModel):
 class LedgerMarkIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    mark: Literal["supervised", "leader_assigned"]
-    leader: str | None = Field(default=None, max_length=64)
-    note: str | None = Field(default=None, max_length=2000)
+    mark: LedgerMarkKind
+    leader: Line | None = Field(default=None, max_length=64)
+    note: Text | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")
     def _leader_named(self) -> LedgerMarkIn:
-        if self.mark == "leader_assigned" and not (self.leader or "").strip():
+        if self.mark == LedgerMarkKind.LEADER_ASSIGNED and not (self.leader or "").strip():
             raise LocalisedError(
                 "领导包案需填写包案领导", "leader_assigned needs the leader's name", field="leader"
             )

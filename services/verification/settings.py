@@ -33,6 +33,20 @@ class VerificationSettings(ServiceSettings):
         default=30, description="the ledger (台账) lists matters open longer than this"
     )
     evidence_dir: Path = Field(
-        default=Path("var/evidence"), description="where uploaded evidence files are kept"
+        default=Path("var/evidence"),
+        description="read-only: evidence files kept on disk before the object store, named by SHA-256",
     )
     evidence_max_bytes: int = Field(default=200 * 1024 * 1024, description="largest evidence upload")
+    evidence_bucket: str = Field(
+        default="supervision-evidence",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="JetStream object store bucket of the evidence files (NATS_REPLICAS replicas)",
+    )
+    evidence_store_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="bound on each evidence store request (a chunk, the metadata)"
+    )
+    evidence_store_min_bytes_per_second: float = Field(
+        default=1024 * 1024,
+        gt=0,
+        description="a transfer may take EVIDENCE_STORE_TIMEOUT_SECONDS plus its size at this rate",
+    )

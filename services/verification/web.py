@@ -9,9 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
+from services.verification.context import VerificationContext
 from services.verification.ladder import STEP_LABELS, STEPS
 from services.verification.schemas import ACCOUNTABILITY, OUTCOME_LABELS
-from services.verification.service import VerificationContext
 from shared.auth import Principal, Role
 from shared.deadlines import DEFAULT_DEADLINES_FILE, load_deadlines
 from shared.reference import DEFAULT_CATEGORIES_FILE, load_categories

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import jwt
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.middleware.cors import CORSMiddleware
@@ -30,7 +29,8 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.auth import Principal, Role, decode_token
+from shared.asgi import SameOriginMiddleware
+from shared.auth import Principal, Role, verified_token
 
 WEB_DIR = Path(__file__).resolve().parent
 STATIC_DIR = WEB_DIR / "static"
@@ -63,6 +63,8 @@ NAVIGATION: dict[Role, tuple[tuple[str, str, str], ...]] = {
         ("routing", "/rules", "分派规则"),
         ("routing", "/org", "组织机构"),
         ("intake", "/operator/search", "事项查询"),
+        # Served by every service (shared.deadletters_api); it lists the four services' dead letters.
+        ("verification", "/dead-letters", "死信队列"),
     ),
     Role.DEPUTY: (("feedback", "/deputy", "我的建议提案"),),
 }
@@ -104,6 +106,8 @@ def sibling_origins(settings: Any) -> list[str]:
 def mount_web(app: FastAPI, settings: Any) -> None:
     """Static files at /static/, CORS for the sibling services, and the sign-in redirect of pages."""
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Inside CORS, so a refused cross-origin request still gets the headers its page needs to read why.
+    app.add_middleware(SameOriginMiddleware, origins=sibling_origins(settings))
     app.add_middleware(
         CORSMiddleware,
         allow_origins=sibling_origins(settings),
@@ -154,14 +158,10 @@ class PageRedirect(Exception):
 
 
 def principal_from_cookie(request: Request) -> Principal | None:
-    token = request.cookies.get(COOKIE_NAME)
-    if not token:
+    verified = verified_token(request, request.cookies.get(COOKIE_NAME))
+    if verified is None:
         return None
-    try:
-        principal = decode_token(token, signing_key=request.app.state.settings.signing_key)
-    except (jwt.PyJWTError, KeyError, ValueError):
-        return None
-    return None if principal.role == Role.SERVICE else principal
+    return None if verified.principal.role == Role.SERVICE else verified.principal
 
 
 def login_url(request: Request, next_url: str | None = None) -> str:

@@ -543,6 +543,21 @@
     return out.length ? "?" + out.join("&") : "";
   }
 
+  /* ------------------------------------------------------------------ sign-out */
+
+  /* The header's sign-out button posts to intake.  From another service's page that form post
+     would carry "Origin: null" (this site's referrer policy) and be refused as cross-site; a
+     fetch names its origin.  Intake revokes the token at once in every service. */
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form || !form.hasAttribute || !form.hasAttribute("data-logout")) { return; }
+    event.preventDefault();
+    var intake = (PAGE.urls && PAGE.urls.intake) || "";
+    fetch(intake + "/api/v1/auth/logout", { method: "POST", credentials: "include" })
+      .catch(function () { return null; })
+      .then(function () { window.location.href = intake + "/login"; });
+  });
+
   window.SV = {
     page: PAGE, urls: PAGE.urls || {}, user: PAGE.user || null,
     esc: esc, $: $, $all: $all, api: api, ApiError: ApiError,

@@ -1,7 +1,9 @@
-"""batch insert sentinels: a column on each hot append-only table so the ORM inserts many rows at once
+"""batch insert sentinels: a column on each of this service's hot append-only tables
 
 On SQLite the ORM cannot match RETURNING rows to new objects by order, so it inserted rows with
-generated ids one statement each; ``shared.db.batch_insert_sentinel`` explains the column.
+generated ids one statement each; ``shared.db.batch_insert_sentinel`` explains the column.  The
+audit log's and the outbox's are ``platform_0002``, which says why a database migrated before
+the platform branch existed upgrades cleanly.
 
 Revision ID: 0002
 Revises: 0001
@@ -20,22 +22,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("sentinel", sa.Integer(), nullable=True))
-
     with op.batch_alter_table("feedback_timeline", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("sentinel", sa.Integer(), nullable=True))
-
-    with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.add_column(sa.Column("sentinel", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("outbox", schema=None) as batch_op:
-        batch_op.drop_column("sentinel")
-
     with op.batch_alter_table("feedback_timeline", schema=None) as batch_op:
-        batch_op.drop_column("sentinel")
-
-    with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_column("sentinel")

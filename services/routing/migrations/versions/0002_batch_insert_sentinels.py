@@ -1,7 +1,6 @@
-"""batch insert sentinels: a column on each hot append-only table so the ORM inserts many rows at once
+"""batch insert sentinels: nothing left here, the audit log's and outbox's are ``platform_0002``
 
-On SQLite the ORM cannot match RETURNING rows to new objects by order, so it inserted rows with
-generated ids one statement each; ``shared.db.batch_insert_sentinel`` explains the column.
+Kept, empty, because databases migrated before the platform branch record it.
 
 Revision ID: 0002
 Revises: 0001
@@ -10,9 +9,6 @@ Create Date: 2026-11-28 06:56:44.415741
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-from alembic import op
-
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -20,16 +16,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("sentinel", sa.Integer(), nullable=True))
-
-    with op.batch_alter_table("outbox", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("sentinel", sa.Integer(), nullable=True))
+    pass
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("outbox", schema=None) as batch_op:
-        batch_op.drop_column("sentinel")
-
-    with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.drop_column("sentinel")
+    pass

@@ -1,6 +1,7 @@
 """Sending answers and notices to complainants: SMS through an HTTP gateway, e-mail over SMTP.
 
-Every delivery is a row; the worker started with the service takes due rows,
+Every delivery is a row; the service's background worker (``DeliverySender.step``
+under ``shared.worker.BackgroundWorker``, registered in ``main``) takes due rows,
 leases them (so another instance, or the request that created one, is not
 sending the same row), reads the contact from intake, sends, and records the
 outcome.  A failure is retried with a doubling wait until the configured
@@ -14,8 +15,6 @@ do not quote it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import EmailMessage
@@ -26,21 +25,24 @@ import aiosmtplib
 import httpx
 import structlog
 from sqlalchemy import or_
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.feedback.context import DeliveryConfig, FeedbackContext
-from services.feedback.models import Delivery
-from services.feedback.service import delivery_queued, mark_sent, record_failure
-from shared.auth import service_token
-from shared.db import is_sqlite, utcnow
+from services.feedback.deliveries import WORKER_ACTOR, mark_sent, record_failure
+from services.feedback.models import Channel, Delivery, DeliveryKind, DeliveryStatus
+from shared.auth import CONTACT_AUDIENCE, service_token
+from shared.db import utcnow
 from shared.logging import get_logger
+from shared.metrics import count_delivery
 
 log = get_logger(__name__)
 
-WORKER_ACTOR = "service:feedback"
-PURPOSES = {"answer": "发送答复", "notice": "发送办理期限延长告知"}
+# Why feedback reads a contact: the purpose from intake's list (shared/data/identity_purposes.json)
+# and, as the reason, what it is sending.
+CONTACT_PURPOSE = "答复送达"
+REASONS: dict[str, str] = {DeliveryKind.ANSWER: "发送答复", DeliveryKind.NOTICE: "发送办理期限延长告知"}
 
 
 @dataclass(frozen=True)
@@ -54,18 +56,21 @@ class Contact:
 @dataclass(frozen=True)
 class Attempt:
     sent: bool
-    channel: str | None = None
+    channel: Channel | None = None
     error: str = ""
     permanent: bool = False
 
 
-async def fetch_contact(*, ctx: FeedbackContext, case_id: str, purpose: str) -> Contact:
+async def fetch_contact(*, ctx: FeedbackContext, case_id: str, reason: str) -> Contact:
     """The complainant's contact from intake, which records the read like a person's."""
-    token = service_token(service="feedback", signing_key=ctx.signing_key)
+    if ctx.caller_signer is None:
+        raise RuntimeError("CALLER_PRIVATE_KEY is not set: feedback cannot ask intake for a contact")
+    # Signed with feedback's own key, good for this call only and for a minute.
+    token = service_token(service="feedback", signer=ctx.caller_signer, audience=CONTACT_AUDIENCE)
     async with httpx.AsyncClient(base_url=ctx.intake_url, timeout=ctx.intake_timeout) as client:
         response = await client.get(
             f"/api/v1/complaints/{case_id}/contact",
-            params={"purpose": purpose},
+            params={"purpose": CONTACT_PURPOSE, "reason": reason},
             headers={"Authorization": f"Bearer {token}"},
         )
         response.raise_for_status()
@@ -91,15 +96,15 @@ async def send_sms(config: DeliveryConfig, *, phone: str, text: str, reference: 
                 headers=headers,
             )
     except httpx.HTTPError as exc:
-        return Attempt(sent=False, channel="sms", error=f"短信网关不可达（{type(exc).__name__}）")
+        return Attempt(sent=False, channel=Channel.SMS, error=f"短信网关不可达（{type(exc).__name__}）")
     if response.is_success:
-        return Attempt(sent=True, channel="sms")
+        return Attempt(sent=True, channel=Channel.SMS)
     code = response.status_code
     # 409 from an idempotent gateway: the same key is still being processed; ask again later.
     transient = code >= 500 or code in (408, 409, 425, 429)
     return Attempt(
         sent=False,
-        channel="sms",
+        channel=Channel.SMS,
         error=f"短信网关返回 HTTP {code}" + ("" if transient else "（拒绝发送，请核对号码或网关配置）"),
         permanent=not transient,
     )
@@ -128,13 +133,15 @@ async def send_email(config: DeliveryConfig, *, address: str, subject: str, text
             timeout=config.smtp_timeout,
         )
     except aiosmtplib.SMTPRecipientsRefused:
-        return Attempt(sent=False, channel="email", error="邮件服务器拒收该收件地址", permanent=True)
+        return Attempt(sent=False, channel=Channel.EMAIL, error="邮件服务器拒收该收件地址", permanent=True)
     except aiosmtplib.SMTPResponseException as exc:
         permanent = 500 <= exc.code < 600
-        return Attempt(sent=False, channel="email", error=f"邮件服务器返回 {exc.code}", permanent=permanent)
+        return Attempt(
+            sent=False, channel=Channel.EMAIL, error=f"邮件服务器返回 {exc.code}", permanent=permanent
+        )
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        return Attempt(sent=False, channel="email", error=f"邮件服务器不可达（{type(exc).__name__}）")
-    return Attempt(sent=True, channel="email")
+        return Attempt(sent=False, channel=Channel.EMAIL, error=f"邮件服务器不可达（{type(exc).__name__}）")
+    return Attempt(sent=True, channel=Channel.EMAIL)
 
 
 def no_channel(config: DeliveryConfig, contact: Contact) -> Attempt:
@@ -155,135 +162,131 @@ def no_channel(config: DeliveryConfig, contact: Contact) -> Attempt:
     return Attempt(sent=False, error=f"无法自动送达（{'，'.join(missing)}），{hint}", permanent=True)
 
 
-class DeliveryWorker:
-    """Sends due deliveries; one per process, several processes may share a PostgreSQL database."""
+@dataclass(frozen=True)
+class Message:
+    """What one attempt sends: read from the row in a short transaction, sent outside any."""
 
-    def __init__(self, ctx: FeedbackContext) -> None:
+    case_id: str
+    kind: str
+    subject: str
+    text: str
+    key: str
+    reference: str
+
+
+async def send(ctx: FeedbackContext, message: Message) -> Attempt:
+    """Read the contact afresh and send by the first channel both sides have; never raises for a refusal."""
+    config = ctx.delivery
+    try:
+        contact = await fetch_contact(
+            ctx=ctx, case_id=message.case_id, reason=REASONS.get(message.kind, "发送告知")
+        )
+    except httpx.HTTPStatusError as exc:
+        code = exc.response.status_code
+        if code == 404:
+            return Attempt(sent=False, error="受理系统中找不到该投诉", permanent=True)
+        return Attempt(sent=False, error=f"读取联系方式失败（受理系统返回 HTTP {code}）")
+    except httpx.HTTPError as exc:
+        return Attempt(sent=False, error=f"无法连接受理系统读取联系方式（{type(exc).__name__}）")
+    if contact.anonymous:
+        return Attempt(sent=False, error="匿名投诉，无法送达", permanent=True)
+    if config.sms_enabled and contact.phone:
+        return await send_sms(
+            config, phone=contact.phone, text=message.text, reference=message.reference, key=message.key
+        )
+    if config.email_enabled and contact.email:
+        return await send_email(
+            config, address=contact.email, subject=message.subject, text=message.text, key=message.key
+        )
+    return no_channel(config, contact)
+
+
+class DeliverySender:
+    """Attempts deliveries: a bounded batch of due ones per step of the background worker, or one at once.
+
+    One per process; several processes may share a PostgreSQL database, where the
+    due rows are taken with ``SKIP LOCKED`` and leased before anything is sent.
+    """
+
+    def __init__(
+        self, *, ctx: FeedbackContext, sessions: async_sessionmaker[AsyncSession], lock_rows: bool
+    ) -> None:
         self.ctx = ctx
-        self._wake = asyncio.Event()
-        self._session_factory: async_sessionmaker[AsyncSession] | None = None
-        self._engine: AsyncEngine | None = None
-        self._lock_rows = False
-
-    def bind(self, engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]) -> None:
-        self._session_factory = session_factory
-        self._engine = engine
+        self.sessions = sessions
         # SQLite: one writer and a single connection; row locks do not exist there.
-        self._lock_rows = not is_sqlite(str(engine.url))
-        delivery_queued.register(engine, self._wake)
+        self.lock_rows = lock_rows
 
-    def unbind(self) -> None:
-        if self._engine is not None:
-            delivery_queued.unregister(self._engine, self._wake)
+    async def step(self) -> bool:
+        """Attempt one batch of due deliveries; True when a full batch was taken (more may be due)."""
+        ids = await self.lease_due()
+        for delivery_id in ids:
+            await self.attempt(delivery_id)
+        return len(ids) >= self.ctx.delivery.batch_size
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    @property
-    def sessions(self) -> async_sessionmaker[AsyncSession]:
-        if self._session_factory is None:
-            raise RuntimeError("delivery worker used before the service started")
-        return self._session_factory
-
-    async def run(self) -> None:
-        failures = 0
-        while True:
-            try:
-                handled = await self.process_due()
-                failures = 0
-            except Exception as exc:
-                failures += 1
-                handled = 0
-                log.warning("delivery pass failed; will retry", error=type(exc).__name__, failures=failures)
-                await asyncio.sleep(min(0.5 * 2**failures, 30.0))
-            if handled >= self.ctx.delivery.batch_size:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.ctx.delivery.poll_seconds)
-            self._wake.clear()
-
-    async def process_due(self) -> int:
-        """Lease and attempt one batch of due deliveries; returns how many were attempted."""
+    async def lease_due(self) -> list[str]:
+        """Lease up to one batch of due deliveries, so that no other sender takes them meanwhile."""
         now = utcnow()
         async with self.sessions() as session, session.begin():
             query = (
                 select(Delivery)
                 .where(
-                    Delivery.status == "pending",
+                    Delivery.status == DeliveryStatus.PENDING,
                     col(Delivery.next_attempt_at) <= now,
                     or_(col(Delivery.lease_until).is_(None), col(Delivery.lease_until) < now),
                 )
                 .order_by(col(Delivery.next_attempt_at))
                 .limit(self.ctx.delivery.batch_size)
             )
-            if self._lock_rows:
+            if self.lock_rows:
                 query = query.with_for_update(skip_locked=True)
             rows = list(await session.exec(query))
             for row in rows:
                 row.lease_until = now + timedelta(seconds=self.ctx.delivery.lease_seconds)
                 session.add(row)
-            ids = [row.id for row in rows]
-        for delivery_id in ids:
-            await self.attempt(delivery_id)
-        return len(ids)
+            return [row.id for row in rows]
 
     async def attempt(self, delivery_id: str) -> None:
         """One attempt at a delivery whose lease the caller holds."""
         async with self.sessions() as session, session.begin():
             delivery = await session.get(Delivery, delivery_id)
-            if delivery is None or delivery.status != "pending":
+            if delivery is None or delivery.status != DeliveryStatus.PENDING:
                 return
-            case_id, kind, correlation_id = delivery.case_id, delivery.kind, delivery.correlation_id
-            subject = delivery.subject or "督察部门告知"
-            text, key = delivery.text, delivery.idempotency_key
-        with structlog.contextvars.bound_contextvars(case_id=case_id, correlation_id=correlation_id):
+            correlation_id = delivery.correlation_id
+            message = Message(
+                case_id=delivery.case_id,
+                kind=delivery.kind,
+                subject=delivery.subject or "督察部门告知",
+                text=delivery.text,
+                key=delivery.idempotency_key,
+                reference=delivery_id,
+            )
+        with structlog.contextvars.bound_contextvars(case_id=message.case_id, correlation_id=correlation_id):
             try:
-                result = await self._send(
-                    case_id=case_id, kind=kind, subject=subject, text=text, key=key, reference=delivery_id
-                )
+                result = await send(self.ctx, message)
             except Exception as exc:  # a bug here must not leave the row leased and retried forever unseen
                 log.error("delivery attempt crashed", delivery_id=delivery_id, error=type(exc).__name__)
                 result = Attempt(sent=False, error=f"发送时出错（{type(exc).__name__}）")
-            async with self.sessions() as session, session.begin():
-                delivery = await session.get(Delivery, delivery_id, with_for_update=self._lock_rows)
-                if delivery is None:
-                    return
-                if result.sent and result.channel:
-                    await mark_sent(
-                        session, delivery=delivery, channel=result.channel, at=utcnow(), actor=WORKER_ACTOR
-                    )
-                else:
-                    await record_failure(
-                        session,
-                        ctx=self.ctx,
-                        delivery=delivery,
-                        channel=result.channel,
-                        error=result.error,
-                        permanent=result.permanent,
-                        at=utcnow(),
-                    )
+            await self._record(delivery_id, result)
+            count_delivery(channel=result.channel, sent=result.sent, permanent=result.permanent)
             if result.sent:
-                log.info("delivery sent", delivery_id=delivery_id, kind=kind, channel=result.channel)
+                log.info("delivery sent", delivery_id=delivery_id, kind=message.kind, channel=result.channel)
 
-    async def _send(
-        self, *, case_id: str, kind: str, subject: str, text: str, key: str, reference: str
-    ) -> Attempt:
-        config = self.ctx.delivery
-        try:
-            contact = await fetch_contact(
-                ctx=self.ctx, case_id=case_id, purpose=PURPOSES.get(kind, "发送告知")
-            )
-        except httpx.HTTPStatusError as exc:
-            code = exc.response.status_code
-            if code == 404:
-                return Attempt(sent=False, error="受理系统中找不到该投诉", permanent=True)
-            return Attempt(sent=False, error=f"读取联系方式失败（受理系统返回 HTTP {code}）")
-        except httpx.HTTPError as exc:
-            return Attempt(sent=False, error=f"无法连接受理系统读取联系方式（{type(exc).__name__}）")
-        if contact.anonymous:
-            return Attempt(sent=False, error="匿名投诉，无法送达", permanent=True)
-        if config.sms_enabled and contact.phone:
-            return await send_sms(config, phone=contact.phone, text=text, reference=reference, key=key)
-        if config.email_enabled and contact.email:
-            return await send_email(config, address=contact.email, subject=subject, text=text, key=key)
-        return no_channel(config, contact)
+    async def _record(self, delivery_id: str, result: Attempt) -> None:
+        async with self.sessions() as session, session.begin():
+            delivery = await session.get(Delivery, delivery_id, with_for_update=self.lock_rows)
+            if delivery is None:
+                return
+            if result.sent and result.channel:
+                await mark_sent(
+                    session, delivery=delivery, channel=result.channel, at=utcnow(), actor=WORKER_ACTOR
+                )
+            else:
+                await record_failure(
+                    session,
+                    ctx=self.ctx,
+                    delivery=delivery,
+                    channel=result.channel,
+                    error=result.error,
+                    permanent=result.permanent,
+                    at=utcnow(),
+                )

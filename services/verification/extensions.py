@@ -1,0 +1,207 @@
+"""Extensions (延期): a team asks for more time on a running clock, a supervisor decides."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.verification.context import VerificationContext
+from services.verification.ladder import steps_taken
+from services.verification.models import (
+    ACTIVE_TASK_STATUSES,
+    MAIN_CLOCKS,
+    ClockStatus,
+    Extension,
+    ExtensionStatus,
+    Task,
+    TaskClock,
+)
+from services.verification.schemas import ExtensionDecisionIn, ExtensionIn
+from services.verification.tasks import add_history, conflict, is_team_member
+from shared.audit import audit
+from shared.auth import Principal, Role
+from shared.errors import FieldProblems, Forbidden, NotFound
+from shared.events import DeadlineExtended
+from shared.outbox import record_event
+
+
+async def request_extension(
+    *,
+    session: AsyncSession,
+    ctx: VerificationContext,
+    task: Task,
+    principal: Principal,
+    extension_in: ExtensionIn,
+) -> Extension:
+    if not is_team_member(principal, task):
+        raise Forbidden("只有承办队可以申请延期")
+    if task.status not in ACTIVE_TASK_STATUSES:
+        raise conflict("已办结的任务不能申请延期", "the task is no longer open")
+    clock = await _clock(session, task.id, extension_in.clock)
+    if clock is None or clock.status != ClockStatus.RUNNING:
+        raise FieldProblems(
+            [("clock", f"该任务没有进行中的期限“{extension_in.clock}”", "no running clock of that name")]
+        )
+    now = ctx.clock.now()
+    await _check_request(session, ctx, task, clock, extension_in, now=now)
+    extension = Extension(
+        task_id=task.id,
+        case_id=task.case_id,
+        clock=clock.name,
+        days=extension_in.days,
+        reason=extension_in.reason.strip(),
+        requested_by=principal.username,
+        requested_at=now,
+    )
+    session.add(extension)
+    add_history(
+        session, task, "extension_requested", principal.username, f"{extension.days}日：{extension.reason}"
+    )
+    await audit(
+        session,
+        case_id=task.case_id,
+        action="extension_requested",
+        actor=principal.username,
+        reason=extension.reason,
+    )
+    return extension
+
+
+async def _clock(session: AsyncSession, task_id: str, name: str) -> TaskClock | None:
+    return (
+        await session.exec(select(TaskClock).where(TaskClock.task_id == task_id, TaskClock.name == name))
+    ).first()
+
+
+async def _check_request(
+    session: AsyncSession,
+    ctx: VerificationContext,
+    task: Task,
+    clock: TaskClock,
+    extension_in: ExtensionIn,
+    *,
+    now: datetime,
+) -> None:
+    if now >= clock.due_at:
+        raise FieldProblems(
+            [("clock", "延期须在期限届满前申请", "an extension must be asked for before the deadline")]
+        )
+    if extension_in.days > ctx.extension_max_days:
+        raise FieldProblems(
+            [("days", f"延期最长{ctx.extension_max_days}日", f"at most {ctx.extension_max_days} days")]
+        )
+    earlier = list(
+        await session.exec(
+            select(Extension).where(Extension.task_id == task.id, Extension.clock == clock.name)
+        )
+    )
+    if any(e.status == ExtensionStatus.PENDING for e in earlier):
+        raise conflict("已有待审批的延期申请", "an extension request is already pending")
+    if sum(e.status == ExtensionStatus.APPROVED for e in earlier) >= ctx.extension_max_count:
+        raise conflict(f"每个期限最多延期{ctx.extension_max_count}次", "no further extension is allowed")
+
+
+async def list_extensions(
+    *, session: AsyncSession, principal: Principal, status: str | None, task_id: str | None
+) -> list[Extension]:
+    query = select(Extension).order_by(col(Extension.requested_at))
+    if status:
+        query = query.where(Extension.status == status)
+    if task_id:
+        query = query.where(Extension.task_id == task_id)
+    rows = list(await session.exec(query))
+    if principal.role == Role.INSPECTOR:
+        visible = {
+            t.id
+            for t in await session.exec(select(Task).where(Task.team_code == (principal.team_code or "")))
+        }
+        rows = [r for r in rows if r.task_id in visible]
+    return rows
+
+
+async def get_extension(*, session: AsyncSession, extension_id: str) -> Extension:
+    extension = await session.get(Extension, extension_id)
+    if extension is None:
+        raise NotFound("延期申请不存在")
+    return extension
+
+
+async def decide_extension(
+    *,
+    session: AsyncSession,
+    ctx: VerificationContext,
+    extension: Extension,
+    principal: Principal,
+    decision: ExtensionDecisionIn,
+    correlation_id: str | None,
+) -> Extension:
+    if extension.status != ExtensionStatus.PENDING:
+        raise conflict("该延期申请已处理", "the request was already decided")
+    task = await session.get(Task, extension.task_id)
+    clock = await _clock(session, extension.task_id, extension.clock)
+    assert task is not None and clock is not None
+    extension.decided_by = principal.username
+    extension.decided_at = ctx.clock.now()
+    extension.decision_note = (decision.note or "").strip() or None
+    if not decision.approve:
+        extension.status = ExtensionStatus.REFUSED
+        session.add(extension)
+        add_history(session, task, "extension_refused", principal.username, extension.decision_note)
+        await audit(
+            session,
+            case_id=task.case_id,
+            action="extension_refused",
+            actor=principal.username,
+            reason=extension.decision_note,
+        )
+        return extension
+    if clock.status != ClockStatus.RUNNING:
+        raise conflict("该期限已停止计时，无需延期", "the clock has stopped")
+    await _approve(session, ctx, extension, task, clock, principal=principal, correlation_id=correlation_id)
+    return extension
+
+
+async def _approve(
+    session: AsyncSession,
+    ctx: VerificationContext,
+    extension: Extension,
+    task: Task,
+    clock: TaskClock,
+    *,
+    principal: Principal,
+    correlation_id: str | None,
+) -> None:
+    # Counted in natural days from the old deadline; a last day on a rest day moves on (民法典 art. 203).
+    new_due = ctx.calendar.add_calendar_days(clock.due_at, extension.days)
+    extension.status = ExtensionStatus.APPROVED
+    extension.new_due_at = new_due
+    clock.due_at = new_due
+    clock.extended = True
+    assert clock.id is not None
+    ctx.policy.schedule(clock, await steps_taken(session, clock.id))
+    if clock.name in MAIN_CLOCKS:
+        task.due_at = new_due
+    session.add_all([extension, clock, task])
+    add_history(session, task, "extension_approved", principal.username, f"期限延至{new_due.isoformat()}")
+    record_event(
+        session,
+        DeadlineExtended(
+            case_id=task.case_id,
+            correlation_id=correlation_id,
+            actor=principal.username,
+            task_id=task.id,
+            clock=clock.name,
+            new_due_at=new_due,
+            reason=extension.reason,
+        ),
+    )
+    await audit(
+        session,
+        case_id=task.case_id,
+        action="extension_approved",
+        actor=principal.username,
+        reason=extension.reason,
+        detail={"clock": clock.name, "new_due_at": new_due.isoformat(), "days": extension.days},
+    )

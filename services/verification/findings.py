@@ -1,0 +1,482 @@
+"""Findings: recording one, concluding, the cross-check review (复核), follow-up replies,
+co-handling views and the check of rectification items."""
+
+from __future__ import annotations
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.verification.context import VerificationContext
+from services.verification.models import (
+    ACTIVE_TASK_STATUSES,
+    FOLLOW_UP_CLASSIFICATION,
+    CaseKind,
+    CoHandlingView,
+    Evidence,
+    Finding,
+    MatterSnapshot,
+    Rectification,
+    RectificationStatus,
+    ReviewStatus,
+    Task,
+    TaskStatus,
+)
+from services.verification.schemas import (
+    CoViewIn,
+    FindingIn,
+    FollowUpIn,
+    RectificationCheckIn,
+    RequireReviewIn,
+    ReviewIn,
+)
+from services.verification.tasks import add_history, conflict, stop_clocks, visible_task
+from shared.audit import audit
+from shared.auth import Principal, Role
+from shared.db import utcnow
+from shared.errors import FieldProblems, Forbidden, NotFound
+from shared.events import CaseConcluded, FindingSentBack, ReviewStarted
+from shared.outbox import record_event
+from shared.recusal import Duty, Matter, allowed_teams, may_take
+from shared.reference import Organisation
+
+
+async def conclude(
+    session: AsyncSession,
+    task: Task,
+    finding: Finding,
+    *,
+    actor: str,
+    correlation_id: str | None,
+    reviewed: bool,
+) -> None:
+    task.status = TaskStatus.CONCLUDED
+    task.concluded_at = utcnow()
+    task.classification = finding.classification
+    session.add(task)
+    await stop_clocks(session, task, at=task.concluded_at)
+    record_event(
+        session,
+        CaseConcluded(
+            case_id=task.case_id,
+            correlation_id=correlation_id,
+            actor=actor,
+            case_kind=task.case_kind,
+            task_id=task.id,
+            team_code=task.team_code,
+            outcome=finding.outcome,
+            summary=finding.summary,
+            accountability=finding.accountability,
+            classification=finding.classification,
+            reviewed=reviewed,
+            round=task.round,
+            follow_up=finding.follow_up,
+        ),
+    )
+
+
+async def record_finding(
+    *,
+    session: AsyncSession,
+    task: Task,
+    principal: Principal,
+    finding_in: FindingIn,
+    correlation_id: str | None,
+) -> Finding:
+    await _check_finding(session, task, principal, finding_in)
+    finding = _new_finding(task, principal, finding_in)
+    session.add(finding)
+    _add_rectifications(session, task, principal, finding_in)
+    add_history(session, task, "finding_recorded", principal.username, finding_in.outcome)
+    if task.review_required and task.review_team_code:
+        _start_review(session, task, finding, principal=principal, correlation_id=correlation_id)
+    else:
+        await conclude(
+            session, task, finding, actor=principal.username, correlation_id=correlation_id, reviewed=False
+        )
+    await audit(
+        session,
+        case_id=task.case_id,
+        action="finding_recorded",
+        actor=principal.username,
+        detail={
+            "task_id": task.id,
+            "outcome": finding.outcome,
+            "review": task.status == TaskStatus.IN_REVIEW,
+        },
+    )
+    return finding
+
+
+async def _check_finding(
+    session: AsyncSession, task: Task, principal: Principal, finding_in: FindingIn
+) -> None:
+    if task.status != TaskStatus.CLAIMED:
+        raise conflict(
+            f"任务当前状态为“{task.status}”，不能提交结论", f"task is {task.status}; cannot record a finding"
+        )
+    if task.claimed_by != principal.username:
+        raise Forbidden("只有认领该任务的督察民警可以提交结论")
+    if task.case_kind == CaseKind.SUGGESTION and finding_in.classification is None:
+        raise FieldProblems(
+            [("classification", "代表建议需选择办理类别 A、B、C 或 D", "classification A-D is required")]
+        )
+    known_evidence = set(await session.exec(select(Evidence.id).where(Evidence.task_id == task.id)))
+    unknown = [e for e in finding_in.evidence_ids if e not in known_evidence]
+    if unknown:
+        raise FieldProblems(
+            [("evidence_ids", f"证据不属于本任务：{'、'.join(unknown)}", "evidence not on this task")]
+        )
+    matter = await session.get(MatterSnapshot, task.case_id)
+    alleged = {str(a.get("category")) for a in (matter.allegations if matter else [])}
+    strays = [a.category for a in finding_in.allegations if alleged and a.category not in alleged]
+    if strays:
+        raise FieldProblems(
+            [
+                (
+                    "allegations",
+                    f"投诉中没有这些类别：{'、'.join(strays)}",
+                    f"not among the complaint's allegations: {strays}",
+                )
+            ]
+        )
+
+
+def _new_finding(task: Task, principal: Principal, finding_in: FindingIn) -> Finding:
+    return Finding(
+        task_id=task.id,
+        outcome=finding_in.outcome,
+        summary=finding_in.summary.strip(),
+        facts=finding_in.facts,
+        no_finding_reason=finding_in.no_finding_reason,
+        classification=finding_in.classification,
+        accountability=list(finding_in.accountability),
+        per_allegation=[a.model_dump() for a in finding_in.allegations],
+        per_officer=[o.model_dump() for o in finding_in.officers],
+        evidence_ids=list(finding_in.evidence_ids),
+        recorded_by=principal.username,
+    )
+
+
+def _add_rectifications(
+    session: AsyncSession, task: Task, principal: Principal, finding_in: FindingIn
+) -> None:
+    for item in finding_in.rectifications:
+        session.add(
+            Rectification(
+                task_id=task.id,
+                case_id=task.case_id,
+                item=item.item.strip(),
+                owner=item.owner.strip(),
+                due_date=item.due_date,
+                added_by=principal.username,
+            )
+        )
+
+
+def _start_review(
+    session: AsyncSession, task: Task, finding: Finding, *, principal: Principal, correlation_id: str | None
+) -> None:
+    assert task.review_team_code is not None
+    finding.review_status = ReviewStatus.PENDING
+    task.status = TaskStatus.IN_REVIEW
+    session.add(task)
+    record_event(
+        session,
+        ReviewStarted(
+            case_id=task.case_id,
+            correlation_id=correlation_id,
+            actor=principal.username,
+            task_id=task.id,
+            reviewer_team_code=task.review_team_code,
+        ),
+    )
+
+
+async def latest_finding(*, session: AsyncSession, task_id: str) -> Finding | None:
+    return (
+        await session.exec(
+            select(Finding).where(Finding.task_id == task_id).order_by(col(Finding.recorded_at).desc())
+        )
+    ).first()
+
+
+async def findings(*, session: AsyncSession, task_id: str) -> list[Finding]:
+    return list(
+        await session.exec(
+            select(Finding).where(Finding.task_id == task_id).order_by(col(Finding.recorded_at))
+        )
+    )
+
+
+async def review(
+    *,
+    session: AsyncSession,
+    task: Task,
+    principal: Principal,
+    review_in: ReviewIn,
+    organisation: Organisation,
+    correlation_id: str | None,
+) -> Finding:
+    if principal.role != Role.INSPECTOR or principal.team_code != task.review_team_code:
+        raise Forbidden("只有指定的复核队可以复核")
+    if principal.team_code == task.team_code:
+        raise Forbidden("不能复核本队的核查结论")
+    if task.status != TaskStatus.IN_REVIEW:
+        raise conflict("该任务不在复核中", "task is not in review")
+    # The reviewer was named through recusal; asked again so that a reviewer named before a change of
+    # the matter (or of these rules) cannot confirm a finding it may not judge.
+    verdict = may_take(
+        matter=await recusal_matter(session=session, task=task),
+        team_code=principal.team_code or "",
+        duty=Duty.CHECK,
+        organisation=organisation,
+    )
+    if not verdict.allowed:
+        raise Forbidden(f"{verdict.chinese}；请督察支队另行指定复核队")
+    finding = await latest_finding(session=session, task_id=task.id)
+    if finding is None:
+        raise conflict("没有待复核的结论", "no finding to review")
+    reasons = [r.strip() for r in review_in.reasons if r.strip()]
+    finding.reviewed_by = principal.username
+    finding.reviewed_at = utcnow()
+    finding.review_reasons = reasons
+    if review_in.decision == "confirm":
+        finding.review_status = ReviewStatus.CONFIRMED
+        add_history(session, task, "review_confirmed", principal.username, "；".join(reasons) or None)
+        await conclude(
+            session, task, finding, actor=principal.username, correlation_id=correlation_id, reviewed=True
+        )
+    else:
+        _send_back(session, task, finding, reasons, principal=principal, correlation_id=correlation_id)
+    session.add(finding)
+    await audit(
+        session,
+        case_id=task.case_id,
+        action=f"review_{review_in.decision}",
+        actor=principal.username,
+        reason="；".join(reasons) or None,
+    )
+    return finding
+
+
+def _send_back(
+    session: AsyncSession,
+    task: Task,
+    finding: Finding,
+    reasons: list[str],
+    *,
+    principal: Principal,
+    correlation_id: str | None,
+) -> None:
+    finding.review_status = ReviewStatus.SENT_BACK
+    task.status = TaskStatus.CLAIMED
+    session.add(task)
+    add_history(session, task, "review_sent_back", principal.username, "；".join(reasons))
+    record_event(
+        session,
+        FindingSentBack(
+            case_id=task.case_id,
+            correlation_id=correlation_id,
+            actor=principal.username,
+            task_id=task.id,
+            reviewer_team_code=principal.team_code or "",
+            reasons=reasons,
+        ),
+    )
+
+
+async def record_follow_up(
+    *,
+    session: AsyncSession,
+    task: Task,
+    principal: Principal,
+    follow_up_in: FollowUpIn,
+    correlation_id: str | None,
+) -> Finding:
+    """A B-class suggestion stays on the ledger until this follow-up reply closes it."""
+    if principal.role != Role.INSPECTOR or principal.team_code != task.team_code:
+        raise Forbidden("只有承办队可以提交后续答复")
+    if (
+        task.case_kind != CaseKind.SUGGESTION
+        or task.status != TaskStatus.CONCLUDED
+        or task.classification != FOLLOW_UP_CLASSIFICATION
+    ):
+        raise conflict("只有已按B类答复的建议可以提交后续答复", "only a B-class reply can be followed up")
+    finding = Finding(
+        task_id=task.id,
+        outcome="no_finding",
+        summary=follow_up_in.summary.strip(),
+        no_finding_reason="后续答复",
+        classification=follow_up_in.classification,
+        recorded_by=principal.username,
+        follow_up=True,
+    )
+    session.add(finding)
+    add_history(session, task, "follow_up_reply", principal.username, follow_up_in.classification)
+    await conclude(
+        session, task, finding, actor=principal.username, correlation_id=correlation_id, reviewed=False
+    )
+    await audit(session, case_id=task.case_id, action="follow_up_reply", actor=principal.username)
+    return finding
+
+
+async def recusal_matter(*, session: AsyncSession, task: Task) -> Matter:
+    """The matter as recusal sees it from here: the accused county (the snapshot of the complaint)
+    and every team that had it, this task's team and participants included.
+
+    Checking refuses the accused bureau's own team whatever the accusation, so whether the accused
+    are that bureau's leaders does not matter here.  A complaint whose snapshot has not arrived is
+    refused a checker until it has: recusal cannot be judged without the accused.
+    """
+    matter = await session.get(MatterSnapshot, task.case_id)
+    if task.case_kind == CaseKind.COMPLAINT and (matter is None or not matter.county_code):
+        raise conflict(
+            "被投诉单位信息尚未同步，暂不能指定复核或检查整改", "the matter's accused is not known yet"
+        )
+    had_by: set[str] = set()
+    for earlier in await session.exec(select(Task).where(Task.case_id == task.case_id)):
+        had_by.update([earlier.team_code, *earlier.participants])
+    return Matter(
+        case_kind=task.case_kind,
+        accused_area=matter.county_code if matter else None,
+        had_by=frozenset({task.team_code, *task.participants} | had_by),
+    )
+
+
+async def require_review(
+    *,
+    session: AsyncSession,
+    ctx: VerificationContext,
+    task: Task,
+    principal: Principal,
+    review_in: RequireReviewIn,
+) -> Task:
+    """A supervisor picks a matter for the cross-check (复核) before it may conclude, naming the
+    reviewer or leaving the choice to recusal; either way recusal decides whether the team may."""
+    # In review too: a reviewer recusal now refuses is replaced for the finding that waits.
+    if task.status not in (TaskStatus.OPEN, TaskStatus.CLAIMED, TaskStatus.IN_REVIEW):
+        raise conflict("只有尚未办结的任务可以指定复核", "review can be required before the matter concludes")
+    organisation = ctx.organisation
+    matter = await recusal_matter(session=session, task=task)
+    chosen = review_in.review_team_code
+    if chosen is None:
+        chosen = next(
+            iter(
+                allowed_teams(
+                    matter=matter,
+                    candidates=organisation.team_codes(),
+                    duty=Duty.CHECK,
+                    organisation=organisation,
+                )
+            ),
+            None,
+        )
+        if chosen is None:
+            raise FieldProblems(
+                [("review_team_code", "没有可回避的复核队可选，请指定", "no team may review this matter")]
+            )
+    if chosen not in organisation.team_codes():
+        raise FieldProblems([("review_team_code", "不存在的督察队", "unknown team")])
+    verdict = may_take(matter=matter, team_code=chosen, duty=Duty.CHECK, organisation=organisation)
+    if not verdict.allowed:
+        raise FieldProblems([("review_team_code", verdict.chinese, verdict.english)])
+    task.review_required = True
+    task.review_team_code = chosen
+    session.add(task)
+    add_history(session, task, "review_required", principal.username, review_in.reason)
+    await audit(
+        session,
+        case_id=task.case_id,
+        action="review_required",
+        actor=principal.username,
+        reason=review_in.reason,
+    )
+    return task
+
+
+async def give_co_view(
+    *, session: AsyncSession, ctx: VerificationContext, task: Task, principal: Principal, view_in: CoViewIn
+) -> CoHandlingView:
+    if principal.role != Role.INSPECTOR or principal.team_code not in task.participants:
+        raise Forbidden("只有协办单位可以提出协办意见")
+    if task.status not in ACTIVE_TASK_STATUSES:
+        raise conflict("主办单位已办结，不能再提出意见", "the lead team has concluded")
+    team = principal.team_code or ""
+    already = (
+        await session.exec(
+            select(CoHandlingView).where(CoHandlingView.task_id == task.id, CoHandlingView.team_code == team)
+        )
+    ).first()
+    if already is not None:
+        raise conflict("本单位已提出协办意见", "this team already gave its view")
+    view = CoHandlingView(
+        task_id=task.id, team_code=team, view=view_in.view.strip(), given_by=principal.username
+    )
+    session.add(view)
+    given = set(
+        await session.exec(select(CoHandlingView.team_code).where(CoHandlingView.task_id == task.id))
+    ) | {team}
+    if set(task.participants) <= given:
+        await stop_clocks(session, task, names=("co_handling_view",), at=ctx.clock.now())
+    add_history(session, task, "co_view_given", principal.username, team)
+    await audit(session, case_id=task.case_id, action="co_view_given", actor=principal.username)
+    return view
+
+
+async def co_views(*, session: AsyncSession, task_id: str) -> list[CoHandlingView]:
+    return list(await session.exec(select(CoHandlingView).where(CoHandlingView.task_id == task_id)))
+
+
+async def rectifications(*, session: AsyncSession, task_id: str) -> list[Rectification]:
+    return list(
+        await session.exec(
+            select(Rectification)
+            .where(Rectification.task_id == task_id)
+            .order_by(col(Rectification.due_date))
+        )
+    )
+
+
+async def rectification_to_check(
+    *, session: AsyncSession, item_id: str, principal: Principal, organisation: Organisation
+) -> Rectification:
+    """The item, if the caller sees its task and did not find the problem in the first place."""
+    item = await session.get(Rectification, item_id)
+    if item is None:
+        raise NotFound("整改事项不存在")
+    task = await visible_task(session=session, task_id=item.task_id, principal=principal)
+    if principal.role == Role.INSPECTOR:
+        # No team certifies a rectification of its own work or of its own bureau: not the lead team,
+        # not a joint-check or co-handling participant, not the accused county's team.
+        matter = await recusal_matter(session=session, task=task)
+        verdict = may_take(
+            matter=matter, team_code=principal.team_code or "", duty=Duty.CHECK, organisation=organisation
+        )
+        if not verdict.allowed:
+            raise Forbidden(f"整改检查应由督察支队或复核队进行（{verdict.chinese}）")
+    return item
+
+
+async def check_rectification(
+    *,
+    session: AsyncSession,
+    ctx: VerificationContext,
+    item: Rectification,
+    principal: Principal,
+    check: RectificationCheckIn,
+) -> Rectification:
+    if item.status != RectificationStatus.OPEN:
+        raise conflict("该整改事项已检查", "this item was already checked")
+    item.status = RectificationStatus.DONE if check.done else RectificationStatus.NOT_DONE
+    item.checked_by = principal.username
+    item.checked_at = ctx.clock.now()
+    item.check_note = check.note.strip()
+    session.add(item)
+    await audit(
+        session,
+        case_id=item.case_id,
+        action=f"rectification_{item.status}",
+        actor=principal.username,
+        reason=item.check_note,
+    )
+    return item

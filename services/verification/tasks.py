@@ -1,0 +1,325 @@
+"""Tasks: matter snapshots, a task per assignment, who sees it, claims, releases, returns, withdrawal."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import String, bindparam, cast
+from sqlmodel import col, or_, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
+
+from services.verification.context import VerificationContext
+from services.verification.models import (
+    ACTIVE_TASK_STATUSES,
+    MAIN_CLOCKS,
+    REVIEWER_VISIBLE_STATUSES,
+    CaseKind,
+    ClockStatus,
+    MatterSnapshot,
+    Task,
+    TaskClock,
+    TaskEvent,
+    TaskStatus,
+    WithdrawnMatter,
+)
+from shared.audit import audit
+from shared.auth import Principal, Role
+from shared.db import built_once, lookup, new_row, utcnow
+from shared.errors import FieldProblems, Forbidden, NotFound
+from shared.events import (
+    CaseAssigned,
+    ComplaintReceived,
+    SuggestionReceived,
+    TaskClaimed,
+    TaskReturned,
+)
+from shared.outbox import record_event
+
+
+def conflict(zh: str, en: str) -> FieldProblems:
+    """A refusal because of the state the object is in (409), in the field-error shape."""
+    return FieldProblems([("status", zh, en)], status_code=409)
+
+
+def add_history(session: AsyncSession, task: Task, action: str, actor: str, note: str | None = None) -> None:
+    session.add(new_row(TaskEvent, task_id=task.id, action=action, actor=actor, note=note))
+
+
+def is_team_member(principal: Principal, task: Task) -> bool:
+    return principal.role == Role.INSPECTOR and principal.team_code == task.team_code
+
+
+async def stop_clocks(
+    session: AsyncSession, task: Task, *, names: tuple[str, ...] | None = None, at: datetime
+) -> None:
+    query = select(TaskClock).where(TaskClock.task_id == task.id, TaskClock.status == ClockStatus.RUNNING)
+    for clock in await session.exec(query):
+        if names is None or clock.name in names:
+            clock.status = ClockStatus.STOPPED
+            clock.stopped_at = at
+            clock.next_step = None
+            clock.next_step_at = None
+            session.add(clock)
+
+
+async def snapshot_complaint(*, session: AsyncSession, event: ComplaintReceived) -> None:
+    if await lookup(session, MatterSnapshot, event.case_id) is not None:
+        return
+    categories = "、".join(a.category for a in event.allegations)
+    session.add(
+        new_row(
+            MatterSnapshot,
+            case_id=event.case_id,
+            case_kind=CaseKind.COMPLAINT,
+            tracking_code=event.tracking_code,
+            received_at=event.received_at,
+            title=f"{event.accused_unit}：{categories}",
+            accused_unit=event.accused_unit,
+            county_code=event.county_code,
+            officers=[o.model_dump() for o in event.officers],
+            allegations=[a.model_dump() for a in event.allegations],
+            incident_at=event.incident_at,
+            place=event.place,
+            text=event.summary,
+            anonymous=event.anonymous,
+        )
+    )
+
+
+async def snapshot_suggestion(*, session: AsyncSession, event: SuggestionReceived) -> None:
+    if await lookup(session, MatterSnapshot, event.case_id) is not None:
+        return
+    session.add(
+        new_row(
+            MatterSnapshot,
+            case_id=event.case_id,
+            case_kind=CaseKind.SUGGESTION,
+            tracking_code=event.tracking_code,
+            received_at=event.received_at,
+            title=f"{event.session}第{event.number}号：{event.title}",
+            text=event.text,
+        )
+    )
+
+
+async def withdraw_tasks(
+    *, session: AsyncSession, case_id: str, actor: str, note: str, at: datetime | None = None
+) -> None:
+    """The matter left inspection (reclassified): its open tasks end without a finding."""
+    if await session.get(WithdrawnMatter, case_id) is None:
+        session.add(WithdrawnMatter(case_id=case_id, reason=note))
+    for task in await session.exec(
+        select(Task).where(Task.case_id == case_id, col(Task.status).in_(ACTIVE_TASK_STATUSES))
+    ):
+        task.status = TaskStatus.WITHDRAWN
+        session.add(task)
+        await stop_clocks(session, task, at=at or utcnow())
+        add_history(session, task, "withdrawn", actor, f"事项已转类：{note}")
+
+
+@built_once
+def _tasks_of_case_query() -> SelectOfScalar[Task]:
+    return select(Task).where(Task.case_id == bindparam("case_id"))
+
+
+async def task_from_assignment(
+    *, session: AsyncSession, event: CaseAssigned, ctx: VerificationContext
+) -> Task | None:
+    # A matter has a handful of tasks, one per assignment: one query answers both questions.
+    tasks_of_case = list(await session.exec(_tasks_of_case_query(), params={"case_id": event.case_id}))
+    if any(t.assignment_id == event.assignment_id for t in tasks_of_case):
+        return None
+    if await lookup(session, WithdrawnMatter, event.case_id) is not None:
+        return None
+    for older in (t for t in tasks_of_case if t.status in ACTIVE_TASK_STATUSES):
+        older.status = TaskStatus.SUPERSEDED
+        session.add(older)
+        await stop_clocks(session, older, at=event.occurred_at)
+        add_history(session, older, "superseded", event.actor or "routing", "事项已重新分派")
+    task = _new_task(event)
+    session.add(task)
+    _add_clocks(session, ctx, task, event)
+    add_history(session, task, "assigned", event.actor or "routing", "；".join(event.reasons))
+    return task
+
+
+def _new_task(event: CaseAssigned) -> Task:
+    verification_clock = next(
+        (c for c in event.clocks if c.name in MAIN_CLOCKS),
+        event.clocks[0] if event.clocks else None,
+    )
+    return new_row(
+        Task,
+        case_id=event.case_id,
+        case_kind=event.case_kind,
+        assignment_id=event.assignment_id,
+        team_code=event.team_code,
+        team_name=event.team_name,
+        assignment_kind=event.kind,
+        participants=event.participant_team_codes,
+        reasons=event.reasons,
+        review_required=event.review_required,
+        review_team_code=event.review_team_code,
+        key_clue=event.key_clue,
+        round=event.round,
+        due_at=verification_clock.due_at if verification_clock else None,
+        clocks=[c.model_dump(mode="json") for c in event.clocks],
+    )
+
+
+def _add_clocks(session: AsyncSession, ctx: VerificationContext, task: Task, event: CaseAssigned) -> None:
+    for clock_set in event.clocks:
+        clock = new_row(
+            TaskClock,
+            task_id=task.id,
+            case_id=task.case_id,
+            team_code=task.team_code,
+            name=clock_set.name,
+            label=clock_set.label,
+            rule=clock_set.rule,
+            source=clock_set.source,
+            due_at=clock_set.due_at,
+            original_due_at=clock_set.due_at,
+        )
+        ctx.policy.schedule(clock, set())
+        session.add(clock)
+
+
+def can_see(principal: Principal, task: Task) -> bool:
+    if principal.role == Role.SUPERVISOR:
+        return True
+    if principal.role != Role.INSPECTOR or not principal.team_code:
+        return False
+    if principal.team_code == task.team_code or principal.team_code in task.participants:
+        return True
+    return principal.team_code == task.review_team_code and task.status in REVIEWER_VISIBLE_STATUSES
+
+
+async def visible_task(
+    *, session: AsyncSession, task_id: str, principal: Principal, lock: bool = False
+) -> Task:
+    query = select(Task).where(Task.id == task_id)
+    if lock:
+        query = query.with_for_update()
+    task = (await session.exec(query)).first()
+    if task is None or not can_see(principal, task):
+        raise NotFound("任务不存在")
+    return task
+
+
+async def list_tasks(
+    *,
+    session: AsyncSession,
+    principal: Principal,
+    case_id: str | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+) -> list[Task]:
+    query = select(Task).order_by(col(Task.due_at), col(Task.created_at)).limit(limit).offset(offset)
+    if case_id:
+        query = query.where(Task.case_id == case_id)
+    if status:
+        query = query.where(Task.status == status)
+    if principal.role == Role.INSPECTOR:
+        team = principal.team_code or ""
+        query = query.where(
+            or_(
+                Task.team_code == team,
+                (col(Task.review_team_code) == team) & col(Task.status).in_(REVIEWER_VISIBLE_STATUSES),
+                # Participants are a JSON list of team codes; as text it contains "<code>" with quotes,
+                # which matches one whole code on SQLite and PostgreSQL alike.
+                cast(col(Task.participants), String).contains(f'"{team}"'),
+            )
+        )
+    elif principal.role != Role.SUPERVISOR:
+        return []
+    return list(await session.exec(query))
+
+
+async def matter_of(*, session: AsyncSession, case_id: str) -> MatterSnapshot | None:
+    return await session.get(MatterSnapshot, case_id)
+
+
+async def history(*, session: AsyncSession, task_id: str) -> list[TaskEvent]:
+    return list(
+        await session.exec(select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(col(TaskEvent.id)))
+    )
+
+
+async def claim(
+    *, session: AsyncSession, task: Task, principal: Principal, correlation_id: str | None
+) -> Task:
+    if principal.role != Role.INSPECTOR or principal.team_code != task.team_code:
+        raise Forbidden("只有承办队的督察民警可以认领")
+    if task.status == TaskStatus.CLAIMED and task.claimed_by == principal.username:
+        return task
+    if task.status != TaskStatus.OPEN:
+        raise conflict(f"任务当前状态为“{task.status}”，不能认领", f"task is {task.status}; cannot claim")
+    task.status = TaskStatus.CLAIMED
+    task.claimed_by = principal.username
+    task.claimed_at = utcnow()
+    session.add(task)
+    # Claiming is the team taking the matter on and telling the complainant so (告知受理).
+    await stop_clocks(session, task, names=("acceptance_notice",), at=task.claimed_at)
+    add_history(session, task, "claimed", principal.username)
+    record_event(
+        session,
+        TaskClaimed(
+            case_id=task.case_id,
+            correlation_id=correlation_id,
+            actor=principal.username,
+            task_id=task.id,
+            team_code=task.team_code,
+        ),
+    )
+    await audit(
+        session,
+        case_id=task.case_id,
+        action="task_claimed",
+        actor=principal.username,
+        detail={"task_id": task.id},
+    )
+    return task
+
+
+async def release(*, session: AsyncSession, task: Task, principal: Principal) -> Task:
+    if task.status != TaskStatus.CLAIMED or task.claimed_by != principal.username:
+        raise conflict("只能释放本人认领且未提交结论的任务", "only your own claimed task can be released")
+    task.status = TaskStatus.OPEN
+    task.claimed_by = None
+    task.claimed_at = None
+    session.add(task)
+    add_history(session, task, "released", principal.username)
+    await audit(session, case_id=task.case_id, action="task_released", actor=principal.username)
+    return task
+
+
+async def return_task(
+    *, session: AsyncSession, task: Task, principal: Principal, reason: str, correlation_id: str | None
+) -> Task:
+    if principal.role != Role.INSPECTOR or principal.team_code != task.team_code:
+        raise Forbidden("只有承办队可以退回")
+    if task.status not in (TaskStatus.OPEN, TaskStatus.CLAIMED):
+        raise conflict("只有未提交结论的任务可以退回", "only an open or claimed task can be returned")
+    task.status = TaskStatus.RETURNED
+    session.add(task)
+    await stop_clocks(session, task, at=utcnow())
+    add_history(session, task, "returned", principal.username, reason)
+    record_event(
+        session,
+        TaskReturned(
+            case_id=task.case_id,
+            correlation_id=correlation_id,
+            actor=principal.username,
+            task_id=task.id,
+            assignment_id=task.assignment_id,
+            team_code=task.team_code,
+            reason=reason,
+        ),
+    )
+    await audit(
+        session, case_id=task.case_id, action="task_returned", actor=principal.username, reason=reason
+    )
+    return task
