@@ -13,7 +13,7 @@ from services.intake.router import router
 from services.intake.settings import IntakeSettings
 from services.intake.web import web_router
 from shared.app import Runtime, create_service_app
-from shared.db import utcnow
+from shared.db import serialise_on, utcnow
 from shared.groupcommit import WriteGroups
 from shared.idempotency import purge_expired
 from shared.logging import get_logger
@@ -56,6 +56,8 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         if not settings.demo_mode:
             return
         async with runtime.session_factory() as session, session.begin():
+            # Instances started together on an empty database seed one after another.
+            await serialise_on(session, "intake.seed")
             created = await seed_demo_accounts(session=session, organisation=ctx.organisation)
         if created:
             log.info("demo accounts created", count=created)
