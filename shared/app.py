@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.apidocs import mount_api_docs
-from shared.asgi import RequestContextMiddleware
+from shared.asgi import BodyLimitMiddleware, RequestContextMiddleware
 from shared.audit import trail, verify_chain
 from shared.audit_anchor import runtime_checkpoint_worker
 from shared.auth import Principal, Role, require_roles, watch_revocations
@@ -153,6 +153,11 @@ def create_service_app(
     mount_api_docs(app, enabled=settings.api_docs_enabled)
     app.state.settings = settings
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.upload_limit_bytes,
+    )
     app.state.metrics = ServiceMetrics(service=settings.service_name)
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
 

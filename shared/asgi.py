@@ -157,3 +157,79 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+BODY_TOO_LARGE = "提交的内容过大"
+
+
+class BodyLimitMiddleware:
+    """Refuses a request body over its limit while it arrives, not after it was all received.
+
+    The framework reads a multipart upload to its end (spooling it to disk) before the
+    endpoint sees any of it, so a limit checked there still lets a client push gigabytes
+    at the service.  A declared ``Content-Length`` over the limit is refused before a byte
+    is read; a body that grows past it (chunked, or lying about its length) is refused the
+    moment it does, and whatever the application answers afterwards is dropped.  Uploads
+    (multipart) get their own, larger limit; the upload's own check of its exact size stays
+    with the endpoint.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_upload_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        content_type = _header(scope, b"content-type") or ""
+        limit = self.max_upload_bytes if content_type.startswith("multipart/") else self.max_body_bytes
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _refuse_too_large(send, limit)
+            return
+        received = 0
+        refused = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit and not refused:
+                    refused = True
+                    await _refuse_too_large(send, limit)
+                    # The application sees the client go away and stops reading.
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def send_unless_refused(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        try:
+            await self.app(scope, counting_receive, send_unless_refused)
+        except Exception:
+            # The application may fail on the body cut short (a client disconnect); the client
+            # already has its 413, so that failure is expected and not an error of the service.
+            if not refused:
+                raise
+            log.info("request body over its limit refused", path=scope.get("path"), limit=limit)
+
+
+async def _refuse_too_large(send: Send, limit: int) -> None:
+    detail = f"{BODY_TOO_LARGE}：最多 {limit // (1024 * 1024) or 1} MB"
+    body = json.dumps({"detail": detail}, ensure_ascii=False).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -188,6 +188,17 @@ class ServiceSettings(BaseSettings):
     api_docs_enabled: bool = Field(
         default=False, description="serve Swagger UI at /api/docs (its files from the service itself)"
     )
+    max_body_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, description="largest request body other than an upload"
+    )
+    max_upload_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="largest multipart (upload) request body"
+    )
+
+    @property
+    def upload_limit_bytes(self) -> int:
+        """The multipart limit the service enforces while the body arrives (a service may raise it)."""
+        return self.max_upload_bytes
 
     @field_validator("secret_key")
     @classmethod

@@ -37,6 +37,12 @@ class VerificationSettings(ServiceSettings):
         description="read-only: evidence files kept on disk before the object store, named by SHA-256",
     )
     evidence_max_bytes: int = Field(default=200 * 1024 * 1024, description="largest evidence upload")
+
+    @property
+    def upload_limit_bytes(self) -> int:
+        # An evidence upload may be as large as its own limit, plus the multipart framing around it.
+        return max(self.max_upload_bytes, self.evidence_max_bytes + 1024 * 1024)
+
     evidence_bucket: str = Field(
         default="supervision-evidence",
         pattern=r"^[A-Za-z0-9_-]+$",
