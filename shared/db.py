@@ -14,6 +14,7 @@ import copy
 import functools
 import hashlib
 import os
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,6 +102,11 @@ def new_row(model: type[_Row], **values: Any) -> _Row:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A new row's string key."""
+    return str(uuid.uuid4())
 
 
 class UTCDateTime(TypeDecorator[datetime]):

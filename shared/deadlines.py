@@ -9,11 +9,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from shared.events import ClockSet
 from shared.reference import DATA_DIR
 from shared.workcalendar import WorkCalendar
 
 DEFAULT_DEADLINES_FILE = DATA_DIR / "deadlines.json"
+
+
+# A matter's clock as routing's and verification's APIs show it (no docstring: it would enter the OpenAPI).
+class ClockRead(BaseModel):
+    name: str
+    label: str
+    due_at: datetime
+    rule: str
+    source: str
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,11 @@ class FieldProblems(Exception):
         self.status_code = status_code
 
 
+def conflict(field: str, chinese: str, english: str) -> FieldProblems:
+    """A refusal because of the state the object is in (409), in the field-error shape."""
+    return FieldProblems([(field, chinese, english)], status_code=409)
+
+
 def field_problems_response(request: Request, exc: FieldProblems) -> JSONResponse:
     english = prefers_english(request)
     errors = [

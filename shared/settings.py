@@ -55,13 +55,26 @@ def check_secret(name: str, value: SecretStr | None, *, generate: str = GENERATE
     return value
 
 
+def database_url_field(service: str) -> Any:
+    """A service's database URL: read from ``<SERVICE>_DATABASE_URL``, a SQLite file in var/ by default."""
+    return Field(
+        default=f"sqlite:///var/{service}.db",
+        validation_alias=AliasChoices(f"{service.upper()}_DATABASE_URL"),
+    )
+
+
+def port_field(service: str, default: int) -> Any:
+    """The port a service listens on: read from ``<SERVICE>_PORT``."""
+    return Field(default=default, validation_alias=AliasChoices(f"{service.upper()}_PORT"))
+
+
 class ServiceSettings(BaseSettings):
     """Settings every service reads.  Environment variables, case-insensitive."""
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, env_file=None)
 
     service_name: str = "service"
-    # Each service overrides this with its own variable (INTAKE_DATABASE_URL, ...).
+    # Each service overrides this with database_url_field: its own variable (INTAKE_DATABASE_URL, ...).
     database_url: str = ""
     secret_key: SecretStr | None = Field(
         default=None,

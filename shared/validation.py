@@ -12,7 +12,7 @@ import re
 from typing import Annotated
 
 from fastapi import Path, Query
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 # Paging: far beyond any real list, well inside a 64-bit integer (an offset of 2**63 overflowed).
@@ -66,3 +66,9 @@ Code = Annotated[str, Field(pattern=CODE_PATTERN)]
 CodePath = Annotated[str, Path(pattern=CODE_PATTERN, description="team or unit code")]
 RuleNamePath = Annotated[str, Path(pattern=RULE_NAME_PATTERN, description="rule name")]
 Priority = Annotated[int, Field(ge=0, le=MAX_RULE_PRIORITY, description="lower runs first")]
+
+
+class RequestBody(BaseModel):
+    """A request body: a field the API does not know is refused (422), not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")

@@ -14,14 +14,13 @@ import structlog
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.feedback.cases import add_timeline, conflict, known_case, local_date, set_status
+from services.feedback.cases import add_timeline, known_case, local_date, set_status
 from services.feedback.context import FeedbackContext
 from services.feedback.deliveries import new_delivery, serve_answer
 from services.feedback.letters import CLASSIFICATION_LABELS, LetterContent, render_docx
 from services.feedback.models import (
     Answer,
     AnswerStatus,
-    CaseKind,
     CaseStatus,
     CaseView,
     Channel,
@@ -32,8 +31,9 @@ from services.feedback.models import (
 )
 from shared.audit import audit
 from shared.db import utcnow
-from shared.errors import NotFound
+from shared.errors import NotFound, conflict
 from shared.events import CaseConcluded
+from shared.states import CaseKind
 
 OUTCOME_PUBLIC = {
     "substantiated": "反映问题属实",

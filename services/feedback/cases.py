@@ -10,20 +10,17 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.feedback.context import FeedbackContext
-from services.feedback.models import CaseKind, CaseStatus, CaseView, Stage, TimelineEntry
+from services.feedback.models import CaseStatus, CaseView, Stage, TimelineEntry
 from services.feedback.schemas import STATUS_LABELS, PublicClock
 from shared.auth import Principal, Role, query_secret_hash
 from shared.db import lookup, new_row, utcnow
-from shared.errors import FieldProblems, NotFound
+from shared.errors import NotFound
+from shared.states import CaseKind
 from shared.workcalendar import SHANGHAI
 
 
 class NotYetKnown(Exception):
     """An event for a matter whose first event has not arrived yet: retry later."""
-
-
-def conflict(field: str, chinese: str, english: str) -> FieldProblems:
-    return FieldProblems([(field, chinese, english)], status_code=409)
 
 
 def add_timeline(

@@ -15,7 +15,7 @@ import structlog
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.feedback.cases import add_timeline, conflict, known_case
+from services.feedback.cases import add_timeline, known_case
 from services.feedback.context import FeedbackContext
 from services.feedback.models import (
     UNSENT,
@@ -32,7 +32,7 @@ from services.feedback.models import (
 )
 from shared.audit import audit
 from shared.db import CommitSignal, utcnow
-from shared.errors import NotFound
+from shared.errors import NotFound, conflict
 from shared.events import AnswerDelivered
 from shared.logging import get_logger, mask_text
 from shared.outbox import record_event

@@ -9,11 +9,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.feedback.answers import classification_label, delivered_answer, issued_letter
 from services.feedback.cases import is_deputys_own, public_clocks, status_label
-from services.feedback.models import CaseKind, CaseStatus, CaseView, Letter
+from services.feedback.models import CaseStatus, CaseView, Letter
 from services.feedback.ratings import can_rate, latest_rating
 from services.feedback.schemas import DeputySuggestionRead
 from shared.auth import Principal, Role
 from shared.errors import NotFound
+from shared.states import CaseKind
 
 
 async def deputy_suggestions(*, session: AsyncSession, deputy: Principal) -> list[CaseView]:

@@ -9,21 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
-from uuid import uuid4
 
 from sqlalchemy import JSON, Index, LargeBinary
 from sqlmodel import Column, Field, SQLModel, Text
 
-from shared.db import UTCDateTime, batch_insert_sentinel, utcnow
-
-
-def new_id() -> str:
-    return str(uuid4())
-
-
-class CaseKind(StrEnum):
-    COMPLAINT = "complaint"
-    SUGGESTION = "suggestion"
+from shared.db import UTCDateTime, batch_insert_sentinel, new_id, utcnow
 
 
 class CaseStatus(StrEnum):
@@ -87,12 +77,6 @@ class Channel(StrEnum):
     PHONE = "phone"
     LETTER = "letter"
     NONE = "none"
-
-
-class Rating(StrEnum):
-    SATISFIED = "satisfied"
-    BASICALLY_SATISFIED = "basically_satisfied"
-    UNSATISFIED = "unsatisfied"
 
 
 class Source(StrEnum):

@@ -15,7 +15,7 @@ from services.feedback.answers import draft_answer
 from services.feedback.cases import add_timeline, known_case, local_date, set_status
 from services.feedback.context import FeedbackContext
 from services.feedback.deliveries import new_delivery
-from services.feedback.models import CaseKind, CaseStatus, CaseView, DeliveryKind, Stage
+from services.feedback.models import CaseStatus, CaseView, DeliveryKind, Stage
 from shared.audit import audit
 from shared.db import lookup, new_row, utcnow
 from shared.events import (
@@ -31,6 +31,7 @@ from shared.events import (
     deputy_account_of,
 )
 from shared.logging import get_logger
+from shared.states import CaseKind
 
 log = get_logger(__name__)
 

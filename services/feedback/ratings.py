@@ -8,26 +8,17 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.feedback.answers import current_answer
-from services.feedback.cases import add_timeline, conflict, is_deputys_own, local_date, set_status
+from services.feedback.cases import add_timeline, is_deputys_own, local_date, set_status
 from services.feedback.context import FeedbackContext
-from services.feedback.models import (
-    Answer,
-    CaseKind,
-    CaseStatus,
-    CaseView,
-    Rating,
-    RatingRow,
-    ReviewRequest,
-    Source,
-    Stage,
-)
+from services.feedback.models import Answer, CaseStatus, CaseView, RatingRow, ReviewRequest, Source, Stage
 from services.feedback.schemas import RATING_LABELS
 from shared.audit import audit
 from shared.auth import Principal, Role
 from shared.db import utcnow
-from shared.errors import FieldProblems, Forbidden
+from shared.errors import FieldProblems, Forbidden, conflict
 from shared.events import CaseClosed, CaseReopened, RatingRecorded
 from shared.outbox import record_event
+from shared.states import CaseKind, Rating
 
 
 async def rating_of(*, session: AsyncSession, answer_id: str) -> RatingRow | None:

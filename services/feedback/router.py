@@ -22,7 +22,6 @@ from services.feedback.models import (
     Delivery,
     DeliveryKind,
     DeliveryStatus,
-    Rating,
     Source,
 )
 from services.feedback.schemas import (
@@ -44,24 +43,16 @@ from services.feedback.schemas import (
 )
 from services.feedback.sending import DeliverySender
 from shared.apidocs import file_download
-from shared.app import current_correlation_id, get_session, runtime_of
-from shared.auth import Principal, Role, require_roles
+from shared.app import current_correlation_id, runtime_of
+from shared.auth import Principal
+from shared.deps import Deputy, Operator, OperatorOrSupervisor, Session, Supervisor, app_state
+from shared.states import Rating
 from shared.validation import Limit, Line, Offset
 
 router = APIRouter(prefix="/api/v1")
-Session = Annotated[AsyncSession, Depends(get_session)]
-Supervisor = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR))]
-Operator = Annotated[Principal, Depends(require_roles(Role.OPERATOR))]
-OperatorOrSupervisor = Annotated[Principal, Depends(require_roles(Role.OPERATOR, Role.SUPERVISOR))]
-Deputy = Annotated[Principal, Depends(require_roles(Role.DEPUTY))]
 
 
 # async: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
-async def feedback_context(request: Request) -> FeedbackContext:
-    ctx: FeedbackContext = request.app.state.feedback
-    return ctx
-
-
 async def delivery_sender(request: Request) -> DeliverySender:
     sender: DeliverySender | None = getattr(request.app.state, "delivery_sender", None)
     if sender is None:
@@ -69,7 +60,7 @@ async def delivery_sender(request: Request) -> DeliverySender:
     return sender
 
 
-Context = Annotated[FeedbackContext, Depends(feedback_context)]
+Context = Annotated[FeedbackContext, Depends(app_state("feedback", FeedbackContext))]
 Sender = Annotated[DeliverySender, Depends(delivery_sender)]
 
 

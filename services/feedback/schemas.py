@@ -3,11 +3,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from services.feedback.models import CaseStatus, Rating
+from services.feedback.models import CaseStatus
 from shared.errors import LocalisedError
-from shared.validation import Line, Text
+from shared.states import Rating
+from shared.validation import Line, RequestBody, Text
 
 PublicStatus = Literal[
     "received", "routed", "verifying", "reviewing", "concluded", "answered", "closed", "reopened"
@@ -31,9 +32,7 @@ RATING_LABELS: dict[str, str] = {
 }
 
 
-class LookupIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LookupIn(RequestBody):
     tracking_code: Line = Field(min_length=4, max_length=32)
     query_secret: Line = Field(min_length=4, max_length=32)
 
@@ -67,9 +66,7 @@ class LookupOut(BaseModel):
     review_until: datetime | None = None
 
 
-class RatingFields(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RatingFields(RequestBody):
     rating: RatingValue
     reason: Text | None = Field(default=None, max_length=2000)
 
@@ -90,9 +87,7 @@ class CaseRatingIn(RatingFields):
     """A rating an operator records from a follow-up call (回访), or a deputy gives on their page."""
 
 
-class ReviewFields(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReviewFields(RequestBody):
     reason: Text = Field(min_length=2, max_length=2000, description="why the answer is contested")
 
     @model_validator(mode="after")
@@ -153,16 +148,12 @@ class AnswerRead(BaseModel):
     deliveries: list[DeliveryRead] = Field(default_factory=list)
 
 
-class AnswerEdit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AnswerEdit(RequestBody):
     text: Text = Field(min_length=10, max_length=10000)
 
 
-class ManualDeliveryIn(BaseModel):
+class ManualDeliveryIn(RequestBody):
     """A delivery made by a person: the answer told by phone, or sent as a letter."""
-
-    model_config = ConfigDict(extra="forbid")
 
     channel: Literal["phone", "letter"]
     note: Text = Field(

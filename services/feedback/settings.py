@@ -2,18 +2,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from shared.keys import check_key_id, load_private_key
-from shared.settings import GENERATE_TOKEN_KEY, ServiceSettings
+from shared.settings import GENERATE_TOKEN_KEY, ServiceSettings, database_url_field, port_field
 
 
 class FeedbackSettings(ServiceSettings):
     service_name: str = "feedback"
-    database_url: str = Field(
-        default="sqlite:///var/feedback.db", validation_alias=AliasChoices("FEEDBACK_DATABASE_URL")
-    )
-    port: int = Field(default=8004, validation_alias=AliasChoices("FEEDBACK_PORT"))
+    database_url: str = database_url_field("feedback")
+    port: int = port_field("feedback", 8004)
     answer_template_file: Path | None = Field(
         default=None, description="template of the answer to a complainant"
     )

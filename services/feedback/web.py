@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query
 from fastapi.responses import RedirectResponse, Response
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -19,14 +19,14 @@ from services.feedback.ratings import satisfaction_by_team
 from shared.app import get_session
 from shared.auth import Principal, Role, require_roles
 from shared.db import utcnow
-from shared.web import page_templates, page_user, render
+from shared.web import page_user
+from shared.web.pages import ServicePages
 
-TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-templates = page_templates(TEMPLATES_DIR)
-web_router = APIRouter(include_in_schema=False)
+pages = ServicePages(Path(__file__).resolve().parent / "templates")
+web_router = pages.router
 
 Session = Annotated[AsyncSession, Depends(get_session)]
-DeputyPage = Annotated[Principal, Depends(page_user(Role.DEPUTY))]
+DEPUTY = page_user(Role.DEPUTY)
 
 
 @web_router.get("/")
@@ -34,24 +34,13 @@ async def root() -> Response:
     return RedirectResponse("/query", status_code=303)
 
 
-@web_router.get("/query")
-async def public_query(request: Request) -> Response:
-    # Public: no sign-in, and nothing of a signed-in officer is shown even if a cookie is present.
-    response = render(templates, request, "query.html", None, title="阳光警务查询")
-    response.headers["X-Robots-Tag"] = "noindex"
-    return response
+def _deputy_data(principal: Annotated[Principal, Depends(DEPUTY)]) -> dict[str, object]:
+    return {"deputy": {"name": principal.deputy_name, "delegation": principal.deputy_delegation}}
 
 
-@web_router.get("/deputy")
-async def deputy_page(request: Request, principal: DeputyPage) -> Response:
-    return render(
-        templates,
-        request,
-        "deputy.html",
-        principal,
-        title="我的建议提案",
-        page={"deputy": {"name": principal.deputy_name, "delegation": principal.deputy_delegation}},
-    )
+# Public: no sign-in, and nothing of a signed-in officer is shown even if a cookie is present.
+pages.add("/query", "query.html", title="阳光警务查询", headers={"X-Robots-Tag": "noindex"})
+pages.add("/deputy", "deputy.html", title="我的建议提案", user=DEPUTY, data=_deputy_data)
 
 
 @web_router.get("/api/v1/stats/satisfaction")

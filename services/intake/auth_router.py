@@ -19,25 +19,21 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.intake import accounts, sessions, throttle
 from services.intake.schemas import MeRead, TokenResponse
 from services.intake.throttle import ThrottlePolicy
-from shared.app import get_session
 from shared.auth import (
     ACCESS_COOKIE,
     CONTACT_AUDIENCE,
     UNAUTHORISED,
     CurrentPrincipal,
     Principal,
-    Role,
     TokenKeys,
     oauth2_scheme,
-    require_roles,
     token_auth,
     verified_token,
     verify_service_token,
 )
+from shared.deps import Session, Supervisor
 
 auth_router = APIRouter(prefix="/api/v1")
-Session = Annotated[AsyncSession, Depends(get_session)]
-Supervisor = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR))]
 SESSION_COOKIE = "sv_session"
 
 TOO_MANY_ATTEMPTS = "登录尝试过于频繁，请{seconds}秒后再试"

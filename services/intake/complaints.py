@@ -27,7 +27,7 @@ from services.intake.earlier import (
     repeat_of,
 )
 from services.intake.identity import Identity, IdentityVault, mask_name, mask_phone
-from services.intake.models import ComplainantKey, Complaint, Rating
+from services.intake.models import ComplainantKey, Complaint
 from services.intake.receipt import CLOCK_SKEW, Receipt, issue_receipt, too_old
 from services.intake.schemas import ComplainantIn, ComplaintCreate, EarlierMatter
 from shared.audit import audit
@@ -36,6 +36,7 @@ from shared.db import new_row, utcnow
 from shared.errors import FieldProblems, NotFound
 from shared.events import AllegationRef, ComplaintReceived, OfficerRef
 from shared.outbox import record_event
+from shared.states import Rating
 
 COMPLAINT_NOT_FOUND = "投诉不存在"
 

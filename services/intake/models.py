@@ -5,22 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
-from uuid import uuid4
 
 from sqlalchemy import JSON, Index, UniqueConstraint
 from sqlalchemy.orm import relationship
 from sqlmodel import Column, Field, Relationship, SQLModel, Text
 
-from shared.db import UTCDateTime, utcnow
-
-
-def new_id() -> str:
-    return str(uuid4())
-
-
-class CaseKind(StrEnum):
-    COMPLAINT = "complaint"
-    SUGGESTION = "suggestion"
+from shared.db import UTCDateTime, new_id, utcnow
 
 
 class CaseStatus(StrEnum):
@@ -64,14 +54,6 @@ class ReclassifyTarget(StrEnum):
     COMPLAINT = "complaint"
     SUGGESTION = "suggestion"
     CITIZEN_SUGGESTION = "citizen_suggestion"
-
-
-class Rating(StrEnum):
-    """The complainant's rating of an answer, as feedback reports it."""
-
-    SATISFIED = "satisfied"
-    BASICALLY_SATISFIED = "basically_satisfied"
-    UNSATISFIED = "unsatisfied"
 
 
 class UserBase(SQLModel):

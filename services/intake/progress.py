@@ -12,8 +12,9 @@ from sqlalchemy import Update, bindparam, case
 from sqlmodel import update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.intake.models import CaseKind, CaseStatus, Complaint, Suggestion
+from services.intake.models import CaseStatus, Complaint, Suggestion
 from shared.db import built_once, loaded_row, table_of
+from shared.states import CaseKind
 
 
 async def _matter(session: AsyncSession, case_id: str) -> Complaint | Suggestion | None:

@@ -11,21 +11,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.intake.complaints import create_complaint
 from services.intake.context import IntakeContext
-from services.intake.models import (
-    CLOSED_STATUSES,
-    CaseKind,
-    CaseStatus,
-    Complaint,
-    ReclassifyTarget,
-    Suggestion,
-)
+from services.intake.models import CLOSED_STATUSES, CaseStatus, Complaint, ReclassifyTarget, Suggestion
 from services.intake.schemas import ReclassifyIn, ReclassifyOut
 from services.intake.suggestions import create_suggestion
 from shared.audit import audit
 from shared.auth import Principal
-from shared.errors import FieldProblems
+from shared.errors import FieldProblems, conflict
 from shared.events import MatterReclassified
 from shared.outbox import record_event
+from shared.states import CaseKind
 
 
 async def reclassify(
@@ -81,15 +75,8 @@ async def reclassify(
 
 def _refuse_if_not_movable(*, matter: Complaint | Suggestion, from_kind: CaseKind, to_kind: str) -> None:
     if matter.status in CLOSED_STATUSES:
-        raise FieldProblems(
-            [
-                (
-                    "status",
-                    "已答复、已结案或已转类的事项不能再转类",
-                    "this matter can no longer be reclassified",
-                )
-            ],
-            status_code=409,
+        raise conflict(
+            "status", "已答复、已结案或已转类的事项不能再转类", "this matter can no longer be reclassified"
         )
     if to_kind == from_kind:
         raise FieldProblems([("to_kind", "目标类别与原类别相同", "the matter already is of that kind")])

@@ -38,16 +38,13 @@ from services.intake.schemas import (
     SuggestionRead,
 )
 from shared import idempotency
-from shared.app import current_correlation_id, get_session, runtime_of
+from shared.app import current_correlation_id, runtime_of
 from shared.auth import Principal, Role, require_roles
+from shared.deps import Operator, OperatorOrSupervisor, Session, Staff, app_state
 from shared.groupcommit import GroupCommitter, get_write_groups
 from shared.validation import Line, Offset
 
 router = APIRouter(prefix="/api/v1")
-Session = Annotated[AsyncSession, Depends(get_session)]
-Operator = Annotated[Principal, Depends(require_roles(Role.OPERATOR))]
-OperatorOrSupervisor = Annotated[Principal, Depends(require_roles(Role.OPERATOR, Role.SUPERVISOR))]
-CaseReader = Annotated[Principal, Depends(require_roles(Role.OPERATOR, Role.SUPERVISOR, Role.INSPECTOR))]
 ContactCaller = Annotated[Principal, Depends(feedback_caller)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 WriteGroups = Annotated[GroupCommitter, Depends(get_write_groups)]
@@ -55,14 +52,7 @@ _Created = TypeVar("_Created", ComplaintCreated, SuggestionCreated)
 # Shown once to the person who filed the matter: never stored in clear, not even in a stored answer.
 _SECRET_FIELDS = ("query_secret",)
 
-
-# async: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
-async def intake_context(request: Request) -> IntakeContext:
-    ctx: IntakeContext = request.app.state.intake
-    return ctx
-
-
-Context = Annotated[IntakeContext, Depends(intake_context)]
+Context = Annotated[IntakeContext, Depends(app_state("intake", IntakeContext))]
 # Optional to the parser so that a missing one is refused by the domain check, naming it in Chinese.
 PurposeParam = Annotated[
     Line | None,
@@ -239,7 +229,7 @@ async def _visible_complaint(session: AsyncSession, complaint_id: str, principal
 
 
 @router.get("/complaints/{complaint_id}", response_model=ComplaintRead, tags=["complaints"])
-async def read_complaint(complaint_id: str, session: Session, principal: CaseReader) -> ComplaintRead:
+async def read_complaint(complaint_id: str, session: Session, principal: Staff) -> ComplaintRead:
     return complaint_read(await _visible_complaint(session, complaint_id, principal))
 
 

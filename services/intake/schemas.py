@@ -10,12 +10,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+from pydantic import BaseModel, EmailStr, Field, field_validator, model_validator
 
 from services.intake.identity import id_number_problem, is_valid_phone, normalise_phone
 from services.intake.models import Channel, ReclassifyTarget, SuggestionKind
 from shared.errors import LocalisedError
-from shared.validation import Line, Text
+from shared.validation import Line, RequestBody, Text
 
 # Request fields name the states' values as Literals, not the enums, so that a wrong value is
 # answered as it always was (422 "literal_error") and the OpenAPI schema does not change.
@@ -65,9 +65,7 @@ def _not_blank(value: str, *, zh: str = "不能为空", en: str = "must not be e
     return stripped
 
 
-class ComplainantIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ComplainantIn(RequestBody):
     anonymous: bool = False
     name: Line | None = Field(default=None, max_length=64)
     phone: Line | None = Field(default=None, max_length=32)
@@ -113,18 +111,14 @@ class ComplainantIn(BaseModel):
         return self
 
 
-class OfficerIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class OfficerIn(RequestBody):
     name: Line | None = Field(default=None, max_length=64)
     badge_no: str | None = Field(default=None, max_length=16, pattern=r"^[0-9A-Za-z]{4,16}$")
     leadership: bool = False
 
 
-class AccusedIn(BaseModel):
+class AccusedIn(RequestBody):
     """The acceptance contract's flat shape: one unit and at most one officer."""
-
-    model_config = ConfigDict(extra="forbid")
 
     unit: Line = Field(min_length=1, max_length=MAX_SHORT_TEXT)
     county_code: Line = Field(min_length=6, max_length=16)
@@ -139,16 +133,12 @@ class AccusedIn(BaseModel):
         return _not_blank(value)
 
 
-class AllegationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AllegationIn(RequestBody):
     category: Line = Field(min_length=1, max_length=64)
     description: Text | None = Field(default=None, max_length=2000)
 
 
-class AttachmentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AttachmentIn(RequestBody):
     filename: Line = Field(min_length=1, max_length=255)
     content_type: Line = Field(min_length=1, max_length=100)
     size_bytes: int = Field(ge=0, le=500 * 1024 * 1024)
@@ -156,9 +146,7 @@ class AttachmentIn(BaseModel):
     description: Text | None = Field(default=None, max_length=500)
 
 
-class ComplaintCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ComplaintCreate(RequestBody):
     channel: ChannelName
     platform_ticket_no: Line | None = Field(default=None, max_length=64)
     received_at: datetime | None = None
@@ -260,9 +248,7 @@ class ContactRead(BaseModel):
     address: str | None
 
 
-class DeputyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DeputyIn(RequestBody):
     name: Line = Field(min_length=1, max_length=64)
     delegation: Line = Field(min_length=1, max_length=128)
     phone: Line | None = Field(default=None, max_length=32)
@@ -284,9 +270,7 @@ class DeputyIn(BaseModel):
         return _not_blank(value)
 
 
-class SuggestionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SuggestionCreate(RequestBody):
     kind: SuggestionKindName
     session: Line = Field(min_length=1, max_length=MAX_SHORT_TEXT)
     number: str = Field(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z\-]+$")
@@ -369,10 +353,8 @@ class MeRead(BaseModel):
     deputy_delegation: str | None
 
 
-class ReclassifyIn(BaseModel):
+class ReclassifyIn(RequestBody):
     """Move a matter filed as the wrong kind to the right track; the reason is recorded."""
-
-    model_config = ConfigDict(extra="forbid")
 
     to_kind: ReclassifyTargetName
     reason: Text = Field(min_length=2, max_length=1000)

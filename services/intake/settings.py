@@ -4,10 +4,10 @@ import base64
 import binascii
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from shared.keys import check_key_id, load_private_key, load_public_key, parse_key_list, same_public_key
-from shared.settings import GENERATE_TOKEN_KEY, ServiceSettings, check_secret
+from shared.settings import GENERATE_TOKEN_KEY, ServiceSettings, check_secret, database_url_field, port_field
 
 GENERATE_IDENTITY_KEY = (
     "python -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
@@ -16,10 +16,8 @@ GENERATE_IDENTITY_KEY = (
 
 class IntakeSettings(ServiceSettings):
     service_name: str = "intake"
-    database_url: str = Field(
-        default="sqlite:///var/intake.db", validation_alias=AliasChoices("INTAKE_DATABASE_URL")
-    )
-    port: int = Field(default=8001, validation_alias=AliasChoices("INTAKE_PORT"))
+    database_url: str = database_url_field("intake")
+    port: int = port_field("intake", 8001)
     identity_key: SecretStr | None = Field(
         default=None, description="base64 of 32 random bytes; encrypts complainant identity at rest"
     )

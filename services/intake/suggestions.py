@@ -18,7 +18,7 @@ from services.intake.schemas import DeputyIn, SuggestionCreate
 from shared.audit import audit
 from shared.auth import Principal
 from shared.db import utcnow
-from shared.errors import FieldProblems, NotFound
+from shared.errors import FieldProblems, NotFound, conflict
 from shared.events import SuggestionReceivedV2
 from shared.outbox import record_event
 
@@ -110,15 +110,10 @@ async def _refuse_duplicate_number(*, session: AsyncSession, suggestion_in: Sugg
         )
     ).first()
     if duplicate:
-        raise FieldProblems(
-            [
-                (
-                    "number",
-                    f"{suggestion_in.session}第{suggestion_in.number}号已登记，同一届次编号不能重复",
-                    "this number is already registered in this session",
-                )
-            ],
-            status_code=409,
+        raise conflict(
+            "number",
+            f"{suggestion_in.session}第{suggestion_in.number}号已登记，同一届次编号不能重复",
+            "this number is already registered in this session",
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -22,23 +22,12 @@ from services.intake.schemas import CHANNEL_LABELS
 from services.intake.sessions import REFRESH_PATH
 from shared.app import get_session
 from shared.auth import Principal, Role
-from shared.web import (
-    home_url,
-    page_templates,
-    page_user,
-    principal_from_cookie,
-    render,
-    safe_next,
-    service_urls,
-)
-
-TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-templates = page_templates(TEMPLATES_DIR)
-web_router = APIRouter(include_in_schema=False)
+from shared.web import home_url, page_user, principal_from_cookie, render, safe_next, service_urls
+from shared.web.pages import ServicePages
 
 Session = Annotated[AsyncSession, Depends(get_session)]
-OperatorPage = Annotated[Principal, Depends(page_user(Role.OPERATOR))]
-SearchPage = Annotated[Principal, Depends(page_user(Role.OPERATOR, Role.SUPERVISOR))]
+OPERATOR = page_user(Role.OPERATOR)
+SEARCHER = page_user(Role.OPERATOR, Role.SUPERVISOR)
 
 DEMO_USERS = (
     ("operator1", "接线员"),
@@ -81,12 +70,8 @@ def _reference(request: Request) -> dict[str, Any]:
     }
 
 
-@web_router.get("/")
-async def root(request: Request) -> Response:
-    principal = principal_from_cookie(request)
-    if principal is None:
-        return RedirectResponse("/login", status_code=303)
-    return RedirectResponse(home_url(request.app.state.settings, principal.role), status_code=303)
+pages = ServicePages(Path(__file__).resolve().parent / "templates", reference=_reference)
+web_router = pages.router
 
 
 def _login_page(
@@ -100,7 +85,7 @@ def _login_page(
 ) -> Response:
     settings = request.app.state.settings
     return render(
-        templates,
+        pages.templates,
         request,
         "login.html",
         None,
@@ -173,38 +158,11 @@ async def logout(request: Request, session: Session) -> Response:
     return response
 
 
-@web_router.get("/operator/complaint")
-async def complaint_desk(request: Request, principal: OperatorPage) -> Response:
-    return render(
-        templates,
-        request,
-        "complaint.html",
-        principal,
-        title="投诉登记",
-        page={"reference": _reference(request)},
-        reference=_reference(request),
-    )
+def _search_title(principal: Annotated[Principal, Depends(SEARCHER)]) -> str:
+    return "来电查询" if principal.role == Role.OPERATOR else "事项查询"
 
 
-@web_router.get("/operator/suggestion")
-async def suggestion_desk(request: Request, principal: OperatorPage) -> Response:
-    return render(
-        templates,
-        request,
-        "suggestion.html",
-        principal,
-        title="代表建议、委员提案登记",
-        page={"reference": _reference(request)},
-    )
-
-
-@web_router.get("/operator/search")
-async def search(request: Request, principal: SearchPage) -> Response:
-    return render(
-        templates,
-        request,
-        "search.html",
-        principal,
-        title="来电查询" if principal.role == Role.OPERATOR else "事项查询",
-        page={"reference": _reference(request)},
-    )
+pages.add_root(login="/login")
+pages.add("/operator/complaint", "complaint.html", title="投诉登记", user=OPERATOR)
+pages.add("/operator/suggestion", "suggestion.html", title="代表建议、委员提案登记", user=OPERATOR)
+pages.add("/operator/search", "search.html", title=_search_title, user=SEARCHER)

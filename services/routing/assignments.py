@@ -19,7 +19,7 @@ from services.routing.facts import (
     remember_teams_of,
     suggestion_case,
 )
-from services.routing.models import Assignment, CaseKind, Fact, RoutedCase, SystemRule, Team
+from services.routing.models import Assignment, Fact, RoutedCase, SystemRule, Team
 from services.routing.organisation import organisation_from_db
 from services.routing.rulebook import rules_from_db
 from services.routing.rules import Decision, decide, reassignment, recusal_matter, refusal
@@ -27,7 +27,7 @@ from services.routing.workload import NOT_FETCHED, WorkloadNeeded, workload
 from shared.audit import audit
 from shared.auth import Principal
 from shared.db import built_once, lookup, new_row, table_of, utcnow
-from shared.errors import FieldProblems, NotFound
+from shared.errors import FieldProblems, NotFound, conflict
 from shared.events import (
     CaseAssigned,
     CaseReopened,
@@ -40,6 +40,7 @@ from shared.logging import get_logger
 from shared.outbox import record_event
 from shared.recusal import Duty, may_take
 from shared.reference import Organisation
+from shared.states import CaseKind
 
 log = get_logger(__name__)
 
@@ -416,9 +417,7 @@ async def reassign(
     )
     current = await current_assignment(session=session, case_id=case_id)
     if current is not None and current.team_code == team_code:
-        raise FieldProblems(
-            [("team_code", "该事项已由该队办理", "the matter is already with this team")], status_code=409
-        )
+        raise conflict("team_code", "该事项已由该队办理", "the matter is already with this team")
     if current is not None:
         remember_teams_of(case, current)
     session.add(case)
@@ -454,7 +453,7 @@ async def flag_key_clue(
     if case is None or case.case_kind != CaseKind.COMPLAINT:
         raise FieldProblems([("case_id", "该投诉尚未分派或不存在", "unknown complaint")], status_code=404)
     if Fact.SUPERVISOR_FLAG in case.facts:
-        raise FieldProblems([("case_id", "该投诉已标记为重点线索", "already flagged")], status_code=409)
+        raise conflict("case_id", "该投诉已标记为重点线索", "already flagged")
     current = await current_assignment(session=session, case_id=case_id)
     add_fact(case, Fact.SUPERVISOR_FLAG)
     if current is not None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from services.routing.models import Assignment, CaseKind, Fact, RoutedCase
+from services.routing.models import Assignment, Fact, RoutedCase
 from services.routing.rules import Facts
 from shared.db import new_row
 from shared.events import ComplaintReceived, SuggestionReceived
+from shared.states import CaseKind
 
 # The channel intake records for a complaint transferred from the petitions office (信访).
 PETITION_CHANNEL = "transfer_xinfang"

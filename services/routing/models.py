@@ -5,20 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
-from uuid import uuid4
 
 from sqlalchemy import JSON, Index
 from sqlmodel import Column, Field, SQLModel, Text
 
-from shared.db import UTCDateTime, utcnow
+from shared.db import UTCDateTime, new_id, utcnow
 
 # The states are StrEnums: each compares equal to its stored string, so the columns stay `str`
 # (no migration) and the JSON of the API and the events does not change.
-
-
-class CaseKind(StrEnum):
-    COMPLAINT = "complaint"
-    SUGGESTION = "suggestion"
 
 
 class TeamLevel(StrEnum):
@@ -159,7 +153,7 @@ class Assignment(SQLModel, table=True):
         Index("ix_routing_assignment_team_open", "team_code", "open"),
     )
 
-    id: str = Field(default_factory=lambda: str(uuid4()), primary_key=True, max_length=64)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
     case_id: str = Field(max_length=64)
     case_kind: str = Field(max_length=16)
     team_code: str = Field(max_length=32)

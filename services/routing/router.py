@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.routing import assignments, organisation, rulebook
@@ -13,7 +13,6 @@ from services.routing.context import RoutingContext
 from services.routing.models import Assignment
 from services.routing.schemas import (
     AssignmentRead,
-    ClockRead,
     FlagIn,
     ReassignIn,
     RuleChangeRead,
@@ -25,23 +24,14 @@ from services.routing.schemas import (
     UnitUpsert,
 )
 from services.routing.workload import workload
-from shared.app import current_correlation_id, get_session
-from shared.auth import Principal, Role, require_roles
+from shared.app import current_correlation_id
+from shared.deadlines import ClockRead
+from shared.deps import Session, Staff, Supervisor, app_state
 from shared.validation import CodePath, Line, RuleNamePath
 
 router = APIRouter(prefix="/api/v1")
-Session = Annotated[AsyncSession, Depends(get_session)]
-Supervisor = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR))]
-Staff = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR, Role.INSPECTOR, Role.OPERATOR))]
 
-
-# async: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
-async def routing_context(request: Request) -> RoutingContext:
-    ctx: RoutingContext = request.app.state.routing
-    return ctx
-
-
-Context = Annotated[RoutingContext, Depends(routing_context)]
+Context = Annotated[RoutingContext, Depends(app_state("routing", RoutingContext))]
 
 
 async def assignment_read(session: AsyncSession, ctx: RoutingContext, a: Assignment) -> AssignmentRead:

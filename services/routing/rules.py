@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from services.routing.models import AssignKind, CaseKind, Fact, SystemRule
+from services.routing.models import AssignKind, Fact, SystemRule
 from shared.errors import FieldProblems
 from shared.recusal import Duty, Matter, conflicted, may_take
 from shared.reference import Organisation
+from shared.states import CaseKind
 
 FACT_LABELS: dict[str, str] = {
     Fact.ALWAYS: "所有事项",

@@ -7,18 +7,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.routing.models import RuleBase, TeamBase, UnitBase
 from services.routing.rules import FACT_LABELS
-from shared.validation import Code, Line, Priority, Text
+from shared.deadlines import ClockRead
+from shared.validation import Code, Line, Priority, RequestBody, Text
 
 # Plain strings, not the enums' members: pydantic names these in its "expected" error text.
 _FACTS = tuple(str(fact) for fact in FACT_LABELS)
-
-
-class ClockRead(BaseModel):
-    name: str
-    label: str
-    due_at: datetime
-    rule: str
-    source: str
 
 
 class AssignmentRead(BaseModel):
@@ -42,16 +35,12 @@ class AssignmentRead(BaseModel):
     created_at: datetime
 
 
-class ReassignIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReassignIn(RequestBody):
     team_code: Code = Field(min_length=1, max_length=32)
     reason: Text = Field(min_length=2, max_length=1000)
 
 
-class FlagIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class FlagIn(RequestBody):
     reason: Text = Field(min_length=2, max_length=1000)
 
 

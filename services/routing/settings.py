@@ -2,17 +2,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, database_url_field, port_field
 
 
 class RoutingSettings(ServiceSettings):
     service_name: str = "routing"
-    database_url: str = Field(
-        default="sqlite:///var/routing.db", validation_alias=AliasChoices("ROUTING_DATABASE_URL")
-    )
-    port: int = Field(default=8002, validation_alias=AliasChoices("ROUTING_PORT"))
+    database_url: str = database_url_field("routing")
+    port: int = port_field("routing", 8002)
     rules_file: Path | None = Field(
         default=None, description="routing rules seed; default: the bundled rules"
     )

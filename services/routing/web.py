@@ -5,25 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi import Depends, Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.routing.assignments import find_case
 from services.routing.context import RoutingContext
-from services.routing.models import AssignKind, Fact, UnitKind
+from services.routing.models import AssignKind, Fact, RoutedCase, UnitKind
 from services.routing.organisation import organisation_from_db
 from services.routing.rules import FACT_LABELS
 from shared.app import get_session
-from shared.auth import Principal, Role
-from shared.web import home_url, page_templates, page_user, principal_from_cookie, render
-
-TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-templates = page_templates(TEMPLATES_DIR)
-web_router = APIRouter(include_in_schema=False)
+from shared.auth import Role
+from shared.web import page_user
+from shared.web.pages import ServicePages
 
 Session = Annotated[AsyncSession, Depends(get_session)]
-SupervisorPage = Annotated[Principal, Depends(page_user(Role.SUPERVISOR))]
+SUPERVISOR = page_user(Role.SUPERVISOR)
 
 ASSIGN_LABELS: dict[str, str] = {
     AssignKind.COUNTY: "属地核查（被投诉单位所在县级督察大队）",
@@ -43,7 +39,7 @@ UNIT_KIND_LABELS: dict[str, str] = {
 }
 
 
-async def _reference(request: Request, session: AsyncSession) -> dict[str, Any]:
+async def _reference(request: Request, session: Session) -> dict[str, Any]:
     ctx: RoutingContext = request.app.state.routing
     organisation = await organisation_from_db(session=session, ctx=ctx)
     return {
@@ -56,66 +52,42 @@ async def _reference(request: Request, session: AsyncSession) -> dict[str, Any]:
     }
 
 
-@web_router.get("/")
-async def root(request: Request) -> Response:
-    principal = principal_from_cookie(request)
-    settings = request.app.state.settings
-    if principal is None:
-        return RedirectResponse(f"{settings.intake_url.rstrip('/')}/login", status_code=303)
-    if principal.role == Role.SUPERVISOR:
-        return RedirectResponse("/rules", status_code=303)
-    return RedirectResponse(home_url(settings, principal.role), status_code=303)
+pages = ServicePages(Path(__file__).resolve().parent / "templates", reference=_reference)
+web_router = pages.router
 
 
-@web_router.get("/rules")
-async def rules_page(request: Request, session: Session, principal: SupervisorPage) -> Response:
-    return render(
-        templates,
-        request,
-        "rules.html",
-        principal,
-        title="分派规则",
-        page={"reference": await _reference(request, session)},
-    )
+async def _case(case_id: str, session: Session) -> RoutedCase | None:
+    return await find_case(session=session, case_id=case_id)
 
 
-@web_router.get("/org")
-async def organisation_page(request: Request, session: Session, principal: SupervisorPage) -> Response:
-    return render(
-        templates,
-        request,
-        "org.html",
-        principal,
-        title="组织机构",
-        page={"reference": await _reference(request, session)},
-    )
+Case = Annotated[RoutedCase | None, Depends(_case)]
 
 
-@web_router.get("/cases/{case_id}")
-async def case_page(case_id: str, request: Request, session: Session, principal: SupervisorPage) -> Response:
-    case = await find_case(session=session, case_id=case_id)
-    return render(
-        templates,
-        request,
-        "case.html",
-        principal,
-        title=f"{case.tracking_code} 分派记录" if case else "分派记录",
-        page={
-            "reference": await _reference(request, session),
-            "case_id": case_id,
-            "case": (
-                {
-                    "tracking_code": case.tracking_code,
-                    "case_kind": case.case_kind,
-                    "accused_unit": case.accused_unit,
-                    "lead_unit": case.lead_unit,
-                    "round": case.round,
-                    "return_count": case.return_count,
-                    "open": case.open,
-                    "facts": [FACT_LABELS.get(f, f) for f in case.facts if f != Fact.ALWAYS],
-                }
-                if case
-                else None
-            ),
-        },
-    )
+def _case_title(case: Case) -> str:
+    return f"{case.tracking_code} 分派记录" if case else "分派记录"
+
+
+def _case_data(case_id: str, case: Case) -> dict[str, Any]:
+    return {
+        "case_id": case_id,
+        "case": (
+            {
+                "tracking_code": case.tracking_code,
+                "case_kind": case.case_kind,
+                "accused_unit": case.accused_unit,
+                "lead_unit": case.lead_unit,
+                "round": case.round,
+                "return_count": case.return_count,
+                "open": case.open,
+                "facts": [FACT_LABELS.get(f, f) for f in case.facts if f != Fact.ALWAYS],
+            }
+            if case
+            else None
+        ),
+    }
+
+
+pages.add_root(landing={Role.SUPERVISOR: "/rules"})
+pages.add("/rules", "rules.html", title="分派规则", user=SUPERVISOR)
+pages.add("/org", "org.html", title="组织机构", user=SUPERVISOR)
+pages.add("/cases/{case_id}", "case.html", title=_case_title, user=SUPERVISOR, data=_case_data)

@@ -19,10 +19,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.verification.context import VerificationContext
 from services.verification.evidence_store import Upload
 from services.verification.models import ACTIVE_TASK_STATUSES, Evidence, Task
-from services.verification.tasks import add_history, conflict, is_team_member, visible_task
+from services.verification.tasks import add_history, is_team_member, visible_task
 from shared.audit import audit
 from shared.auth import Principal
-from shared.errors import FieldProblems, Forbidden, NotFound
+from shared.errors import FieldProblems, Forbidden, NotFound, conflict
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def check_may_add(*, task: Task, principal: Principal) -> None:
     if not is_team_member(principal, task) and principal.team_code not in task.participants:
         raise Forbidden("只有承办队或参与核查的队可以登记证据")
     if task.status not in ACTIVE_TASK_STATUSES:
-        raise conflict("已办结的任务不能再登记证据", "the task is no longer open")
+        raise conflict("status", "已办结的任务不能再登记证据", "the task is no longer open")
 
 
 async def store_upload(*, ctx: VerificationContext, task: Task, upload: Upload) -> StoredUpload:

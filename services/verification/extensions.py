@@ -19,10 +19,10 @@ from services.verification.models import (
     TaskClock,
 )
 from services.verification.schemas import ExtensionDecisionIn, ExtensionIn
-from services.verification.tasks import add_history, conflict, is_team_member
+from services.verification.tasks import add_history, is_team_member
 from shared.audit import audit
 from shared.auth import Principal, Role
-from shared.errors import FieldProblems, Forbidden, NotFound
+from shared.errors import FieldProblems, Forbidden, NotFound, conflict
 from shared.events import DeadlineExtended
 from shared.outbox import record_event
 
@@ -38,7 +38,7 @@ async def request_extension(
     if not is_team_member(principal, task):
         raise Forbidden("只有承办队可以申请延期")
     if task.status not in ACTIVE_TASK_STATUSES:
-        raise conflict("已办结的任务不能申请延期", "the task is no longer open")
+        raise conflict("status", "已办结的任务不能申请延期", "the task is no longer open")
     clock = await _clock(session, task.id, extension_in.clock)
     if clock is None or clock.status != ClockStatus.RUNNING:
         raise FieldProblems(
@@ -98,9 +98,11 @@ async def _check_request(
         )
     )
     if any(e.status == ExtensionStatus.PENDING for e in earlier):
-        raise conflict("已有待审批的延期申请", "an extension request is already pending")
+        raise conflict("status", "已有待审批的延期申请", "an extension request is already pending")
     if sum(e.status == ExtensionStatus.APPROVED for e in earlier) >= ctx.extension_max_count:
-        raise conflict(f"每个期限最多延期{ctx.extension_max_count}次", "no further extension is allowed")
+        raise conflict(
+            "status", f"每个期限最多延期{ctx.extension_max_count}次", "no further extension is allowed"
+        )
 
 
 async def list_extensions(
@@ -138,7 +140,7 @@ async def decide_extension(
     correlation_id: str | None,
 ) -> Extension:
     if extension.status != ExtensionStatus.PENDING:
-        raise conflict("该延期申请已处理", "the request was already decided")
+        raise conflict("status", "该延期申请已处理", "the request was already decided")
     task = await session.get(Task, extension.task_id)
     clock = await _clock(session, extension.task_id, extension.clock)
     assert task is not None and clock is not None
@@ -158,7 +160,7 @@ async def decide_extension(
         )
         return extension
     if clock.status != ClockStatus.RUNNING:
-        raise conflict("该期限已停止计时，无需延期", "the clock has stopped")
+        raise conflict("status", "该期限已停止计时，无需延期", "the clock has stopped")
     await _approve(session, ctx, extension, task, clock, principal=principal, correlation_id=correlation_id)
     return extension
 

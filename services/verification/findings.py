@@ -10,7 +10,6 @@ from services.verification.context import VerificationContext
 from services.verification.models import (
     ACTIVE_TASK_STATUSES,
     FOLLOW_UP_CLASSIFICATION,
-    CaseKind,
     CoHandlingView,
     Evidence,
     Finding,
@@ -29,15 +28,16 @@ from services.verification.schemas import (
     RequireReviewIn,
     ReviewIn,
 )
-from services.verification.tasks import add_history, conflict, stop_clocks, visible_task
+from services.verification.tasks import add_history, stop_clocks, visible_task
 from shared.audit import audit
 from shared.auth import Principal, Role
 from shared.db import utcnow
-from shared.errors import FieldProblems, Forbidden, NotFound
+from shared.errors import FieldProblems, Forbidden, NotFound, conflict
 from shared.events import CaseConcluded, FindingSentBack, ReviewStarted
 from shared.outbox import record_event
 from shared.recusal import Duty, Matter, allowed_teams, may_take
 from shared.reference import Organisation
+from shared.states import CaseKind
 
 
 async def conclude(
@@ -112,7 +112,9 @@ async def _check_finding(
 ) -> None:
     if task.status != TaskStatus.CLAIMED:
         raise conflict(
-            f"任务当前状态为“{task.status}”，不能提交结论", f"task is {task.status}; cannot record a finding"
+            "status",
+            f"任务当前状态为“{task.status}”，不能提交结论",
+            f"task is {task.status}; cannot record a finding",
         )
     if task.claimed_by != principal.username:
         raise Forbidden("只有认领该任务的督察民警可以提交结论")
@@ -222,7 +224,7 @@ async def review(
     if principal.team_code == task.team_code:
         raise Forbidden("不能复核本队的核查结论")
     if task.status != TaskStatus.IN_REVIEW:
-        raise conflict("该任务不在复核中", "task is not in review")
+        raise conflict("status", "该任务不在复核中", "task is not in review")
     # The reviewer was named through recusal; asked again so that a reviewer named before a change of
     # the matter (or of these rules) cannot confirm a finding it may not judge.
     verdict = may_take(
@@ -235,7 +237,7 @@ async def review(
         raise Forbidden(f"{verdict.chinese}；请督察支队另行指定复核队")
     finding = await latest_finding(session=session, task_id=task.id)
     if finding is None:
-        raise conflict("没有待复核的结论", "no finding to review")
+        raise conflict("status", "没有待复核的结论", "no finding to review")
     reasons = [r.strip() for r in review_in.reasons if r.strip()]
     finding.reviewed_by = principal.username
     finding.reviewed_at = utcnow()
@@ -301,7 +303,9 @@ async def record_follow_up(
         or task.status != TaskStatus.CONCLUDED
         or task.classification != FOLLOW_UP_CLASSIFICATION
     ):
-        raise conflict("只有已按B类答复的建议可以提交后续答复", "only a B-class reply can be followed up")
+        raise conflict(
+            "status", "只有已按B类答复的建议可以提交后续答复", "only a B-class reply can be followed up"
+        )
     finding = Finding(
         task_id=task.id,
         outcome="no_finding",
@@ -331,7 +335,9 @@ async def recusal_matter(*, session: AsyncSession, task: Task) -> Matter:
     matter = await session.get(MatterSnapshot, task.case_id)
     if task.case_kind == CaseKind.COMPLAINT and (matter is None or not matter.county_code):
         raise conflict(
-            "被投诉单位信息尚未同步，暂不能指定复核或检查整改", "the matter's accused is not known yet"
+            "status",
+            "被投诉单位信息尚未同步，暂不能指定复核或检查整改",
+            "the matter's accused is not known yet",
         )
     had_by: set[str] = set()
     for earlier in await session.exec(select(Task).where(Task.case_id == task.case_id)):
@@ -355,7 +361,9 @@ async def require_review(
     reviewer or leaving the choice to recusal; either way recusal decides whether the team may."""
     # In review too: a reviewer recusal now refuses is replaced for the finding that waits.
     if task.status not in (TaskStatus.OPEN, TaskStatus.CLAIMED, TaskStatus.IN_REVIEW):
-        raise conflict("只有尚未办结的任务可以指定复核", "review can be required before the matter concludes")
+        raise conflict(
+            "status", "只有尚未办结的任务可以指定复核", "review can be required before the matter concludes"
+        )
     organisation = ctx.organisation
     matter = await recusal_matter(session=session, task=task)
     chosen = review_in.review_team_code
@@ -400,7 +408,7 @@ async def give_co_view(
     if principal.role != Role.INSPECTOR or principal.team_code not in task.participants:
         raise Forbidden("只有协办单位可以提出协办意见")
     if task.status not in ACTIVE_TASK_STATUSES:
-        raise conflict("主办单位已办结，不能再提出意见", "the lead team has concluded")
+        raise conflict("status", "主办单位已办结，不能再提出意见", "the lead team has concluded")
     team = principal.team_code or ""
     already = (
         await session.exec(
@@ -408,7 +416,7 @@ async def give_co_view(
         )
     ).first()
     if already is not None:
-        raise conflict("本单位已提出协办意见", "this team already gave its view")
+        raise conflict("status", "本单位已提出协办意见", "this team already gave its view")
     view = CoHandlingView(
         task_id=task.id, team_code=team, view=view_in.view.strip(), given_by=principal.username
     )
@@ -466,7 +474,7 @@ async def check_rectification(
     check: RectificationCheckIn,
 ) -> Rectification:
     if item.status != RectificationStatus.OPEN:
-        raise conflict("该整改事项已检查", "this item was already checked")
+        raise conflict("status", "该整改事项已检查", "this item was already checked")
     item.status = RectificationStatus.DONE if check.done else RectificationStatus.NOT_DONE
     item.checked_by = principal.username
     item.checked_at = ctx.clock.now()

@@ -22,10 +22,9 @@ from services.verification.models import (
     TaskStatus,
 )
 from services.verification.schemas import ClockState, LedgerMarkIn, LedgerRow
-from services.verification.tasks import conflict
 from shared.audit import audit
 from shared.auth import Principal
-from shared.errors import NotFound
+from shared.errors import NotFound, conflict
 
 
 async def clock_states(*, session: AsyncSession, ctx: VerificationContext, task_id: str) -> list[ClockState]:
@@ -161,7 +160,7 @@ async def mark_ledger(
         )
     ).first()
     if existing is not None:
-        raise conflict("已作此标记", "already marked")
+        raise conflict("status", "已作此标记", "already marked")
     mark = LedgerMark(
         case_id=case_id,
         mark=mark_in.mark,

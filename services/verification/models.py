@@ -5,18 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
-from uuid import uuid4
 
 from sqlalchemy import JSON, Index
 from sqlalchemy.orm import relationship
 from sqlmodel import Column, Field, Relationship, SQLModel, Text
 
-from shared.db import UTCDateTime, batch_insert_sentinel, utcnow
-
-
-class CaseKind(StrEnum):
-    COMPLAINT = "complaint"
-    SUGGESTION = "suggestion"
+from shared.db import UTCDateTime, batch_insert_sentinel, new_id, utcnow
 
 
 class TaskStatus(StrEnum):
@@ -107,7 +101,7 @@ class Task(SQLModel, table=True):
         Index("ix_verification_task_due", "status", "due_at"),
     )
 
-    id: str = Field(default_factory=lambda: str(uuid4()), primary_key=True, max_length=64)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
     case_id: str = Field(max_length=64, index=True)
     case_kind: str = Field(max_length=16, description="a CaseKind")
     assignment_id: str = Field(max_length=64, unique=True)
@@ -133,7 +127,7 @@ class Task(SQLModel, table=True):
 class Finding(SQLModel, table=True):
     __tablename__ = "verification_finding"
 
-    id: str = Field(default_factory=lambda: str(uuid4()), primary_key=True, max_length=64)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
     task_id: str = Field(max_length=64, index=True, foreign_key="verification_task.id")
     outcome: str = Field(max_length=32)
     summary: str = Field(sa_column=Column(Text, nullable=False))
@@ -231,7 +225,7 @@ class LadderStep(SQLModel, table=True):
 class Extension(SQLModel, table=True):
     __tablename__ = "verification_extension"
 
-    id: str = Field(default_factory=lambda: str(uuid4()), primary_key=True, max_length=64)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
     task_id: str = Field(max_length=64, index=True, foreign_key="verification_task.id")
     case_id: str = Field(max_length=64)
     clock: str = Field(max_length=32)
@@ -249,7 +243,7 @@ class Extension(SQLModel, table=True):
 class Evidence(SQLModel, table=True):
     __tablename__ = "verification_evidence"
 
-    id: str = Field(default_factory=lambda: str(uuid4()), primary_key=True, max_length=64)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
     task_id: str = Field(max_length=64, index=True, foreign_key="verification_task.id")
     kind: str = Field(max_length=16, description="recording, document, interview, photo, other")
     description: str = Field(sa_column=Column(Text, nullable=False))
@@ -265,7 +259,7 @@ class Evidence(SQLModel, table=True):
 class Rectification(SQLModel, table=True):
     __tablename__ = "verification_rectification"
 
-    id: str = Field(default_factory=lambda: str(uuid4()), primary_key=True, max_length=64)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
     task_id: str = Field(max_length=64, index=True, foreign_key="verification_task.id")
     case_id: str = Field(max_length=64)
     item: str = Field(sa_column=Column(Text, nullable=False))

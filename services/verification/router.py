@@ -9,7 +9,7 @@ from typing import IO, Annotated, Literal
 from urllib.parse import quote
 
 import structlog
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -25,7 +25,6 @@ from services.verification.models import (
 )
 from services.verification.schemas import (
     OUTCOME_LABELS,
-    ClockRead,
     ClockState,
     CoViewIn,
     CoViewRead,
@@ -49,27 +48,18 @@ from services.verification.schemas import (
     TaskRead,
 )
 from shared.apidocs import file_download
-from shared.app import current_correlation_id, get_session
-from shared.auth import Principal, Role, require_roles
+from shared.app import current_correlation_id
+from shared.auth import Principal
+from shared.deadlines import ClockRead
+from shared.deps import Inspector, InspectorOrSupervisor, Session, Supervisor, app_state
 from shared.validation import Limit, Line, Offset, Text
 
 router = APIRouter(prefix="/api/v1")
 # Evidence is always served as opaque bytes, whatever type its uploader claimed (see evidence_file).
 EVIDENCE_MEDIA_TYPE = "application/octet-stream"
 XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-Supervisor = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR))]
 
-
-# async: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
-async def verification_context(request: Request) -> VerificationContext:
-    ctx: VerificationContext = request.app.state.verification
-    return ctx
-
-
-Context = Annotated[VerificationContext, Depends(verification_context)]
-Session = Annotated[AsyncSession, Depends(get_session)]
-InspectorOrSupervisor = Annotated[Principal, Depends(require_roles(Role.INSPECTOR, Role.SUPERVISOR))]
-Inspector = Annotated[Principal, Depends(require_roles(Role.INSPECTOR))]
+Context = Annotated[VerificationContext, Depends(app_state("verification", VerificationContext))]
 
 
 def task_read(task: Task, matter: MatterSnapshot | None = None) -> TaskRead:

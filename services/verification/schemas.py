@@ -3,11 +3,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from services.verification.models import LedgerMarkKind
+from shared.deadlines import ClockRead
 from shared.errors import LocalisedError
-from shared.validation import Code, Line, Text
+from shared.validation import Code, Line, RequestBody, Text
 
 OUTCOME_LABELS = {
     "substantiated": "属实",
@@ -27,14 +28,6 @@ ACCOUNTABILITY = (
     "移送司法机关",
 )
 SUBSTANTIATED = frozenset({"substantiated", "mostly_substantiated", "partly_substantiated"})
-
-
-class ClockRead(BaseModel):
-    name: str
-    label: str
-    due_at: datetime
-    rule: str
-    source: str
 
 
 class TaskRead(BaseModel):
@@ -71,17 +64,13 @@ OutcomeValue = Literal[
 ]
 
 
-class AllegationFinding(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AllegationFinding(RequestBody):
     category: Line = Field(min_length=1, max_length=64)
     outcome: OutcomeValue
     note: Text | None = Field(default=None, max_length=2000)
 
 
-class OfficerFinding(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class OfficerFinding(RequestBody):
     name: Line | None = Field(default=None, max_length=64)
     badge_no: Line | None = Field(default=None, max_length=16)
     outcome: OutcomeValue
@@ -102,9 +91,7 @@ class OfficerFinding(BaseModel):
         return self
 
 
-class RectificationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RectificationIn(RequestBody):
     item: Text = Field(min_length=2, max_length=2000)
     owner: Line = Field(min_length=1, max_length=100)
     due_date: datetime
@@ -116,9 +103,7 @@ class RectificationIn(BaseModel):
         return self
 
 
-class FindingIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class FindingIn(RequestBody):
     outcome: Literal[
         "substantiated",
         "mostly_substantiated",
@@ -178,9 +163,7 @@ class FindingRead(BaseModel):
     reviewed_at: datetime | None
 
 
-class ReviewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReviewIn(RequestBody):
     decision: Literal["confirm", "send_back"]
     reasons: list[Text] = Field(default_factory=list, max_length=20)
 
@@ -191,9 +174,7 @@ class ReviewIn(BaseModel):
         return self
 
 
-class ReturnIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReturnIn(RequestBody):
     reason: Text = Field(min_length=2, max_length=1000)
 
 
@@ -227,26 +208,20 @@ class TaskDetail(BaseModel):
     history: list[TaskEventRead]
 
 
-class FollowUpIn(BaseModel):
+class FollowUpIn(RequestBody):
     """The follow-up reply that closes a B-class suggestion (正在解决或列入计划解决)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     summary: Text = Field(min_length=2, max_length=5000)
     classification: Literal["A", "B", "C", "D"]
 
 
-class ExtensionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ExtensionIn(RequestBody):
     clock: Line = Field(default="verification", min_length=1, max_length=32)
     days: int = Field(ge=1, le=366)
     reason: Text = Field(min_length=4, max_length=2000)
 
 
-class ExtensionDecisionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ExtensionDecisionIn(RequestBody):
     approve: bool
     note: Text | None = Field(default=None, max_length=2000)
 
@@ -302,16 +277,12 @@ class RectificationRead(BaseModel):
     added_at: datetime
 
 
-class RectificationCheckIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RectificationCheckIn(RequestBody):
     done: bool
     note: Text = Field(min_length=2, max_length=2000)
 
 
-class CoViewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CoViewIn(RequestBody):
     view: Text = Field(min_length=2, max_length=10000)
 
 
@@ -322,9 +293,7 @@ class CoViewRead(BaseModel):
     given_at: datetime
 
 
-class RequireReviewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RequireReviewIn(RequestBody):
     reason: Text = Field(min_length=2, max_length=1000)
     review_team_code: Code | None = Field(default=None, max_length=32)
 
@@ -344,9 +313,7 @@ class ClockState(BaseModel):
     source: str
 
 
-class LedgerMarkIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LedgerMarkIn(RequestBody):
     mark: LedgerMarkKind
     leader: Line | None = Field(default=None, max_length=64)
     note: Text | None = Field(default=None, max_length=2000)

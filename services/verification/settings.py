@@ -2,18 +2,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, database_url_field, port_field
 
 
 class VerificationSettings(ServiceSettings):
     service_name: str = "verification"
-    database_url: str = Field(
-        default="sqlite:///var/verification.db",
-        validation_alias=AliasChoices("VERIFICATION_DATABASE_URL"),
-    )
-    port: int = Field(default=8003, validation_alias=AliasChoices("VERIFICATION_PORT"))
+    database_url: str = database_url_field("verification")
+    port: int = port_field("verification", 8003)
     reminder_working_days_before: int = Field(
         default=3, description="first reminder this many working days before a deadline"
     )

@@ -25,7 +25,6 @@ from services.verification.ladder import STEP_LABELS, STEPS, steps_taken
 from services.verification.models import (
     ACTIVE_TASK_STATUSES,
     MAIN_CLOCKS,
-    CaseKind,
     ClockStatus,
     Finding,
     LedgerMarkKind,
@@ -37,6 +36,7 @@ from services.verification.models import (
 )
 from services.verification.schemas import SUBSTANTIATED, ClockState, LedgerRow
 from shared.reference import Organisation
+from shared.states import CaseKind
 
 OVERDUE_STEPS = (OverdueStep.CHASE, OverdueStep.ESCALATION, OverdueStep.REBUKE)
 NO_FINDING = "no_finding"

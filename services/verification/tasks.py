@@ -14,7 +14,6 @@ from services.verification.models import (
     ACTIVE_TASK_STATUSES,
     MAIN_CLOCKS,
     REVIEWER_VISIBLE_STATUSES,
-    CaseKind,
     ClockStatus,
     MatterSnapshot,
     Task,
@@ -26,7 +25,7 @@ from services.verification.models import (
 from shared.audit import audit
 from shared.auth import Principal, Role
 from shared.db import built_once, lookup, new_row, utcnow
-from shared.errors import FieldProblems, Forbidden, NotFound
+from shared.errors import Forbidden, NotFound, conflict
 from shared.events import (
     CaseAssigned,
     ComplaintReceived,
@@ -35,11 +34,7 @@ from shared.events import (
     TaskReturned,
 )
 from shared.outbox import record_event
-
-
-def conflict(zh: str, en: str) -> FieldProblems:
-    """A refusal because of the state the object is in (409), in the field-error shape."""
-    return FieldProblems([("status", zh, en)], status_code=409)
+from shared.states import CaseKind
 
 
 def add_history(session: AsyncSession, task: Task, action: str, actor: str, note: str | None = None) -> None:
@@ -256,7 +251,9 @@ async def claim(
     if task.status == TaskStatus.CLAIMED and task.claimed_by == principal.username:
         return task
     if task.status != TaskStatus.OPEN:
-        raise conflict(f"任务当前状态为“{task.status}”，不能认领", f"task is {task.status}; cannot claim")
+        raise conflict(
+            "status", f"任务当前状态为“{task.status}”，不能认领", f"task is {task.status}; cannot claim"
+        )
     task.status = TaskStatus.CLAIMED
     task.claimed_by = principal.username
     task.claimed_at = utcnow()
@@ -286,7 +283,9 @@ async def claim(
 
 async def release(*, session: AsyncSession, task: Task, principal: Principal) -> Task:
     if task.status != TaskStatus.CLAIMED or task.claimed_by != principal.username:
-        raise conflict("只能释放本人认领且未提交结论的任务", "only your own claimed task can be released")
+        raise conflict(
+            "status", "只能释放本人认领且未提交结论的任务", "only your own claimed task can be released"
+        )
     task.status = TaskStatus.OPEN
     task.claimed_by = None
     task.claimed_at = None
@@ -302,7 +301,9 @@ async def return_task(
     if principal.role != Role.INSPECTOR or principal.team_code != task.team_code:
         raise Forbidden("只有承办队可以退回")
     if task.status not in (TaskStatus.OPEN, TaskStatus.CLAIMED):
-        raise conflict("只有未提交结论的任务可以退回", "only an open or claimed task can be returned")
+        raise conflict(
+            "status", "只有未提交结论的任务可以退回", "only an open or claimed task can be returned"
+        )
     task.status = TaskStatus.RETURNED
     session.add(task)
     await stop_clocks(session, task, at=utcnow())

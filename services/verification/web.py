@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi import Depends, Request
 
 from services.verification.context import VerificationContext
 from services.verification.ladder import STEP_LABELS, STEPS
@@ -15,15 +14,12 @@ from services.verification.schemas import ACCOUNTABILITY, OUTCOME_LABELS
 from shared.auth import Principal, Role
 from shared.deadlines import DEFAULT_DEADLINES_FILE, load_deadlines
 from shared.reference import DEFAULT_CATEGORIES_FILE, load_categories
-from shared.web import home_url, page_templates, page_user, principal_from_cookie, render
+from shared.web import page_user
+from shared.web.pages import ServicePages
 
-TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-templates = page_templates(TEMPLATES_DIR)
-web_router = APIRouter(include_in_schema=False)
-
-TaskPage = Annotated[Principal, Depends(page_user(Role.INSPECTOR, Role.SUPERVISOR))]
-InspectorPage = Annotated[Principal, Depends(page_user(Role.INSPECTOR))]
-SupervisorPage = Annotated[Principal, Depends(page_user(Role.SUPERVISOR))]
+TASK_USER = page_user(Role.INSPECTOR, Role.SUPERVISOR)
+INSPECTOR = page_user(Role.INSPECTOR)
+SUPERVISOR = page_user(Role.SUPERVISOR)
 
 EVIDENCE_KIND_LABELS = {
     "recording": "执法记录仪/录音录像",
@@ -76,88 +72,23 @@ def _reference(request: Request) -> dict[str, Any]:
     }
 
 
-@web_router.get("/")
-async def root(request: Request) -> Response:
-    principal = principal_from_cookie(request)
-    settings = request.app.state.settings
-    if principal is None:
-        return RedirectResponse(f"{settings.intake_url.rstrip('/')}/login", status_code=303)
-    if principal.role == Role.INSPECTOR:
-        return RedirectResponse("/tasks", status_code=303)
-    if principal.role == Role.SUPERVISOR:
-        return RedirectResponse("/dashboard", status_code=303)
-    return RedirectResponse(home_url(settings, principal.role), status_code=303)
+pages = ServicePages(Path(__file__).resolve().parent / "templates", reference=_reference)
+web_router = pages.router
 
 
-@web_router.get("/tasks")
-async def task_board(request: Request, principal: TaskPage) -> Response:
-    ctx = _context(request)
-    team = ctx.organisation.team_name(principal.team_code) if principal.team_code else None
-    return render(
-        templates,
-        request,
-        "tasks.html",
-        principal,
-        title=f"{team}核查任务" if team else "核查任务总览",
-        page={"reference": _reference(request)},
-    )
+def _task_data(task_id: str) -> dict[str, Any]:
+    return {"task_id": task_id}
 
 
-@web_router.get("/tasks/{task_id}")
-async def task_page(task_id: str, request: Request, principal: TaskPage) -> Response:
-    return render(
-        templates,
-        request,
-        "task.html",
-        principal,
-        title="核查任务",
-        page={"reference": _reference(request), "task_id": task_id},
-    )
+def _board_title(request: Request, principal: Annotated[Principal, Depends(TASK_USER)]) -> str:
+    team = _context(request).organisation.team_name(principal.team_code) if principal.team_code else None
+    return f"{team}核查任务" if team else "核查任务总览"
 
 
-@web_router.get("/tasks/{task_id}/review")
-async def review_page(task_id: str, request: Request, principal: InspectorPage) -> Response:
-    return render(
-        templates,
-        request,
-        "review.html",
-        principal,
-        title="复核",
-        page={"reference": _reference(request), "task_id": task_id},
-    )
-
-
-@web_router.get("/ledger")
-async def ledger_page(request: Request, principal: SupervisorPage) -> Response:
-    return render(
-        templates,
-        request,
-        "ledger.html",
-        principal,
-        title="长期未办结事项督办台账",
-        page={"reference": _reference(request)},
-    )
-
-
-@web_router.get("/approvals")
-async def approvals_page(request: Request, principal: SupervisorPage) -> Response:
-    return render(
-        templates,
-        request,
-        "approvals.html",
-        principal,
-        title="待审批事项",
-        page={"reference": _reference(request)},
-    )
-
-
-@web_router.get("/dashboard")
-async def dashboard_page(request: Request, principal: SupervisorPage) -> Response:
-    return render(
-        templates,
-        request,
-        "dashboard.html",
-        principal,
-        title="督察工作统计分析",
-        page={"reference": _reference(request)},
-    )
+pages.add_root(landing={Role.INSPECTOR: "/tasks", Role.SUPERVISOR: "/dashboard"})
+pages.add("/tasks", "tasks.html", title=_board_title, user=TASK_USER)
+pages.add("/tasks/{task_id}", "task.html", title="核查任务", user=TASK_USER, data=_task_data)
+pages.add("/tasks/{task_id}/review", "review.html", title="复核", user=INSPECTOR, data=_task_data)
+pages.add("/ledger", "ledger.html", title="长期未办结事项督办台账", user=SUPERVISOR)
+pages.add("/approvals", "approvals.html", title="待审批事项", user=SUPERVISOR)
+pages.add("/dashboard", "dashboard.html", title="督察工作统计分析", user=SUPERVISOR)

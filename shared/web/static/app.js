@@ -203,6 +203,28 @@
     return ok;
   }
 
+  /* ``send(form, event)`` on a submit of ``node`` (a form, or a container of forms drawn later),
+     only once every field of the submitted form passes its checks; the page does not reload. */
+  function onValidSubmit(node, send) {
+    node.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var form = event.target;
+      clearErrors(form);
+      if (!validate(form)) { return; }
+      send(form, event);
+    });
+  }
+
+  /* A segmented control (``.segmented``): marks the pressed button and hands it to ``pick``. */
+  function segmented(group, pick) {
+    group.addEventListener("click", function (event) {
+      var button = event.target.closest("button");
+      if (!button) { return; }
+      $all("button", group).forEach(function (b) { b.setAttribute("aria-pressed", b === button ? "true" : "false"); });
+      pick(button);
+    });
+  }
+
   /* ------------------------------------------------------------------ autocomplete */
 
   /* ``source(q)`` returns a promise of [{label, hint, value}]; ``onPick(item)`` is called on choice. */
@@ -300,6 +322,7 @@
   }
   function pct(value) { return value == null ? "—" : (Math.round(value * 1000) / 10).toFixed(1) + "%"; }
 
+  var RATING_LABELS = { satisfied: "满意", basically_satisfied: "基本满意", unsatisfied: "不满意" };
   var STEP_LABELS = {
     reminder: "到期前提醒", due_today: "当日到期", chase: "催办", escalation: "督办", rebuke: "通报"
   };
@@ -562,10 +585,10 @@
     page: PAGE, urls: PAGE.urls || {}, user: PAGE.user || null,
     esc: esc, $: $, $all: $all, api: api, ApiError: ApiError,
     showErrors: showErrors, clearErrors: clearErrors, setFieldError: setFieldError,
-    liveValidate: liveValidate, validate: validate, checkField: checkField, checks: CHECKS,
-    autocomplete: autocomplete, toast: toast, busy: busy, uuid: uuid, query: query,
+    liveValidate: liveValidate, validate: validate, onValidSubmit: onValidSubmit, checkField: checkField, checks: CHECKS,
+    autocomplete: autocomplete, segmented: segmented, toast: toast, busy: busy, uuid: uuid, query: query,
     date: date, datetime: datetime, cnDate: cnDate, localToIso: localToIso, nowLocal: nowLocal, pct: pct,
-    statusBadge: statusBadge, clockChip: clockChip, STEP_LABELS: STEP_LABELS, STATUS: STATUS,
+    statusBadge: statusBadge, clockChip: clockChip, STEP_LABELS: STEP_LABELS, STATUS: STATUS, RATING_LABELS: RATING_LABELS,
     chart: { bar: barChart, line: lineChart, stacked: stackedBars, palette: PALETTE }
   };
 })();

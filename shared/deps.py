@@ -1,0 +1,39 @@
+"""The dependencies the services' JSON APIs declare: a database session, the caller in a role, app state.
+
+Declared once so that a role's name means the same set of roles in every service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.app import get_session
+from shared.auth import Principal, Role, require_roles
+
+_T = TypeVar("_T")
+
+Session = Annotated[AsyncSession, Depends(get_session)]
+Supervisor = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR))]
+Operator = Annotated[Principal, Depends(require_roles(Role.OPERATOR))]
+Inspector = Annotated[Principal, Depends(require_roles(Role.INSPECTOR))]
+Deputy = Annotated[Principal, Depends(require_roles(Role.DEPUTY))]
+OperatorOrSupervisor = Annotated[Principal, Depends(require_roles(Role.OPERATOR, Role.SUPERVISOR))]
+InspectorOrSupervisor = Annotated[Principal, Depends(require_roles(Role.INSPECTOR, Role.SUPERVISOR))]
+# The bureau's own people, every role but the deputies.
+Staff = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR, Role.INSPECTOR, Role.OPERATOR))]
+
+
+def app_state(attribute: str, kind: type[_T]) -> Callable[[Request], Coroutine[Any, Any, _T]]:
+    """A dependency giving ``app.state.<attribute>`` (of type ``kind``), which the service's create_app set."""
+
+    # async: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
+    async def dependency(request: Request) -> _T:
+        value: _T = getattr(request.app.state, attribute)
+        return value
+
+    dependency.__name__ = f"{attribute}_state"
+    return dependency
