@@ -144,7 +144,7 @@ async def test_contact_needs_feedbacks_own_token_for_that_one_call(secure: Syste
     )
     assert created.status_code == 201, created.text
     path = f"/api/v1/complaints/{created.json()['id']}/contact"
-    params = {"purpose": "发送答复"}
+    params = {"purpose": "答复送达", "reason": "发送答复"}
 
     async def contact(token: str) -> int:
         response = await secure.client("intake").get(
