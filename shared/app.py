@@ -107,6 +107,12 @@ def create_service_app(
     on_startup: Sequence[StartupHook] = (),
     on_shutdown: Sequence[StartupHook] = (),
 ) -> FastAPI:
+    """The app every service runs: its lifespan, middleware, error mapping and shared routes.
+
+    Longer than the usual limit on purpose: the lifespan closes over ``settings`` and the
+    hooks, and start-up, shutdown, middleware order and the one place domain errors become
+    HTTP answers read best together, in the order they take effect.
+    """
     configure_logging(service=settings.service_name, level=settings.log_level, json_output=settings.log_json)
 
     @asynccontextmanager
