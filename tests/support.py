@@ -368,3 +368,51 @@ async def running_system(
         await system.close()
         await services.stop_all()
         await databases.drop_all()
+
+
+@dataclass
+class MigratedDatabase:
+    engine: Any
+    sessions: Any
+
+
+@contextlib.asynccontextmanager
+async def migrated_database(backend: str, folder: Path, service: str) -> AsyncIterator[MigratedDatabase]:
+    """A fresh database of ``backend`` migrated as ``service``'s, dropped afterwards."""
+    from shared.db import create_engine, create_session_factory
+
+    databases = Databases(backend, folder)
+    url = await databases.url_for(service)
+    await asyncio.to_thread(upgrade, service, url)
+    engine = create_engine(url)
+    try:
+        yield MigratedDatabase(engine=engine, sessions=create_session_factory(engine))
+    finally:
+        await engine.dispose()
+        await databases.drop_all()
+
+
+@contextlib.asynccontextmanager
+async def scratch_stream(nats_url: str, stream: str) -> AsyncIterator[Any]:
+    """A JetStream context with ``stream`` and its dead-letter stream made for one test, then deleted.
+
+    The system's stream is removed first: it claims "sv.>" too, and JetStream refuses overlapping
+    subjects (no system is running between modules).
+    """
+    import nats
+    from nats.js.errors import NotFoundError
+
+    from shared.bus import DEAD_LETTER_STREAM_SUFFIX, ensure_streams
+
+    await reset_stream(nats_url, "SUPERVISION")
+    await reset_stream(nats_url, stream)
+    nc = await nats.connect(nats_url)
+    context = nc.jetstream(timeout=5.0)
+    try:
+        await ensure_streams(context, stream=stream, max_age_days=1)
+        yield context
+    finally:
+        for name in (stream, stream + DEAD_LETTER_STREAM_SUFFIX):
+            with contextlib.suppress(NotFoundError):
+                await context.delete_stream(name)
+        await nc.drain()

@@ -12,29 +12,24 @@ import contextlib
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
-import nats
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
-from nats.js.errors import NotFoundError
 from sqlalchemy import delete, func, update
 from sqlalchemy.event import listen as event_listen
 from sqlalchemy.event import remove as event_remove
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.verification.models import MatterSnapshot
 from shared.audit import AuditEntry, audit, trail, verify_chain
 from shared.bus import DEAD_LETTER_STREAM_SUFFIX, EventConsumer, PermanentError, Subscription, ensure_streams
-from shared.db import create_engine, create_session_factory, lookup, utcnow
+from shared.db import lookup, utcnow
 from shared.events import DEAD_LETTER_PREFIX, CaseClosed, Event
 from shared.inbox import InboxRecord
-from shared.migrations import upgrade
 from shared.outbox import (
     HEADER_EVENT_TYPE,
     HEADER_EVENT_VERSION,
@@ -45,7 +40,8 @@ from shared.outbox import (
 )
 from tests.audit_support import erase_audit_log
 from tests.conftest import BACKENDS
-from tests.support import Databases, NatsServer, eventually, reset_stream
+from tests.support import MigratedDatabase as Db
+from tests.support import NatsServer, eventually, migrated_database, scratch_stream
 
 STREAM = "BUSTEST"
 DLQ_STREAM = STREAM + DEAD_LETTER_STREAM_SUFFIX
@@ -56,42 +52,16 @@ DLQ_STREAM = STREAM + DEAD_LETTER_STREAM_SUFFIX
 
 @pytest.fixture
 async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
-    # A stream left behind by a system fixture of another module would claim "sv.>" too,
-    # and JetStream refuses overlapping subjects; no system is running between modules.
-    await reset_stream(nats_server.url, "SUPERVISION")
-    await reset_stream(nats_server.url, STREAM)
-    nc = await nats.connect(nats_server.url)
-    context = nc.jetstream()
-    try:
-        await ensure_streams(context, stream=STREAM, max_age_days=1)
+    async with scratch_stream(nats_server.url, STREAM) as context:
         yield context
-    finally:
-        for name in (STREAM, DLQ_STREAM):
-            with contextlib.suppress(NotFoundError):
-                await context.delete_stream(name)
-        await nc.drain()
-
-
-@dataclass
-class Db:
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 async def database(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Db]:
-    databases = Databases(str(request.param), tmp_path_factory.mktemp("bus"))
-    url = await databases.url_for("verification")
-    # The verification schema has the shared outbox, inbox and audit_log tables.
-    await asyncio.to_thread(upgrade, "verification", url)
-    engine = create_engine(url)
-    try:
-        yield Db(engine=engine, sessions=create_session_factory(engine))
-    finally:
-        await engine.dispose()
-        await databases.drop_all()
+    async with migrated_database(str(request.param), tmp_path_factory.mktemp("bus"), "verification") as db:
+        yield db
 
 
 @pytest.fixture

@@ -10,15 +10,11 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from uuid import uuid4
 
-import nats
 import pytest
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.audit import audit, trail
@@ -28,10 +24,8 @@ from shared.bus import (
     EventConsumer,
     PermanentError,
     Subscription,
-    ensure_streams,
     replay_subject,
 )
-from shared.db import create_engine, create_session_factory
 from shared.deadletters import (
     DeadLetter,
     DeadLetterBox,
@@ -45,11 +39,11 @@ from shared.deadletters import (
 )
 from shared.errors import FieldProblems, NotFound
 from shared.events import CaseClosed
-from shared.migrations import upgrade
 from shared.outbox import HEADER_EVENT_TYPE, HEADER_EVENT_VERSION, HEADER_MSG_ID
 from tests.audit_support import erase_audit_log
 from tests.conftest import BACKENDS
-from tests.support import Databases, NatsServer, eventually, reset_stream
+from tests.support import MigratedDatabase as Db
+from tests.support import NatsServer, eventually, migrated_database, scratch_stream
 
 STREAM = "DLTEST"
 DLQ_STREAM = STREAM + DEAD_LETTER_STREAM_SUFFIX
@@ -57,40 +51,16 @@ DLQ_STREAM = STREAM + DEAD_LETTER_STREAM_SUFFIX
 
 @pytest.fixture
 async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
-    # Another module's stream would claim "sv.>" too, which JetStream refuses to overlap.
-    await reset_stream(nats_server.url, "SUPERVISION")
-    await reset_stream(nats_server.url, STREAM)
-    nc = await nats.connect(nats_server.url)
-    context = nc.jetstream(timeout=5.0)
-    try:
-        await ensure_streams(context, stream=STREAM, max_age_days=1)
+    async with scratch_stream(nats_server.url, STREAM) as context:
         yield context
-    finally:
-        for name in (STREAM, DLQ_STREAM):
-            with contextlib.suppress(NotFoundError):
-                await context.delete_stream(name)
-        await nc.drain()
-
-
-@dataclass
-class Db:
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 async def database(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Db]:
-    databases = Databases(str(request.param), tmp_path_factory.mktemp("deadletters"))
-    url = await databases.url_for("routing")
-    await asyncio.to_thread(upgrade, "routing", url)
-    engine = create_engine(url)
-    try:
-        yield Db(engine=engine, sessions=create_session_factory(engine))
-    finally:
-        await engine.dispose()
-        await databases.drop_all()
+    async with migrated_database(str(request.param), tmp_path_factory.mktemp("deadletters"), "routing") as db:
+        yield db
 
 
 @pytest.fixture
