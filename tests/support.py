@@ -322,7 +322,7 @@ class InProcessServices:
             uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
         )
         # The test process owns signal handling, not the embedded servers.
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         task = asyncio.create_task(server.serve(), name=f"uvicorn-{name}")
         self.servers[name], self.tasks[name] = server, task
         deadline = time.monotonic() + 30
@@ -416,3 +416,25 @@ async def scratch_stream(nats_url: str, stream: str) -> AsyncIterator[Any]:
             with contextlib.suppress(NotFoundError):
                 await context.delete_stream(name)
         await nc.drain()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, *, name: str) -> AsyncIterator[int]:
+    """Serve a stand-in ASGI app (an SMS gateway, ...) on a free local port for the block."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
+    task = asyncio.create_task(server.serve(), name=name)
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if task.done():
+            task.result()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} stand-in did not start")
+        await asyncio.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=10)

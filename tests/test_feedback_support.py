@@ -8,12 +8,10 @@ what it receives.  The feedback test modules start a system pointed at them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import email
 import io
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -24,7 +22,6 @@ from typing import Any
 
 import docx
 import nats
-import uvicorn
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -51,6 +48,7 @@ from tests.support import (
     eventually,
     free_port,
     reset_stream,
+    serving,
 )
 from tests.test_pipeline import current_assignment, task_for, wait_status
 
@@ -97,25 +95,9 @@ class SmsGateway:
 @contextlib.asynccontextmanager
 async def running_gateway() -> AsyncIterator[SmsGateway]:
     gateway = SmsGateway()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(gateway.app(), host="127.0.0.1", port=port, log_config=None, access_log=False)
-    )
-    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
-    task = asyncio.create_task(server.serve(), name="sms-gateway")
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if task.done():
-            task.result()
-        if time.monotonic() > deadline:
-            raise RuntimeError("SMS gateway stand-in did not start")
-        await asyncio.sleep(0.02)
-    gateway.url = f"http://127.0.0.1:{port}/sms"
-    try:
+    async with serving(gateway.app(), name="sms-gateway") as port:
+        gateway.url = f"http://127.0.0.1:{port}/sms"
         yield gateway
-    finally:
-        server.should_exit = True
-        await task
 
 
 # --- The SMTP server stand-in --------------------------------------------------------------------

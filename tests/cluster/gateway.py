@@ -6,18 +6,15 @@ Like a real gateway it sends a key once: a repeated key is acknowledged and coun
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from tests.support import free_port
+from tests.support import serving
 
 
 @dataclass
@@ -47,21 +44,6 @@ class SmsGateway:
 @contextlib.asynccontextmanager
 async def running_gateway() -> AsyncIterator[SmsGateway]:
     gateway = SmsGateway()
-    port = free_port()
-    config = uvicorn.Config(gateway.app(), host="127.0.0.1", port=port, log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
-    task = asyncio.create_task(server.serve(), name="sms-gateway")
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if task.done():
-            task.result()
-        if time.monotonic() > deadline:
-            raise RuntimeError("SMS gateway stand-in did not start")
-        await asyncio.sleep(0.02)
-    gateway.url = f"http://127.0.0.1:{port}/sms"
-    try:
+    async with serving(gateway.app(), name="sms-gateway") as port:
+        gateway.url = f"http://127.0.0.1:{port}/sms"
         yield gateway
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
