@@ -48,6 +48,8 @@ class Role(StrEnum):
     INSPECTOR = "inspector"
     SUPERVISOR = "supervisor"
     DEPUTY = "deputy"
+    # A county bureau's 分管领导: their bureau's notifications, its ledger and statistics, no identities.
+    LEADER = "leader"
     SERVICE = "service"
 
 
@@ -62,6 +64,8 @@ class Principal:
     # No other deputy account has this name in this delegation (intake knows, at sign-in): only
     # then may a suggestion recorded without an account be matched to this deputy by name.
     deputy_name_unique: bool = False
+    # The county (or city) bureau a leader answers for: the code of its 县（市、区）.
+    county_code: str | None = None
 
     def is_(self, *roles: Role) -> bool:
         return self.role in roles
@@ -150,6 +154,7 @@ class TokenKeys:
             deputy_delegation=claims.get("deputy_delegation"),
             display_name=claims.get("name"),
             deputy_name_unique=claims.get("deputy_unique") is True,
+            county_code=claims.get("county"),
         )
         if principal.role == Role.SERVICE:
             raise jwt.InvalidTokenError("a service token is not an access token")
@@ -188,6 +193,8 @@ def access_claims(*, principal: Principal, ttl: timedelta, session_id: str | Non
             claims["deputy_unique"] = True
     if principal.display_name:
         claims["name"] = principal.display_name
+    if principal.county_code:
+        claims["county"] = principal.county_code
     return claims
 
 

@@ -25,6 +25,12 @@ OperatorOrSupervisor = Annotated[Principal, Depends(require_roles(Role.OPERATOR,
 InspectorOrSupervisor = Annotated[Principal, Depends(require_roles(Role.INSPECTOR, Role.SUPERVISOR))]
 # The bureau's own people, every role but the deputies.
 Staff = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR, Role.INSPECTOR, Role.OPERATOR))]
+# Who reads a county's ledger and statistics: the city supervisors, and a county's leader (their county only).
+SupervisorOrLeader = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR, Role.LEADER))]
+# Anyone signed in who works for a bureau: every role but the deputies and the services.
+Signed = Annotated[
+    Principal, Depends(require_roles(Role.SUPERVISOR, Role.INSPECTOR, Role.OPERATOR, Role.LEADER, Role.DEPUTY))
+]
 
 
 def app_state(attribute: str, kind: type[_T]) -> Callable[[Request], Coroutine[Any, Any, _T]]:

@@ -96,6 +96,9 @@ class ComplaintReceived(Event):
     summary: str = Field(description="the complainant's account; identity details are kept out by intake")
     injury_or_death: bool = False
     repeat_of: str | None = None
+    # A repeat call about ``repeat_of`` while it is still open (重复件): linked to it, never routed
+    # or worked on its own; its caller gets the answer of ``repeat_of``.
+    linked_repeat: bool = False
     repeat_after_rejection: bool = False
     supervisor_flag: bool = False
 
@@ -184,6 +187,9 @@ class CaseAssigned(Event):
     previous_team_codes: list[str] = Field(default_factory=list)
     clocks: list[ClockSet] = Field(default_factory=list)
     round: int = 1
+    # No rule placed it with confidence (a return that routing could not place, a recusal with no
+    # team left): a supervisor must look at it.
+    needs_supervisor: bool = False
 
 
 class TaskClaimed(Event):
@@ -262,6 +268,35 @@ class LadderStepReached(Event):
     due_at: datetime
 
 
+class AcceptanceNoticeDelivered(Event):
+    """A named complainant was told the complaint was accepted (告知受理): the acceptance clock stops."""
+
+    event_type: ClassVar[str] = "AcceptanceNoticeDelivered"
+    owner: ClassVar[str] = "feedback"
+
+    channel: Literal["sms", "email", "phone", "letter"]
+    delivered_at: datetime
+
+
+class EarlyWarningRaised(Event):
+    """An officer (by badge number) or a unit crossed an early-warning threshold (预警).
+
+    ``case_id`` is the matter that crossed it; ``case_ids`` every matter behind the warning.
+    """
+
+    event_type: ClassVar[str] = "EarlyWarningRaised"
+    owner: ClassVar[str] = "verification"
+
+    subject_kind: Literal["officer", "unit"]
+    subject_key: str = Field(description="the badge number, or the unit's name")
+    county_code: str | None = None
+    measure: Literal["complaints", "substantiated"]
+    count: int
+    threshold: int
+    window_months: int
+    case_ids: list[str]
+
+
 class AnswerDelivered(Event):
     event_type: ClassVar[str] = "AnswerDelivered"
     owner: ClassVar[str] = "feedback"
@@ -313,6 +348,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     CaseConcluded,
     DeadlineExtended,
     LadderStepReached,
+    EarlyWarningRaised,
+    AcceptanceNoticeDelivered,
     AnswerDelivered,
     RatingRecorded,
     CaseReopened,

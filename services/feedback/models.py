@@ -265,3 +265,19 @@ class AttemptCounter(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=64)
     free_at: float = Field(index=True, description="seconds since the epoch; a row past it counts nothing")
+
+
+class NotificationKind(StrEnum):
+    """What a notification (通知) or 待办 item is about: the acceptance contract's ``kind``."""
+
+    REMINDER = "reminder"
+    CHASE = "chase"
+    ESCALATION = "escalation"
+    REBUKE = "rebuke"
+    ACCEPTANCE_NOTICE = "acceptance_notice"
+    APPROVAL_DUE = "approval_due"
+    FOLLOW_UP_DUE = "follow_up_due"
+    RECTIFICATION_DUE = "rectification_due"
+    DELIVERY_FAILED = "delivery_failed"
+    EARLY_WARNING = "early_warning"
+    NEEDS_SUPERVISOR = "needs_supervisor"

@@ -44,6 +44,7 @@ ROLE_LABELS = {
     Role.INSPECTOR: "督察民警",
     Role.SUPERVISOR: "督察支队",
     Role.DEPUTY: "人大代表/政协委员",
+    Role.LEADER: "分管领导",
     Role.SERVICE: "系统服务",
 }
 
@@ -53,8 +54,10 @@ NAVIGATION: dict[Role, tuple[tuple[str, str, str], ...]] = {
         ("intake", "/operator/complaint", "投诉登记"),
         ("intake", "/operator/suggestion", "建议提案登记"),
         ("intake", "/operator/search", "来电查询"),
+        ("feedback", "/follow-ups", "回访"),
+        ("feedback", "/todo", "待办"),
     ),
-    Role.INSPECTOR: (("verification", "/tasks", "核查任务"),),
+    Role.INSPECTOR: (("verification", "/tasks", "核查任务"), ("feedback", "/todo", "待办")),
     Role.SUPERVISOR: (
         ("verification", "/dashboard", "统计分析"),
         ("verification", "/ledger", "督办台账"),
@@ -65,6 +68,13 @@ NAVIGATION: dict[Role, tuple[tuple[str, str, str], ...]] = {
         ("intake", "/operator/search", "事项查询"),
         # Served by every service (shared.deadletters_api); it lists the four services' dead letters.
         ("verification", "/dead-letters", "死信队列"),
+        ("feedback", "/messages", "消息记录"),
+        ("feedback", "/todo", "待办"),
+    ),
+    Role.LEADER: (
+        ("feedback", "/todo", "待办"),
+        ("verification", "/ledger", "督办台账"),
+        ("verification", "/dashboard", "统计分析"),
     ),
     Role.DEPUTY: (("feedback", "/deputy", "我的建议提案"),),
 }
