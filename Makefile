@@ -19,7 +19,7 @@ ifdef TEST_POSTGRES_URL
 export TEST_POSTGRES_URL
 endif
 
-.PHONY: venv run test lint bench chaos cluster clean-data
+.PHONY: venv run test lint bench bench-import chaos cluster clean-data
 
 venv: $(STAMP)
 
@@ -48,6 +48,10 @@ lint: venv
 
 bench: venv
 	$(PY) bench/pipeline.py $(BENCH_ARGS)
+
+# Issue 15: a 5,000-row transfer list (.xlsx) imported by intake on its own.
+bench-import: venv
+	$(PY) bench/import_xlsx.py $(BENCH_ARGS)
 
 # The fault test of issue 13, full version: 3,000 complaints, every fault, eight NATS restarts.
 chaos: venv

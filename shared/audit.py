@@ -40,7 +40,9 @@ from sqlalchemy.orm import Session
 from sqlmodel import Column, Field, SQLModel, Text, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import UTCDateTime, batch_insert_sentinel, new_row, table_of, utcnow
+from shared.db import UTCDateTime, batch_insert_sentinel, built_once, new_row, table_of, utcnow
+from shared.events import Event
+from shared.outbox import record_event
 
 GENESIS = "0" * 64
 
@@ -128,6 +130,29 @@ async def audit(
     return entry
 
 
+async def record_audited(
+    session: AsyncSession,
+    event_: Event,
+    *,
+    action: str,
+    reason: str | None = None,
+    detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> AuditEntry:
+    """Record ``event_`` and the audit entry of the same act: the event's matter, by the event's actor."""
+    record_event(session, event_)
+    assert event_.actor is not None, "an audited act names who did it"
+    return await audit(
+        session,
+        case_id=event_.case_id,
+        action=action,
+        actor=event_.actor,
+        reason=reason,
+        detail=detail,
+        at=at,
+    )
+
+
 @dataclass
 class _SessionChain:
     """What the session's transaction knows of the chain: its head, and the entries to number."""
@@ -196,10 +221,27 @@ def chain_head(connection: Connection, *, lock: bool = False) -> tuple[int, str]
     return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
 
+async def hold_chain(session: AsyncSession) -> None:
+    """On PostgreSQL, take this transaction's hold on the audit chain now, before any row lock.
+
+    A transaction that appends takes the chain's lock at its first audited flush. One that also
+    locks rows another appender updates (the ladder scheduler locks clocks that a finding stops)
+    must take the chain first, or the two wait on each other: rows then chain against chain then
+    rows, a deadlock PostgreSQL ends by failing one of them.
+    """
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        await connection.execute(_lock_statement())
+
+
+# Read at every transaction that appends (each write group, each slice that audits): built once,
+# as a statement built anew costs about as much as running it (``shared.db.built_once``).
+@built_once
 def _lock_statement() -> sa.Select[Any]:
     return sa.select(sa.func.pg_advisory_xact_lock(CHAIN_LOCK_CLASS, CHAIN_LOCK_ID))
 
 
+@built_once
 def _head_statement() -> sa.Select[Any]:
     table = table_of(AuditEntry)
     return sa.select(table.c.seq, table.c.entry_hash).order_by(table.c.seq.desc()).limit(1)

@@ -40,6 +40,8 @@ AUDIENCE = "police-supervision"
 TOKEN_URL = "/api/v1/auth/token"  # noqa: S105 - a path, not a secret
 # The one call a service token is good for, and how long it may live.
 CONTACT_AUDIENCE = "intake:contact"
+# Feedback's read of a bureau leader's contact from routing, for staff notices.
+BUREAU_CONTACT_AUDIENCE = "routing:contacts"
 SERVICE_TOKEN_SECONDS = 60
 
 

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, Protocol, Self, TypeVar, cast
 
 from sqlalchemy import Column, DateTime, Table, event, insert_sentinel, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -36,6 +36,13 @@ from shared.batchguard import note_pending_rows_seen
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 _Row = TypeVar("_Row")
+
+
+class _Filterable(Protocol):
+    def where(self, *whereclause: Any) -> Self: ...
+
+
+_Query = TypeVar("_Query", bound=_Filterable)
 _Statement = TypeVar("_Statement")
 _Args = ParamSpec("_Args")
 
@@ -325,6 +332,14 @@ async def lookup(session: AsyncSession, model: type[_Row], key: str) -> _Row | N
     if key in session.sync_session.info.get(_PREFETCHED, {}).get(model, ()):
         return None
     return await session.get(model, key)
+
+
+def where_given(query: _Query, *filters: tuple[Any, object]) -> _Query:
+    """``query`` narrowed to ``column == value`` for each (column, value) given a value; None or "": no filter."""
+    for column, value in filters:
+        if value:
+            query = query.where(column == value)
+    return query
 
 
 def lock_key(name: str) -> int:

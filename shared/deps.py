@@ -8,11 +8,20 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
+import jwt
 from fastapi import Depends, Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.app import get_session
-from shared.auth import Principal, Role, require_roles
+from shared.auth import (
+    UNAUTHORISED,
+    Principal,
+    Role,
+    TokenKeys,
+    oauth2_scheme,
+    require_roles,
+    verify_service_token,
+)
 
 _T = TypeVar("_T")
 
@@ -29,7 +38,8 @@ Staff = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR, Role.INSPECT
 SupervisorOrLeader = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR, Role.LEADER))]
 # Anyone signed in who works for a bureau: every role but the deputies and the services.
 Signed = Annotated[
-    Principal, Depends(require_roles(Role.SUPERVISOR, Role.INSPECTOR, Role.OPERATOR, Role.LEADER, Role.DEPUTY))
+    Principal,
+    Depends(require_roles(Role.SUPERVISOR, Role.INSPECTOR, Role.OPERATOR, Role.LEADER, Role.DEPUTY)),
 ]
 
 
@@ -42,4 +52,31 @@ def app_state(attribute: str, kind: type[_T]) -> Callable[[Request], Coroutine[A
         return value
 
     dependency.__name__ = f"{attribute}_state"
+    return dependency
+
+
+def _feedback_keys(request: Request) -> TokenKeys | None:
+    """Feedback's own public keys from the settings (``feedback_caller_key_map``), parsed once; None: unset."""
+    keys: TokenKeys | None = getattr(request.app.state, "feedback_caller_keys", None)
+    if keys is None:
+        key_map = request.app.state.settings.feedback_caller_key_map
+        if not key_map:
+            return None
+        keys = request.app.state.feedback_caller_keys = TokenKeys.from_pem(key_map)
+    return keys
+
+
+def feedback_caller_for(audience: str) -> Callable[[Request, str | None], Coroutine[Any, Any, Principal]]:
+    """A dependency: feedback, with a token it signed with its own key for this one call (``audience``)."""
+
+    async def dependency(request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]) -> Principal:
+        keys = _feedback_keys(request)
+        if not token or keys is None:
+            raise UNAUTHORISED
+        try:
+            return verify_service_token(token, keys=keys, audience=audience, service="feedback")
+        except (jwt.PyJWTError, KeyError, ValueError):
+            raise UNAUTHORISED from None
+
+    dependency.__name__ = "feedback_caller"
     return dependency

@@ -272,6 +272,28 @@ class ServiceSettings(BaseSettings):
         return self.access_token_ttl_minutes * 60 + REVOCATION_LEEWAY_SECONDS
 
 
+class FeedbackCalledSettings(ServiceSettings):
+    """A service feedback calls with a token signed by its own key (intake's /contact, routing's contacts)."""
+
+    feedback_caller_public_keys: str | None = Field(
+        default=None,
+        description="kid=PEM entries (or a JSON object) of feedback's own public keys, for its calls to "
+        "this service; unset: those calls are refused (intake requires them)",
+    )
+
+    @field_validator("feedback_caller_public_keys")
+    @classmethod
+    def _caller_keys_are_keys(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            parse_key_list(value)
+            return value
+        return None
+
+    @property
+    def feedback_caller_key_map(self) -> dict[str, str]:
+        return parse_key_list(self.feedback_caller_public_keys) if self.feedback_caller_public_keys else {}
+
+
 # Settings a service may also read under its own name's prefix (INTAKE_NATS_PASSWORD, ...).
 SERVICE_SCOPED_FIELDS = ("nats_user", "nats_password", "nats_tls_cert", "nats_tls_key")
 

@@ -13,7 +13,15 @@ from datetime import timedelta
 from typing import Any
 
 from services.routing.schemas import RuleUpdate, TeamUpdate, UnitUpsert
-from shared.auth import CONTACT_AUDIENCE, Principal, Role, TokenSigner, issue_token, service_token
+from shared.auth import (
+    BUREAU_CONTACT_AUDIENCE,
+    CONTACT_AUDIENCE,
+    Principal,
+    Role,
+    TokenSigner,
+    issue_token,
+    service_token,
+)
 from shared.db import utcnow
 from tests import fixtures
 from tests.support import TOKEN_KEYS_ENVIRONMENT, System, eventually, token_signer_for_tests
@@ -27,6 +35,8 @@ UNRELATED_TEAM = "411627"
 SIGN_IN_ACCOUNT = "inspector-411621"
 LOGOUT_ACCOUNT = "inspector-411628"
 DEACTIVATED_ACCOUNT = "inspector-411622"
+# A county bureau's 分管领导 (沈丘): no object of the matrix is about their county.
+LEADER_ACCOUNT = "leader-411624"
 WRONG_SECRET = "AAAAA-BBBBB"
 SUMMARY = "经调取执法记录仪视频并询问在场人员，民警言语不文明属实，已对其批评教育。"
 REPLY = "一是厘清执法权责边界，制定执法权力清单。\n二是推进执法记录仪全程使用，纳入日常督察。"
@@ -86,6 +96,9 @@ class AccessWorld:
             "unlock": self._unlock,
             "deactivate": self._deactivate,
             "no_dead_letter": self._no_dead_letter,
+            "no_notification": self._no_notification,
+            "no_import": self._no_import,
+            "bureau": self._bureau,
         }
 
     def known(self, name: str) -> bool:
@@ -114,6 +127,11 @@ class AccessWorld:
                 TOKEN_KEYS_ENVIRONMENT["CALLER_PRIVATE_KEY"], key_id=TOKEN_KEYS_ENVIRONMENT["CALLER_KEY_ID"]
             )
             return bearer(service_token(service="feedback", signer=signer, audience=CONTACT_AUDIENCE))
+        if caller == "feedback_contacts_service":
+            signer = TokenSigner.from_pem(
+                TOKEN_KEYS_ENVIRONMENT["CALLER_PRIVATE_KEY"], key_id=TOKEN_KEYS_ENVIRONMENT["CALLER_KEY_ID"]
+            )
+            return bearer(service_token(service="feedback", signer=signer, audience=BUREAU_CONTACT_AUDIENCE))
         if caller == "fresh_sign_in":
             # Its own sign-in, never cached: the row signs this token out.
             return bearer(await self._signed_in(LOGOUT_ACCOUNT))
@@ -121,7 +139,12 @@ class AccessWorld:
 
     @staticmethod
     def username(caller: str, obj: Obj) -> str:
-        accounts = {"operator": "operator1", "supervisor": "supervisor1", "deputy": "deputy1"}
+        accounts = {
+            "operator": "operator1",
+            "supervisor": "supervisor1",
+            "deputy": "deputy1",
+            "leader": LEADER_ACCOUNT,
+        }
         if caller in accounts:
             return accounts[caller]
         teams = {
@@ -160,6 +183,21 @@ class AccessWorld:
         # Making a real dead letter takes a poison event on the bus; an unknown sequence shows the
         # caller got past the access check (404) or not (401/403).
         return {"letter_id": 999_999}
+
+    async def _bureau(self) -> Obj:
+        # A bureau no object of the matrix concerns; the PUT writes a leader's contact there.
+        return {"code": UNRELATED_TEAM}
+
+    async def _no_import(self) -> Obj:
+        # An unknown bulk import: 404 shows the caller got past the access check, 401/403 not.
+        # tests/test_imports.py reads real ones.
+        return {"import_id": "no-such-import"}
+
+    async def _no_notification(self) -> Obj:
+        # A notification is someone's; an unknown id answers like another person's (404), so the
+        # caller got past the access check (404) or not (401).  tests/test_notifications.py reads
+        # a real one as its recipient and as others.
+        return {"notification_id": "no-such-notification"}
 
     async def _created(self, path: str, body: dict[str, Any]) -> Obj:
         response = await self.system.call("intake", "POST", path, as_user="operator1", json=body)

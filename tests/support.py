@@ -180,22 +180,31 @@ class Databases:
             return
         import asyncpg
 
-        conn = await asyncpg.connect(
-            os.environ["TEST_POSTGRES_URL"].replace("postgresql+asyncpg://", "postgresql://")
-        )
-        try:
-            for name in self.created:
+        base = os.environ["TEST_POSTGRES_URL"].replace("postgresql+asyncpg://", "postgresql://")
+
+        async def drop(name: str) -> None:
+            conn = await asyncpg.connect(base)
+            try:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+            finally:
+                await conn.close()
+
+        # Together: each drop waits for a checkpoint of its own.
+        await asyncio.gather(*(drop(name) for name in self.created))
         self.created.clear()
 
 
 async def reset_stream(nats_url: str, stream: str) -> None:
-    """Each system under test starts from an empty stream and no consumers."""
+    """Each system under test starts from an empty stream and no consumers.
+
+    Deleting the system's stream under a running shared system would break it: that system is
+    stopped first (the next module that asks for it starts it again).
+    """
     import nats
     from nats.js.errors import NotFoundError
 
+    if stream == "SUPERVISION":
+        await SHARED_SYSTEMS.release(nats_url=nats_url)
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
@@ -285,6 +294,10 @@ class System:
             await client.aclose()
         self._clients.clear()
 
+    def view(self) -> System:
+        """The same running services with a client and token cache of their own (one per module)."""
+        return System(urls=self.urls, env=self.env, nats_url=self.nats_url, apps=self.apps)
+
 
 async def eventually(
     probe: Callable[[], Awaitable[Any]],
@@ -339,8 +352,8 @@ class InProcessServices:
         await task
 
     async def stop_all(self) -> None:
-        for name in list(self.servers):
-            await self.stop(name)
+        # Together: each service's shutdown mostly waits out its workers' stop bounds.
+        await asyncio.gather(*(self.stop(name) for name in list(self.servers)))
 
 
 def allocate(service_names: tuple[str, ...] = SERVICE_NAMES) -> tuple[dict[str, int], dict[str, str]]:
@@ -368,6 +381,44 @@ async def running_system(
         await system.close()
         await services.stop_all()
         await databases.drop_all()
+
+
+class SharedSystems:
+    """The one system shared by the test modules that need nothing of their own (``system``).
+
+    At most one runs at a time: systems on one nats-server share the stream and the durable
+    consumers' names.  Asking for another backend, a private system (``running_system``), a
+    scratch stream or anything else that resets the stream stops the shared one first; the test
+    session orders the modules (tests/conftest.py) so that each backend's starts once.
+    Each module gets its own view (clients, tokens) and creates its own data; it must not stop,
+    restart or reconfigure the services (those modules keep a private system).
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple[str, str] | None = None
+        self.system: System | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    async def acquire(self, *, backend: str, nats_url: str, root: Path) -> System:
+        if self.key != (backend, nats_url):
+            await self.release()
+            stack = contextlib.AsyncExitStack()
+            system = await stack.enter_async_context(
+                running_system(backend=backend, root=root, nats_url=nats_url)
+            )
+            self.key, self.system, self._stack = (backend, nats_url), system, stack
+        assert self.system is not None
+        return self.system.view()
+
+    async def release(self, *, nats_url: str | None = None) -> None:
+        """Stop the shared system (only if it runs on ``nats_url``, when given)."""
+        if self._stack is None or (nats_url is not None and self.key is not None and self.key[1] != nats_url):
+            return
+        stack, self._stack, self.key, self.system = self._stack, None, None, None
+        await stack.aclose()
+
+
+SHARED_SYSTEMS = SharedSystems()
 
 
 @dataclass

@@ -30,6 +30,8 @@ CALLERS = {
     "deputy",
     "other_deputy",
     "feedback_service",
+    "feedback_contacts_service",
+    "leader",
     "fresh_sign_in",
     "public",
     "public_wrong_secret",

@@ -125,11 +125,13 @@ async def test_complaint_travels_the_whole_way(system: System) -> None:
     for forbidden in ("王建国", "李某", "inspector-411681", "041234"):
         assert forbidden not in str(result)
 
-    # Intake recorded that feedback read the contact to deliver the answer.
+    # Intake recorded each read of the contact: feedback's, to tell the complainant the complaint
+    # was accepted (告知受理), then to deliver the answer.
     accesses = await system.call(
         "intake", "GET", f"/api/v1/complaints/{created['id']}/identity-accesses", as_user="supervisor1"
     )
-    assert [a["accessor"] for a in accesses.json()] == ["service:feedback"]
+    assert [a["accessor"] for a in accesses.json()] == ["service:feedback", "service:feedback"]
+    assert "发送受理告知" in {a["reason"] for a in accesses.json()}
 
 
 async def test_public_query_reveals_nothing_for_wrong_code_or_secret(system: System) -> None:

@@ -627,6 +627,56 @@ async def test_supervisor_approves_and_exports_the_ledger(open_session: Any, web
     await supervisor.shot("supervisor-org.png")
 
 
+# The pages of the actions that once were API-only (tests/test_web_controls.py drives their
+# controls): (who, service, path, what shows the page is drawn, screenshot).
+CONTROL_PAGES = (
+    (
+        "supervisor1",
+        "verification",
+        "/audit?case_id={case}",
+        "[data-testid=audit-trail]",
+        "supervisor-audit.png",
+    ),
+    (
+        "supervisor1",
+        "verification",
+        "/tasks/{task}",
+        "#require-review-panel:not([hidden])",
+        "supervisor-task.png",
+    ),
+    ("supervisor1", "intake", "/accounts", "[data-testid=accounts]", "supervisor-accounts.png"),
+    (
+        "operator1",
+        "feedback",
+        "/deliveries",
+        "[data-testid=deliveries], [data-testid=no-deliveries]",
+        "operator-deliveries.png",
+    ),
+)
+
+
+async def test_pages_of_the_controls_have_their_screenshots(open_session: Any, web: System) -> None:
+    created = await record(web)
+    await task_of(web, created["id"])
+    response = await web.call(
+        "intake",
+        "POST",
+        "/api/v1/suggestions",
+        as_user="operator1",
+        json=fixtures.suggestion(number="9101", co_units=["郸城县公安局"], received_at=None),
+    )
+    assert response.status_code == 201, response.text
+    co_handled = await task_of(web, response.json()["id"])
+    sessions: dict[str, Session] = {}
+    for user, service, path, ready, name in CONTROL_PAGES:
+        if user not in sessions:
+            sessions[user] = await open_session(user)
+        session = sessions[user]
+        await session.goto(service, path.format(case=created["id"], task=co_handled["id"]))
+        await session.page.wait_for_selector(ready)
+        await session.shot(name)
+
+
 # --------------------------------------------------------------------------- the public and deputies
 
 

@@ -18,7 +18,7 @@ from services.cli.commands import cmd_create_user, cmd_dev, cmd_migrate, cmd_ser
 from services.cli.common import CommandError
 from services.registry import SERVICES
 
-ROLES = ("operator", "inspector", "supervisor", "deputy")
+ROLES = ("operator", "inspector", "supervisor", "deputy", "leader")
 DEFAULT_STARTUP_TIMEOUT_SECONDS = 120.0
 
 
@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     create_user.add_argument("--display-name")
     create_user.add_argument("--deputy-name")
     create_user.add_argument("--deputy-delegation")
+    create_user.add_argument(
+        "--county", help="a leader's county (or city) bureau: its area code in the units data, e.g. 411624"
+    )
     create_user.set_defaults(handler=cmd_create_user)
 
     dev = commands.add_parser("dev", help="run everything locally in one terminal (make run)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.cli.common import CommandError, display_url, load_service_settings, service_port
-from services.cli.devrun import Planned, seed_demo, supervise
+from services.cli.devrun import Planned, seed_demo, supervise, supervise_demo
 from services.cli.devsecrets import ensure_dev_secrets
 from services.cli.supervisor import Output
 from services.registry import SERVICES, ServiceSpec
@@ -92,6 +92,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
             display_name=args.display_name,
             deputy_name=args.deputy_name,
             deputy_delegation=args.deputy_delegation,
+            county_code=args.county,
         )
     )
     print(f"user {args.username} ({args.role}) created", flush=True)
@@ -131,4 +132,6 @@ def cmd_dev(args: argparse.Namespace) -> int:
     async def on_ready() -> None:
         await seed_demo(planned, out)
 
-    return asyncio.run(supervise(planned, env, out, args.startup_timeout, on_ready if demo else None))
+    if demo:
+        return asyncio.run(supervise_demo(planned, env, out, args.startup_timeout, on_ready))
+    return asyncio.run(supervise(planned, env, out, args.startup_timeout))

@@ -23,6 +23,7 @@ SERVICE_TITLES = {"intake": "受理", "routing": "分办", "verification": "核�
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 OnReady = Callable[[], Coroutine[Any, Any, None]]
+DEMO_SEED_STATE = "demo-seed.json"
 
 
 @dataclass
@@ -69,16 +70,17 @@ def demo_accounts_line(planned: Sequence[Planned]) -> str:
         names = [str(account["username"]) for account in demo_accounts(organisation)]
     except Exception:  # the banner is a courtesy; a changed seeding API must not stop `make run`
         return "演示账号 / demo accounts: 见 intake 日志 / see the intake log"
-    inspectors = [name for name in names if name.startswith("inspector")]
-    shown = [name for name in names if name not in inspectors]
-    if len(inspectors) > 2:
-        shown.append(f"{inspectors[0]} … {inspectors[-1]} ({len(inspectors)})")
-    else:
-        shown += inspectors
+    shown = [name for name in names if not name.startswith(("inspector-", "leader-"))]
+    for prefix in ("inspector-", "leader-"):
+        group = [name for name in names if name.startswith(prefix)]
+        if len(group) > 2:
+            shown.append(f"{group[0]} … {group[-1]} ({len(group)})")
+        else:
+            shown += group
     return f"演示账号 / demo accounts: {', '.join(shown)}; 密码 / password: {DEMO_PASSWORD}"
 
 
-def banner(planned: Sequence[Planned], demo: bool) -> str:
+def banner(planned: Sequence[Planned], demo: bool, extra: Sequence[str] = ()) -> str:
     lines = ["", "=" * 64, "  12389 投诉与代表建议督办 — 服务已启动 / all services are up", ""]
     for item in planned:
         title = SERVICE_TITLES.get(item.spec.name, "")
@@ -89,6 +91,7 @@ def banner(planned: Sequence[Planned], demo: bool) -> str:
         lines.append(f"  浏览器打开 / open in a browser: {intake.base_url}/")
     if demo:
         lines.append(f"  {demo_accounts_line(planned)}")
+        lines += extra
     else:
         lines.append("  DEMO_MODE=false: 用 / create accounts with `python -m services create-user ...`")
     lines += ["  按 Ctrl-C 停止 / press Ctrl-C to stop", "=" * 64, ""]
@@ -99,11 +102,13 @@ async def seed_demo(planned: Sequence[Planned], out: Output) -> None:
     """The demo matters, made through the services' APIs once they answer; never stops the run."""
     import httpx
 
+    from services.cli.common import VAR_DIR
     from services.demo_seed import SeedError, seed
 
     urls = {item.spec.name: item.base_url for item in planned}
     try:
-        await seed(urls, out.say)
+        # The steps done are kept beside the data: a seeding cut short by Ctrl-C goes on next time.
+        await seed(urls, out.say, state_file=VAR_DIR / DEMO_SEED_STATE)
     except (SeedError, httpx.HTTPError) as exc:
         out.say(f"demo data not seeded: {exc}")
 
@@ -131,6 +136,7 @@ async def _watch(
     out: Output,
     startup_timeout: float,
     on_ready: OnReady | None,
+    banner_lines: Sequence[str] = (),
 ) -> str | None:
     """Until asked to stop or a child exits: the failure, if any. Shows the banner once all answer."""
     watched = {asyncio.create_task(child.process.wait()): child for child in children}
@@ -148,7 +154,7 @@ async def _watch(
                     return str(error)
                 ready_task = None
                 demo = any(item.settings.demo_mode for item in planned)
-                out.write(banner(planned, demo).encode() + b"\n")
+                out.write(banner(planned, demo, banner_lines).encode() + b"\n")
                 if on_ready is not None:
                     # Beside the supervision, not in its wait set: a slow seeding delays nothing.
                     after_ready = asyncio.create_task(on_ready(), name="after-ready")
@@ -187,6 +193,7 @@ async def supervise(
     out: Output,
     startup_timeout: float,
     on_ready: OnReady | None = None,
+    banner_lines: Sequence[str] = (),
 ) -> int:
     stop = asyncio.Event()
     force = asyncio.Event()
@@ -206,7 +213,13 @@ async def supervise(
                 await start_child(item.spec.name, argv, child_environment(env, item.spec.name), out)
             )
         failure = await _watch(
-            planned, [*children, *([nats] if nats else [])], stop, out, startup_timeout, on_ready
+            planned,
+            [*children, *([nats] if nats else [])],
+            stop,
+            out,
+            startup_timeout,
+            on_ready,
+            banner_lines,
         )
     except CommandError as exc:
         failure = str(exc)
@@ -225,3 +238,21 @@ async def supervise(
         return 1
     out.say("stopped")
     return 0
+
+
+async def supervise_demo(
+    planned: Sequence[Planned],
+    env: dict[str, str],
+    out: Output,
+    startup_timeout: float,
+    on_ready: OnReady | None = None,
+) -> int:
+    """``supervise`` with the demo's SMS gateway and SMTP sink running beside it, feedback pointed at them."""
+    from services.cli.demosinks import point_feedback_at, running_sinks
+
+    def say(text: str, name: str) -> None:
+        out.say(text, name)
+
+    async with running_sinks(say) as sinks:
+        lines = sinks.banner_lines() if point_feedback_at(sinks, env, say) else []
+        return await supervise(planned, env, out, startup_timeout, on_ready, banner_lines=lines)

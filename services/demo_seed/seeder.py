@@ -12,6 +12,8 @@ import httpx
 
 DEMO_PASSWORD = "demo"  # noqa: S105 - the demo accounts' documented password
 STEP_TIMEOUT_SECONDS = 45.0
+# A task's statuses once it exists and until its finding is approved or sent back.
+WORKED_STATUSES = ("open", "claimed", "in_review", "concluded")
 
 Say = Callable[[str], None]
 
@@ -63,16 +65,6 @@ class Seeder:
             await asyncio.sleep(0.25)
         raise SeedError(f"timed out waiting for {what}")
 
-    async def task(self, case_id: str, *, statuses: tuple[str, ...] = ("open",)) -> dict[str, Any]:
-        async def probe() -> dict[str, Any] | None:
-            rows = await self.call(
-                "verification", "GET", "/api/v1/tasks", user="supervisor1", params={"case_id": case_id}
-            )
-            return next((t for t in rows if t["status"] in statuses), None)
-
-        found: dict[str, Any] = await self.until(probe, f"the task of {case_id}")
-        return found
-
     async def pending_answer(self, case_id: str) -> dict[str, Any]:
         async def probe() -> dict[str, Any] | None:
             rows = await self.call(
@@ -87,16 +79,20 @@ class Seeder:
         found: dict[str, Any] = await self.until(probe, f"the draft answer of {case_id}")
         return found
 
+    async def status_now(self, code: str, secret: str) -> str | None:
+        """The matter's public status now; None while feedback does not know it yet."""
+        found = await self.call(
+            "feedback",
+            "POST",
+            "/api/v1/public/lookup",
+            json={"tracking_code": code, "query_secret": secret},
+            ok=(200, 404),
+        )
+        return str(found["status"]) if found else None
+
     async def public_status(self, code: str, secret: str, status: str) -> None:
         async def probe() -> bool:
-            found = await self.call(
-                "feedback",
-                "POST",
-                "/api/v1/public/lookup",
-                json={"tracking_code": code, "query_secret": secret},
-                ok=(200, 404),
-            )
-            return bool(found) and found.get("status") == status
+            return await self.status_now(code, secret) == status
 
         await self.until(probe, f"{code} to be {status}")
 
@@ -104,28 +100,49 @@ class Seeder:
         return f"inspector-{task['team_code']}"
 
     async def claim(self, case_id: str) -> tuple[dict[str, Any], str]:
-        task = await self.task(case_id)
+        """The matter's latest task, claimed; one a run cut short had already taken is left as it is."""
+        task = await self.task(case_id, statuses=WORKED_STATUSES)
         inspector = self.inspector(task)
-        await self.call("verification", "POST", f"/api/v1/tasks/{task['id']}/claim", user=inspector)
+        if task["status"] == "open":
+            await self.call("verification", "POST", f"/api/v1/tasks/{task['id']}/claim", user=inspector)
+            task = {**task, "status": "claimed"}
         return task, inspector
 
+    async def task(self, case_id: str, *, statuses: tuple[str, ...] = ("open",)) -> dict[str, Any]:
+        """The matter's task of the latest round in one of ``statuses``, once verification has it."""
+
+        async def probe() -> dict[str, Any] | None:
+            rows = await self.call(
+                "verification", "GET", "/api/v1/tasks", user="supervisor1", params={"case_id": case_id}
+            )
+            matching = [t for t in rows if t["status"] in statuses]
+            return max(matching, key=lambda t: int(t.get("round") or 0)) if matching else None
+
+        found: dict[str, Any] = await self.until(probe, f"the task of {case_id}")
+        return found
+
     async def find(self, case_id: str, outcome: str, summary: str, **extra: Any) -> dict[str, Any]:
+        """Evidence and a finding, each unless a run cut short already gave it."""
         task, inspector = await self.claim(case_id)
+        if task["status"] != "claimed":
+            return task  # found already: in review or concluded
+        path = f"/api/v1/tasks/{task['id']}"
+        if not await self.call("verification", "GET", f"{path}/evidence", user=inspector):
+            await self.call(
+                "verification",
+                "POST",
+                f"{path}/evidence",
+                user=inspector,
+                data={
+                    "kind": "interview",
+                    "description": "当事民警及在场人员询问笔录",
+                    "reference": "督察大队档案室",
+                },
+            )
         await self.call(
             "verification",
             "POST",
-            f"/api/v1/tasks/{task['id']}/evidence",
-            user=inspector,
-            data={
-                "kind": "interview",
-                "description": "当事民警及在场人员询问笔录",
-                "reference": "督察大队档案室",
-            },
-        )
-        await self.call(
-            "verification",
-            "POST",
-            f"/api/v1/tasks/{task['id']}/finding",
+            f"{path}/finding",
             user=inspector,
             json={"outcome": outcome, "summary": summary, **extra},
         )

@@ -14,9 +14,10 @@ import structlog
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.feedback import clocks, notifications
 from services.feedback.cases import add_timeline, known_case, local_date, set_status
 from services.feedback.context import FeedbackContext
-from services.feedback.deliveries import new_delivery, serve_answer
+from services.feedback.deliveries import deliver_to_repeats, new_delivery, serve_answer
 from services.feedback.letters import CLASSIFICATION_LABELS, LetterContent, render_docx
 from services.feedback.models import (
     Answer,
@@ -27,6 +28,7 @@ from services.feedback.models import (
     Delivery,
     DeliveryKind,
     Letter,
+    NotificationKind,
     Stage,
 )
 from shared.audit import audit
@@ -180,6 +182,13 @@ async def approve(
     case = await _approvable_case(session, answer)
     now = utcnow()
     _publish(session, case=case, answer=answer, approver=approver, at=now)
+    # The answer-approval clock and the supervisors' items about it are done.
+    await clocks.stop_clocks(
+        session, case_id=case.case_id, names=(clocks.ClockName.ANSWER_APPROVAL,), at=now, note="已审核发布"
+    )
+    await notifications.close_items(
+        session=session, case_id=case.case_id, kinds=(NotificationKind.APPROVAL_DUE,), by=approver, at=now
+    )
     delivery: Delivery | None = None
     if case.case_kind == CaseKind.SUGGESTION:
         content = letter_content(ctx=ctx, case=case, answer=answer, issued_at=now)
@@ -210,6 +219,8 @@ async def approve(
             correlation_id=correlation_id,
             lease_until=now + timedelta(seconds=ctx.delivery.lease_seconds),
         )
+    # The callers of repeats linked to this matter (重复件) get the answer too, each by their own code.
+    await deliver_to_repeats(session, case=case, answer=answer, correlation_id=correlation_id)
     await audit(
         session,
         case_id=case.case_id,

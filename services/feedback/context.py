@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from services.feedback.ratelimit import Allowance, PublicLimiter
 from services.feedback.settings import FeedbackSettings
 from shared.auth import TokenSigner
 from shared.deadlines import DEFAULT_DEADLINES_FILE, DeadlineBook, load_deadlines
+from shared.reference import DEFAULT_UNITS_FILE, load_organisation
 from shared.workcalendar import WorkCalendar
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "templates" / "answer_complaint.txt"
@@ -71,6 +73,12 @@ class DeliveryConfig:
         )
 
 
+def follow_up_max_attempts(path: Path) -> int:
+    """Calls that did not get through before a 回访 is closed with a note (data, default 3)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return int(data.get("later_clocks", {}).get("follow_up", {}).get("max_attempts", 3))
+
+
 @dataclass(frozen=True)
 class FeedbackContext:
     signing_key: str
@@ -83,10 +91,16 @@ class FeedbackContext:
     deadlines: DeadlineBook
     limiter: PublicLimiter
     delivery: DeliveryConfig
+    # How many unanswered 回访 calls close the follow-up (deadlines.json, later_clocks.follow_up).
+    follow_up_max_attempts: int = 3
     letter_contact_name: str = ""
     letter_contact_phone: str = ""
     # Feedback's own key for its one call to intake (/contact); None only in tests that make none.
     caller_signer: TokenSigner | None = None
+    # Where a staff message's contact comes from (routing's bureau contacts), and the city bureau's
+    # code: the contact of the city supervisors (role:supervisor).
+    routing_url: str = ""
+    city_code: str = ""
 
     @classmethod
     def from_settings(cls, settings: FeedbackSettings) -> FeedbackContext:
@@ -112,6 +126,9 @@ class FeedbackContext:
                 trusted_proxy_hops=settings.public_trusted_proxy_hops,
             ),
             delivery=DeliveryConfig.from_settings(settings),
+            follow_up_max_attempts=follow_up_max_attempts(settings.deadlines_file or DEFAULT_DEADLINES_FILE),
+            routing_url=settings.routing_url,
+            city_code=load_organisation(settings.units_file or DEFAULT_UNITS_FILE).city_code,
             letter_contact_name=settings.letter_contact_name.strip(),
             letter_contact_phone=settings.letter_contact_phone.strip(),
             caller_signer=TokenSigner.from_pem(

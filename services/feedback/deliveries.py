@@ -15,6 +15,7 @@ import structlog
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.feedback import acceptance, clocks, notifications
 from services.feedback.cases import add_timeline, known_case
 from services.feedback.context import FeedbackContext
 from services.feedback.models import (
@@ -31,7 +32,7 @@ from services.feedback.models import (
     Stage,
 )
 from shared.audit import audit
-from shared.db import CommitSignal, utcnow
+from shared.db import CommitSignal, utcnow, where_given
 from shared.errors import NotFound, conflict
 from shared.events import AnswerDelivered
 from shared.logging import get_logger, mask_text
@@ -115,6 +116,34 @@ async def serve_answer(
     )
 
 
+def deliver_to_repeat(
+    session: AsyncSession, *, case: CaseView, repeat: CaseView, answer: Answer, correlation_id: str | None
+) -> Delivery:
+    """The answer of ``case`` to the caller of ``repeat``, a repeat linked to it (重复件), by their own code."""
+    return new_delivery(
+        session,
+        case_id=repeat.case_id,
+        kind=DeliveryKind.ANSWER,
+        answer_id=answer.id,
+        subject=f"关于您反映问题的答复（查询码：{repeat.tracking_code}）",
+        text=answer.text.replace(case.tracking_code, repeat.tracking_code),
+        correlation_id=correlation_id,
+    )
+
+
+async def deliver_to_repeats(
+    session: AsyncSession, *, case: CaseView, answer: Answer, correlation_id: str | None
+) -> list[Delivery]:
+    """The answer of ``case`` to the callers of every repeat linked to it, each a delivery of its own."""
+    repeats = await session.exec(
+        select(CaseView).where(CaseView.repeat_of == case.case_id, col(CaseView.anonymous).is_(False))
+    )
+    return [
+        deliver_to_repeat(session, case=case, repeat=repeat, answer=answer, correlation_id=correlation_id)
+        for repeat in repeats
+    ]
+
+
 def _settle(delivery: Delivery, status: DeliveryStatus, at: datetime) -> None:
     """Nothing more is attempted automatically: no lease, no next attempt."""
     delivery.status = status
@@ -127,12 +156,17 @@ async def _cancel_other_deliveries(session: AsyncSession, *, delivery: Delivery,
     for other in await session.exec(
         select(Delivery).where(
             Delivery.answer_id == delivery.answer_id,
+            # The same answer to a linked repeat's caller (重复件) is another person's delivery.
+            Delivery.case_id == delivery.case_id,
             Delivery.id != delivery.id,
             col(Delivery.status).in_(UNSENT),
         )
     ):
         _settle(other, DeliveryStatus.CANCELLED, at)
         session.add(other)
+        await notifications.close_item(
+            session=session, dedupe_key=notifications.delivery_key(other.id), by=WORKER_ACTOR, at=at
+        )
 
 
 async def mark_sent(
@@ -147,10 +181,20 @@ async def mark_sent(
     delivery.channel = channel
     delivery.sent_at = at
     session.add(delivery)
+    # A failed delivery's 待办 item is done once it went out (again, or by a person).
+    await notifications.close_item(
+        session=session, dedupe_key=notifications.delivery_key(delivery.id), by=actor, at=at
+    )
     case = await known_case(session, delivery.case_id)
     if delivery.kind == DeliveryKind.ANSWER and delivery.answer_id:
         answer = await session.get(Answer, delivery.answer_id)
-        if answer is not None:
+        if answer is not None and case.repeat_of is not None:
+            # A linked repeat's caller has the open matter's answer; whether that matter's own
+            # complainant has it (the review window, AnswerDelivered) is that matter's delivery.
+            add_timeline(
+                session, case.case_id, Stage.DELIVERED, f"答复已通过{CHANNEL_LABELS[channel]}送达", at
+            )
+        elif answer is not None:
             first = answer.served_at is None
             await serve_answer(
                 session,
@@ -166,6 +210,8 @@ async def mark_sent(
                 add_timeline(session, case.case_id, Stage.DELIVERED, label, at)
         # The person has the answer: the other ways of sending it are no longer needed.
         await _cancel_other_deliveries(session, delivery=delivery, at=at)
+    # The acceptance notice (告知受理) reached the person: verification's acceptance clock stops.
+    await clocks.acceptance_notice_sent(session, delivery=delivery, channel=channel, at=at, actor=actor)
     await audit(
         session,
         case_id=case.case_id,
@@ -206,6 +252,13 @@ async def record_failure(
             reason=delivery.last_error,
             detail={"delivery_id": delivery.id, "kind": delivery.kind, "attempts": delivery.attempts},
         )
+        case = await known_case(session, delivery.case_id)
+        await notifications.delivery_failed(
+            session=session, delivery=delivery, tracking_code=case.tracking_code, at=at
+        )
+        await acceptance.notice_undeliverable(
+            session=session, delivery=delivery, tracking_code=case.tracking_code, at=at
+        )
     else:
         delivery.next_attempt_at = at + timedelta(seconds=ctx.delivery.backoff(delivery.attempts))
         log.info(
@@ -215,6 +268,17 @@ async def record_failure(
             error=delivery.last_error,
         )
     session.add(delivery)
+
+
+async def cancel_delivery(session: AsyncSession, *, delivery: Delivery, reason: str, at: datetime) -> None:
+    """Nobody to send it to (a staff message to a bureau with no contact on file): nothing more is tried."""
+    if delivery.status != DeliveryStatus.PENDING:
+        session.add(delivery)
+        return
+    delivery.last_error = reason[:300]
+    _settle(delivery, DeliveryStatus.CANCELLED, at)
+    session.add(delivery)
+    log.info("delivery cancelled: nobody to send it to", delivery_id=delivery.id, error=delivery.last_error)
 
 
 async def record_manual_delivery(
@@ -320,13 +384,10 @@ async def list_deliveries(
     offset: int,
 ) -> list[Delivery]:
     query = select(Delivery).order_by(col(Delivery.updated_at).desc()).limit(limit).offset(offset)
-    if status:
-        query = query.where(Delivery.status == status)
-    if case_id:
-        query = query.where(Delivery.case_id == case_id)
-    if kind:
-        query = query.where(Delivery.kind == kind)
-    return list(await session.exec(query))
+    filtered = where_given(
+        query, (Delivery.status, status), (Delivery.case_id, case_id), (Delivery.kind, kind)
+    )
+    return list(await session.exec(filtered))
 
 
 async def deliveries_of(*, session: AsyncSession, answer_ids: list[str]) -> dict[str, list[Delivery]]:

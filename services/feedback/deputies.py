@@ -72,23 +72,32 @@ def _deputy_status_label(case: CaseView) -> str:
     return status_label(case.status)
 
 
+# What a deputy's view of a suggestion shows of the feedback's view of it, under the same names.
+DEPUTY_VIEW_FIELDS = {
+    "case_id",
+    "tracking_code",
+    "session",
+    "number",
+    "title",
+    "status",
+    "lead_unit",
+    "team_code",
+    "team_name",
+    "classification",
+    "awaiting_follow_up",
+    "received_at",
+}
+
+
 async def suggestion_view(*, session: AsyncSession, case: CaseView) -> DeputySuggestionRead:
     answer = await delivered_answer(session=session, case_id=case.case_id)
     letter = await session.get(Letter, answer.id) if answer else None
     rating = await latest_rating(session=session, case_id=case.case_id, round_=case.round)
     clocks = public_clocks(case)
     return DeputySuggestionRead(
-        case_id=case.case_id,
-        tracking_code=case.tracking_code,
+        **case.model_dump(include=DEPUTY_VIEW_FIELDS),
         kind=case.suggestion_kind,
-        session=case.session,
-        number=case.number,
-        title=case.title,
-        status=case.status,
         status_label=_deputy_status_label(case),
-        lead_unit=case.lead_unit,
-        team_code=case.team_code,
-        team_name=case.team_name,
         due_at=next(
             (c.due_at for c in clocks if c.name == "deputy_reply"),
             clocks[0].due_at if clocks else None,
@@ -96,13 +105,10 @@ async def suggestion_view(*, session: AsyncSession, case: CaseView) -> DeputySug
         clocks=clocks,
         reply=answer.text if answer else None,
         replied_at=answer.delivered_at if answer else None,
-        classification=case.classification,
         classification_label=classification_label(case.classification),
         letter_url=f"/api/v1/deputy/suggestions/{case.case_id}/letter" if letter else None,
         can_rate=await can_rate(session=session, case=case),
         rating=rating.rating if rating else None,
-        awaiting_follow_up=case.awaiting_follow_up,
-        received_at=case.received_at,
     )
 
 

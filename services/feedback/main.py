@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.feedback.clock_ladder import clock_scheduler
+from services.feedback.clock_router import clock_router
 from services.feedback.consumers import subscriptions
 from services.feedback.context import FeedbackContext
 from services.feedback.deliveries import delivery_queued
@@ -11,6 +13,7 @@ from services.feedback.settings import FeedbackSettings
 from services.feedback.web import web_router
 from shared.app import Runtime, create_service_app
 from shared.asgi import PathHeadersMiddleware
+from shared.clock import Clock
 from shared.db import is_sqlite
 from shared.logging import get_logger
 from shared.settings import load_settings
@@ -53,14 +56,28 @@ def create_app(settings: FeedbackSettings | None = None) -> FastAPI:
         if not (ctx.letter_contact_name and ctx.letter_contact_phone):
             log.warning("LETTER_CONTACT_NAME or LETTER_CONTACT_PHONE is not set: reply letters omit the line")
 
+    async def start_clock_scheduler(runtime: Runtime) -> None:
+        # Feedback's own clocks (answer approval, 回访); their steps are looked for as often as deliveries.
+        scheduler = clock_scheduler(
+            ctx=ctx,
+            session_factory=runtime.session_factory,
+            # Read through the app state each tick, so a test can put its own clock in.
+            now=lambda: app.state.clock.now(),
+            interval_seconds=ctx.delivery.poll_seconds,
+            lock_rows=not is_sqlite(str(runtime.engine.url)),
+        )
+        app.state.clock_scheduler = scheduler
+        runtime.add_worker(scheduler.worker)
+
     app = create_service_app(
         settings=settings,
         title="督察答复与查询 feedback",
-        routers=[router, web_router],
+        routers=[router, clock_router, web_router],
         subscriptions=subscriptions(ctx),
-        on_startup=[start_delivery_worker],
+        on_startup=[start_delivery_worker, start_clock_scheduler],
     )
     app.state.feedback = ctx
+    app.state.clock = Clock()
 
     # Every public answer (including 404, 422 and 429) may reveal a matter's state: no cache may keep it.
     app.add_middleware(PathHeadersMiddleware, prefix=PUBLIC_PREFIX, headers={"Cache-Control": "no-store"})

@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Index, LargeBinary
+from sqlalchemy import JSON, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel, Text
 
 from shared.db import UTCDateTime, batch_insert_sentinel, new_id, utcnow
@@ -45,6 +45,8 @@ class Stage(StrEnum):
     REVIEW = "review"
     REOPENED = "reopened"
     CLOSED = "closed"
+    # A repeat call (重复来电) linked to this matter (重复件).
+    REPEAT_CALL = "repeat_call"
 
 
 class AnswerStatus(StrEnum):
@@ -55,6 +57,8 @@ class AnswerStatus(StrEnum):
 class DeliveryKind(StrEnum):
     ANSWER = "answer"
     NOTICE = "notice"
+    # A message to a member of staff (a ladder step, an early warning): ``Delivery.recipient`` says who.
+    STAFF = "staff"
 
 
 class DeliveryMode(StrEnum):
@@ -106,6 +110,7 @@ class CaseView(SQLModel, table=True):
     received_at: datetime = Field(sa_type=UTCDateTime)
     anonymous: bool = False
     accused_unit: str | None = Field(default=None, max_length=200)
+    county_code: str | None = Field(default=None, max_length=16, description="the accused unit's county")
     categories: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     title: str | None = Field(default=None, max_length=300)
     session: str | None = Field(default=None, max_length=200)
@@ -129,6 +134,8 @@ class CaseView(SQLModel, table=True):
         default=False, description="a B-class reply was accepted; the ledger waits for the follow-up reply"
     )
     closed_note: str | None = Field(default=None, max_length=300)
+    # A linked repeat (重复件): the open matter it repeats, whose status, timeline and answer it shows.
+    repeat_of: str | None = Field(default=None, max_length=64, index=True)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -208,6 +215,14 @@ class Delivery(SQLModel, table=True):
     recorded_by: str | None = Field(default=None, max_length=64)
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     correlation_id: str | None = Field(default=None, max_length=64)
+    recipient: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the staff audience of a staff message (leader:<county>, role:supervisor); None: the complainant",
+    )
+    sent_to_masked: str | None = Field(
+        default=None, max_length=64, description="the phone or e-mail it went to, masked (138****0001)"
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -281,3 +296,88 @@ class NotificationKind(StrEnum):
     DELIVERY_FAILED = "delivery_failed"
     EARLY_WARNING = "early_warning"
     NEEDS_SUPERVISOR = "needs_supervisor"
+
+
+class Notification(SQLModel, table=True):
+    """One notification (通知) or 待办 item, addressed to an audience (``notifications`` explains them).
+
+    Created once per ``(dedupe_key, audience)``: a redelivered event finds it there.  Never names a
+    complainant: the title carries the tracking code, the step and the deadline.
+    """
+
+    __tablename__ = "feedback_notification"
+    __table_args__ = (
+        UniqueConstraint("dedupe_key", "audience", name="uq_feedback_notification_dedupe"),
+        Index("ix_feedback_notification_audience", "audience", "created_at"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
+    kind: str = Field(max_length=32, description="NotificationKind")
+    audience: str = Field(max_length=64)
+    dedupe_key: str = Field(max_length=200)
+    case_id: str | None = Field(default=None, max_length=64, index=True)
+    tracking_code: str | None = Field(default=None, max_length=32)
+    county_code: str | None = Field(default=None, max_length=16)
+    team_code: str | None = Field(default=None, max_length=32)
+    title: str = Field(max_length=300)
+    link: str | None = Field(default=None, max_length=300)
+    due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    handled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    handled_by: str | None = Field(default=None, max_length=64)
+
+
+class NotificationRead(SQLModel, table=True):
+    """Who read a notification, and when: one row per person."""
+
+    __tablename__ = "feedback_notification_read"
+    __table_args__ = (UniqueConstraint("notification_id", "username", name="uq_feedback_notification_read"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    notification_id: str = Field(max_length=64)
+    username: str = Field(max_length=64)
+    read_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class FeedbackClock(SQLModel, table=True):
+    """One of feedback's own deadlines (answer approval, the follow-up call 回访) with its ladder.
+
+    ``subject_id`` is what the clock is about (the answer), so each starts once per answer; the
+    scheduler (``shared.ladder``) finds due steps through the (status, next_step_at) index.
+    """
+
+    __tablename__ = "feedback_clock"
+    __table_args__ = (
+        Index("ix_feedback_clock_due", "status", "next_step_at"),
+        Index("uq_feedback_clock_name_subject", "name", "subject_id", unique=True),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(max_length=64, index=True)
+    name: str = Field(max_length=32, description="answer_approval or follow_up")
+    subject_id: str = Field(max_length=64, description="the answer the clock is about")
+    label: str = Field(max_length=64)
+    rule: str = Field(sa_column=Column(Text, nullable=False))
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    due_at: datetime = Field(sa_type=UTCDateTime)
+    status: str = Field(default="running", max_length=16, description="running or stopped")
+    stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    stop_note: str | None = Field(default=None, max_length=200)
+    next_step: str | None = Field(default=None, max_length=16)
+    next_step_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    attempts: int = Field(default=0, description="follow-up calls that did not get through")
+
+
+class FeedbackClockStep(SQLModel, table=True):
+    """A step of a feedback clock's ladder that happened; unique per clock so it happens once."""
+
+    __tablename__ = "feedback_clock_step"
+    __table_args__ = (Index("uq_feedback_clock_step", "clock_id", "step", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    clock_id: int = Field(foreign_key="feedback_clock.id")
+    case_id: str = Field(max_length=64)
+    step: str = Field(max_length=16)
+    due_at: datetime = Field(sa_type=UTCDateTime)
+    at: datetime = Field(sa_type=UTCDateTime)

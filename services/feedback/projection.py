@@ -11,10 +11,10 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.feedback.answers import draft_answer
+from services.feedback.answers import current_answer, draft_answer
 from services.feedback.cases import add_timeline, known_case, local_date, set_status
 from services.feedback.context import FeedbackContext
-from services.feedback.deliveries import new_delivery
+from services.feedback.deliveries import deliver_to_repeat, new_delivery
 from services.feedback.models import CaseStatus, CaseView, DeliveryKind, Stage
 from shared.audit import audit
 from shared.db import lookup, new_row, utcnow
@@ -34,25 +34,51 @@ from shared.logging import get_logger
 from shared.states import CaseKind
 
 log = get_logger(__name__)
+# What the view of a matter takes of the event that opened it, under the same names.
+VIEW_FIELDS = {"case_id", "tracking_code", "query_secret_hash", "received_at"}
+SUGGESTION_VIEW_FIELDS = {
+    *VIEW_FIELDS,
+    "title",
+    "session",
+    "number",
+    "deputy_name",
+    "deputy_delegation",
+    "lead_unit",
+}
 
 
 async def open_complaint(*, session: AsyncSession, event: ComplaintReceived) -> None:
     if await lookup(session, CaseView, event.case_id) is not None:
         return
-    session.add(
-        new_row(
-            CaseView,
-            case_id=event.case_id,
-            case_kind=CaseKind.COMPLAINT,
-            tracking_code=event.tracking_code,
-            query_secret_hash=event.query_secret_hash,
-            received_at=event.received_at,
-            anonymous=event.anonymous,
-            accused_unit=event.accused_unit,
-            categories=[a.category for a in event.allegations],
-        )
+    # A linked repeat (重复件) shows the open matter it repeats: that one must have arrived first.
+    primary = await known_case(session, event.repeat_of) if event.linked_repeat and event.repeat_of else None
+    case = new_row(
+        CaseView,
+        case_kind=CaseKind.COMPLAINT,
+        **event.model_dump(include={*VIEW_FIELDS, "anonymous", "accused_unit", "county_code"}),
+        categories=[a.category for a in event.allegations],
+        repeat_of=primary.case_id if primary else None,
     )
-    add_timeline(session, event.case_id, Stage.RECEIVED, "投诉已受理", event.received_at)
+    session.add(case)
+    if primary is None:
+        add_timeline(session, event.case_id, Stage.RECEIVED, "投诉已受理", event.received_at)
+    else:
+        await _link_repeat(session, repeat=case, primary=primary, event=event)
+
+
+async def _link_repeat(
+    session: AsyncSession, *, repeat: CaseView, primary: CaseView, event: ComplaintReceived
+) -> None:
+    """A repeat call about an open matter: on both timelines; its caller gets an answer already out."""
+    label = "投诉已受理。您反映的问题此前已受理并正在办理，本次来电已合并办理（重复件），办理结果将一并告知"
+    add_timeline(session, repeat.case_id, Stage.RECEIVED, label, event.received_at)
+    add_timeline(session, primary.case_id, Stage.REPEAT_CALL, "重复来电，已合并本件办理", event.received_at)
+    if primary.status == CaseStatus.ANSWERED and not repeat.anonymous:
+        answer = await current_answer(session=session, case=primary)
+        if answer is not None:
+            deliver_to_repeat(
+                session, case=primary, repeat=repeat, answer=answer, correlation_id=event.correlation_id
+            )
 
 
 async def open_suggestion(*, session: AsyncSession, event: SuggestionReceived) -> None:
@@ -61,19 +87,10 @@ async def open_suggestion(*, session: AsyncSession, event: SuggestionReceived) -
     session.add(
         new_row(
             CaseView,
-            case_id=event.case_id,
             case_kind=CaseKind.SUGGESTION,
-            tracking_code=event.tracking_code,
-            query_secret_hash=event.query_secret_hash,
-            received_at=event.received_at,
-            title=event.title,
-            session=event.session,
-            number=event.number,
+            **event.model_dump(include=SUGGESTION_VIEW_FIELDS),
             suggestion_kind=event.kind,
-            deputy_name=event.deputy_name,
-            deputy_delegation=event.deputy_delegation,
             deputy_account=deputy_account_of(event),
-            lead_unit=event.lead_unit,
         )
     )
     add_timeline(session, event.case_id, Stage.RECEIVED, "建议（提案）已登记", event.received_at)

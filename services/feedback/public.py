@@ -50,7 +50,39 @@ async def public_case(
     return case
 
 
+async def repeat_view(*, session: AsyncSession, case: CaseView, primary: CaseView) -> LookupOut:
+    """A linked repeat (重复件) as its caller sees it: the open matter's status, timeline and answer.
+
+    Its own receipt is on the timeline too; rating and review are the open matter's complainant's.
+    """
+    answer = await delivered_answer(session=session, case_id=primary.case_id)
+    entries = sorted(
+        [
+            *await timeline(session=session, case_id=case.case_id),
+            *await timeline(session=session, case_id=primary.case_id),
+        ],
+        key=lambda e: (e.at, e.id or 0),
+    )
+    return LookupOut(
+        tracking_code=case.tracking_code,
+        kind=case.case_kind,
+        status=primary.status,
+        status_label=status_label(primary.status),
+        received_at=case.received_at,
+        timeline=[TimelineItem(stage=e.stage, label=e.label, at=e.at) for e in entries],
+        clocks=public_clocks(primary),
+        answer=answer.text.replace(primary.tracking_code, case.tracking_code) if answer else None,
+        answered_at=answer.delivered_at if answer else None,
+        can_rate=False,
+        rating=None,
+        can_request_review=False,
+        review_until=None,
+    )
+
+
 async def lookup_view(*, session: AsyncSession, ctx: FeedbackContext, case: CaseView) -> LookupOut:
+    if case.repeat_of is not None and (primary := await session.get(CaseView, case.repeat_of)) is not None:
+        return await repeat_view(session=session, case=case, primary=primary)
     answer = await delivered_answer(session=session, case_id=case.case_id)
     rating = await latest_rating(session=session, case_id=case.case_id, round_=case.round)
     entries = await timeline(session=session, case_id=case.case_id)

@@ -193,30 +193,19 @@ async def rate(
     who = actor or source
     answer = await _rated_answer(session, case)
     now = utcnow()
-    session.add(
-        RatingRow(
-            case_id=case.case_id,
-            answer_id=answer.id,
-            round=case.round,
-            rating=rating,
-            reason=reason,
-            source=source,
-            recorded_by=actor,
-        )
+    row = RatingRow(
+        case_id=case.case_id,
+        answer_id=answer.id,
+        round=case.round,
+        rating=rating,
+        reason=reason,
+        source=source,
+        recorded_by=actor,
     )
+    session.add(row)
     add_timeline(session, case.case_id, Stage.RATED, f"评价：{RATING_LABELS[rating]}", now)
-    record_event(
-        session,
-        RatingRecorded(
-            case_id=case.case_id,
-            correlation_id=correlation_id,
-            actor=who,
-            rating=rating,
-            reason=reason,
-            source=source,
-            round=case.round,
-        ),
-    )
+    recorded = row.model_dump(include={"case_id", "rating", "reason", "source", "round"})
+    record_event(session, RatingRecorded(correlation_id=correlation_id, actor=who, **recorded))
     _after_rating(
         session,
         ctx=ctx,

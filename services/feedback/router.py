@@ -11,7 +11,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.feedback import answers, cases, deliveries, deputies, public, ratings
+from services.feedback import answers, cases, deliveries, deputies, inbox_api, messages, public, ratings
 from services.feedback.context import FeedbackContext
 from services.feedback.letters import DOCX_MEDIA_TYPE
 from services.feedback.models import (
@@ -37,6 +37,7 @@ from services.feedback.schemas import (
     LookupIn,
     LookupOut,
     ManualDeliveryIn,
+    MessageRead,
     RatingIn,
     RatingOut,
     ReviewRequestIn,
@@ -387,3 +388,27 @@ async def deputy_rating(
             correlation_id=current_correlation_id(),
         )
     return _rating_out(case, ratings.deputy_rating_message(case))
+
+
+# --- 消息记录 ---------------------------------------------------------------------------------------
+
+
+@router.get("/messages", response_model=list[MessageRead], tags=["messages"])
+async def list_messages(
+    session: Session, principal: Supervisor, limit: Limit = 50, offset: Offset = 0
+) -> list[MessageRead]:
+    """Every message sent, newest first: kind, channel, to whom (masked), tracking code, when."""
+    rows = await messages.sent_messages(session=session, limit=limit, offset=offset)
+    return [
+        MessageRead(
+            **vars(row),
+            kind_label=messages.KIND_LABELS.get(row.kind, row.kind),
+            channel_label=messages.CHANNEL_LABELS.get(row.channel or "", row.channel),
+        )
+        for row in rows
+    ]
+
+
+# --- Notifications and the 待办 inbox: their own module, under the same prefix ---------------------
+
+router.include_router(inbox_api.router)

@@ -199,3 +199,128 @@ class DeputySuggestionRead(BaseModel):
     rating: str | None
     awaiting_follow_up: bool
     received_at: datetime
+
+
+class MessageRead(BaseModel):
+    """One message sent (消息记录): never the full phone or e-mail, only ``sent_to_masked``."""
+
+    id: str
+    case_id: str
+    tracking_code: str | None
+    kind: str
+    kind_label: str
+    channel: str | None
+    channel_label: str | None
+    recipient: str
+    sent_to_masked: str | None
+    status: str
+    sent_at: datetime | None
+    created_at: datetime
+
+
+NOTIFICATION_KIND_LABELS: dict[str, str] = {
+    "reminder": "到期提醒",
+    "chase": "催办",
+    "escalation": "督办",
+    "rebuke": "通报",
+    "acceptance_notice": "告知受理",
+    "approval_due": "答复待审批",
+    "follow_up_due": "回访",
+    "rectification_due": "整改到期",
+    "delivery_failed": "送达失败",
+    "early_warning": "预警",
+    "needs_supervisor": "待指定承办",
+}
+
+
+class NotificationOut(BaseModel):
+    """One notification (通知) or 待办 item of the signed-in person."""
+
+    id: str
+    case_id: str | None
+    tracking_code: str | None
+    kind: str
+    kind_label: str
+    title: str
+    link: str | None = Field(description="the page where it is handled")
+    due_at: datetime | None
+    created_at: datetime
+    read_at: datetime | None
+    handled_at: datetime | None
+    handled_by: str | None
+
+
+class NotificationSummary(BaseModel):
+    unread: int = Field(description="unread items still open: the bell's number")
+
+
+class NotificationStatsRow(BaseModel):
+    county_code: str | None
+    team_code: str | None
+    kind: str
+    kind_label: str
+    sent: int
+    unread_after_one_working_day: int
+
+
+class NotificationStats(BaseModel):
+    since: datetime
+    county: str | None
+    rows: list[NotificationStatsRow]
+
+
+# --- Follow-up calls (回访) and feedback's own clocks ------------------------------------------------
+
+FollowUpOutcome = Literal["satisfied", "basically_satisfied", "unsatisfied", "review", "unreachable"]
+
+
+class FollowUpOutcomeIn(RequestBody):
+    """What a 回访 call came to: a rating, a review request (复查), or nobody answered."""
+
+    outcome: FollowUpOutcome
+    reason: Text | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _reason_when_needed(self) -> FollowUpOutcomeIn:
+        reason = (self.reason or "").strip()
+        if self.outcome == "unsatisfied" and not reason:
+            raise LocalisedError(
+                "选择“不满意”时请写明理由", "a reason is required when unsatisfied", field="reason"
+            )
+        if self.outcome == "review" and len(reason) < 2:
+            raise LocalisedError("请写明申请复查的理由", "a reason is required", field="reason")
+        return self
+
+
+class FollowUpRead(BaseModel):
+    case_id: str
+    tracking_code: str
+    due_at: datetime
+    started_at: datetime
+    overdue: bool
+    attempts: int
+    max_attempts: int
+    outcome_label: str | None = None
+
+
+class FollowUpResult(BaseModel):
+    case_id: str
+    outcome: FollowUpOutcome
+    status: PublicStatus
+    status_label: str
+    message: str
+    attempts: int
+    closed: bool
+
+
+class ClockListRead(BaseModel):
+    case_id: str
+    tracking_code: str
+    clock: str
+    label: str
+    due_at: datetime
+    next_step: str | None
+    next_step_at: datetime | None
+    last_step: str | None
+    rule: str
+    source: str

@@ -29,12 +29,14 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.feedback.clocks import ACCEPTANCE_KEY_PREFIX
 from services.feedback.context import DeliveryConfig, FeedbackContext
-from services.feedback.deliveries import WORKER_ACTOR, mark_sent, record_failure
+from services.feedback.deliveries import WORKER_ACTOR, cancel_delivery, mark_sent, record_failure
 from services.feedback.models import Channel, Delivery, DeliveryKind, DeliveryStatus
-from shared.auth import CONTACT_AUDIENCE, service_token
+from shared.auth import BUREAU_CONTACT_AUDIENCE, CONTACT_AUDIENCE, service_token
 from shared.db import utcnow
 from shared.logging import get_logger
+from shared.masking import mask_address
 from shared.metrics import count_delivery
 
 log = get_logger(__name__)
@@ -43,6 +45,9 @@ log = get_logger(__name__)
 # and, as the reason, what it is sending.
 CONTACT_PURPOSE = "答复送达"
 REASONS: dict[str, str] = {DeliveryKind.ANSWER: "发送答复", DeliveryKind.NOTICE: "发送办理期限延长告知"}
+ACCEPTANCE_REASON = "发送受理告知"
+# A staff message's recipient (notifications' audiences) whose contact is that of the city bureau.
+CITY_SUPERVISORS = "role:supervisor"
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,10 @@ class Attempt:
     channel: Channel | None = None
     error: str = ""
     permanent: bool = False
+    # Where it went, masked (138****0001, wa***@example.cn): kept on the delivery for the message log.
+    sent_to: str | None = None
+    # Nobody to send it to (a bureau with no phone or e-mail on file): cancelled, not failed.
+    cancel: bool = False
 
 
 async def fetch_contact(*, ctx: FeedbackContext, case_id: str, reason: str) -> Contact:
@@ -98,7 +107,7 @@ async def send_sms(config: DeliveryConfig, *, phone: str, text: str, reference: 
     except httpx.HTTPError as exc:
         return Attempt(sent=False, channel=Channel.SMS, error=f"短信网关不可达（{type(exc).__name__}）")
     if response.is_success:
-        return Attempt(sent=True, channel=Channel.SMS)
+        return Attempt(sent=True, channel=Channel.SMS, sent_to=mask_address(phone))
     code = response.status_code
     # 409 from an idempotent gateway: the same key is still being processed; ask again later.
     transient = code >= 500 or code in (408, 409, 425, 429)
@@ -141,7 +150,7 @@ async def send_email(config: DeliveryConfig, *, address: str, subject: str, text
         )
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         return Attempt(sent=False, channel=Channel.EMAIL, error=f"邮件服务器不可达（{type(exc).__name__}）")
-    return Attempt(sent=True, channel=Channel.EMAIL)
+    return Attempt(sent=True, channel=Channel.EMAIL, sent_to=mask_address(address))
 
 
 def no_channel(config: DeliveryConfig, contact: Contact) -> Attempt:
@@ -172,14 +181,78 @@ class Message:
     text: str
     key: str
     reference: str
+    # A staff message's audience (leader:<county code>, role:supervisor); None: the complainant.
+    recipient: str | None = None
+
+
+async def fetch_bureau_contact(*, ctx: FeedbackContext, code: str) -> Contact:
+    """A bureau leader's phone and e-mail from routing's organisation data (the city's: the supervisors)."""
+    if ctx.caller_signer is None:
+        raise RuntimeError("CALLER_PRIVATE_KEY is not set: feedback cannot ask routing for a contact")
+    token = service_token(service="feedback", signer=ctx.caller_signer, audience=BUREAU_CONTACT_AUDIENCE)
+    async with httpx.AsyncClient(base_url=ctx.routing_url, timeout=ctx.intake_timeout) as client:
+        response = await client.get(
+            f"/internal/bureaus/{code}/contact", headers={"Authorization": f"Bearer {token}"}
+        )
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+    return Contact(
+        anonymous=False,
+        phone=str(data["phone"]) if data.get("phone") else None,
+        email=str(data["email"]) if data.get("email") else None,
+    )
+
+
+async def send_to_staff(ctx: FeedbackContext, message: Message) -> Attempt:
+    """A staff message: to the contact routing keeps for the recipient's bureau; none on file, cancelled."""
+    recipient = message.recipient or ""
+    code = ctx.city_code if recipient == CITY_SUPERVISORS else recipient.partition(":")[2]
+    if not code:
+        return Attempt(sent=False, error="工作提醒没有可识别的接收单位", cancel=True)
+    try:
+        contact = await fetch_bureau_contact(ctx=ctx, code=code)
+    except httpx.HTTPStatusError as exc:
+        status = exc.response.status_code
+        if status == 404:
+            return Attempt(sent=False, error="组织机构中找不到该单位的联系方式", cancel=True)
+        return Attempt(sent=False, error=f"读取单位联系方式失败（分派系统返回 HTTP {status}）")
+    except httpx.HTTPError as exc:
+        return Attempt(sent=False, error=f"无法连接分派系统读取单位联系方式（{type(exc).__name__}）")
+    if not contact.phone and not contact.email:
+        return Attempt(sent=False, error="该单位未登记手机号码或电子邮箱，无人可发送", cancel=True)
+    config = ctx.delivery
+    if not (config.sms_enabled and contact.phone) and not (config.email_enabled and contact.email):
+        # The notification is in the person's 待办 all the same: nothing for anyone to resend by hand.
+        return Attempt(
+            sent=False, error="未配置可用的短信网关或邮件服务器，工作提醒仅在系统内送达", cancel=True
+        )
+    return await _send_by_channel(config, contact, message)
+
+
+async def _send_by_channel(config: DeliveryConfig, contact: Contact, message: Message) -> Attempt:
+    if config.sms_enabled and contact.phone:
+        return await send_sms(
+            config, phone=contact.phone, text=message.text, reference=message.reference, key=message.key
+        )
+    if config.email_enabled and contact.email:
+        return await send_email(
+            config, address=contact.email, subject=message.subject, text=message.text, key=message.key
+        )
+    return no_channel(config, contact)
 
 
 async def send(ctx: FeedbackContext, message: Message) -> Attempt:
     """Read the contact afresh and send by the first channel both sides have; never raises for a refusal."""
-    config = ctx.delivery
+    if message.kind == DeliveryKind.STAFF:
+        return await send_to_staff(ctx, message)
     try:
         contact = await fetch_contact(
-            ctx=ctx, case_id=message.case_id, reason=REASONS.get(message.kind, "发送告知")
+            ctx=ctx,
+            case_id=message.case_id,
+            # The acceptance notice (告知受理) is a notice of its own, told apart by its key.
+            reason=ACCEPTANCE_REASON
+            if message.key.startswith(ACCEPTANCE_KEY_PREFIX)
+            else REASONS.get(message.kind, "发送告知"),
         )
     except httpx.HTTPStatusError as exc:
         code = exc.response.status_code
@@ -190,15 +263,7 @@ async def send(ctx: FeedbackContext, message: Message) -> Attempt:
         return Attempt(sent=False, error=f"无法连接受理系统读取联系方式（{type(exc).__name__}）")
     if contact.anonymous:
         return Attempt(sent=False, error="匿名投诉，无法送达", permanent=True)
-    if config.sms_enabled and contact.phone:
-        return await send_sms(
-            config, phone=contact.phone, text=message.text, reference=message.reference, key=message.key
-        )
-    if config.email_enabled and contact.email:
-        return await send_email(
-            config, address=contact.email, subject=message.subject, text=message.text, key=message.key
-        )
-    return no_channel(config, contact)
+    return await _send_by_channel(ctx.delivery, contact, message)
 
 
 class DeliverySender:
@@ -259,6 +324,7 @@ class DeliverySender:
                 text=delivery.text,
                 key=delivery.idempotency_key,
                 reference=delivery_id,
+                recipient=delivery.recipient,
             )
         with structlog.contextvars.bound_contextvars(case_id=message.case_id, correlation_id=correlation_id):
             try:
@@ -277,9 +343,12 @@ class DeliverySender:
             if delivery is None:
                 return
             if result.sent and result.channel:
+                delivery.sent_to_masked = result.sent_to
                 await mark_sent(
                     session, delivery=delivery, channel=result.channel, at=utcnow(), actor=WORKER_ACTOR
                 )
+            elif result.cancel:
+                await cancel_delivery(session, delivery=delivery, reason=result.error, at=utcnow())
             else:
                 await record_failure(
                     session,

@@ -16,6 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.feedback.ratings import satisfaction_by_team
+from services.feedback.schemas import NOTIFICATION_KIND_LABELS
 from shared.app import get_session
 from shared.auth import Principal, Role, require_roles
 from shared.db import utcnow
@@ -41,6 +42,18 @@ def _deputy_data(principal: Annotated[Principal, Depends(DEPUTY)]) -> dict[str, 
 # Public: no sign-in, and nothing of a signed-in officer is shown even if a cookie is present.
 pages.add("/query", "query.html", title="阳光警务查询", headers={"X-Robots-Tag": "noindex"})
 pages.add("/deputy", "deputy.html", title="我的建议提案", user=DEPUTY, data=_deputy_data)
+pages.add("/follow-ups", "follow_ups.html", title="回访", user=page_user(Role.OPERATOR))
+pages.add("/deliveries", "deliveries.html", title="送达处理", user=page_user(Role.OPERATOR, Role.SUPERVISOR))
+pages.add("/messages", "messages.html", title="消息记录", user=page_user(Role.SUPERVISOR))
+
+
+async def _todo_data() -> dict[str, object]:
+    return {"kinds": NOTIFICATION_KIND_LABELS}
+
+
+# The 待办 inbox of everyone who works on matters (the deputies' notices are on their own page).
+TODO_USER = page_user(Role.OPERATOR, Role.INSPECTOR, Role.SUPERVISOR, Role.LEADER)
+pages.add("/todo", "todo.html", title="待办", user=TODO_USER, data=_todo_data)
 
 
 @web_router.get("/api/v1/stats/satisfaction")

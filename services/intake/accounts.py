@@ -18,7 +18,7 @@ from shared.auth import Principal, Role, TokenAuth, hash_password, verify_passwo
 from shared.db import create_engine, create_session_factory, utcnow
 from shared.errors import NotFound
 from shared.logging import get_logger
-from shared.reference import Organisation
+from shared.reference import DEFAULT_UNITS_FILE, Organisation, load_organisation
 from shared.settings import ServiceSettings
 
 log = get_logger(__name__)
@@ -55,6 +55,7 @@ def principal_of(user: User, *, deputy_name_unique: bool = False) -> Principal:
         deputy_delegation=user.deputy_delegation,
         display_name=user.display_name,
         deputy_name_unique=deputy_name_unique,
+        county_code=user.county_code if user.role == Role.LEADER else None,
     )
 
 
@@ -232,8 +233,15 @@ async def deactivate(*, session: AsyncSession, auth: TokenAuth, username: str, a
 
 
 def validate_account(
-    *, role: str, team_code: str | None, deputy_name: str | None, deputy_delegation: str | None
+    *,
+    role: str,
+    team_code: str | None,
+    deputy_name: str | None,
+    deputy_delegation: str | None,
+    county_code: str | None = None,
+    organisation: Organisation | None = None,
 ) -> None:
+    """Refuse an account its role cannot work with; a leader needs a county bureau of the units data."""
     allowed = {r.value for r in Role} - {Role.SERVICE.value}
     if role not in allowed:
         raise ValueError(f"role must be one of {sorted(allowed)}")
@@ -241,6 +249,17 @@ def validate_account(
         raise ValueError("an inspector needs a team code")
     if role == Role.DEPUTY and not (deputy_name and deputy_delegation):
         raise ValueError("a deputy needs the deputy's name and delegation")
+    if role == Role.LEADER:
+        known = organisation or load_organisation(DEFAULT_UNITS_FILE)
+        if not county_code:
+            raise ValueError(
+                "a leader needs the code of the county (or city) bureau they answer for: --county"
+            )
+        if not known.is_known_area(county_code):
+            codes = ", ".join([known.city_code, *known.counties])
+            raise ValueError(f"unknown county code {county_code!r} for a leader; known codes: {codes}")
+    elif county_code:
+        raise ValueError("only a leader answers for a county: --county goes with --role leader")
 
 
 def common_passwords() -> frozenset[str]:
@@ -266,22 +285,35 @@ async def create_user(
     display_name: str | None = None,
     deputy_name: str | None = None,
     deputy_delegation: str | None = None,
+    county_code: str | None = None,
+    organisation: Organisation | None = None,
+    password_hash: str | None = None,
 ) -> User:
-    """An account; the caller checked the password (``check_password_strength``) where it must."""
+    """An account; the caller checked the password (``check_password_strength``) where it must.
+
+    ``password_hash``: the password's hash made already (the demo accounts share one).
+    """
     validate_account(
-        role=role, team_code=team_code, deputy_name=deputy_name, deputy_delegation=deputy_delegation
+        role=role,
+        team_code=team_code,
+        deputy_name=deputy_name,
+        deputy_delegation=deputy_delegation,
+        county_code=county_code,
+        organisation=organisation,
     )
     if (await session.exec(select(User).where(User.username == username))).first():
         raise ValueError(f"user {username} already exists")
     user = User(
         username=username,
-        # Argon2id salts each hash: the demo accounts share a password, not a hash.
-        password_hash=await asyncio.to_thread(hash_password, password),
+        password_hash=(
+            password_hash if password_hash is not None else await asyncio.to_thread(hash_password, password)
+        ),
         role=role,
         team_code=team_code,
         display_name=display_name,
         deputy_name=deputy_name,
         deputy_delegation=deputy_delegation,
+        county_code=county_code,
     )
     session.add(user)
     return user
@@ -308,16 +340,29 @@ def demo_accounts(organisation: Organisation) -> list[dict[str, str | None]]:
                 "display_name": f"{organisation.team_name(code)}督察民警",
             }
         )
+    for county in organisation.counties.values():
+        accounts.append(
+            {
+                "username": f"leader-{county.code}",
+                "role": "leader",
+                "county_code": county.code,
+                "display_name": f"{county.bureau}分管领导",
+            }
+        )
     return accounts
 
 
 async def seed_demo_accounts(*, session: AsyncSession, organisation: Organisation) -> int:
     """The demo accounts, password ``demo``: seeded directly, past ``create-user``'s password check."""
     existing = set((await session.exec(select(User.username))).all())
+    missing = [a for a in demo_accounts(organisation) if a["username"] not in existing]
+    if not missing:
+        return 0
+    # The demo password is published, so one Argon2id hash serves every demo account: hashing
+    # two dozen accounts one by one held a busy machine's start-up for half a minute.
+    shared_hash = await asyncio.to_thread(hash_password, DEMO_PASSWORD)
     created = 0
-    for account in demo_accounts(organisation):
-        if account["username"] in existing:
-            continue
+    for account in missing:
         await create_user(
             session=session,
             username=str(account["username"]),
@@ -327,6 +372,9 @@ async def seed_demo_accounts(*, session: AsyncSession, organisation: Organisatio
             display_name=account.get("display_name"),
             deputy_name=account.get("deputy_name"),
             deputy_delegation=account.get("deputy_delegation"),
+            county_code=account.get("county_code"),
+            organisation=organisation,
+            password_hash=shared_hash,
         )
         created += 1
     return created
@@ -342,6 +390,7 @@ async def create_user_cli(
     display_name: str | None,
     deputy_name: str | None,
     deputy_delegation: str | None,
+    county_code: str | None = None,
 ) -> None:
     """``create-user``: a refused password or account is the command's error message, not a traceback."""
     from services.cli.common import CommandError
@@ -351,6 +400,18 @@ async def create_user_cli(
             password, min_length=getattr(settings, "password_min_length", 10), username=username
         )
     except WeakPassword as exc:
+        raise CommandError(str(exc)) from None
+    organisation = load_organisation(getattr(settings, "units_file", None) or DEFAULT_UNITS_FILE)
+    try:
+        validate_account(
+            role=role,
+            team_code=team_code,
+            deputy_name=deputy_name,
+            deputy_delegation=deputy_delegation,
+            county_code=county_code,
+            organisation=organisation,
+        )
+    except ValueError as exc:
         raise CommandError(str(exc)) from None
     engine = create_engine(settings.database_url)
     try:
@@ -364,7 +425,11 @@ async def create_user_cli(
                 display_name=display_name,
                 deputy_name=deputy_name,
                 deputy_delegation=deputy_delegation,
+                county_code=county_code,
+                organisation=organisation,
             )
+    except ValueError as exc:  # the name is taken
+        raise CommandError(str(exc)) from None
     finally:
         await engine.dispose()
     log.info("account created", username=username, role=role)

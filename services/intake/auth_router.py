@@ -11,8 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-import jwt
-from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response, status
+from fastapi import APIRouter, Form, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -22,16 +21,11 @@ from services.intake.throttle import ThrottlePolicy
 from shared.auth import (
     ACCESS_COOKIE,
     CONTACT_AUDIENCE,
-    UNAUTHORISED,
     CurrentPrincipal,
-    Principal,
-    TokenKeys,
-    oauth2_scheme,
     token_auth,
     verified_token,
-    verify_service_token,
 )
-from shared.deps import Session, Supervisor
+from shared.deps import Session, Supervisor, feedback_caller_for
 
 auth_router = APIRouter(prefix="/api/v1")
 SESSION_COOKIE = "sv_session"
@@ -41,26 +35,8 @@ ACCOUNT_LOCKED = "该账号因多次密码错误已被锁定，请联系督察�
 WRONG_PASSWORD = "用户名或密码错误"  # noqa: S105 - a message, not a password
 
 
-def _feedback_keys(request: Request) -> TokenKeys:
-    keys: TokenKeys | None = getattr(request.app.state, "feedback_caller_keys", None)
-    if keys is None:
-        keys = TokenKeys.from_pem(request.app.state.settings.feedback_caller_key_map)
-        request.app.state.feedback_caller_keys = keys
-    return keys
-
-
-async def feedback_caller(
-    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
-) -> Principal:
-    """Feedback, with a token it signed with its own key for this one call (audience intake:contact)."""
-    if not token:
-        raise UNAUTHORISED
-    try:
-        return verify_service_token(
-            token, keys=_feedback_keys(request), audience=CONTACT_AUDIENCE, service="feedback"
-        )
-    except (jwt.PyJWTError, KeyError, ValueError):
-        raise UNAUTHORISED from None
+# Feedback reading a complainant's contact to deliver an answer (intake's router uses it).
+feedback_caller = feedback_caller_for(CONTACT_AUDIENCE)
 
 
 def client_address(request: Request) -> str:
@@ -225,14 +201,7 @@ async def logout(request: Request, session: Session) -> Response:
 
 @auth_router.get("/auth/me", response_model=MeRead, tags=["auth"])
 async def me(principal: CurrentPrincipal) -> MeRead:
-    return MeRead(
-        username=principal.username,
-        role=principal.role.value,
-        team_code=principal.team_code,
-        display_name=principal.display_name,
-        deputy_name=principal.deputy_name,
-        deputy_delegation=principal.deputy_delegation,
-    )
+    return MeRead.model_validate(principal, from_attributes=True)
 
 
 @auth_router.post("/users/{username}/unlock", tags=["auth"])

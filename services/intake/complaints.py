@@ -23,22 +23,64 @@ from services.intake.earlier import (
     PriorComplaint,
     as_earlier,
     find_earlier,
+    is_open,
     one_complainant_at_a_time,
     repeat_of,
+    root_of,
 )
-from services.intake.identity import Identity, IdentityVault, mask_name, mask_phone
+from services.intake.identity import Identity, IdentityVault
 from services.intake.models import ComplainantKey, Complaint
 from services.intake.receipt import CLOCK_SKEW, Receipt, issue_receipt, too_old
-from services.intake.schemas import ComplainantIn, ComplaintCreate, EarlierMatter
-from shared.audit import audit
+from services.intake.schemas import ComplainantIn, ComplaintCreate, EarlierMatter, RepeatCheckIn
+from shared.audit import record_audited
 from shared.auth import Principal, Role
 from shared.db import new_row, utcnow
 from shared.errors import FieldProblems, NotFound
 from shared.events import AllegationRef, ComplaintReceived, OfficerRef
-from shared.outbox import record_event
+from shared.masking import mask_name, mask_phone
 from shared.states import Rating
 
 COMPLAINT_NOT_FOUND = "投诉不存在"
+# What a complaint records of the operator's entry as it was given.
+RECORDED_AS_GIVEN = {
+    "channel",
+    "platform_ticket_no",
+    "attachments",
+    "incident_at",
+    "place",
+    "account",
+    "new_matter_reason",
+}
+# What ComplaintReceived carries of the complaint as recorded (never the complainant's identity).
+RECEIVED_FIELDS = {
+    "tracking_code",
+    "query_secret_hash",
+    "channel",
+    "received_at",
+    "anonymous",
+    "accused_unit",
+    "accused_unit_code",
+    "county_code",
+    "incident_at",
+    "place",
+    "repeat_of",
+    "linked_repeat",
+    "repeat_after_rejection",
+    "supervisor_flag",
+}
+
+
+@dataclass(frozen=True)
+class RepeatLink:
+    """How a new complaint relates to the caller's earlier one about the same unit."""
+
+    earlier: PriorComplaint | None
+    # A repeat of a complaint still being worked on (重复件): linked to it, not worked twice.
+    linked: bool
+
+    @property
+    def repeat_of(self) -> str | None:
+        return self.earlier.id if self.earlier else None
 
 
 @dataclass(frozen=True)
@@ -77,11 +119,14 @@ async def create_complaint(
     received_at = complaint_in.received_at or now
     await one_complainant_at_a_time(session=session, match_keys=match_keys)
     earlier = await find_earlier(session=session, match_keys=match_keys)
-    repeated = repeat_of(
+    repeated = await _repeat_link(
+        session=session,
+        ctx=ctx,
         earlier=earlier,
         accused_unit=complaint_in.accused.unit,
         county_code=complaint_in.accused.county_code,
-        window_start=received_at - ctx.repeat_window,
+        received_at=received_at,
+        new_matter=complaint_in.new_matter,
     )
 
     receipt = issue_receipt(prefix="C", received_at=received_at, signing_key=ctx.signing_key)
@@ -109,6 +154,52 @@ async def create_complaint(
         query_secret=receipt.query_secret,
         earlier=[as_earlier(e) for e in earlier],
         key_clue_hints=hints,
+    )
+
+
+async def _repeat_link(
+    *,
+    session: AsyncSession,
+    ctx: IntakeContext,
+    earlier: list[PriorComplaint],
+    accused_unit: str,
+    county_code: str,
+    received_at: datetime,
+    new_matter: bool,
+) -> RepeatLink:
+    """The earlier complaint this one repeats, and whether it is linked to it (重复件).
+
+    A repeat of an open complaint is linked unless the operator recorded it as a new matter (then
+    it is no repeat at all); a repeat of an answered one stays a repeat, a key clue after 不满意.
+    """
+    prior = await root_of(
+        session=session,
+        prior=repeat_of(
+            earlier=earlier,
+            accused_unit=accused_unit,
+            county_code=county_code,
+            window_start=received_at - ctx.repeat_window,
+        ),
+    )
+    if prior is not None and is_open(prior):
+        return (
+            RepeatLink(earlier=None, linked=False) if new_matter else RepeatLink(earlier=prior, linked=True)
+        )
+    return RepeatLink(earlier=prior, linked=False)
+
+
+async def check_repeat(*, session: AsyncSession, ctx: IntakeContext, check_in: RepeatCheckIn) -> RepeatLink:
+    """What ``create_complaint`` would find for this caller and unit now: shown before submitting."""
+    match_keys = ctx.vault.match_keys(phone=check_in.phone, id_number=check_in.id_number)
+    earlier = await find_earlier(session=session, match_keys=match_keys)
+    return await _repeat_link(
+        session=session,
+        ctx=ctx,
+        earlier=earlier,
+        accused_unit=check_in.unit,
+        county_code=check_in.county_code,
+        received_at=utcnow(),
+        new_matter=False,
     )
 
 
@@ -244,7 +335,7 @@ def _add_complaint(
     received_at: datetime,
     sealed_identity: str | None,
     match_keys: list[str],
-    repeated: PriorComplaint | None,
+    repeated: RepeatLink,
     actor: Principal,
 ) -> Complaint:
     complainant, accused = complaint_in.complainant, complaint_in.accused
@@ -252,8 +343,7 @@ def _add_complaint(
         Complaint,
         tracking_code=receipt.tracking_code,
         query_secret_hash=receipt.query_secret_hash,
-        channel=complaint_in.channel,
-        platform_ticket_no=complaint_in.platform_ticket_no,
+        **complaint_in.model_dump(include=RECORDED_AS_GIVEN),
         received_at=received_at,
         anonymous=complainant.anonymous,
         identity_sealed=sealed_identity,
@@ -265,13 +355,10 @@ def _add_complaint(
         accused_is_inspection_team=accusation.accused_is_team,
         officers=accusation.officers,
         allegations=accusation.allegations,
-        attachments=[a.model_dump() for a in complaint_in.attachments],
-        incident_at=complaint_in.incident_at,
-        place=complaint_in.place,
-        account=complaint_in.account,
         injury_or_death=accusation.injury_or_death,
-        repeat_of=repeated.id if repeated else None,
-        repeat_after_rejection=bool(repeated and repeated.last_rating == Rating.UNSATISFIED),
+        repeat_of=repeated.repeat_of,
+        repeat_after_rejection=bool(repeated.earlier and repeated.earlier.last_rating == Rating.UNSATISFIED),
+        linked_repeat=repeated.linked,
         created_by=actor.username,
     )
     session.add(complaint)
@@ -280,9 +367,7 @@ def _add_complaint(
     return complaint
 
 
-def _key_clue_hints(
-    *, accusation: _Accusation, complaint: Complaint, repeated: PriorComplaint | None
-) -> list[str]:
+def _key_clue_hints(*, accusation: _Accusation, complaint: Complaint, repeated: RepeatLink) -> list[str]:
     """Why the operator should treat this complaint as a key clue, if they should."""
     hints = []
     if accusation.any_serious:
@@ -295,8 +380,12 @@ def _key_clue_hints(
         hints.append("被投诉单位为督察部门（重点线索）")
     if complaint.repeat_after_rejection:
         hints.append("不满意答复后的重复投诉（重点线索）")
-    elif repeated:
-        hints.append(f"重复件：与 {repeated.tracking_code} 为同一投诉人、同一被投诉单位")
+    elif repeated.earlier and repeated.linked:
+        hints.append(
+            f"重复件：{repeated.earlier.tracking_code} 正在办理，本次来电已关联该件，不另行分派，答复时一并告知"
+        )
+    elif repeated.earlier:
+        hints.append(f"重复件：与 {repeated.earlier.tracking_code} 为同一投诉人、同一被投诉单位")
     return hints
 
 
@@ -308,43 +397,30 @@ async def _record_received(
     actor: Principal,
     correlation_id: str | None,
 ) -> None:
-    record_event(
+    await record_audited(
         session,
         ComplaintReceived(
             case_id=complaint.id,
             correlation_id=correlation_id,
             actor=actor.username,
-            tracking_code=complaint.tracking_code,
-            query_secret_hash=complaint.query_secret_hash,
-            channel=complaint.channel,
-            received_at=complaint.received_at,
-            anonymous=complaint.anonymous,
-            accused_unit=complaint.accused_unit,
-            accused_unit_code=complaint.accused_unit_code,
-            county_code=complaint.county_code,
+            **complaint.model_dump(include=RECEIVED_FIELDS),
             accused_is_inspection_team=accusation.accused_is_team,
             officers=[OfficerRef(**o) for o in accusation.officers],
             allegations=[
                 AllegationRef(category=r["category"], serious=r["serious"]) for r in accusation.allegations
             ],
-            incident_at=complaint.incident_at,
-            place=complaint.place,
             summary=complaint.account,
             injury_or_death=accusation.injury_or_death,
-            repeat_of=complaint.repeat_of,
-            repeat_after_rejection=complaint.repeat_after_rejection,
-            supervisor_flag=complaint.supervisor_flag,
         ),
-    )
-    await audit(
-        session,
-        case_id=complaint.id,
         action="complaint_received",
-        actor=actor.username,
+        # The operator's reason for recording a repeat of an open complaint as a new matter.
+        reason=complaint.new_matter_reason,
         detail={
             "tracking_code": complaint.tracking_code,
             "channel": complaint.channel,
             "repeat_of": complaint.repeat_of,
+            "linked_repeat": complaint.linked_repeat,
+            "new_matter": complaint.new_matter_reason is not None,
         },
     )
 

@@ -16,9 +16,13 @@ import sqlalchemy as sa
 from sqlalchemy import func
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.intake.models import ComplainantKey, Complaint
+from services.intake.models import CaseStatus, ComplainantKey, Complaint
 from services.intake.schemas import EarlierMatter
 from shared.db import built_once, pending_rows, table_of
+from shared.states import Rating
+
+# A matter in one of these states is still being worked on: a repeat of it is linked (重复件).
+OPEN_STATUSES = frozenset({CaseStatus.RECEIVED, CaseStatus.ROUTED, CaseStatus.CONCLUDED, CaseStatus.REOPENED})
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,8 @@ class PriorComplaint:
     county_code: str
     status: str
     last_rating: str | None
+    repeat_of: str | None
+    linked_repeat: bool
 
 
 # Complaint's columns of the same names, in the same order.
@@ -106,21 +112,46 @@ async def find_earlier(
 def repeat_of(
     *, earlier: list[PriorComplaint], accused_unit: str, county_code: str, window_start: datetime
 ) -> PriorComplaint | None:
-    """The newest earlier complaint against the same unit since ``window_start``, if any."""
+    """The newest earlier complaint against the same unit since ``window_start``, if any.
+
+    A linked repeat (重复件) stands for the complaint it was linked to: that one is returned when
+    it is among ``earlier`` (``root_of`` finds it otherwise).
+    """
+    by_id = {prior.id: prior for prior in earlier}
     for candidate in earlier:
         # The same unit by name: another station of the same county bureau is another matter.
         same_unit = candidate.accused_unit.strip() == accused_unit.strip()
         if same_unit and candidate.county_code == county_code and candidate.received_at >= window_start:
+            if candidate.linked_repeat and candidate.repeat_of in by_id:
+                return by_id[candidate.repeat_of]
             return candidate
     return None
 
 
-def as_earlier(complaint: PriorComplaint) -> EarlierMatter:
-    return EarlierMatter(
-        id=complaint.id,
-        tracking_code=complaint.tracking_code,
-        received_at=complaint.received_at,
-        accused_unit=complaint.accused_unit,
-        status=complaint.status,
-        last_rating=complaint.last_rating,
+@built_once
+def _prior_query() -> sa.Select[Any]:
+    complaints = table_of(Complaint)
+    return sa.select(*(complaints.c[name] for name in _PRIOR_FIELDS)).where(
+        complaints.c.id == sa.bindparam("complaint_id")
     )
+
+
+async def root_of(*, session: AsyncSession, prior: PriorComplaint | None) -> PriorComplaint | None:
+    """The complaint ``prior`` was linked to, when ``prior`` is a linked repeat; else ``prior``."""
+    if prior is None or not prior.linked_repeat or prior.repeat_of is None:
+        return prior
+    connection = await session.connection()
+    row = (await connection.execute(_prior_query(), {"complaint_id": prior.repeat_of})).first()
+    return PriorComplaint(*row) if row is not None else prior
+
+
+def is_open(prior: PriorComplaint) -> bool:
+    """Still being worked on, and not a matter the complainant rejected (that repeat is a key clue)."""
+    return (
+        not prior.linked_repeat and prior.status in OPEN_STATUSES and prior.last_rating != Rating.UNSATISFIED
+    )
+
+
+def as_earlier(complaint: PriorComplaint) -> EarlierMatter:
+    read = EarlierMatter.model_validate(complaint, from_attributes=True)
+    return read.model_copy(update={"open": is_open(complaint)})

@@ -67,20 +67,6 @@ def id_number_problem(raw: str) -> tuple[str, str] | None:
     return None
 
 
-def mask_phone(phone: str | None) -> str | None:
-    if not phone:
-        return None
-    if len(phone) >= 7:
-        return phone[:3] + "****" + phone[-4:]
-    return "****"
-
-
-def mask_name(name: str | None) -> str | None:
-    if not name:
-        return None
-    return name[0] + "*" * max(len(name) - 1, 1)
-
-
 class IdentityVault:
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)

@@ -9,6 +9,10 @@ from services.intake.accounts import seed_demo_accounts
 from services.intake.auth_router import auth_router
 from services.intake.consumers import subscriptions
 from services.intake.context import IntakeContext
+from services.intake.imports_router import imports_router
+from services.intake.imports_worker import ImportRunner
+from services.intake.open311_keys import seed_demo_key
+from services.intake.open311_router import open311_router
 from services.intake.router import router
 from services.intake.settings import IntakeSettings
 from services.intake.web import web_router
@@ -59,19 +63,24 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             # Instances started together on an empty database seed one after another.
             await serialise_on(session, "intake.seed")
             created = await seed_demo_accounts(session=session, organisation=ctx.organisation)
+            # The demo's connecting system, api_key ``demo-open311-key`` (Open311, README).
+            await seed_demo_key(session=session)
         if created:
             log.info("demo accounts created", count=created)
 
     write_groups = WriteGroups()
+    # Bulk imports record their rows in the background, through the same group commit.
+    import_runner = ImportRunner(ctx=ctx, write_groups=write_groups, timezone=settings.timezone)
     app = create_service_app(
         settings=settings,
         title="督察投诉受理 intake",
-        routers=[auth_router, router, web_router],
+        routers=[auth_router, router, imports_router, open311_router, web_router],
         subscriptions=subscriptions(ctx),
-        on_startup=[seed, purge_idempotency_keys, write_groups.open],
+        on_startup=[seed, purge_idempotency_keys, write_groups.open, import_runner.open],
         on_shutdown=[write_groups.close],
     )
     # Group commit, for the two create endpoints (``shared.groupcommit.get_write_groups``).
     app.state.write_groups = write_groups
     app.state.intake = ctx
+    app.state.imports = import_runner
     return app

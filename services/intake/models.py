@@ -41,6 +41,8 @@ class Channel(StrEnum):
     EMAIL = "email"
     TRANSFER_12345 = "transfer_12345"
     TRANSFER_XINFANG = "transfer_xinfang"
+    # Sent by a connecting system (a platform) through the Open311 GeoReport v2 interface.
+    OPEN311 = "open311"
 
 
 class SuggestionKind(StrEnum):
@@ -63,6 +65,8 @@ class UserBase(SQLModel):
     display_name: str | None = Field(default=None, max_length=64)
     deputy_name: str | None = Field(default=None, max_length=64)
     deputy_delegation: str | None = Field(default=None, max_length=128)
+    # A leader's county (or city) bureau: the code of its area, as in the units data.
+    county_code: str | None = Field(default=None, max_length=16)
     active: bool = True
 
 
@@ -102,6 +106,10 @@ class Complaint(SQLModel, table=True):
     supervisor_flag: bool = False
     repeat_of: str | None = Field(default=None, max_length=64, index=True)
     repeat_after_rejection: bool = False
+    # A repeat call about the open complaint ``repeat_of`` (重复件): linked to it, never worked on its own.
+    linked_repeat: bool = False
+    # Why the operator recorded a repeat of an open complaint as a new matter (作为新事项登记).
+    new_matter_reason: str | None = Field(default=None, max_length=500)
     status: str = Field(default=CaseStatus.RECEIVED, max_length=32)
     assigned_team_code: str | None = Field(default=None, max_length=32)
     last_rating: str | None = Field(default=None, max_length=32)
@@ -191,3 +199,79 @@ class RefreshToken(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime)
     used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ImportStatus(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ImportRowResult(StrEnum):
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    DUPLICATE = "duplicate"
+
+
+class ImportJob(SQLModel, table=True):
+    """A bulk import of transferred matters (.xlsx), worked through in the background."""
+
+    __tablename__ = "intake_import"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
+    filename: str = Field(max_length=255)
+    status: str = Field(default=ImportStatus.RUNNING, max_length=16, index=True)
+    rows: int = 0
+    processed: int = 0
+    accepted: int = 0
+    refused: int = 0
+    duplicates: int = 0
+    # The parsed rows, sealed with the identity key (they hold names and phones); cleared when done.
+    rows_sealed: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    failure: str | None = Field(default=None, max_length=500)
+    # Which instance works on it until when: another one takes over only after this passes.
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_by: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ImportRow(SQLModel, table=True):
+    """The outcome of one row of an import: accepted with its tracking code, refused, or a duplicate."""
+
+    __tablename__ = "intake_import_row"
+
+    import_id: str = Field(primary_key=True, max_length=64, foreign_key="intake_import.id")
+    row: int = Field(primary_key=True)
+    result: str = Field(max_length=16)
+    platform_ticket_no: str | None = Field(default=None, max_length=64)
+    tracking_code: str | None = Field(default=None, max_length=32)
+    field: str | None = Field(default=None, max_length=64)
+    message: str | None = Field(default=None, max_length=500)
+
+
+class ImportedTicket(SQLModel, table=True):
+    """A platform ticket number recorded by an import: the key that keeps a re-import from recording twice."""
+
+    __tablename__ = "intake_imported_ticket"
+
+    platform_ticket_no: str = Field(primary_key=True, max_length=64)
+    complaint_id: str = Field(max_length=64)
+    tracking_code: str = Field(max_length=32)
+    import_id: str = Field(max_length=64)
+    row: int
+
+
+class Open311Key(SQLModel, table=True):
+    """A connecting system's Open311 API key, issued by a supervisor; only its hash is kept."""
+
+    __tablename__ = "intake_open311_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True, index=True)
+    key_hash: str = Field(max_length=64, unique=True, index=True)
+    created_by: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    active: bool = True
+    revoked_by: str | None = Field(default=None, max_length=64)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

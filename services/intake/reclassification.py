@@ -14,11 +14,10 @@ from services.intake.context import IntakeContext
 from services.intake.models import CLOSED_STATUSES, CaseStatus, Complaint, ReclassifyTarget, Suggestion
 from services.intake.schemas import ReclassifyIn, ReclassifyOut
 from services.intake.suggestions import create_suggestion
-from shared.audit import audit
+from shared.audit import record_audited
 from shared.auth import Principal
 from shared.errors import FieldProblems, conflict
 from shared.events import MatterReclassified
-from shared.outbox import record_event
 from shared.states import CaseKind
 
 
@@ -45,7 +44,7 @@ async def reclassify(
     )
     matter.status = CaseStatus.RECLASSIFIED
     session.add(matter)
-    record_event(
+    await record_audited(
         session,
         MatterReclassified(
             case_id=matter.id,
@@ -57,12 +56,7 @@ async def reclassify(
             forwarded_to=(reclassify_in.forwarded_to or "").strip() or None,
             reason=reclassify_in.reason.strip(),
         ),
-    )
-    await audit(
-        session,
-        case_id=matter.id,
         action="reclassified",
-        actor=actor.username,
         reason=reclassify_in.reason,
         detail={
             "to_kind": reclassify_in.to_kind,

@@ -22,6 +22,7 @@ from services.intake import (
 )
 from services.intake.auth_router import feedback_caller
 from services.intake.context import IntakeContext
+from services.intake.earlier import as_earlier
 from services.intake.identity import IdentityVault
 from services.intake.models import Complaint, Suggestion
 from services.intake.schemas import (
@@ -33,6 +34,8 @@ from services.intake.schemas import (
     IdentityRead,
     ReclassifyIn,
     ReclassifyOut,
+    RepeatCheckIn,
+    RepeatCheckOut,
     SuggestionCreate,
     SuggestionCreated,
     SuggestionRead,
@@ -92,6 +95,7 @@ async def create_complaint(
             status=created.complaint.status,
             received_at=created.complaint.received_at,
             repeat_of=created.complaint.repeat_of,
+            linked_repeat=created.complaint.linked_repeat,
             repeat_after_rejection=created.complaint.repeat_after_rejection,
             key_clue_hints=created.key_clue_hints,
             earlier_matters=created.earlier,
@@ -107,6 +111,19 @@ async def create_complaint(
         principal=principal,
         endpoint="complaints",
     )
+
+
+@router.post("/complaints/repeat-check", response_model=RepeatCheckOut, tags=["complaints"])
+async def check_repeat(
+    check_in: RepeatCheckIn, session: Session, ctx: Context, principal: Operator
+) -> RepeatCheckOut:
+    """Before submitting: the caller's open complaint about this unit, which a new one would be linked to.
+
+    A POST so that the phone and ID number stay out of addresses and access logs.
+    """
+    found = await complaints.check_repeat(session=session, ctx=ctx, check_in=check_in)
+    earlier = as_earlier(found.earlier) if found.earlier else None
+    return RepeatCheckOut(open_matter=earlier if found.linked else None, earlier=earlier)
 
 
 async def _create_once(
@@ -195,6 +212,8 @@ def complaint_read(complaint: Complaint) -> ComplaintRead:
         account=complaint.account,
         injury_or_death=complaint.injury_or_death,
         repeat_of=complaint.repeat_of,
+        linked_repeat=complaint.linked_repeat,
+        new_matter_reason=complaint.new_matter_reason,
         repeat_after_rejection=complaint.repeat_after_rejection,
         status=complaint.status,
         assigned_team_code=complaint.assigned_team_code,

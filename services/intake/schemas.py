@@ -20,7 +20,7 @@ from shared.validation import Line, RequestBody, Text
 # Request fields name the states' values as Literals, not the enums, so that a wrong value is
 # answered as it always was (422 "literal_error") and the OpenAPI schema does not change.
 ChannelName = Literal[
-    "phone", "web", "letter", "visit", "wechat", "email", "transfer_12345", "transfer_xinfang"
+    "phone", "web", "letter", "visit", "wechat", "email", "transfer_12345", "transfer_xinfang", "open311"
 ]
 SuggestionKindName = Literal["npc_suggestion", "cppcc_proposal"]
 ReclassifyTargetName = Literal["complaint", "suggestion", "citizen_suggestion"]
@@ -37,6 +37,7 @@ CHANNEL_LABELS = {
     Channel.EMAIL: "电子邮件",
     Channel.TRANSFER_12345: "12345转办",
     Channel.TRANSFER_XINFANG: "信访转办",
+    Channel.OPEN311: "对接平台",
 }
 
 MAX_SHORT_TEXT = 200
@@ -44,6 +45,8 @@ MAX_PLACE = 500
 MAX_TITLE = 300
 MAX_SUGGESTION_TEXT = 50_000
 MAX_ITEMS = 50
+MIN_REASON = 2
+MAX_REASON = 500
 
 
 def _check_phone(value: str | None) -> str | None:
@@ -56,6 +59,15 @@ def _check_phone(value: str | None) -> str | None:
             "not a mainland mobile (11 digits starting with 1) or landline (area code + number) number",
         )
     return phone
+
+
+def _check_id_number(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    problem = id_number_problem(value)
+    if problem:
+        raise LocalisedError(*problem)
+    return value.strip().upper()
 
 
 def _not_blank(value: str, *, zh: str = "不能为空", en: str = "must not be empty") -> str:
@@ -81,12 +93,7 @@ class ComplainantIn(RequestBody):
     @field_validator("id_number")
     @classmethod
     def _id_number(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        problem = id_number_problem(value)
-        if problem:
-            raise LocalisedError(*problem)
-        return value.strip().upper()
+        return _check_id_number(value)
 
     @field_validator("name")
     @classmethod
@@ -158,6 +165,14 @@ class ComplaintCreate(RequestBody):
     place: Text | None = Field(default=None, max_length=MAX_PLACE)
     account: Text = Field(min_length=1)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ITEMS)
+    new_matter: bool = Field(
+        default=False,
+        description="the caller has an open complaint about the same unit, but this is another matter: "
+        "recorded on its own (作为新事项登记) instead of linked to it as a repeat (重复件)",
+    )
+    new_matter_reason: Text | None = Field(
+        default=None, max_length=MAX_REASON, description="required with new_matter: why it is another matter"
+    )
 
     @field_validator("account")
     @classmethod
@@ -179,6 +194,18 @@ class ComplaintCreate(RequestBody):
             raise LocalisedError("请选择投诉类别", "category (or allegations) is required", field="category")
         return self
 
+    @model_validator(mode="after")
+    def _new_matter_needs_a_reason(self) -> ComplaintCreate:
+        reason = (self.new_matter_reason or "").strip()
+        if self.new_matter and len(reason) < MIN_REASON:
+            raise LocalisedError(
+                f"作为新事项登记时需填写理由（至少{MIN_REASON}个字），说明与办理中的投诉不是同一事项",
+                "new_matter_reason is required with new_matter",
+                field="new_matter_reason",
+            )
+        self.new_matter_reason = reason if self.new_matter else None
+        return self
+
 
 class ComplaintCreated(BaseModel):
     id: str
@@ -188,6 +215,11 @@ class ComplaintCreated(BaseModel):
     status: str
     received_at: datetime
     repeat_of: str | None
+    linked_repeat: bool = Field(
+        default=False,
+        description="a repeat of the open complaint ``repeat_of`` (重复件): linked to it, not worked "
+        "on its own; its caller gets that complaint's answer",
+    )
     repeat_after_rejection: bool
     key_clue_hints: list[str]
     earlier_matters: list[EarlierMatter]
@@ -200,6 +232,36 @@ class EarlierMatter(BaseModel):
     accused_unit: str
     status: str
     last_rating: str | None
+    linked_repeat: bool = Field(default=False, description="itself a repeat linked to another complaint")
+    open: bool = Field(default=False, description="still being worked on: a repeat of it would be linked")
+
+
+class RepeatCheckIn(RequestBody):
+    """Before submitting: would a complaint by this caller about this unit repeat an open one?"""
+
+    phone: Line | None = Field(default=None, max_length=32)
+    id_number: Line | None = Field(default=None, max_length=32)
+    unit: Line = Field(min_length=1, max_length=MAX_SHORT_TEXT)
+    county_code: Line = Field(min_length=6, max_length=16)
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        return _check_phone(value)
+
+    @field_validator("id_number")
+    @classmethod
+    def _id_number(cls, value: str | None) -> str | None:
+        return _check_id_number(value)
+
+
+class RepeatCheckOut(BaseModel):
+    open_matter: EarlierMatter | None = Field(
+        description="the open complaint a new one would be linked to (重复件), unless recorded as a new matter"
+    )
+    earlier: EarlierMatter | None = Field(
+        description="the earlier complaint about the same unit within the repeat window, open or not"
+    )
 
 
 class ComplaintRead(BaseModel):
@@ -223,6 +285,8 @@ class ComplaintRead(BaseModel):
     account: str
     injury_or_death: bool
     repeat_of: str | None
+    linked_repeat: bool = False
+    new_matter_reason: str | None = None
     repeat_after_rejection: bool
     status: str
     assigned_team_code: str | None

@@ -7,14 +7,20 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from shared.keys import check_key_id, load_private_key, load_public_key, parse_key_list, same_public_key
-from shared.settings import GENERATE_TOKEN_KEY, ServiceSettings, check_secret, database_url_field, port_field
+from shared.settings import (
+    GENERATE_TOKEN_KEY,
+    FeedbackCalledSettings,
+    check_secret,
+    database_url_field,
+    port_field,
+)
 
 GENERATE_IDENTITY_KEY = (
     "python -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
 )
 
 
-class IntakeSettings(ServiceSettings):
+class IntakeSettings(FeedbackCalledSettings):
     service_name: str = "intake"
     database_url: str = database_url_field("intake")
     port: int = port_field("intake", 8001)
@@ -31,6 +37,10 @@ class IntakeSettings(ServiceSettings):
         description="oldest receipt time accepted, in days; older ones would start every clock overdue",
     )
     idempotency_ttl_hours: int = 48
+    import_max_bytes: int = Field(
+        default=5 * 1024 * 1024, ge=1024, description="largest .xlsx a bulk import (批量导入) accepts"
+    )
+    import_max_rows: int = Field(default=10_000, ge=1, description="most data rows one bulk import accepts")
     identity_purposes_file: Path | None = Field(
         default=None,
         description="JSON list of the purposes an identity read may give; default: the bundled list",
@@ -43,10 +53,6 @@ class IntakeSettings(ServiceSettings):
     token_key_id: str = Field(
         default="",
         description="kid of TOKEN_PRIVATE_KEY; its public key is listed under it in TOKEN_PUBLIC_KEYS",
-    )
-    feedback_caller_public_keys: str | None = Field(
-        default=None,
-        description="kid=PEM entries (or a JSON object) of feedback's own public keys, for its /contact calls",
     )
     refresh_token_ttl_minutes: int = Field(
         default=12 * 60, ge=1, description="life of the sign-in cookie's refresh token (renewed on use)"
@@ -81,6 +87,7 @@ class IntakeSettings(ServiceSettings):
     @field_validator("feedback_caller_public_keys")
     @classmethod
     def _caller_keys_are_keys(cls, value: str | None) -> str:
+        # Required here: feedback reads a complainant's contact from intake to deliver every answer.
         if value is None or not value.strip():
             raise ValueError(
                 f"FEEDBACK_CALLER_PUBLIC_KEYS is not set; make feedback's key pair with: {GENERATE_TOKEN_KEY}"
@@ -101,11 +108,6 @@ class IntakeSettings(ServiceSettings):
                 f"({self.token_key_id!r}): the services would refuse intake's tokens"
             )
         return self
-
-    @property
-    def feedback_caller_key_map(self) -> dict[str, str]:
-        assert self.feedback_caller_public_keys is not None
-        return parse_key_list(self.feedback_caller_public_keys)
 
     @field_validator("identity_key")
     @classmethod

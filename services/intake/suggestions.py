@@ -22,6 +22,25 @@ from shared.errors import FieldProblems, NotFound, conflict
 from shared.events import SuggestionReceivedV2
 from shared.outbox import record_event
 
+# What SuggestionReceived carries of the suggestion as recorded (not the deputy's phone).
+RECEIVED_FIELDS = {
+    "tracking_code",
+    "query_secret_hash",
+    "kind",
+    "session",
+    "number",
+    "title",
+    "text",
+    "deputy_name",
+    "deputy_delegation",
+    "deputy_account",
+    "co_signers",
+    "lead_unit",
+    "co_units",
+    "received_at",
+    "complex_matter",
+}
+
 
 async def create_suggestion(
     *,
@@ -46,17 +65,12 @@ async def create_suggestion(
     suggestion = Suggestion(
         tracking_code=receipt.tracking_code,
         query_secret_hash=receipt.query_secret_hash,
-        kind=suggestion_in.kind,
-        session=suggestion_in.session,
-        number=suggestion_in.number,
-        title=suggestion_in.title,
-        text=suggestion_in.text,
+        **suggestion_in.model_dump(include={"kind", "session", "number", "title", "text", "lead_unit"}),
         deputy_name=suggestion_in.deputy.name,
         deputy_delegation=suggestion_in.deputy.delegation,
         deputy_account=deputy_account,
         deputy_phone=suggestion_in.deputy.phone,
         co_signers=[s.strip() for s in suggestion_in.co_signers if s.strip()],
-        lead_unit=suggestion_in.lead_unit,
         co_units=[u.strip() for u in suggestion_in.co_units if u.strip()],
         received_at=received_at,
         complex_matter=suggestion_in.complex_matter,
@@ -126,21 +140,7 @@ def _record_received(
             case_id=suggestion.id,
             correlation_id=correlation_id,
             actor=actor.username,
-            tracking_code=suggestion.tracking_code,
-            query_secret_hash=suggestion.query_secret_hash,
-            kind=suggestion.kind,
-            session=suggestion.session,
-            number=suggestion.number,
-            title=suggestion.title,
-            text=suggestion.text,
-            deputy_name=suggestion.deputy_name,
-            deputy_delegation=suggestion.deputy_delegation,
-            deputy_account=suggestion.deputy_account,
-            co_signers=suggestion.co_signers,
-            lead_unit=suggestion.lead_unit,
-            co_units=suggestion.co_units,
-            received_at=suggestion.received_at,
-            complex_matter=suggestion.complex_matter,
+            **suggestion.model_dump(include=RECEIVED_FIELDS),
         ),
     )
 

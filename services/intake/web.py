@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.intake.accounts import DEMO_PASSWORD
@@ -18,16 +19,28 @@ from services.intake.auth_router import (
     sign_out_request,
 )
 from services.intake.context import IntakeContext
+from services.intake.models import User
+from services.intake.open311_keys import list_keys
+from services.intake.open311_router import key_read
 from services.intake.schemas import CHANNEL_LABELS
 from services.intake.sessions import REFRESH_PATH
 from shared.app import get_session
 from shared.auth import Principal, Role
-from shared.web import home_url, page_user, principal_from_cookie, render, safe_next, service_urls
+from shared.web import (
+    ROLE_LABELS,
+    home_url,
+    page_user,
+    principal_from_cookie,
+    render,
+    safe_next,
+    service_urls,
+)
 from shared.web.pages import ServicePages
 
 Session = Annotated[AsyncSession, Depends(get_session)]
 OPERATOR = page_user(Role.OPERATOR)
 SEARCHER = page_user(Role.OPERATOR, Role.SUPERVISOR)
+SUPERVISOR = page_user(Role.SUPERVISOR)
 
 DEMO_USERS = (
     ("operator1", "接线员"),
@@ -166,3 +179,36 @@ pages.add_root(login="/login")
 pages.add("/operator/complaint", "complaint.html", title="投诉登记", user=OPERATOR)
 pages.add("/operator/suggestion", "suggestion.html", title="代表建议、委员提案登记", user=OPERATOR)
 pages.add("/operator/search", "search.html", title=_search_title, user=SEARCHER)
+pages.add("/operator/import", "import.html", title="批量导入", user=OPERATOR)
+
+
+async def _accounts_data(
+    session: Session, principal: Annotated[Principal, Depends(SUPERVISOR)]
+) -> dict[str, Any]:
+    """The accounts the supervisor manages (no password hashes), for the accounts page."""
+    users = (await session.exec(select(User).order_by(col(User.role), col(User.username)))).all()
+    return {
+        "accounts": [
+            {
+                "username": u.username,
+                "role": ROLE_LABELS.get(Role(u.role), u.role) if u.role in set(Role) else u.role,
+                "display_name": u.display_name or u.deputy_name or "",
+                "team_code": u.team_code or u.county_code or "",
+                "active": u.active,
+            }
+            for u in users
+        ]
+    }
+
+
+pages.add("/accounts", "accounts.html", title="账号管理", user=SUPERVISOR, data=_accounts_data)
+
+
+async def _open311_keys_data(
+    session: Session, principal: Annotated[Principal, Depends(SUPERVISOR)]
+) -> dict[str, Any]:
+    """The connecting systems and their keys' state (never a key), for the 对接系统 page."""
+    return {"keys": [k.model_dump(mode="json") for k in map(key_read, await list_keys(session=session))]}
+
+
+pages.add("/open311-keys", "open311_keys.html", title="对接系统", user=SUPERVISOR, data=_open311_keys_data)

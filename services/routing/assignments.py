@@ -4,6 +4,7 @@ supervisor's reassignment; a concluded or closed matter's assignments close."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from datetime import datetime
 
 from sqlalchemy import Update, bindparam
@@ -137,15 +138,7 @@ def _new_assignment(
         Assignment,
         case_id=case.case_id,
         case_kind=case.case_kind,
-        team_code=decision.team_code,
-        kind=decision.kind,
-        rule=decision.rule,
-        reasons=decision.reasons,
-        participants=decision.participants,
-        review_required=decision.review_required,
-        review_team_code=decision.review_team_code,
-        key_clue=decision.key_clue,
-        needs_supervisor=decision.needs_supervisor,
+        **asdict(decision),
         round=case.round,
         clocks=[c.model_dump(mode="json") for c in clocks],
         assigned_by=actor,
@@ -163,21 +156,17 @@ def _assigned_event(
     actor: str,
     correlation_id: str | None,
 ) -> CaseAssigned:
+    decided = asdict(decision)
+    participants = decided.pop("participants")
     return CaseAssigned(
         case_id=case.case_id,
         correlation_id=correlation_id,
         actor=actor,
         case_kind=case.case_kind,
         assignment_id=assignment.id,
-        team_code=decision.team_code,
         team_name=organisation.team_name(decision.team_code),
-        kind=decision.kind,
-        rule=decision.rule,
-        reasons=decision.reasons,
-        participant_team_codes=decision.participants,
-        review_required=decision.review_required,
-        review_team_code=decision.review_team_code,
-        key_clue=decision.key_clue,
+        participant_team_codes=participants,
+        **decided,
         previous_team_codes=case.previous_team_codes,
         clocks=clocks,
         round=case.round,
@@ -246,6 +235,10 @@ async def _route_new_matter(
 
 
 async def receive_complaint(*, session: AsyncSession, ctx: RoutingContext, event: ComplaintReceived) -> None:
+    if event.linked_repeat:
+        # A repeat call about an open matter (重复件) is worked with that matter, not routed on its own.
+        log.info("linked repeat not routed", repeat_of=event.repeat_of)
+        return
     if await lookup(session, RoutedCase, event.case_id) is not None:
         return
     case = complaint_case(event=event, city_code=ctx.seed_organisation.city_code)

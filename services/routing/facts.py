@@ -12,6 +12,8 @@ from shared.states import CaseKind
 PETITION_CHANNEL = "transfer_xinfang"
 # The deadlines book's trait for a suggestion the deputy marked complex; not a routing fact.
 COMPLEX_TRAIT = "complex"
+# What a routed case takes of the event that brought it, under the same names.
+CASE_FIELDS = {"case_id", "tracking_code", "received_at"}
 
 
 def complaint_facts(event: ComplaintReceived, *, city_code: str) -> list[str]:
@@ -38,30 +40,21 @@ def complaint_facts(event: ComplaintReceived, *, city_code: str) -> list[str]:
 def complaint_case(*, event: ComplaintReceived, city_code: str) -> RoutedCase:
     return new_row(
         RoutedCase,
-        case_id=event.case_id,
         case_kind=CaseKind.COMPLAINT,
-        tracking_code=event.tracking_code,
-        county_code=event.county_code,
-        accused_unit=event.accused_unit,
+        **event.model_dump(include={*CASE_FIELDS, "county_code", "accused_unit"}),
         facts=complaint_facts(event, city_code=city_code),
         named_complainant=not event.anonymous,
-        received_at=event.received_at,
     )
 
 
 def suggestion_case(*, event: SuggestionReceived, city_code: str) -> RoutedCase:
     return new_row(
         RoutedCase,
-        case_id=event.case_id,
         case_kind=CaseKind.SUGGESTION,
-        tracking_code=event.tracking_code,
+        **event.model_dump(include={*CASE_FIELDS, "lead_unit", "co_units", "complex_matter"}),
         county_code=city_code,
         accused_unit="",
         facts=[Fact.SUGGESTION],
-        lead_unit=event.lead_unit,
-        co_units=event.co_units,
-        complex_matter=event.complex_matter,
-        received_at=event.received_at,
     )
 
 

@@ -171,3 +171,24 @@ class Assignment(SQLModel, table=True):
     open: bool = True
     assigned_by: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class BureauContact(SQLModel, table=True):
+    """A bureau's 分管领导 and how to reach them: who a 通报 names and whom feedback's notices reach.
+
+    ``bureau_code`` is the county's area code, or the city's for the city bureau.  Organisation
+    data, edited by supervisors on the organisation page; seeded with fictional leaders in demo mode.
+    """
+
+    __tablename__ = "routing_bureau_contact"
+
+    bureau_code: str = Field(primary_key=True, max_length=16)
+    bureau_name: str = Field(max_length=100)
+    leader_name: str | None = Field(default=None, max_length=64)
+    leader_title: str | None = Field(default=None, max_length=64)
+    phone: str | None = Field(default=None, max_length=32)
+    email: str | None = Field(default=None, max_length=254)
+    # The leader's account in intake (``leader-<code>``), for their 待办 and bell.
+    leader_username: str | None = Field(default=None, max_length=64)
+    updated_by: str = Field(default="seed", max_length=64)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

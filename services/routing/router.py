@@ -8,11 +8,14 @@ import structlog
 from fastapi import APIRouter, Depends, Query
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.routing import assignments, organisation, rulebook
+from services.routing import assignments, bureaus, organisation, rulebook
 from services.routing.context import RoutingContext
 from services.routing.models import Assignment
 from services.routing.schemas import (
     AssignmentRead,
+    BureauContactOut,
+    BureauRead,
+    BureauUpdate,
     FlagIn,
     ReassignIn,
     RuleChangeRead,
@@ -25,8 +28,8 @@ from services.routing.schemas import (
 )
 from services.routing.workload import workload
 from shared.app import current_correlation_id
-from shared.deadlines import ClockRead
-from shared.deps import Session, Staff, Supervisor, app_state
+from shared.auth import BUREAU_CONTACT_AUDIENCE, Principal
+from shared.deps import Session, Staff, Supervisor, app_state, feedback_caller_for
 from shared.validation import CodePath, Line, RuleNamePath
 
 router = APIRouter(prefix="/api/v1")
@@ -36,26 +39,7 @@ Context = Annotated[RoutingContext, Depends(app_state("routing", RoutingContext)
 
 async def assignment_read(session: AsyncSession, ctx: RoutingContext, a: Assignment) -> AssignmentRead:
     org = await organisation.organisation_from_db(session=session, ctx=ctx)
-    return AssignmentRead(
-        id=a.id,
-        case_id=a.case_id,
-        case_kind=a.case_kind,
-        team_code=a.team_code,
-        team_name=org.team_name(a.team_code),
-        kind=a.kind,
-        rule=a.rule,
-        reasons=a.reasons,
-        participants=a.participants,
-        review_required=a.review_required,
-        review_team_code=a.review_team_code,
-        key_clue=a.key_clue,
-        needs_supervisor=a.needs_supervisor,
-        round=a.round,
-        clocks=[ClockRead.model_validate(c) for c in a.clocks],
-        current=a.current,
-        assigned_by=a.assigned_by,
-        created_at=a.created_at,
-    )
+    return AssignmentRead.model_validate({**a.model_dump(), "team_name": org.team_name(a.team_code)})
 
 
 @router.get("/assignments", response_model=AssignmentRead, tags=["assignments"])
@@ -187,3 +171,48 @@ async def put_unit(
         )
     ctx.forget_cache()
     return UnitRead.model_validate(unit, from_attributes=True)
+
+
+def _bureau_read(bureau: bureaus.Bureau) -> BureauRead:
+    contact = bureau.contact
+    if contact is None:
+        return BureauRead(code=bureau.code, bureau_name=bureau.name)
+    return BureauRead(code=bureau.code, **contact.model_dump(exclude={"bureau_code"}))
+
+
+@router.get("/bureaus", response_model=list[BureauRead], tags=["organisation"])
+async def list_bureaus(session: Session, ctx: Context, principal: Supervisor) -> list[BureauRead]:
+    """Every bureau of the organisation with its 分管领导 and contact (empty where none is kept)."""
+    org = await organisation.organisation_from_db(session=session, ctx=ctx)
+    return [_bureau_read(b) for b in await bureaus.list_bureaus(session=session, organisation=org)]
+
+
+@router.put("/bureaus/{code}", response_model=BureauRead, tags=["organisation"])
+async def put_bureau(
+    code: CodePath, body: BureauUpdate, session: Session, ctx: Context, principal: Supervisor
+) -> BureauRead:
+    """Set a bureau's leader and contact (a malformed phone or e-mail changes nothing); audited."""
+    async with session.begin():
+        org = await organisation.organisation_from_db(session=session, ctx=ctx)
+        contact = await bureaus.put_bureau(
+            session=session, organisation=org, code=code, values=body.model_dump(), actor=principal
+        )
+        read = _bureau_read(bureaus.Bureau(code=code, name=contact.bureau_name, contact=contact))
+    return read
+
+
+# --- Internal: feedback's delivery worker -------------------------------------------------------
+
+internal_router = APIRouter(prefix="/internal")
+
+
+feedback_caller = feedback_caller_for(BUREAU_CONTACT_AUDIENCE)
+
+
+@internal_router.get("/bureaus/{code}/contact", response_model=BureauContactOut, tags=["internal"])
+async def bureau_contact(
+    code: CodePath, session: Session, principal: Annotated[Principal, Depends(feedback_caller)]
+) -> BureauContactOut:
+    """A bureau leader's name, phone and e-mail, for a notice feedback sends them; 404 for an unknown code."""
+    contact = await bureaus.contact_of(session=session, code=code)
+    return BureauContactOut(name=contact.leader_name, phone=contact.phone, email=contact.email)

@@ -94,3 +94,35 @@ class UnitUpsert(UnitBase):
     name: Line = Field(min_length=1, max_length=200)
     area_code: Code = Field(max_length=16)
     kind: Line = Field(min_length=1, max_length=32)
+
+
+class BureauRead(BaseModel):
+    """A bureau and its 分管领导; the contact fields are None when none is stored."""
+
+    code: str
+    bureau_name: str
+    leader_name: str | None = None
+    leader_title: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    leader_username: str | None = None
+    updated_by: str | None = None
+    updated_at: datetime | None = None
+
+
+class BureauUpdate(RequestBody):
+    """A bureau's leader and contact as a supervisor sets them; an empty field clears it."""
+
+    leader_name: Line | None = Field(default=None, max_length=64)
+    leader_title: Line | None = Field(default=None, max_length=64)
+    phone: Line | None = Field(default=None, max_length=32, description="mobile or landline with area code")
+    email: Line | None = Field(default=None, max_length=254)
+    leader_username: Line | None = Field(default=None, max_length=64, description="the leader's account")
+
+
+class BureauContactOut(BaseModel):
+    """What feedback's delivery worker needs to reach a bureau's leader."""
+
+    name: str | None
+    phone: str | None
+    email: str | None

@@ -4,10 +4,10 @@ from pathlib import Path
 
 from pydantic import Field
 
-from shared.settings import ServiceSettings, database_url_field, port_field
+from shared.settings import FeedbackCalledSettings, database_url_field, port_field
 
 
-class RoutingSettings(ServiceSettings):
+class RoutingSettings(FeedbackCalledSettings):
     service_name: str = "routing"
     database_url: str = database_url_field("routing")
     port: int = port_field("routing", 8002)

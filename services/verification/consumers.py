@@ -6,14 +6,16 @@ from functools import partial
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.verification import tasks
+from services.verification import early_warning, ladder, stats, tasks
 from services.verification.context import VerificationContext
 from services.verification.models import MatterSnapshot, WithdrawnMatter
 from shared.bus import Subscription, batched_writes
 from shared.events import (
+    AcceptanceNoticeDelivered,
     CaseAssigned,
     ComplaintReceived,
     MatterReclassified,
+    RatingRecorded,
     SuggestionReceived,
     SuggestionReceivedV2,
 )
@@ -21,7 +23,10 @@ from shared.events import (
 
 @batched_writes
 async def on_complaint_received(*, session: AsyncSession, event: ComplaintReceived) -> None:
-    await tasks.snapshot_complaint(session=session, event=event)
+    if event.linked_repeat:
+        await tasks.record_repeat_call(session=session, event=event)
+    else:
+        await tasks.snapshot_complaint(session=session, event=event)
 
 
 @batched_writes
@@ -40,6 +45,19 @@ async def on_matter_reclassified(*, session: AsyncSession, event: MatterReclassi
     )
 
 
+async def on_complaint_counted(*, session: AsyncSession, event: ComplaintReceived) -> None:
+    """Early warning: the complaint counts against its officers and unit (reads other matters)."""
+    await early_warning.count_complaint(session=session, event=event)
+
+
+async def on_rating_recorded(*, session: AsyncSession, event: RatingRecorded) -> None:
+    await stats.record_rating(session=session, event=event)
+
+
+async def on_acceptance_notice_delivered(*, session: AsyncSession, event: AcceptanceNoticeDelivered) -> None:
+    await ladder.stop_acceptance_clocks(session=session, case_id=event.case_id, at=event.delivered_at)
+
+
 def subscriptions(ctx: VerificationContext) -> list[Subscription]:
     return [
         Subscription(
@@ -56,7 +74,13 @@ def subscriptions(ctx: VerificationContext) -> list[Subscription]:
             handlers={
                 CaseAssigned: partial(on_case_assigned, ctx=ctx),
                 MatterReclassified: on_matter_reclassified,
+                AcceptanceNoticeDelivered: on_acceptance_notice_delivered,
             },
             prefetch_by_case=(WithdrawnMatter,),
+        ),
+        # Early warning and the ratings behind satisfaction: not batched, they read across matters.
+        Subscription(
+            durable="verification-figures",
+            handlers={ComplaintReceived: on_complaint_counted, RatingRecorded: on_rating_recorded},
         ),
     ]

@@ -20,11 +20,11 @@ from services.verification.models import (
 )
 from services.verification.schemas import ExtensionDecisionIn, ExtensionIn
 from services.verification.tasks import add_history, is_team_member
-from shared.audit import audit
+from shared.audit import audit, record_audited
 from shared.auth import Principal, Role
+from shared.db import where_given
 from shared.errors import FieldProblems, Forbidden, NotFound, conflict
 from shared.events import DeadlineExtended
-from shared.outbox import record_event
 
 
 async def request_extension(
@@ -108,11 +108,11 @@ async def _check_request(
 async def list_extensions(
     *, session: AsyncSession, principal: Principal, status: str | None, task_id: str | None
 ) -> list[Extension]:
-    query = select(Extension).order_by(col(Extension.requested_at))
-    if status:
-        query = query.where(Extension.status == status)
-    if task_id:
-        query = query.where(Extension.task_id == task_id)
+    query = where_given(
+        select(Extension).order_by(col(Extension.requested_at)),
+        (Extension.status, status),
+        (Extension.task_id, task_id),
+    )
     rows = list(await session.exec(query))
     if principal.role == Role.INSPECTOR:
         visible = {
@@ -187,7 +187,7 @@ async def _approve(
         task.due_at = new_due
     session.add_all([extension, clock, task])
     add_history(session, task, "extension_approved", principal.username, f"期限延至{new_due.isoformat()}")
-    record_event(
+    await record_audited(
         session,
         DeadlineExtended(
             case_id=task.case_id,
@@ -198,12 +198,7 @@ async def _approve(
             new_due_at=new_due,
             reason=extension.reason,
         ),
-    )
-    await audit(
-        session,
-        case_id=task.case_id,
         action="extension_approved",
-        actor=principal.username,
         reason=extension.reason,
         detail={"clock": clock.name, "new_due_at": new_due.isoformat(), "days": extension.days},
     )

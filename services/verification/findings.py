@@ -6,7 +6,14 @@ from __future__ import annotations
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.verification import early_warning
 from services.verification.context import VerificationContext
+from services.verification.later_clocks import (
+    LaterClocks,
+    default_rectification_due,
+    start_after_conclusion,
+    stop_rectification_clock,
+)
 from services.verification.models import (
     ACTIVE_TASK_STATUSES,
     FOLLOW_UP_CLASSIFICATION,
@@ -48,28 +55,28 @@ async def conclude(
     actor: str,
     correlation_id: str | None,
     reviewed: bool,
+    later: LaterClocks,
 ) -> None:
     task.status = TaskStatus.CONCLUDED
     task.concluded_at = utcnow()
     task.classification = finding.classification
     session.add(task)
     await stop_clocks(session, task, at=task.concluded_at)
+    # After the task's clocks stopped: rectification items and a B-class follow-up start theirs.
+    await start_after_conclusion(session, later, task=task, finding=finding, at=task.concluded_at)
+    await early_warning.count_substantiated(session=session, task=task, finding=finding, at=task.concluded_at)
     record_event(
         session,
         CaseConcluded(
             case_id=task.case_id,
             correlation_id=correlation_id,
             actor=actor,
-            case_kind=task.case_kind,
             task_id=task.id,
-            team_code=task.team_code,
-            outcome=finding.outcome,
-            summary=finding.summary,
-            accountability=finding.accountability,
-            classification=finding.classification,
+            **task.model_dump(include={"case_kind", "team_code", "round"}),
+            **finding.model_dump(
+                include={"outcome", "summary", "accountability", "classification", "follow_up"}
+            ),
             reviewed=reviewed,
-            round=task.round,
-            follow_up=finding.follow_up,
         ),
     )
 
@@ -81,17 +88,24 @@ async def record_finding(
     principal: Principal,
     finding_in: FindingIn,
     correlation_id: str | None,
+    later: LaterClocks,
 ) -> Finding:
     await _check_finding(session, task, principal, finding_in)
     finding = _new_finding(task, principal, finding_in)
     session.add(finding)
-    _add_rectifications(session, task, principal, finding_in)
+    _add_rectifications(session, task, principal, finding_in, later)
     add_history(session, task, "finding_recorded", principal.username, finding_in.outcome)
     if task.review_required and task.review_team_code:
         _start_review(session, task, finding, principal=principal, correlation_id=correlation_id)
     else:
         await conclude(
-            session, task, finding, actor=principal.username, correlation_id=correlation_id, reviewed=False
+            session,
+            task,
+            finding,
+            actor=principal.username,
+            correlation_id=correlation_id,
+            reviewed=False,
+            later=later,
         )
     await audit(
         session,
@@ -160,8 +174,9 @@ def _new_finding(task: Task, principal: Principal, finding_in: FindingIn) -> Fin
 
 
 def _add_rectifications(
-    session: AsyncSession, task: Task, principal: Principal, finding_in: FindingIn
+    session: AsyncSession, task: Task, principal: Principal, finding_in: FindingIn, later: LaterClocks
 ) -> None:
+    default_due = default_rectification_due(later, start=utcnow())
     for item in finding_in.rectifications:
         session.add(
             Rectification(
@@ -169,7 +184,7 @@ def _add_rectifications(
                 case_id=task.case_id,
                 item=item.item.strip(),
                 owner=item.owner.strip(),
-                due_date=item.due_date,
+                due_date=item.due_date or default_due,
                 added_by=principal.username,
             )
         )
@@ -218,6 +233,7 @@ async def review(
     review_in: ReviewIn,
     organisation: Organisation,
     correlation_id: str | None,
+    later: LaterClocks,
 ) -> Finding:
     if principal.role != Role.INSPECTOR or principal.team_code != task.review_team_code:
         raise Forbidden("只有指定的复核队可以复核")
@@ -246,7 +262,13 @@ async def review(
         finding.review_status = ReviewStatus.CONFIRMED
         add_history(session, task, "review_confirmed", principal.username, "；".join(reasons) or None)
         await conclude(
-            session, task, finding, actor=principal.username, correlation_id=correlation_id, reviewed=True
+            session,
+            task,
+            finding,
+            actor=principal.username,
+            correlation_id=correlation_id,
+            reviewed=True,
+            later=later,
         )
     else:
         _send_back(session, task, finding, reasons, principal=principal, correlation_id=correlation_id)
@@ -294,6 +316,7 @@ async def record_follow_up(
     principal: Principal,
     follow_up_in: FollowUpIn,
     correlation_id: str | None,
+    later: LaterClocks,
 ) -> Finding:
     """A B-class suggestion stays on the ledger until this follow-up reply closes it."""
     if principal.role != Role.INSPECTOR or principal.team_code != task.team_code:
@@ -318,7 +341,13 @@ async def record_follow_up(
     session.add(finding)
     add_history(session, task, "follow_up_reply", principal.username, follow_up_in.classification)
     await conclude(
-        session, task, finding, actor=principal.username, correlation_id=correlation_id, reviewed=False
+        session,
+        task,
+        finding,
+        actor=principal.username,
+        correlation_id=correlation_id,
+        reviewed=False,
+        later=later,
     )
     await audit(session, case_id=task.case_id, action="follow_up_reply", actor=principal.username)
     return finding
@@ -480,6 +509,7 @@ async def check_rectification(
     item.checked_at = ctx.clock.now()
     item.check_note = check.note.strip()
     session.add(item)
+    await stop_rectification_clock(session, item=item, at=item.checked_at)
     await audit(
         session,
         case_id=item.case_id,

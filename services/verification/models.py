@@ -171,6 +171,22 @@ class WithdrawnMatter(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class RepeatCall(SQLModel, table=True):
+    """A repeat call (重复来电) linked to an open matter: shown on its task, never a task of its own.
+
+    Only when, how and who recorded it: never the caller's identity.
+    """
+
+    __tablename__ = "verification_repeat_call"
+
+    repeat_case_id: str = Field(primary_key=True, max_length=64)
+    case_id: str = Field(max_length=64, index=True, description="the open matter it repeats")
+    tracking_code: str = Field(max_length=32)
+    channel: str = Field(max_length=32)
+    received_at: datetime = Field(sa_type=UTCDateTime)
+    recorded_by: str | None = Field(default=None, max_length=64, description="the operator's account")
+
+
 class TaskClock(SQLModel, table=True):
     """One named deadline of a task, with the next step of its overdue ladder.
 
@@ -189,7 +205,8 @@ class TaskClock(SQLModel, table=True):
     task_id: str = Field(max_length=64, foreign_key="verification_task.id")
     case_id: str = Field(max_length=64, index=True)
     team_code: str = Field(max_length=32)
-    name: str = Field(max_length=32)
+    # A rectification item's clock is named after the item ("rectification:<item id>").
+    name: str = Field(max_length=64)
     label: str = Field(max_length=64)
     rule: str = Field(sa_column=Column(Text, nullable=False))
     source: str = Field(sa_column=Column(Text, nullable=False))
@@ -297,3 +314,90 @@ class LedgerMark(SQLModel, table=True):
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     marked_by: str = Field(max_length=64)
     marked_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class LedgerCloseOff(SQLModel, table=True):
+    """A supervisor's close-off (销号) of a matter on the ledger, with the reason; the matter leaves
+    the ledger until new work (a task, a mark) comes after it."""
+
+    __tablename__ = "verification_ledger_closeoff"
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(max_length=64, index=True)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    closed_by: str = Field(max_length=64)
+    closed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class WarningThreshold(SQLModel, table=True):
+    """An early-warning threshold (预警) a supervisor changed; absent, the data file's default holds."""
+
+    __tablename__ = "verification_warning_threshold"
+
+    measure: str = Field(primary_key=True, max_length=32, description="complaints or substantiated")
+    count: int
+    window_months: int
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    updated_by: str = Field(max_length=64)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class WarningHit(SQLModel, table=True):
+    """One matter counted against an officer (badge number) or a unit for an early-warning measure."""
+
+    __tablename__ = "verification_warning_hit"
+    __table_args__ = (
+        Index(
+            "uq_verification_warning_hit", "subject_kind", "subject_key", "measure", "case_id", unique=True
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject_kind: str = Field(max_length=16, description="officer or unit")
+    subject_key: str = Field(max_length=200)
+    measure: str = Field(max_length=32)
+    case_id: str = Field(max_length=64)
+    county_code: str | None = Field(default=None, max_length=16)
+    at: datetime = Field(sa_type=UTCDateTime)
+
+
+class EarlyWarning(SQLModel, table=True):
+    """A crossing of an early-warning threshold, once per crossing (the matter that crossed it)."""
+
+    __tablename__ = "verification_early_warning"
+    __table_args__ = (
+        Index(
+            "uq_verification_early_warning",
+            "subject_kind",
+            "subject_key",
+            "measure",
+            "crossing_case_id",
+            unique=True,
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject_kind: str = Field(max_length=16)
+    subject_key: str = Field(max_length=200)
+    measure: str = Field(max_length=32)
+    county_code: str | None = Field(default=None, max_length=16)
+    count: int
+    threshold: int
+    window_months: int
+    crossing_case_id: str = Field(max_length=64)
+    case_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    raised_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class RoundRating(SQLModel, table=True):
+    """The complainant's rating of one round's answer, from feedback's ``RatingRecorded``: it counts
+    for the team that concluded that round (statistics), not the team the matter sits with now."""
+
+    __tablename__ = "verification_rating"
+    __table_args__ = (Index("uq_verification_rating_case_round", "case_id", "round", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(max_length=64)
+    round: int
+    rating: str = Field(max_length=32, description="a Rating")
+    at: datetime = Field(sa_type=UTCDateTime)

@@ -9,18 +9,18 @@ from typing import IO, Annotated, Literal
 from urllib.parse import quote
 
 import structlog
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
-from fastapi.responses import Response, StreamingResponse
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import StreamingResponse
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.verification import evidence, extensions, findings, ledger, stats, tasks
+from services.verification import evidence, extensions, findings, ledger, tasks
 from services.verification.context import VerificationContext
+from services.verification.later_clocks import LaterClocks
+from services.verification.ledger_router import router as ledger_router
 from services.verification.models import (
     ExtensionStatus,
     Finding,
-    LedgerMarkKind,
     MatterSnapshot,
-    OverdueStep,
     Task,
 )
 from services.verification.schemas import (
@@ -35,11 +35,10 @@ from services.verification.schemas import (
     FindingIn,
     FindingRead,
     FollowUpIn,
-    LedgerMarkIn,
-    LedgerRow,
     MatterRead,
     RectificationCheckIn,
     RectificationRead,
+    RepeatCallRead,
     RequireReviewIn,
     ReturnIn,
     ReviewIn,
@@ -50,7 +49,7 @@ from services.verification.schemas import (
 from shared.apidocs import file_download
 from shared.app import current_correlation_id
 from shared.auth import Principal
-from shared.deadlines import ClockRead
+from shared.deadlines import DEFAULT_DEADLINES_FILE, load_deadlines
 from shared.deps import Inspector, InspectorOrSupervisor, Session, Supervisor, app_state
 from shared.validation import Limit, Line, Offset, Text
 
@@ -62,30 +61,21 @@ XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.s
 Context = Annotated[VerificationContext, Depends(app_state("verification", VerificationContext))]
 
 
+async def _later_clocks(request: Request) -> LaterClocks:
+    ctx: VerificationContext = request.app.state.verification
+    path = request.app.state.settings.deadlines_file or DEFAULT_DEADLINES_FILE
+    return LaterClocks(deadlines=load_deadlines(path), policy=ctx.policy)
+
+
+# The clocks a conclusion starts (rectification items, a B-class follow-up): rules and ladder policy.
+Later = Annotated[LaterClocks, Depends(_later_clocks)]
+
+
 def task_read(task: Task, matter: MatterSnapshot | None = None) -> TaskRead:
-    return TaskRead(
-        id=task.id,
-        case_id=task.case_id,
-        case_kind=task.case_kind,
-        tracking_code=matter.tracking_code if matter else None,
-        title=matter.title if matter else None,
-        team_code=task.team_code,
-        team_name=task.team_name,
-        assignment_kind=task.assignment_kind,
-        participants=task.participants,
-        reasons=task.reasons,
-        review_required=task.review_required,
-        review_team_code=task.review_team_code,
-        key_clue=task.key_clue,
-        round=task.round,
-        status=task.status,
-        claimed_by=task.claimed_by,
-        claimed_at=task.claimed_at,
-        due_at=task.due_at,
-        clocks=[ClockRead.model_validate(c) for c in task.clocks],
-        created_at=task.created_at,
-        concluded_at=task.concluded_at,
-    )
+    read = TaskRead.model_validate(task, from_attributes=True)
+    if matter is None:
+        return read
+    return read.model_copy(update={"tracking_code": matter.tracking_code, "title": matter.title})
 
 
 def finding_read(finding: Finding) -> FindingRead:
@@ -135,6 +125,10 @@ async def get_task(task_id: str, session: Session, principal: InspectorOrSupervi
             TaskEventRead.model_validate(h, from_attributes=True)
             for h in await tasks.history(session=session, task_id=task.id)
         ],
+        repeat_calls=[
+            RepeatCallRead.model_validate(r, from_attributes=True)
+            for r in await tasks.repeat_calls(session=session, case_id=task.case_id)
+        ],
     )
 
 
@@ -158,7 +152,7 @@ async def release_task(task_id: str, session: Session, principal: Inspector) -> 
 
 @router.post("/tasks/{task_id}/finding", response_model=FindingRead, tags=["tasks"])
 async def record_finding(
-    task_id: str, body: FindingIn, session: Session, principal: Inspector
+    task_id: str, body: FindingIn, session: Session, principal: Inspector, later: Later
 ) -> FindingRead:
     async with session.begin():
         task = await _locked_task(session, task_id, principal)
@@ -168,13 +162,14 @@ async def record_finding(
             principal=principal,
             finding_in=body,
             correlation_id=current_correlation_id(),
+            later=later,
         )
     return finding_read(finding)
 
 
 @router.post("/tasks/{task_id}/review", response_model=FindingRead, tags=["tasks"])
 async def review_task(
-    task_id: str, body: ReviewIn, session: Session, ctx: Context, principal: Inspector
+    task_id: str, body: ReviewIn, session: Session, ctx: Context, principal: Inspector, later: Later
 ) -> FindingRead:
     async with session.begin():
         task = await _locked_task(session, task_id, principal)
@@ -185,6 +180,7 @@ async def review_task(
             review_in=body,
             organisation=ctx.organisation,
             correlation_id=current_correlation_id(),
+            later=later,
         )
     return finding_read(finding)
 
@@ -213,7 +209,9 @@ async def task_clocks(
 
 
 @router.post("/tasks/{task_id}/follow-up", response_model=FindingRead, tags=["tasks"])
-async def follow_up(task_id: str, body: FollowUpIn, session: Session, principal: Inspector) -> FindingRead:
+async def follow_up(
+    task_id: str, body: FollowUpIn, session: Session, principal: Inspector, later: Later
+) -> FindingRead:
     async with session.begin():
         task = await _locked_task(session, task_id, principal)
         finding = await findings.record_follow_up(
@@ -222,6 +220,7 @@ async def follow_up(task_id: str, body: FollowUpIn, session: Session, principal:
             principal=principal,
             follow_up_in=body,
             correlation_id=current_correlation_id(),
+            later=later,
         )
     return finding_read(finding)
 
@@ -418,118 +417,5 @@ async def require_review(
     return task_read(task)
 
 
-@router.get("/ledger", response_model=list[LedgerRow], tags=["ledger"])
-async def get_ledger(
-    session: Session,
-    ctx: Context,
-    principal: Supervisor,
-    min_age_days: Annotated[int | None, Query(ge=0, le=3650)] = None,
-    county: Annotated[Line | None, Query(max_length=16)] = None,
-    team_code: Annotated[Line | None, Query(max_length=32)] = None,
-    category: Annotated[Line | None, Query(max_length=64)] = None,
-    clock: Annotated[Line | None, Query(max_length=32)] = None,
-    step: Annotated[OverdueStep | None, Query()] = None,
-    marked: Annotated[LedgerMarkKind | None, Query()] = None,
-) -> list[LedgerRow]:
-    return await ledger.ledger(
-        session=session,
-        ctx=ctx,
-        min_age_days=ctx.ledger_min_age_days if min_age_days is None else min_age_days,
-        county=county,
-        team_code=team_code,
-        category=category,
-        clock=clock,
-        step=step,
-        marked=marked,
-    )
-
-
-@router.post("/ledger/{case_id}/marks", status_code=201, tags=["ledger"])
-async def mark_ledger(
-    case_id: str, body: LedgerMarkIn, session: Session, ctx: Context, principal: Supervisor
-) -> dict[str, object]:
-    structlog.contextvars.bind_contextvars(case_id=case_id)
-    async with session.begin():
-        mark = await ledger.mark_ledger(
-            session=session, ctx=ctx, case_id=case_id, principal=principal, mark_in=body
-        )
-    return {"case_id": mark.case_id, "mark": mark.mark, "leader": mark.leader, "marked_by": mark.marked_by}
-
-
-STEP_FILTER_LABELS = {
-    OverdueStep.REMINDER: "到期前提醒",
-    OverdueStep.DUE_TODAY: "当日到期",
-    OverdueStep.CHASE: "催办",
-    OverdueStep.ESCALATION: "督办",
-    OverdueStep.REBUKE: "通报",
-}
-
-
-@router.get(
-    "/ledger.xlsx",
-    tags=["ledger"],
-    response_class=Response,
-    responses=file_download(XLSX_MEDIA_TYPE, "The ledger as an Excel workbook"),
-)
-async def export_ledger(
-    session: Session,
-    ctx: Context,
-    principal: Supervisor,
-    min_age_days: Annotated[int | None, Query(ge=0, le=3650)] = None,
-    county: Annotated[Line | None, Query(max_length=16)] = None,
-    team_code: Annotated[Line | None, Query(max_length=32)] = None,
-    category: Annotated[Line | None, Query(max_length=64)] = None,
-    clock: Annotated[Line | None, Query(max_length=32)] = None,
-    step: Annotated[OverdueStep | None, Query()] = None,
-    marked: Annotated[LedgerMarkKind | None, Query()] = None,
-) -> Response:
-    """The ledger with the same filters as GET /ledger, as an Excel workbook to print or send on."""
-    age = ctx.ledger_min_age_days if min_age_days is None else min_age_days
-    rows = await ledger.ledger(
-        session=session,
-        ctx=ctx,
-        min_age_days=age,
-        county=county,
-        team_code=team_code,
-        category=category,
-        clock=clock,
-        step=step,
-        marked=marked,
-    )
-    organisation = ctx.organisation
-    filters = {"受理满": f"{age}日"}
-    if county:
-        filters["县（市、区）"] = stats.group_name(organisation, county, by="county")
-    if team_code:
-        filters["承办队"] = organisation.team_name(team_code)
-    if category:
-        filters["类别"] = category
-    if clock:
-        filters["期限"] = clock
-    if step:
-        filters["督办级别"] = STEP_FILTER_LABELS[step]
-    if marked:
-        filters["标记"] = stats.MARK_LABELS[marked]
-    content = stats.ledger_workbook(rows, organisation=organisation, ctx=ctx, filters=filters)
-    stamp = ctx.clock.now().astimezone(ctx.calendar.tz).strftime("%Y%m%d")
-    filename = quote(f"督办台账_{stamp}.xlsx")
-    return Response(
-        content,
-        media_type=XLSX_MEDIA_TYPE,
-        headers={
-            "Content-Disposition": f"attachment; filename=ledger-{stamp}.xlsx; filename*=UTF-8''{filename}",
-            "Cache-Control": "no-store",
-        },
-    )
-
-
-@router.get("/stats", tags=["statistics"])
-async def statistics(
-    session: Session,
-    ctx: Context,
-    principal: Supervisor,
-    weeks: Annotated[int, Query(ge=1, le=104)] = 12,
-    by: Annotated[Literal["county", "team"], Query()] = "county",
-) -> dict[str, object]:
-    """The dashboard's figures per county or per team over the last ``weeks`` weeks."""
-    return await stats.dashboard(session=session, ctx=ctx, weeks=weeks, by=by)
+# The ledger, early warning and statistics: their own module, included here under the same prefix.
+router.include_router(ledger_router)

@@ -94,11 +94,12 @@ class OfficerFinding(RequestBody):
 class RectificationIn(RequestBody):
     item: Text = Field(min_length=2, max_length=2000)
     owner: Line = Field(min_length=1, max_length=100)
-    due_date: datetime
+    # None: the default period of shared/data/deadlines.json ("rectification") from the conclusion.
+    due_date: datetime | None = None
 
     @model_validator(mode="after")
     def _aware(self) -> RectificationIn:
-        if self.due_date.tzinfo is None:
+        if self.due_date is not None and self.due_date.tzinfo is None:
             raise LocalisedError("时间需带时区", "due_date needs a time zone", field="due_date")
         return self
 
@@ -201,11 +202,23 @@ class MatterRead(BaseModel):
     anonymous: bool
 
 
+class RepeatCallRead(BaseModel):
+    """A repeat call (重复来电) about the task's matter: when, how, which operator; never who called."""
+
+    tracking_code: str
+    channel: str
+    received_at: datetime
+    recorded_by: str | None
+
+
 class TaskDetail(BaseModel):
     task: TaskRead
     matter: MatterRead | None
     findings: list[FindingRead]
     history: list[TaskEventRead]
+    repeat_calls: list[RepeatCallRead] = Field(
+        default_factory=list, description="repeat calls linked to this matter (重复件), oldest first"
+    )
 
 
 class FollowUpIn(RequestBody):
@@ -343,3 +356,27 @@ class LedgerRow(BaseModel):
     clocks: list[ClockState]
     worst_step: str | None
     marks: list[str]
+    # The work that keeps the matter on the ledger (running clocks, a B-class follow-up), in words.
+    pending: list[str] = Field(default_factory=list)
+
+
+class LedgerCloseOffIn(RequestBody):
+    """挂账销号: why the matter leaves the ledger."""
+
+    reason: Text = Field(min_length=2, max_length=2000)
+
+
+class LedgerMarkRemoveIn(RequestBody):
+    mark: LedgerMarkKind
+    reason: Text = Field(min_length=2, max_length=2000)
+
+
+class ThresholdIn(RequestBody):
+    measure: Literal["complaints", "substantiated"]
+    count: int = Field(ge=1, le=1000, description="matters within the window that raise the warning")
+    window_months: int = Field(ge=1, le=120)
+
+
+class ThresholdsIn(RequestBody):
+    thresholds: list[ThresholdIn] = Field(min_length=1, max_length=2)
+    reason: Text = Field(min_length=2, max_length=2000)

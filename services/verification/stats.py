@@ -2,8 +2,11 @@
 
 Verification knows when matters arrived, when each team concluded them, against
 which deadline, with what outcome, and how far up the overdue ladder a clock
-went; satisfaction (feedback) and repeat complaints (intake) come from those
-services' own small statistics endpoints.
+went; repeat complaints (intake) come from that service's own small statistics
+endpoint.  Each matter counts for the team that did the work: substantiation and
+on-time for the team that concluded it, satisfaction for the team that concluded
+the round whose answer was rated (feedback's ``RatingRecorded``), not the team the
+matter sits with today.
 """
 
 from __future__ import annotations
@@ -30,13 +33,15 @@ from services.verification.models import (
     LedgerMarkKind,
     MatterSnapshot,
     OverdueStep,
+    RoundRating,
     Task,
     TaskClock,
     TaskStatus,
 )
 from services.verification.schemas import SUBSTANTIATED, ClockState, LedgerRow
+from shared.events import RatingRecorded
 from shared.reference import Organisation
-from shared.states import CaseKind
+from shared.states import CaseKind, Rating
 
 OVERDUE_STEPS = (OverdueStep.CHASE, OverdueStep.ESCALATION, OverdueStep.REBUKE)
 NO_FINDING = "no_finding"
@@ -116,20 +121,30 @@ class _Groups:
                 "substantiated": 0,
                 "overdue": dict.fromkeys(OVERDUE_STEPS, 0),
                 "open": 0,
+                "rated": 0,
+                **{rating.value: 0 for rating in Rating},
             }
         return self.entries[name]
 
 
 async def dashboard(
-    *, session: AsyncSession, ctx: VerificationContext, weeks: int, by: str
+    *, session: AsyncSession, ctx: VerificationContext, weeks: int, by: str, county: str | None = None
 ) -> dict[str, Any]:
-    """Per county (``by="county"``) or team: received and concluded per week, on-time and
-    substantiation rates, and the open clocks past their deadline by the ladder step reached."""
+    """Per county (``by="county"``) or team: received and concluded per week, on-time,
+    substantiation and satisfaction rates, and the open clocks past their deadline by the ladder
+    step reached; with ``county``, only the matters of that county (a leader's view)."""
     now = ctx.clock.now()
     calendar_weeks = _Weeks(now=now, count=weeks, ctx=ctx)
     groups = _Groups(organisation=ctx.organisation, by=by, weeks=weeks)
-    matters = {m.case_id: m for m in await session.exec(select(MatterSnapshot))}
-    tasks = list(await session.exec(select(Task).order_by(col(Task.created_at))))
+    matter_query = select(MatterSnapshot)
+    if county:
+        matter_query = matter_query.where(MatterSnapshot.county_code == county)
+    matters = {m.case_id: m for m in await session.exec(matter_query)}
+    tasks = [
+        t
+        for t in await session.exec(select(Task).order_by(col(Task.created_at)))
+        if not county or t.case_id in matters
+    ]
     latest_task = {task.case_id: task for task in tasks}
     for case_id, matter in matters.items():
         index = calendar_weeks.index(matter.received_at)
@@ -151,10 +166,12 @@ async def dashboard(
             _count_concluded(
                 entry, task, index, clocks_by_task.get(task.id, []), findings_by_task.get(task.id, [])
             )
+    await _count_ratings(session, groups, tasks, matters, since=calendar_weeks.first)
     ordered = sorted(groups.entries.values(), key=lambda g: (g["code"] == "unassigned", g["code"]))
     return {
         "by": by,
         "weeks": weeks,
+        "county": county,
         "week_labels": [f"{w.month}/{w.day}" for w in calendar_weeks.starts],
         "week_starts": [w.isoformat() for w in calendar_weeks.starts],
         "generated_at": now.isoformat(),
@@ -162,6 +179,48 @@ async def dashboard(
         "groups": ordered,
         "totals": _totals(ordered),
     }
+
+
+async def _count_ratings(
+    session: AsyncSession,
+    groups: _Groups,
+    tasks: list[Task],
+    matters: dict[str, MatterSnapshot],
+    *,
+    since: datetime,
+) -> None:
+    """Each rating for the team that concluded the rated round (its latest conclusion)."""
+    concluded: dict[tuple[str, int], Task] = {}
+    for task in tasks:
+        if task.concluded_at is None:
+            continue
+        key = (task.case_id, task.round)
+        known = concluded.get(key)
+        if known is None or (known.concluded_at is not None and task.concluded_at > known.concluded_at):
+            concluded[key] = task
+    for rating in await session.exec(select(RoundRating).where(col(RoundRating.at) >= since)):
+        rated = concluded.get((rating.case_id, rating.round))
+        if rated is None:
+            continue
+        entry = groups.of(rated, matters.get(rated.case_id))
+        entry["rated"] += 1
+        if rating.rating in entry:
+            entry[rating.rating] += 1
+
+
+async def record_rating(*, session: AsyncSession, event: RatingRecorded) -> None:
+    """Keep the first rating of each round (a redelivered or second rating of a round changes nothing)."""
+    known = (
+        await session.exec(
+            select(RoundRating.id).where(
+                RoundRating.case_id == event.case_id, RoundRating.round == event.round
+            )
+        )
+    ).first()
+    if known is None:
+        session.add(
+            RoundRating(case_id=event.case_id, round=event.round, rating=event.rating, at=event.occurred_at)
+        )
 
 
 async def _clocks_and_findings(
@@ -213,6 +272,8 @@ def _totals(ordered: list[dict[str, Any]]) -> dict[str, Any]:
         entry["substantiation_rate"] = (
             entry["substantiated"] / entry["with_outcome"] if entry["with_outcome"] else None
         )
+        pleased = entry[Rating.SATISFIED] + entry[Rating.BASICALLY_SATISFIED]
+        entry["satisfaction_rate"] = pleased / entry["rated"] if entry["rated"] else None
     return {
         "received": sum(g["received_total"] for g in ordered),
         "concluded": sum(g["concluded_total"] for g in ordered),
@@ -220,6 +281,8 @@ def _totals(ordered: list[dict[str, Any]]) -> dict[str, Any]:
         "with_outcome": sum(g["with_outcome"] for g in ordered),
         "substantiated": sum(g["substantiated"] for g in ordered),
         "open": sum(g["open"] for g in ordered),
+        "rated": sum(g["rated"] for g in ordered),
+        **{rating.value: sum(g[rating.value] for g in ordered) for rating in Rating},
         "overdue": {s: sum(g["overdue"][s] for g in ordered) for s in OVERDUE_STEPS},
     }
 

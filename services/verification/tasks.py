@@ -10,21 +10,23 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from services.verification.context import VerificationContext
+from services.verification.later_clocks import add_clock
 from services.verification.models import (
     ACTIVE_TASK_STATUSES,
     MAIN_CLOCKS,
     REVIEWER_VISIBLE_STATUSES,
     ClockStatus,
     MatterSnapshot,
+    RepeatCall,
     Task,
     TaskClock,
     TaskEvent,
     TaskStatus,
     WithdrawnMatter,
 )
-from shared.audit import audit
+from shared.audit import audit, record_audited
 from shared.auth import Principal, Role
-from shared.db import built_once, lookup, new_row, utcnow
+from shared.db import built_once, lookup, new_row, utcnow, where_given
 from shared.errors import Forbidden, NotFound, conflict
 from shared.events import (
     CaseAssigned,
@@ -33,7 +35,6 @@ from shared.events import (
     TaskClaimed,
     TaskReturned,
 )
-from shared.outbox import record_event
 from shared.states import CaseKind
 
 
@@ -58,6 +59,20 @@ async def stop_clocks(
             session.add(clock)
 
 
+# What a matter's snapshot takes of the event that brought it, under the same names.
+SNAPSHOT_FIELDS = {"case_id", "tracking_code", "received_at"}
+COMPLAINT_SNAPSHOT_FIELDS = {
+    *SNAPSHOT_FIELDS,
+    "accused_unit",
+    "county_code",
+    "officers",
+    "allegations",
+    "incident_at",
+    "place",
+    "anonymous",
+}
+
+
 async def snapshot_complaint(*, session: AsyncSession, event: ComplaintReceived) -> None:
     if await lookup(session, MatterSnapshot, event.case_id) is not None:
         return
@@ -65,19 +80,38 @@ async def snapshot_complaint(*, session: AsyncSession, event: ComplaintReceived)
     session.add(
         new_row(
             MatterSnapshot,
-            case_id=event.case_id,
             case_kind=CaseKind.COMPLAINT,
-            tracking_code=event.tracking_code,
-            received_at=event.received_at,
+            **event.model_dump(include=COMPLAINT_SNAPSHOT_FIELDS),
             title=f"{event.accused_unit}：{categories}",
-            accused_unit=event.accused_unit,
-            county_code=event.county_code,
-            officers=[o.model_dump() for o in event.officers],
-            allegations=[a.model_dump() for a in event.allegations],
-            incident_at=event.incident_at,
-            place=event.place,
             text=event.summary,
-            anonymous=event.anonymous,
+        )
+    )
+
+
+async def record_repeat_call(*, session: AsyncSession, event: ComplaintReceived) -> None:
+    """A repeat call linked to an open matter (重复件): listed on that matter's task, no snapshot of its own.
+
+    No snapshot, so the statistics count it as no new matter received.
+    """
+    if event.repeat_of is None or await lookup(session, RepeatCall, event.case_id) is not None:
+        return
+    session.add(
+        new_row(
+            RepeatCall,
+            repeat_case_id=event.case_id,
+            case_id=event.repeat_of,
+            tracking_code=event.tracking_code,
+            channel=event.channel,
+            received_at=event.received_at,
+            recorded_by=event.actor,
+        )
+    )
+
+
+async def repeat_calls(*, session: AsyncSession, case_id: str) -> list[RepeatCall]:
+    return list(
+        await session.exec(
+            select(RepeatCall).where(RepeatCall.case_id == case_id).order_by(col(RepeatCall.received_at))
         )
     )
 
@@ -88,12 +122,9 @@ async def snapshot_suggestion(*, session: AsyncSession, event: SuggestionReceive
     session.add(
         new_row(
             MatterSnapshot,
-            case_id=event.case_id,
             case_kind=CaseKind.SUGGESTION,
-            tracking_code=event.tracking_code,
-            received_at=event.received_at,
+            **event.model_dump(include={*SNAPSHOT_FIELDS, "text"}),
             title=f"{event.session}第{event.number}号：{event.title}",
-            text=event.text,
         )
     )
 
@@ -139,6 +170,21 @@ async def task_from_assignment(
     return task
 
 
+# What a task takes of the assignment under the same names.
+TASK_FIELDS = {
+    "case_id",
+    "case_kind",
+    "assignment_id",
+    "team_code",
+    "team_name",
+    "reasons",
+    "review_required",
+    "review_team_code",
+    "key_clue",
+    "round",
+}
+
+
 def _new_task(event: CaseAssigned) -> Task:
     verification_clock = next(
         (c for c in event.clocks if c.name in MAIN_CLOCKS),
@@ -146,18 +192,9 @@ def _new_task(event: CaseAssigned) -> Task:
     )
     return new_row(
         Task,
-        case_id=event.case_id,
-        case_kind=event.case_kind,
-        assignment_id=event.assignment_id,
-        team_code=event.team_code,
-        team_name=event.team_name,
+        **event.model_dump(include=TASK_FIELDS),
         assignment_kind=event.kind,
         participants=event.participant_team_codes,
-        reasons=event.reasons,
-        review_required=event.review_required,
-        review_team_code=event.review_team_code,
-        key_clue=event.key_clue,
-        round=event.round,
         due_at=verification_clock.due_at if verification_clock else None,
         clocks=[c.model_dump(mode="json") for c in event.clocks],
     )
@@ -165,20 +202,7 @@ def _new_task(event: CaseAssigned) -> Task:
 
 def _add_clocks(session: AsyncSession, ctx: VerificationContext, task: Task, event: CaseAssigned) -> None:
     for clock_set in event.clocks:
-        clock = new_row(
-            TaskClock,
-            task_id=task.id,
-            case_id=task.case_id,
-            team_code=task.team_code,
-            name=clock_set.name,
-            label=clock_set.label,
-            rule=clock_set.rule,
-            source=clock_set.source,
-            due_at=clock_set.due_at,
-            original_due_at=clock_set.due_at,
-        )
-        ctx.policy.schedule(clock, set())
-        session.add(clock)
+        add_clock(session, ctx.policy, task, clock_set)
 
 
 def can_see(principal: Principal, task: Task) -> bool:
@@ -212,11 +236,11 @@ async def list_tasks(
     limit: int,
     offset: int,
 ) -> list[Task]:
-    query = select(Task).order_by(col(Task.due_at), col(Task.created_at)).limit(limit).offset(offset)
-    if case_id:
-        query = query.where(Task.case_id == case_id)
-    if status:
-        query = query.where(Task.status == status)
+    query = where_given(
+        select(Task).order_by(col(Task.due_at), col(Task.created_at)).limit(limit).offset(offset),
+        (Task.case_id, case_id),
+        (Task.status, status),
+    )
     if principal.role == Role.INSPECTOR:
         team = principal.team_code or ""
         query = query.where(
@@ -258,10 +282,9 @@ async def claim(
     task.claimed_by = principal.username
     task.claimed_at = utcnow()
     session.add(task)
-    # Claiming is the team taking the matter on and telling the complainant so (告知受理).
-    await stop_clocks(session, task, names=("acceptance_notice",), at=task.claimed_at)
+    # The acceptance clock stops when feedback has told the complainant (AcceptanceNoticeDelivered).
     add_history(session, task, "claimed", principal.username)
-    record_event(
+    await record_audited(
         session,
         TaskClaimed(
             case_id=task.case_id,
@@ -270,12 +293,7 @@ async def claim(
             task_id=task.id,
             team_code=task.team_code,
         ),
-    )
-    await audit(
-        session,
-        case_id=task.case_id,
         action="task_claimed",
-        actor=principal.username,
         detail={"task_id": task.id},
     )
     return task
@@ -308,7 +326,7 @@ async def return_task(
     session.add(task)
     await stop_clocks(session, task, at=utcnow())
     add_history(session, task, "returned", principal.username, reason)
-    record_event(
+    await record_audited(
         session,
         TaskReturned(
             case_id=task.case_id,
@@ -319,8 +337,7 @@ async def return_task(
             team_code=task.team_code,
             reason=reason,
         ),
-    )
-    await audit(
-        session, case_id=task.case_id, action="task_returned", actor=principal.username, reason=reason
+        action="task_returned",
+        reason=reason,
     )
     return task

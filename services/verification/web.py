@@ -20,6 +20,8 @@ from shared.web.pages import ServicePages
 TASK_USER = page_user(Role.INSPECTOR, Role.SUPERVISOR)
 INSPECTOR = page_user(Role.INSPECTOR)
 SUPERVISOR = page_user(Role.SUPERVISOR)
+# The ledger and the dashboard: city supervisors, and a county's leader (their county only).
+SUPERVISOR_OR_LEADER = page_user(Role.SUPERVISOR, Role.LEADER)
 
 EVIDENCE_KIND_LABELS = {
     "recording": "执法记录仪/录音录像",
@@ -80,15 +82,26 @@ def _task_data(task_id: str) -> dict[str, Any]:
     return {"task_id": task_id}
 
 
+def _reader_scope(principal: Annotated[Principal, Depends(SUPERVISOR_OR_LEADER)]) -> dict[str, Any]:
+    """A leader's pages show their county only: the page fixes the filter, the API enforces it."""
+    leader = principal.role == Role.LEADER
+    return {"leader": leader, "county": principal.county_code if leader else None}
+
+
 def _board_title(request: Request, principal: Annotated[Principal, Depends(TASK_USER)]) -> str:
     team = _context(request).organisation.team_name(principal.team_code) if principal.team_code else None
     return f"{team}核查任务" if team else "核查任务总览"
 
 
-pages.add_root(landing={Role.INSPECTOR: "/tasks", Role.SUPERVISOR: "/dashboard"})
+pages.add_root(landing={Role.INSPECTOR: "/tasks", Role.SUPERVISOR: "/dashboard", Role.LEADER: "/dashboard"})
 pages.add("/tasks", "tasks.html", title=_board_title, user=TASK_USER)
 pages.add("/tasks/{task_id}", "task.html", title="核查任务", user=TASK_USER, data=_task_data)
 pages.add("/tasks/{task_id}/review", "review.html", title="复核", user=INSPECTOR, data=_task_data)
-pages.add("/ledger", "ledger.html", title="长期未办结事项督办台账", user=SUPERVISOR)
+pages.add(
+    "/ledger", "ledger.html", title="长期未办结事项督办台账", user=SUPERVISOR_OR_LEADER, data=_reader_scope
+)
 pages.add("/approvals", "approvals.html", title="待审批事项", user=SUPERVISOR)
-pages.add("/dashboard", "dashboard.html", title="督察工作统计分析", user=SUPERVISOR)
+pages.add(
+    "/dashboard", "dashboard.html", title="督察工作统计分析", user=SUPERVISOR_OR_LEADER, data=_reader_scope
+)
+pages.add("/audit", "audit.html", title="审计记录", user=SUPERVISOR)

@@ -581,6 +581,24 @@
       .then(function () { window.location.href = intake + "/login"; });
   });
 
+  /* ------------------------------------------------------------------ the bell */
+
+  /* The unread count of the signed-in person's notifications, from feedback (cross-origin, with
+     the sign-in cookie); the 待办 page tells the bell to look again after reading an item. */
+  function refreshBell() {
+    var bell = $("[data-bell]");
+    var feedback = PAGE.urls && PAGE.urls.feedback;
+    if (!bell || !feedback) { return; }
+    api(feedback + "/api/v1/notifications/summary", { noRedirect: true }).then(function (data) {
+      var count = $("[data-bell-count]", bell);
+      var unread = (data && data.unread) || 0;
+      count.textContent = unread > 99 ? "99+" : String(unread);
+      count.hidden = unread === 0;
+      bell.title = unread ? "待办与通知：" + unread + " 条未读" : "待办与通知";
+    }, function () { return null; });
+  }
+  refreshBell();
+
   window.SV = {
     page: PAGE, urls: PAGE.urls || {}, user: PAGE.user || null,
     esc: esc, $: $, $all: $all, api: api, ApiError: ApiError,
@@ -588,6 +606,7 @@
     liveValidate: liveValidate, validate: validate, onValidSubmit: onValidSubmit, checkField: checkField, checks: CHECKS,
     autocomplete: autocomplete, segmented: segmented, toast: toast, busy: busy, uuid: uuid, query: query,
     date: date, datetime: datetime, cnDate: cnDate, localToIso: localToIso, nowLocal: nowLocal, pct: pct,
+    refreshBell: refreshBell,
     statusBadge: statusBadge, clockChip: clockChip, STEP_LABELS: STEP_LABELS, STATUS: STATUS, RATING_LABELS: RATING_LABELS,
     chart: { bar: barChart, line: lineChart, stacked: stackedBars, palette: PALETTE }
   };

@@ -7,6 +7,10 @@ Create Date: 2026-11-30 13:40:00.000000
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
+
 revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
@@ -14,8 +18,16 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("intake_complaint", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("linked_repeat", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
+        batch_op.add_column(
+            sa.Column("new_matter_reason", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True)
+        )
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("intake_complaint", schema=None) as batch_op:
+        batch_op.drop_column("new_matter_reason")
+        batch_op.drop_column("linked_repeat")

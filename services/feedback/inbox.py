@@ -1,0 +1,193 @@
+"""The 待办 inbox: a person's notifications, reading and handling them, and the statistics of them.
+
+Who is told what is ``notifications``; this module is what a person does with it.  Reading is
+recorded per person (``NotificationRead``); handling once per item, with who and when.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, func
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import Select
+
+from services.feedback.models import Notification, NotificationRead
+from services.feedback.notifications import audiences_of
+from shared.auth import Principal, Role
+from shared.db import table_of, utcnow
+from shared.errors import Forbidden, NotFound
+from shared.workcalendar import WorkCalendar
+
+
+def _mine(principal: Principal) -> Select[Notification, datetime | None]:
+    """The person's notifications joined to their own read receipt."""
+    return (
+        select(Notification, NotificationRead.read_at)
+        .outerjoin(
+            NotificationRead,
+            and_(
+                col(NotificationRead.notification_id) == col(Notification.id),
+                col(NotificationRead.username) == principal.username,
+            ),
+        )
+        .where(col(Notification.audience).in_(audiences_of(principal)))
+    )
+
+
+async def own_items(
+    *,
+    session: AsyncSession,
+    principal: Principal,
+    unread: bool,
+    open_only: bool,
+    limit: int,
+    before: datetime | None,
+) -> list[tuple[Notification, datetime | None]]:
+    """The person's notifications, newest first."""
+    query = _mine(principal)
+    if unread:
+        query = query.where(col(NotificationRead.read_at).is_(None))
+    if open_only:
+        query = query.where(col(Notification.handled_at).is_(None))
+    if before is not None:
+        query = query.where(col(Notification.created_at) < before)
+    query = query.order_by(col(Notification.created_at).desc(), col(Notification.id).desc()).limit(limit)
+    return [(row[0], row[1]) for row in await session.exec(query)]
+
+
+async def unread_count(*, session: AsyncSession, principal: Principal) -> int:
+    """Unread items still open: the bell's number."""
+    query = (
+        select(func.count())
+        .select_from(Notification)
+        .outerjoin(
+            NotificationRead,
+            and_(
+                col(NotificationRead.notification_id) == col(Notification.id),
+                col(NotificationRead.username) == principal.username,
+            ),
+        )
+        .where(
+            col(Notification.audience).in_(audiences_of(principal)),
+            col(NotificationRead.read_at).is_(None),
+            col(Notification.handled_at).is_(None),
+        )
+    )
+    return int((await session.exec(query)).one())
+
+
+async def own_item(
+    *, session: AsyncSession, principal: Principal, notification_id: str
+) -> tuple[Notification, datetime | None]:
+    """One of the person's notifications; anyone else's is not found (its existence is not told)."""
+    found = (await session.exec(_mine(principal).where(col(Notification.id) == notification_id))).first()
+    if found is None:
+        raise NotFound("通知不存在")
+    return found[0], found[1]
+
+
+async def mark_read(
+    *, session: AsyncSession, principal: Principal, notification_id: str
+) -> tuple[Notification, datetime]:
+    """Record that the person read the item (once: the first reading counts)."""
+    item, read_at = await own_item(session=session, principal=principal, notification_id=notification_id)
+    if read_at is not None:
+        return item, read_at
+    now = utcnow()
+    table = table_of(NotificationRead)
+    values = {"notification_id": item.id, "username": principal.username, "read_at": now}
+    dialect = session.sync_session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    connection = await session.connection()
+    await connection.execute(
+        insert(table).values(values).on_conflict_do_nothing(index_elements=["notification_id", "username"])
+    )
+    return item, now
+
+
+async def mark_handled(
+    *, session: AsyncSession, principal: Principal, notification_id: str
+) -> tuple[Notification, datetime]:
+    """The person dealt with the item: who and when are recorded; handling it also reads it."""
+    item, read_at = await mark_read(session=session, principal=principal, notification_id=notification_id)
+    if item.handled_at is None:
+        item.handled_at = utcnow()
+        item.handled_by = principal.username
+        session.add(item)
+    return item, read_at
+
+
+# --- Statistics ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KindCount:
+    county_code: str | None
+    team_code: str | None
+    kind: str
+    sent: int
+    unread_after_one_working_day: int
+
+
+async def statistics(
+    *,
+    session: AsyncSession,
+    calendar: WorkCalendar,
+    county: str | None,
+    since: datetime,
+    now: datetime,
+) -> list[KindCount]:
+    """Per county, team and kind: notifications sent since ``since``, and those nobody had read
+    one working day after they were sent (counted once that day is over)."""
+    first_read = func.min(NotificationRead.read_at)
+    query = (
+        select(Notification, first_read)
+        .outerjoin(NotificationRead, col(NotificationRead.notification_id) == col(Notification.id))
+        .where(col(Notification.created_at) >= since)
+        .group_by(col(Notification.id))
+    )
+    if county:
+        query = query.where(Notification.county_code == county)
+    counts: dict[tuple[str, str, str], list[int]] = {}
+    for item, read_at in await session.exec(query):
+        key = (item.county_code or "", item.team_code or "", item.kind)
+        sent_unread = counts.setdefault(key, [0, 0])
+        sent_unread[0] += 1
+        deadline = calendar.add_working_days(item.created_at, 1)
+        if deadline <= now and (read_at is None or read_at > deadline):
+            sent_unread[1] += 1
+    return [
+        KindCount(
+            county_code=county_code or None,
+            team_code=team_code or None,
+            kind=kind,
+            sent=sent,
+            unread_after_one_working_day=unread,
+        )
+        for (county_code, team_code, kind), (sent, unread) in sorted(counts.items())
+    ]
+
+
+def resolve_link(link: str | None, urls: dict[str, str]) -> str | None:
+    """``<service>:<path>`` as the browser's address of that page."""
+    if not link:
+        return None
+    service, _, path = link.partition(":")
+    if service in urls and path.startswith("/"):
+        return urls[service] + path
+    return link
+
+
+def stats_scope(principal: Principal, county: str | None) -> str | None:
+    """The county whose figures the person may read: any for a supervisor, their own for a leader."""
+    if principal.is_(Role.LEADER):
+        if county and county != principal.county_code:
+            raise Forbidden("分管领导只能查看本单位的通知统计")
+        if not principal.county_code:
+            raise Forbidden("该账号未关联县（市、区）公安机关")
+        return principal.county_code
+    return county or None

@@ -1,0 +1,335 @@
+"""Early warning (预警): an officer (by badge number) or an accused unit with too many complaints,
+or too many substantiated ones, within a window.
+
+The thresholds are data: defaults in ``shared/data/early_warning.json``, changed by supervisors
+(with a recorded reason) in a table.  Each matter counted against a subject is a ``WarningHit``
+(unique per subject, measure and matter, so a redelivered event counts once); a warning is raised
+when a matter takes the count from below the threshold to the threshold: once per crossing, the
+crossing matter naming it, and ``EarlyWarningRaised`` recorded in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from calendar import monthrange
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.verification.models import (
+    EarlyWarning,
+    Finding,
+    MatterSnapshot,
+    Task,
+    WarningHit,
+    WarningThreshold,
+)
+from services.verification.schemas import SUBSTANTIATED, ThresholdsIn
+from shared.audit import audit, record_audited
+from shared.auth import Principal
+from shared.errors import FieldProblems
+from shared.events import ComplaintReceived, EarlyWarningRaised
+from shared.reference import DATA_DIR
+from shared.states import CaseKind
+
+DEFAULT_WARNINGS_FILE = DATA_DIR / "early_warning.json"
+MEASURES = ("complaints", "substantiated")
+SUBJECT_LABELS = {"officer": "民警", "unit": "单位"}
+# The audit trail is per matter; a change of the thresholds is filed under this key.
+THRESHOLDS_AUDIT_KEY = "early-warning-thresholds"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    measure: str
+    label: str
+    count: int
+    window_months: int
+    rule: str
+    source: str
+    reason: str | None = None
+    updated_by: str | None = None
+    updated_at: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "measure": self.measure,
+            "label": self.label,
+            "count": self.count,
+            "window_months": self.window_months,
+            "rule": self.rule,
+            "source": self.source,
+            "reason": self.reason,
+            "updated_by": self.updated_by,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+            "default": self.updated_by is None,
+        }
+
+
+@lru_cache(maxsize=4)
+def default_thresholds(path: Path = DEFAULT_WARNINGS_FILE) -> dict[str, Threshold]:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return {
+        t["measure"]: Threshold(
+            measure=t["measure"],
+            label=t["label"],
+            count=int(t["count"]),
+            window_months=int(t["window_months"]),
+            rule=t["rule"],
+            source=t["source"],
+        )
+        for t in data["thresholds"]
+    }
+
+
+async def thresholds(*, session: AsyncSession) -> dict[str, Threshold]:
+    """The thresholds in force: a supervisor's change where there is one, else the default."""
+    result = dict(default_thresholds())
+    for row in await session.exec(select(WarningThreshold)):
+        base = result.get(row.measure)
+        if base is None:
+            continue
+        result[row.measure] = Threshold(
+            measure=row.measure,
+            label=base.label,
+            count=row.count,
+            window_months=row.window_months,
+            rule=f"{base.label}：{row.window_months}个月内{row.count}次（督察支队调整）",
+            source=base.source,
+            reason=row.reason,
+            updated_by=row.updated_by,
+            updated_at=row.updated_at,
+        )
+    return result
+
+
+async def set_thresholds(
+    *, session: AsyncSession, principal: Principal, thresholds_in: ThresholdsIn, now: datetime
+) -> dict[str, Threshold]:
+    unknown = [t.measure for t in thresholds_in.thresholds if t.measure not in MEASURES]
+    if unknown:
+        raise FieldProblems([("thresholds", f"未知的预警指标：{'、'.join(unknown)}", "unknown measure")])
+    reason = thresholds_in.reason.strip()
+    for change in thresholds_in.thresholds:
+        row = await session.get(WarningThreshold, change.measure)
+        before = (row.count, row.window_months) if row else None
+        row = row or WarningThreshold(
+            measure=change.measure,
+            count=change.count,
+            window_months=change.window_months,
+            reason="",
+            updated_by="",
+        )
+        row.count = change.count
+        row.window_months = change.window_months
+        row.reason = reason
+        row.updated_by = principal.username
+        row.updated_at = now
+        session.add(row)
+        await audit(
+            session,
+            case_id=THRESHOLDS_AUDIT_KEY,
+            action="warning_threshold_changed",
+            actor=principal.username,
+            reason=reason,
+            detail={
+                "measure": change.measure,
+                "before": list(before) if before else None,
+                "count": change.count,
+                "window_months": change.window_months,
+            },
+        )
+    await session.flush()
+    return await thresholds(session=session)
+
+
+def _months_before(moment: datetime, months: int) -> datetime:
+    month = moment.month - months
+    year = moment.year + (month - 1) // 12
+    month = (month - 1) % 12 + 1
+    return moment.replace(year=year, month=month, day=min(moment.day, monthrange(year, month)[1]))
+
+
+@dataclass(frozen=True)
+class _Subject:
+    kind: str
+    key: str
+    county: str | None
+
+
+async def _count(
+    session: AsyncSession,
+    subject: _Subject,
+    *,
+    measure: str,
+    case_id: str,
+    at: datetime,
+    threshold: Threshold,
+) -> None:
+    """Count ``case_id`` against one subject; raise the warning if this matter crosses the threshold."""
+    kind, key = subject.kind, subject.key
+    same = (
+        (WarningHit.subject_kind == kind) & (WarningHit.subject_key == key) & (WarningHit.measure == measure)
+    )
+    # Lock the subject's earlier hits: two matters about one officer counted at once take turns,
+    # so the second sees the first and only one of them crosses the threshold.
+    earlier = list(await session.exec(select(WarningHit).where(same).with_for_update()))
+    if any(h.case_id == case_id for h in earlier):
+        return
+    hit = WarningHit(
+        subject_kind=kind,
+        subject_key=key,
+        measure=measure,
+        case_id=case_id,
+        county_code=subject.county,
+        at=at,
+    )
+    session.add(hit)
+    start = _months_before(at, threshold.window_months)
+    window = sorted((h for h in earlier if start < h.at <= at), key=lambda h: h.at)
+    before, after = len(window), len(window) + 1
+    if not before < threshold.count <= after:
+        return
+    case_ids = [h.case_id for h in window] + [case_id]
+    county = subject.county
+    warning = EarlyWarning(
+        subject_kind=kind,
+        subject_key=key,
+        measure=measure,
+        county_code=county,
+        count=after,
+        threshold=threshold.count,
+        window_months=threshold.window_months,
+        crossing_case_id=case_id,
+        case_ids=case_ids,
+        raised_at=at,
+    )
+    session.add(warning)
+    await record_audited(
+        session,
+        EarlyWarningRaised(
+            case_id=case_id,
+            actor="verification",
+            subject_kind="officer" if kind == "officer" else "unit",
+            measure="complaints" if measure == "complaints" else "substantiated",
+            **warning.model_dump(
+                include={"subject_key", "county_code", "count", "threshold", "window_months", "case_ids"}
+            ),
+        ),
+        action="early_warning_raised",
+        reason=f"{SUBJECT_LABELS[kind]}{key}：{threshold.window_months}个月内{threshold.label}{after}次",
+        detail={"subject_kind": kind, "measure": measure, "case_ids": case_ids},
+    )
+
+
+def _badges(officers: list[dict[str, Any]]) -> list[str]:
+    return sorted(
+        {str(o["badge_no"]).strip() for o in officers if o.get("badge_no") and str(o["badge_no"]).strip()}
+    )
+
+
+async def count_complaint(*, session: AsyncSession, event: ComplaintReceived) -> None:
+    """A complaint counts against each accused officer with a badge number and against the unit.
+    A linked repeat (重复件) of an open complaint is the same matter: it does not count again."""
+    if event.linked_repeat:
+        return
+    threshold = (await thresholds(session=session))["complaints"]
+    county = event.county_code
+    subjects = [_Subject("officer", b, county) for b in _badges([o.model_dump() for o in event.officers])]
+    if event.accused_unit.strip():
+        subjects.append(_Subject("unit", event.accused_unit.strip(), county))
+    for subject in subjects:
+        await _count(
+            session,
+            subject,
+            measure="complaints",
+            case_id=event.case_id,
+            at=event.received_at,
+            threshold=threshold,
+        )
+
+
+async def count_substantiated(*, session: AsyncSession, task: Task, finding: Finding, at: datetime) -> None:
+    """A substantiated complaint counts against the unit, and against each officer the finding
+    holds substantiated (the finding as a whole where it names no officer one by one)."""
+    if task.case_kind != CaseKind.COMPLAINT or finding.follow_up:
+        return
+    matter = await session.get(MatterSnapshot, task.case_id)
+    if matter is None:
+        return
+    per_officer = {str(o.get("badge_no") or "").strip(): str(o.get("outcome")) for o in finding.per_officer}
+    per_officer.pop("", None)
+    named = _badges(matter.officers)
+    badges = [b for b in named if per_officer.get(b, finding.outcome) in SUBSTANTIATED]
+    badges += [b for b, outcome in per_officer.items() if outcome in SUBSTANTIATED and b not in named]
+    county = matter.county_code
+    subjects = [_Subject("officer", b, county) for b in badges]
+    if finding.outcome in SUBSTANTIATED and matter.accused_unit:
+        subjects.append(_Subject("unit", matter.accused_unit, county))
+    if not subjects:
+        return
+    threshold = (await thresholds(session=session))["substantiated"]
+    for subject in subjects:
+        await _count(
+            session, subject, measure="substantiated", case_id=task.case_id, at=at, threshold=threshold
+        )
+
+
+async def warnings(*, session: AsyncSession, county: str | None) -> list[dict[str, Any]]:
+    """The warnings raised, newest first, each with the matters behind it (no complainant identity)."""
+    query = select(EarlyWarning).order_by(col(EarlyWarning.raised_at).desc(), col(EarlyWarning.id).desc())
+    if county:
+        query = query.where(EarlyWarning.county_code == county)
+    rows = list(await session.exec(query))
+    case_ids = {c for w in rows for c in w.case_ids}
+    matters = (
+        {
+            m.case_id: m
+            for m in await session.exec(
+                select(MatterSnapshot).where(col(MatterSnapshot.case_id).in_(case_ids))
+            )
+        }
+        if case_ids
+        else {}
+    )
+    tasks: dict[str, Task] = {}
+    if case_ids:
+        for task in await session.exec(
+            select(Task).where(col(Task.case_id).in_(case_ids)).order_by(col(Task.created_at))
+        ):
+            tasks[task.case_id] = task
+    defaults = default_thresholds()
+    return [
+        {
+            "id": w.id,
+            "subject_kind": w.subject_kind,
+            "subject_label": SUBJECT_LABELS.get(w.subject_kind, w.subject_kind),
+            "subject_key": w.subject_key,
+            "measure": w.measure,
+            "measure_label": defaults[w.measure].label if w.measure in defaults else w.measure,
+            "county_code": w.county_code,
+            "count": w.count,
+            "threshold": w.threshold,
+            "window_months": w.window_months,
+            "raised_at": w.raised_at.isoformat(),
+            "case_id": w.crossing_case_id,
+            "matters": [_matter_entry(c, matters.get(c), tasks.get(c)) for c in w.case_ids],
+        }
+        for w in rows
+    ]
+
+
+def _matter_entry(case_id: str, matter: MatterSnapshot | None, task: Task | None) -> dict[str, Any]:
+    return {
+        "case_id": case_id,
+        "tracking_code": matter.tracking_code if matter else None,
+        "title": matter.title if matter else None,
+        "received_at": matter.received_at.isoformat() if matter else None,
+        "task_id": task.id if task else None,
+        "status": task.status if task else None,
+    }

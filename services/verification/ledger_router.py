@@ -1,0 +1,210 @@
+"""Verification's HTTP API for supervisors and leaders: the ledger (台账), early warning and statistics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Annotated, Literal
+from urllib.parse import quote
+
+import structlog
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+
+from services.verification import early_warning, ledger, stats
+from services.verification.context import VerificationContext
+from services.verification.models import LedgerMarkKind, OverdueStep
+from services.verification.schemas import (
+    LedgerCloseOffIn,
+    LedgerMarkIn,
+    LedgerMarkRemoveIn,
+    LedgerRow,
+    ThresholdsIn,
+)
+from shared.apidocs import file_download
+from shared.deps import Session, Supervisor, SupervisorOrLeader, app_state
+from shared.validation import Line
+
+router = APIRouter()
+XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+Context = Annotated[VerificationContext, Depends(app_state("verification", VerificationContext))]
+
+
+@dataclass(frozen=True)
+class LedgerFilters:
+    """The ledger's filters, the same for the list and its Excel export; a leader's county is forced."""
+
+    min_age_days: int
+    county: str | None
+    team_code: str | None
+    category: str | None
+    clock: str | None
+    step: OverdueStep | None
+    marked: LedgerMarkKind | None
+
+
+async def ledger_filters(
+    ctx: Context,
+    principal: SupervisorOrLeader,
+    min_age_days: Annotated[int | None, Query(ge=0, le=3650)] = None,
+    county: Annotated[Line | None, Query(max_length=16)] = None,
+    team_code: Annotated[Line | None, Query(max_length=32)] = None,
+    category: Annotated[Line | None, Query(max_length=64)] = None,
+    clock: Annotated[Line | None, Query(max_length=32)] = None,
+    step: Annotated[OverdueStep | None, Query()] = None,
+    marked: Annotated[LedgerMarkKind | None, Query()] = None,
+) -> LedgerFilters:
+    return LedgerFilters(
+        min_age_days=ctx.ledger_min_age_days if min_age_days is None else min_age_days,
+        county=ledger.scoped_county(principal, county),
+        team_code=team_code,
+        category=category,
+        clock=clock,
+        step=step,
+        marked=marked,
+    )
+
+
+Filters = Annotated[LedgerFilters, Depends(ledger_filters)]
+
+
+async def _rows(session: Session, ctx: VerificationContext, filters: LedgerFilters) -> list[LedgerRow]:
+    return await ledger.ledger(session=session, ctx=ctx, **asdict(filters))
+
+
+@router.get("/ledger", response_model=list[LedgerRow], tags=["ledger"])
+async def get_ledger(session: Session, ctx: Context, filters: Filters) -> list[LedgerRow]:
+    return await _rows(session, ctx, filters)
+
+
+@router.post("/ledger/{case_id}/marks", status_code=201, tags=["ledger"])
+async def mark_ledger(
+    case_id: str, body: LedgerMarkIn, session: Session, ctx: Context, principal: Supervisor
+) -> dict[str, object]:
+    structlog.contextvars.bind_contextvars(case_id=case_id)
+    async with session.begin():
+        mark = await ledger.mark_ledger(
+            session=session, ctx=ctx, case_id=case_id, principal=principal, mark_in=body
+        )
+    return {"case_id": mark.case_id, "mark": mark.mark, "leader": mark.leader, "marked_by": mark.marked_by}
+
+
+@router.post("/ledger/{case_id}/marks/remove", tags=["ledger"])
+async def remove_ledger_mark(
+    case_id: str, body: LedgerMarkRemoveIn, session: Session, principal: Supervisor
+) -> dict[str, object]:
+    """Remove a mark (督办件, 领导包案) from a matter, with the reason (recorded in the audit trail)."""
+    structlog.contextvars.bind_contextvars(case_id=case_id)
+    async with session.begin():
+        await ledger.remove_mark(session=session, case_id=case_id, principal=principal, remove_in=body)
+    return {"case_id": case_id, "mark": body.mark, "removed": True}
+
+
+@router.post("/ledger/{case_id}/close-off", tags=["ledger"])
+async def close_off_ledger(
+    case_id: str, body: LedgerCloseOffIn, session: Session, ctx: Context, principal: Supervisor
+) -> dict[str, object]:
+    """挂账销号: take a matter off the ledger, with the reason; refused while work on it is open."""
+    structlog.contextvars.bind_contextvars(case_id=case_id)
+    async with session.begin():
+        closed = await ledger.close_off(
+            session=session, ctx=ctx, case_id=case_id, principal=principal, close_in=body
+        )
+    return {
+        "case_id": closed.case_id,
+        "reason": closed.reason,
+        "closed_by": closed.closed_by,
+        "closed_at": closed.closed_at.isoformat(),
+    }
+
+
+@router.get("/warnings", tags=["early warning"])
+async def list_warnings(
+    session: Session,
+    principal: SupervisorOrLeader,
+    county: Annotated[Line | None, Query(max_length=16)] = None,
+) -> list[dict[str, object]]:
+    """Officers (by badge number) and units that crossed an early-warning threshold, with the matters."""
+    return await early_warning.warnings(session=session, county=ledger.scoped_county(principal, county))
+
+
+@router.get("/warning-thresholds", tags=["early warning"])
+async def get_warning_thresholds(session: Session, principal: SupervisorOrLeader) -> list[dict[str, object]]:
+    return [t.as_dict() for t in (await early_warning.thresholds(session=session)).values()]
+
+
+@router.put("/warning-thresholds", tags=["early warning"])
+async def put_warning_thresholds(
+    body: ThresholdsIn, session: Session, ctx: Context, principal: Supervisor
+) -> list[dict[str, object]]:
+    """Change the thresholds, with the reason (recorded); a count or window not a positive integer: 422."""
+    async with session.begin():
+        changed = await early_warning.set_thresholds(
+            session=session, principal=principal, thresholds_in=body, now=ctx.clock.now()
+        )
+    return [t.as_dict() for t in changed.values()]
+
+
+STEP_FILTER_LABELS = {
+    OverdueStep.REMINDER: "到期前提醒",
+    OverdueStep.DUE_TODAY: "当日到期",
+    OverdueStep.CHASE: "催办",
+    OverdueStep.ESCALATION: "督办",
+    OverdueStep.REBUKE: "通报",
+}
+
+
+def _filter_labels(ctx: VerificationContext, filters: LedgerFilters) -> dict[str, str]:
+    """The filters as the workbook's heading states them, in the bureau's words."""
+    organisation = ctx.organisation
+    labels = {"受理满": f"{filters.min_age_days}日"}
+    if filters.county:
+        labels["县（市、区）"] = stats.group_name(organisation, filters.county, by="county")
+    if filters.team_code:
+        labels["承办队"] = organisation.team_name(filters.team_code)
+    if filters.category:
+        labels["类别"] = filters.category
+    if filters.clock:
+        labels["期限"] = filters.clock
+    if filters.step:
+        labels["督办级别"] = STEP_FILTER_LABELS[filters.step]
+    if filters.marked:
+        labels["标记"] = stats.MARK_LABELS[filters.marked]
+    return labels
+
+
+@router.get(
+    "/ledger.xlsx",
+    tags=["ledger"],
+    response_class=Response,
+    responses=file_download(XLSX_MEDIA_TYPE, "The ledger as an Excel workbook"),
+)
+async def export_ledger(session: Session, ctx: Context, filters: Filters) -> Response:
+    """The ledger with the same filters as GET /ledger, as an Excel workbook to print or send on."""
+    rows = await _rows(session, ctx, filters)
+    content = stats.ledger_workbook(
+        rows, organisation=ctx.organisation, ctx=ctx, filters=_filter_labels(ctx, filters)
+    )
+    stamp = ctx.clock.now().astimezone(ctx.calendar.tz).strftime("%Y%m%d")
+    filename = quote(f"督办台账_{stamp}.xlsx")
+    return Response(
+        content,
+        media_type=XLSX_MEDIA_TYPE,
+        headers={
+            "Content-Disposition": f"attachment; filename=ledger-{stamp}.xlsx; filename*=UTF-8''{filename}",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/stats", tags=["statistics"])
+async def statistics(
+    session: Session,
+    ctx: Context,
+    principal: SupervisorOrLeader,
+    weeks: Annotated[int, Query(ge=1, le=104)] = 12,
+    by: Annotated[Literal["county", "team"], Query()] = "county",
+) -> dict[str, object]:
+    """The dashboard's figures per county or per team over the last ``weeks`` weeks."""
+    county = ledger.scoped_county(principal, None)
+    return await stats.dashboard(session=session, ctx=ctx, weeks=weeks, by=by, county=county)

@@ -1,0 +1,302 @@
+"""The ledger (台账): close-off (挂账销号) with a reason, marks removed with a reason, rectification
+and B-class follow-up clocks that keep a matter on it until done, and a leader's county-only view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.auth import Principal, Role, token_auth
+from shared.web import COOKIE_NAME
+from tests import fixtures
+from tests.support import System, eventually
+from tests.test_pipeline import create_complaint, task_for
+from tests.test_verification import claim, clocks_of
+
+# Counts the whole database's figures: a system of its own, on empty databases.
+pytestmark = pytest.mark.private_system
+
+
+async def sign_in_leader(system: System, county: str) -> str:
+    """The county's leader account (``leader-<county>``); a token signed for it if not seeded."""
+    username = f"leader-{county}"
+    try:
+        await system.token(username)
+    except httpx.HTTPStatusError:
+        principal = Principal(username=username, role=Role.LEADER, county_code=county)
+        system._tokens[username] = token_auth(system.apps["intake"]).issue(principal=principal)
+    return username
+
+
+async def ledger_rows(system: System, user: str = "supervisor1", **params: Any) -> dict[str, dict[str, Any]]:
+    response = await system.call(
+        "verification", "GET", "/api/v1/ledger", as_user=user, params={"min_age_days": 0, **params}
+    )
+    assert response.status_code == 200, response.text
+    return {r["case_id"]: r for r in response.json()}
+
+
+async def audit_actions(system: System, case_id: str) -> list[dict[str, Any]]:
+    response = await system.call("verification", "GET", f"/api/v1/audit/{case_id}", as_user="supervisor1")
+    assert response.status_code == 200, response.text
+    return list(response.json()["entries"])
+
+
+def badge(n: int) -> dict[str, Any]:
+    """An accused officer of this test alone (early warning counts badges across matters)."""
+    return {"accused": {"badge_no": f"L{n:05d}"}}
+
+
+async def test_close_off_needs_the_work_done_and_a_reason(system: System) -> None:
+    created = await create_complaint(system, **badge(1))
+    case_id = created["id"]
+    task = await task_for(system, case_id, "inspector-411681")
+    row = (await ledger_rows(system))[case_id]
+    assert row["pending"], row
+
+    # Not on the ledger: a clear error naming the field, nothing recorded.
+    unknown = await system.call(
+        "verification",
+        "POST",
+        "/api/v1/ledger/no-such-case/close-off",
+        as_user="supervisor1",
+        json={"reason": "已办结"},
+    )
+    assert unknown.status_code == 422, unknown.text
+    assert "台账" in unknown.text and "case_id" in unknown.text
+    # Still being verified: stays on the ledger.
+    early = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/ledger/{case_id}/close-off",
+        as_user="supervisor1",
+        json={"reason": "销号"},
+    )
+    assert early.status_code == 409, early.text
+    no_reason = await system.call(
+        "verification", "POST", f"/api/v1/ledger/{case_id}/close-off", as_user="supervisor1", json={}
+    )
+    assert no_reason.status_code == 422
+    not_supervisor = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/ledger/{case_id}/close-off",
+        as_user="inspector-411681",
+        json={"reason": "销号"},
+    )
+    assert not_supervisor.status_code == 403
+
+    marked = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/ledger/{case_id}/marks",
+        as_user="supervisor1",
+        json={"mark": "supervised", "note": "群众反映强烈"},
+    )
+    assert marked.status_code == 201, marked.text
+
+    # A finding with a rectification item and no due date: the data's default period applies,
+    # on a clock of its own that keeps the matter on the ledger.
+    await claim(system, task["id"], "inspector-411681")
+    finding = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/finding",
+        as_user="inspector-411681",
+        json={
+            "outcome": "partly_substantiated",
+            "summary": "民警言语不文明属实，已批评教育。",
+            "accountability": ["批评教育"],
+            "rectifications": [{"item": "组织全所民警开展文明执法培训", "owner": "花园派出所"}],
+        },
+    )
+    assert finding.status_code == 200, finding.text
+    items = await system.call(
+        "verification", "GET", f"/api/v1/tasks/{task['id']}/rectifications", as_user="supervisor1"
+    )
+    item = items.json()[0]
+    clocks = await clocks_of(system, task["id"])
+    rectification = clocks[f"rectification:{item['id']}"]
+    assert rectification["status"] == "running" and rectification["next_step"] == "reminder"
+    assert rectification["due_at"] == item["due_date"]
+    assert clocks["verification"]["status"] == "stopped"
+    row = (await ledger_rows(system))[case_id]
+    assert row["status"] == "concluded" and any(p.startswith("整改期限") for p in row["pending"])
+    assert case_id in await ledger_rows(system, clock="rectification")
+    still_open = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/ledger/{case_id}/close-off",
+        as_user="supervisor1",
+        json={"reason": "销号"},
+    )
+    assert still_open.status_code == 409 and "整改" in still_open.text
+
+    checked = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/rectifications/{item['id']}/check",
+        as_user="supervisor1",
+        json={"done": True, "note": "已检查培训记录"},
+    )
+    assert checked.status_code == 200, checked.text
+    assert (await clocks_of(system, task["id"]))[f"rectification:{item['id']}"]["status"] == "stopped"
+    # Marked (督办件): on the ledger until closed off, though no work is left.
+    row = (await ledger_rows(system))[case_id]
+    assert row["pending"] == [] and row["marks"] == ["supervised"]
+
+    closed = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/ledger/{case_id}/close-off",
+        as_user="supervisor1",
+        json={"reason": "整改到位，督办事项办结销号"},
+    )
+    assert closed.status_code == 200, closed.text
+    assert closed.json()["closed_by"] == "supervisor1"
+    assert case_id not in await ledger_rows(system)
+    again = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/ledger/{case_id}/close-off",
+        as_user="supervisor1",
+        json={"reason": "再次销号"},
+    )
+    assert again.status_code == 422
+    entries = await audit_actions(system, case_id)
+    closing = [e for e in entries if e["action"] == "ledger_closed_off"]
+    assert len(closing) == 1 and closing[0]["reason"] == "整改到位，督办事项办结销号"
+    assert closing[0]["actor"] == "supervisor1"
+
+
+async def test_marks_are_removed_with_a_reason(system: System) -> None:
+    created = await create_complaint(system, **badge(2))
+    case_id = created["id"]
+    await task_for(system, case_id, "inspector-411681")
+    marked = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/ledger/{case_id}/marks",
+        as_user="supervisor1",
+        json={"mark": "leader_assigned", "leader": "张副局长"},
+    )
+    assert marked.status_code == 201, marked.text
+    path = f"/api/v1/ledger/{case_id}/marks/remove"
+    absent = await system.call(
+        "verification", "POST", path, as_user="supervisor1", json={"mark": "supervised", "reason": "误标"}
+    )
+    assert absent.status_code == 422 and "mark" in absent.text
+    no_reason = await system.call(
+        "verification", "POST", path, as_user="supervisor1", json={"mark": "leader_assigned"}
+    )
+    assert no_reason.status_code == 422
+    inspector = await system.call(
+        "verification",
+        "POST",
+        path,
+        as_user="inspector-411681",
+        json={"mark": "leader_assigned", "reason": "误标记"},
+    )
+    assert inspector.status_code == 403
+    assert (await ledger_rows(system))[case_id]["marks"] == ["leader_assigned"]
+    removed = await system.call(
+        "verification",
+        "POST",
+        path,
+        as_user="supervisor1",
+        json={"mark": "leader_assigned", "reason": "包案领导调整，改由督察支队督办"},
+    )
+    assert removed.status_code == 200, removed.text
+    assert (await ledger_rows(system))[case_id]["marks"] == []
+    entries = await audit_actions(system, case_id)
+    assert any(
+        e["action"] == "ledger_leader_assigned_removed" and e["reason"] == "包案领导调整，改由督察支队督办"
+        for e in entries
+    )
+
+
+async def test_b_class_reply_keeps_a_follow_up_clock_until_answered(system: System) -> None:
+    response = await system.call(
+        "intake", "POST", "/api/v1/suggestions", as_user="operator1", json=fixtures.suggestion()
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()
+    task = await task_for(system, created["id"], "inspector-411600")
+    await claim(system, task["id"], "inspector-411600")
+    reply = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/finding",
+        as_user="inspector-411600",
+        json={
+            "outcome": "no_finding",
+            "no_finding_reason": "建议答复",
+            "classification": "B",
+            "summary": "已列入明年工作计划，正在制定实施方案。",
+        },
+    )
+    assert reply.status_code == 200, reply.text
+    follow = (await clocks_of(system, task["id"]))["b_follow_up"]
+    assert follow["status"] == "running" and follow["label"] == "B类后续答复"
+    row = (await ledger_rows(system))[created["id"]]
+    assert "B类后续答复" in row["pending"]
+    done = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/follow-up",
+        as_user="inspector-411600",
+        json={"summary": "实施方案已印发执行。", "classification": "A"},
+    )
+    assert done.status_code == 200, done.text
+    assert (await clocks_of(system, task["id"]))["b_follow_up"]["status"] == "stopped"
+    assert created["id"] not in await ledger_rows(system)
+
+
+async def test_a_leader_reads_their_county_only(system: System) -> None:
+    mine = await create_complaint(system, **badge(3))
+    other = await create_complaint(
+        system,
+        accused={"unit": "沈丘县公安局刑警大队", "county_code": "411624", "badge_no": "L00004"},
+    )
+
+    async def both_on_ledger() -> bool:
+        rows = await ledger_rows(system)
+        return mine["id"] in rows and other["id"] in rows
+
+    await eventually(both_on_ledger, what="both matters on the ledger")
+    leader = await sign_in_leader(system, "411681")
+    rows = await ledger_rows(system, user=leader)
+    assert mine["id"] in rows and other["id"] not in rows
+    assert {r["county_code"] for r in rows.values()} == {"411681"}
+    # Asking for another county changes nothing: the leader's own is forced.
+    forced = await ledger_rows(system, user=leader, county="411624")
+    assert other["id"] not in forced and mine["id"] in forced
+    # No identities: the complainant's name and phone never reach the leader.
+    for row in rows.values():
+        assert "王建国" not in str(row)
+    stats = await system.call("verification", "GET", "/api/v1/stats", as_user=leader, params={"by": "county"})
+    assert stats.status_code == 200, stats.text
+    assert stats.json()["county"] == "411681"
+    assert {g["code"] for g in stats.json()["groups"]} <= {"411681"}
+    workbook = await system.call("verification", "GET", "/api/v1/ledger.xlsx", as_user=leader)
+    assert workbook.status_code == 200
+    for method, path, body in (
+        ("POST", f"/api/v1/ledger/{mine['id']}/close-off", {"reason": "销号"}),
+        ("POST", f"/api/v1/ledger/{mine['id']}/marks", {"mark": "supervised"}),
+        ("POST", f"/api/v1/ledger/{mine['id']}/marks/remove", {"mark": "supervised", "reason": "撤销"}),
+        (
+            "PUT",
+            "/api/v1/warning-thresholds",
+            {"thresholds": [{"measure": "complaints", "count": 5, "window_months": 12}], "reason": "调整"},
+        ),
+    ):
+        refused = await system.call("verification", method, path, as_user=leader, json=body)
+        assert refused.status_code == 403, (path, refused.text)
+    cookie = {"Cookie": f"{COOKIE_NAME}={await system.token(leader)}"}
+    page = await system.call("verification", "GET", "/ledger", headers=cookie)
+    assert page.status_code == 200, page.text
+    assert '"county": "411681"' in page.text and '"leader": true' in page.text
+    dashboard = await system.call("verification", "GET", "/dashboard", headers=cookie)
+    assert dashboard.status_code == 200
