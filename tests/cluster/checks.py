@@ -124,10 +124,14 @@ async def due_ladder_steps(verification_url: str) -> int:
 
 
 async def sms_deliveries(feedback_url: str) -> list[tuple[str, str, str, str]]:
-    """(delivery id, answer id, idempotency key, status) of every automatic delivery."""
+    """(delivery id, answer id, idempotency key, status) of every automatic delivery by SMS.
+
+    Answers, acceptance notices (告知受理) and the staff's ladder notices alike: each is one SMS.
+    """
     rows = await query(
         feedback_url,
-        "SELECT id, COALESCE(answer_id, ''), idempotency_key, status FROM feedback_delivery WHERE mode = 'auto'",
+        "SELECT id, COALESCE(answer_id, ''), idempotency_key, status FROM feedback_delivery "
+        "WHERE mode = 'auto' AND COALESCE(channel, 'sms') = 'sms'",
     )
     return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
 
@@ -174,6 +178,9 @@ def judge_sms(
         "answers_approved": approved,
         "deliveries": len(deliveries),
         "deliveries_sent": sum(1 for *_, status in deliveries if status == "sent"),
+        "answer_deliveries_sent": sum(
+            1 for _, answer_id, _, status in deliveries if answer_id and status == "sent"
+        ),
         "gateway_posts": sum(posts.values()),
         "gateway_sms": len(gateway.sent),
         "reposted_same_key": sum(n - 1 for n in posts.values() if n > 1),

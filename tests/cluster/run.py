@@ -144,7 +144,8 @@ async def settled(
     due = await checks.due_ladder_steps(db_urls["verification"])
     deliveries = await checks.sms_deliveries(db_urls["feedback"])
     pending = sum(1 for *_, status in deliveries if status == "pending")
-    return verdict.flowed and due == 0 and pending == 0 and len(gateway.sent) >= len(deliveries), verdict
+    sent = sum(1 for *_, status in deliveries if status == "sent")
+    return verdict.flowed and due == 0 and pending == 0 and len(gateway.sent) >= sent, verdict
 
 
 async def peak_connections(base_url: str, prefix: str, peak: list[int]) -> None:
@@ -329,7 +330,7 @@ def problems(summary: dict[str, Any], config: ClusterConfig) -> list[str]:
         found.append(f"ladder steps not exactly once: {ladder}")
     if not ladder["steps"] or ladder["still_due"]:
         found.append(f"the ladder did not climb: {ladder}")
-    if sms["answers_approved"] != config.answers or sms["deliveries_sent"] != config.answers:
+    if sms["answers_approved"] != config.answers or sms["answer_deliveries_sent"] != config.answers:
         found.append(f"not every answer was sent: {sms}")
     if (
         sms["gateway_sms"] != sms["deliveries_sent"]
