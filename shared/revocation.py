@@ -148,7 +148,13 @@ class RevocationWatch:
         self._watcher: KeyValue.KeyWatcher | None = None
         self._said_offline = False
         self.worker = BackgroundWorker(
-            name="revocation-watch", step=self.step, idle_seconds=0.5, step_timeout=15.0, backoff_max=5.0
+            name="revocation-watch",
+            step=self.step,
+            idle_seconds=0.5,
+            step_timeout=15.0,
+            backoff_max=5.0,
+            # Its step waits for the bucket's next update: nothing to finish, so a stop is immediate.
+            finish_on_stop=False,
         )
 
     async def step(self) -> bool:

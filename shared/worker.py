@@ -66,6 +66,7 @@ class BackgroundWorker:
         engine: AsyncEngine | None = None,
         backoff_base: float = 0.2,
         backoff_max: float = 10.0,
+        finish_on_stop: bool = True,
     ) -> None:
         if (wake_signal is None) != (engine is None):
             raise ValueError("a wake signal needs the engine whose commits it watches, and vice versa")
@@ -79,6 +80,9 @@ class BackgroundWorker:
         self._engine = engine
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
+        # False for a worker whose step only waits for news (a watch): a stop cancels it at once
+        # instead of letting the wait run out.
+        self._finish_on_stop = finish_on_stop
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -120,7 +124,7 @@ class BackgroundWorker:
             return
         deadline = time.monotonic() + timeout
         try:
-            done, _ = await asyncio.wait({task}, timeout=timeout / 2)
+            done, _ = await asyncio.wait({task}, timeout=timeout / 2 if self._finish_on_stop else 0)
             if not done:
                 task.cancel()
                 done, _ = await asyncio.wait({task}, timeout=max(deadline - time.monotonic(), 0.0))
