@@ -4,17 +4,14 @@ ladder, and the follow-up call (回访) with its outcomes, as the operator recor
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
-
-import pytest
 
 from shared.clock import ControlledClock
 from shared.db import utcnow
 from shared.events import LadderStepReached
 from tests import fixtures
-from tests.support import NatsServer, System, eventually
+from tests.support import System, eventually
 from tests.test_feedback_support import (
     ACCEPTANCE_KEY,
     RestartableSystem,
@@ -24,32 +21,13 @@ from tests.test_feedback_support import (
     concluded_complaint,
     create,
     deliveries,
-    feedback_system,
+    gateway_system_fixtures,
     intake_status,
-    outside_world_env,
     publish_event,
-    running_gateway,
 )
 from tests.test_pipeline import current_assignment, public_status, task_for, wait_status
 
-
-@pytest.fixture(scope="module")
-async def gateway() -> AsyncIterator[SmsGateway]:
-    async with running_gateway() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def system(
-    backend: str, nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory, gateway: SmsGateway
-) -> AsyncIterator[RestartableSystem]:
-    async with feedback_system(
-        backend=backend,
-        root=tmp_path_factory.mktemp(f"feedback-clocks-{backend}"),
-        nats_url=nats_server.url,
-        env=outside_world_env(gateway=gateway, mailbox=None),
-    ) as running:
-        yield running
+gateway, system = gateway_system_fixtures("feedback-clocks")
 
 
 def feedback_app(system: RestartableSystem) -> Any:

@@ -22,6 +22,7 @@ from typing import Any
 
 import docx
 import nats
+import pytest
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -220,6 +221,32 @@ async def feedback_system(
         await system.close()
         await services.stop_all()
         await databases.drop_all()
+
+
+def gateway_system_fixtures(name: str) -> tuple[Any, Any]:
+    """A module's ``gateway`` (an SMS gateway stand-in) and ``system`` (its own, sending through it).
+
+    In a test module: ``gateway, system = gateway_system_fixtures("repeats")``.
+    """
+
+    @pytest.fixture(scope="module")
+    async def gateway() -> AsyncIterator[SmsGateway]:
+        async with running_gateway() as running:
+            yield running
+
+    @pytest.fixture(scope="module")
+    async def system(
+        backend: str, nats_server: Any, tmp_path_factory: pytest.TempPathFactory, gateway: SmsGateway
+    ) -> AsyncIterator[RestartableSystem]:
+        async with feedback_system(
+            backend=backend,
+            root=tmp_path_factory.mktemp(f"{name}-{backend}"),
+            nats_url=nats_server.url,
+            env=outside_world_env(gateway=gateway, mailbox=None),
+        ) as running:
+            yield running
+
+    return gateway, system
 
 
 # --- Flow helpers --------------------------------------------------------------------------------

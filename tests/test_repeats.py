@@ -10,25 +10,23 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import fixtures
-from tests.support import NatsServer, System, eventually
+from tests.support import System, eventually
 from tests.test_feedback_support import (
     SmsGateway,
     approve,
     conclude_as,
     create,
     deliveries,
-    feedback_system,
+    gateway_system_fixtures,
     identity_accessors,
-    outside_world_env,
     pending_answer,
-    running_gateway,
 )
 from tests.test_pipeline import current_assignment, public_status, wait_status
 
@@ -45,23 +43,7 @@ def unique_id_number() -> str:
     return body + ID_CHECK[total % 11]
 
 
-@pytest.fixture(scope="module")
-async def gateway() -> AsyncIterator[SmsGateway]:
-    async with running_gateway() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def system(
-    backend: str, nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory, gateway: SmsGateway
-) -> AsyncIterator[System]:
-    async with feedback_system(
-        backend=backend,
-        root=tmp_path_factory.mktemp(f"repeats-{backend}"),
-        nats_url=nats_server.url,
-        env=outside_world_env(gateway=gateway, mailbox=None),
-    ) as running:
-        yield running
+gateway, system = gateway_system_fixtures("repeats")
 
 
 @pytest.fixture(autouse=True)
