@@ -181,7 +181,12 @@ async def test_an_old_matter_reaches_team_supervisors_and_leader_once_each(
 
     # The leader, who has a phone on file, gets an SMS naming the matter and never the complainant.
     async def leader_sms() -> list[dict[str, Any]]:
-        return [p for p in gateway.sent.values() if p["to"] == LEADER_PHONE]
+        # The gateway lives as long as the module, across both backends: this matter's only.
+        return [
+            p
+            for p in gateway.sent.values()
+            if p["to"] == LEADER_PHONE and created["tracking_code"] in p["text"]
+        ]
 
     sms = await eventually(leader_sms, what="the leader's SMS")
     assert len(sms) == 1 and created["tracking_code"] in sms[0]["text"] and "通报" in sms[0]["text"]

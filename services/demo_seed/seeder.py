@@ -88,7 +88,8 @@ class Seeder:
             json={"tracking_code": code, "query_secret": secret},
             ok=(200, 404),
         )
-        return str(found["status"]) if found else None
+        # A 404 (feedback has not projected the matter yet) answers {"detail": …}: no status.
+        return str(found["status"]) if found and "status" in found else None
 
     async def public_status(self, code: str, secret: str, status: str) -> None:
         async def probe() -> bool:
@@ -149,5 +150,17 @@ class Seeder:
         return task
 
     async def approve(self, case_id: str) -> None:
-        answer = await self.pending_answer(case_id)
-        await self.call("feedback", "POST", f"/api/v1/answers/{answer['id']}/approve", user="supervisor1")
+        """Approve the matter's draft answer, unless a run cut short already approved it."""
+
+        async def probe() -> dict[str, Any] | None:
+            rows = await self.call(
+                "feedback", "GET", "/api/v1/answers", user="supervisor1", params={"case_id": case_id}
+            )
+            pending = [a for a in rows if a["status"] == "pending_approval"]
+            if pending:
+                return dict(pending[0])
+            return {"approved_already": True} if rows else None
+
+        answer: dict[str, Any] = await self.until(probe, f"the draft answer of {case_id}")
+        if not answer.get("approved_already"):
+            await self.call("feedback", "POST", f"/api/v1/answers/{answer['id']}/approve", user="supervisor1")

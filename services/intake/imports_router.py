@@ -14,6 +14,7 @@ from services.intake.imports_sheet import report_xlsx, template_xlsx
 from services.intake.imports_worker import ImportRunner
 from services.intake.models import ImportJob, ImportRow, ImportRowResult
 from services.intake.settings import IntakeSettings
+from shared.apidocs import file_download
 from shared.deps import Operator, Session, app_state
 
 imports_router = APIRouter(prefix="/api/v1", tags=["imports"])
@@ -94,7 +95,11 @@ def _xlsx(content: bytes, filename: str) -> Response:
     )
 
 
-@imports_router.get("/imports/template.xlsx")
+@imports_router.get(
+    "/imports/template.xlsx",
+    response_class=Response,
+    responses=file_download(XLSX, "The import template: one header row, in Chinese"),
+)
 async def import_template(principal: Operator) -> Response:
     """The import template: one header row with the column names, in Chinese."""
     return _xlsx(template_xlsx(), "import-template.xlsx")
@@ -146,7 +151,11 @@ async def read_import(
     return _read(job, items)
 
 
-@imports_router.get("/imports/{import_id}/report.xlsx")
+@imports_router.get(
+    "/imports/{import_id}/report.xlsx",
+    response_class=Response,
+    responses=file_download(XLSX, "The per-row report; every cell text, never a formula"),
+)
 async def import_report(import_id: str, session: Session, principal: Operator) -> Response:
     """The per-row report as .xlsx; every cell is text, never a formula."""
     job = await imports.get_import(session=session, import_id=import_id)
