@@ -13,7 +13,7 @@ from shared.web import COOKIE_NAME
 from tests import fixtures
 from tests.support import System, eventually
 from tests.test_pipeline import create_complaint, task_for
-from tests.test_verification import claim, clocks_of
+from tests.test_verification import b_class_reply, claim, clocks_of, follow_up_reply
 
 # Counts the whole database's figures: a system of its own, on empty databases.
 pytestmark = pytest.mark.private_system
@@ -225,30 +225,13 @@ async def test_b_class_reply_keeps_a_follow_up_clock_until_answered(system: Syst
     created = response.json()
     task = await task_for(system, created["id"], "inspector-411600")
     await claim(system, task["id"], "inspector-411600")
-    reply = await system.call(
-        "verification",
-        "POST",
-        f"/api/v1/tasks/{task['id']}/finding",
-        as_user="inspector-411600",
-        json={
-            "outcome": "no_finding",
-            "no_finding_reason": "建议答复",
-            "classification": "B",
-            "summary": "已列入明年工作计划，正在制定实施方案。",
-        },
-    )
+    reply = await b_class_reply(system, task["id"], "已列入明年工作计划，正在制定实施方案。")
     assert reply.status_code == 200, reply.text
     follow = (await clocks_of(system, task["id"]))["b_follow_up"]
     assert follow["status"] == "running" and follow["label"] == "B类后续答复"
     row = (await ledger_rows(system))[created["id"]]
     assert "B类后续答复" in row["pending"]
-    done = await system.call(
-        "verification",
-        "POST",
-        f"/api/v1/tasks/{task['id']}/follow-up",
-        as_user="inspector-411600",
-        json={"summary": "实施方案已印发执行。", "classification": "A"},
-    )
+    done = await follow_up_reply(system, task["id"], "实施方案已印发执行。")
     assert done.status_code == 200, done.text
     assert (await clocks_of(system, task["id"]))["b_follow_up"]["status"] == "stopped"
     assert created["id"] not in await ledger_rows(system)

@@ -50,6 +50,33 @@ async def claim(system: System, task_id: str, inspector: str) -> None:
     assert response.status_code == 200, response.text
 
 
+async def b_class_reply(system: System, task_id: str, summary: str) -> Any:
+    """The lead team's reply to a suggestion, classified B (being solved): it waits for a follow-up."""
+    return await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task_id}/finding",
+        as_user="inspector-411600",
+        json={
+            "outcome": "no_finding",
+            "no_finding_reason": "建议答复",
+            "classification": "B",
+            "summary": summary,
+        },
+    )
+
+
+async def follow_up_reply(system: System, task_id: str, summary: str) -> Any:
+    """The follow-up reply that closes a B-class suggestion, classified A (solved)."""
+    return await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task_id}/follow-up",
+        as_user="inspector-411600",
+        json={"summary": summary, "classification": "A"},
+    )
+
+
 async def ladder_events(system: System, case_id: str) -> list[str]:
     nc = await nats.connect(system.nats_url)
     try:
@@ -601,17 +628,8 @@ async def test_suggestion_co_handling_and_b_class_follow_up(system: System) -> N
         json={"outcome": "no_finding", "no_finding_reason": "建议答复", "summary": "答复内容"},
     )
     assert without_class.status_code == 422
-    reply = await system.call(
-        "verification",
-        "POST",
-        f"/api/v1/tasks/{task['id']}/finding",
-        as_user="inspector-411600",
-        json={
-            "outcome": "no_finding",
-            "no_finding_reason": "建议答复",
-            "classification": "B",
-            "summary": "我局已将执法权力制约机制建设列入明年工作计划，正在制定实施方案。",
-        },
+    reply = await b_class_reply(
+        system, task["id"], "我局已将执法权力制约机制建设列入明年工作计划，正在制定实施方案。"
     )
     assert reply.status_code == 200, reply.text
     ledger = await system.call(
@@ -619,25 +637,13 @@ async def test_suggestion_co_handling_and_b_class_follow_up(system: System) -> N
     )
     assert created["id"] in {r["case_id"] for r in ledger.json()}
 
-    follow_up = await system.call(
-        "verification",
-        "POST",
-        f"/api/v1/tasks/{task['id']}/follow-up",
-        as_user="inspector-411600",
-        json={"summary": "实施方案已印发执行，执法全过程记录制度已落实。", "classification": "A"},
-    )
+    follow_up = await follow_up_reply(system, task["id"], "实施方案已印发执行，执法全过程记录制度已落实。")
     assert follow_up.status_code == 200 and follow_up.json()["follow_up"] is True
     ledger = await system.call(
         "verification", "GET", "/api/v1/ledger", as_user="supervisor1", params={"min_age_days": 0}
     )
     assert created["id"] not in {r["case_id"] for r in ledger.json()}
-    again = await system.call(
-        "verification",
-        "POST",
-        f"/api/v1/tasks/{task['id']}/follow-up",
-        as_user="inspector-411600",
-        json={"summary": "再次答复", "classification": "A"},
-    )
+    again = await follow_up_reply(system, task["id"], "再次答复")
     assert again.status_code == 409
 
 

@@ -52,8 +52,8 @@ async def _todo_data() -> dict[str, object]:
 
 
 # The 待办 inbox of everyone who works on matters (the deputies' notices are on their own page).
-TODO_USER = page_user(Role.OPERATOR, Role.INSPECTOR, Role.SUPERVISOR, Role.LEADER)
-pages.add("/todo", "todo.html", title="待办", user=TODO_USER, data=_todo_data)
+INBOX_USER = page_user(Role.OPERATOR, Role.INSPECTOR, Role.SUPERVISOR, Role.LEADER)
+pages.add("/todo", "todo.html", title="待办", user=INBOX_USER, data=_todo_data)
 
 
 @web_router.get("/api/v1/stats/satisfaction")
