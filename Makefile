@@ -19,7 +19,7 @@ ifdef TEST_POSTGRES_URL
 export TEST_POSTGRES_URL
 endif
 
-.PHONY: venv run test lint bench bench-import chaos cluster clean-data
+.PHONY: venv run test lint bench bench-data bench-scale bench-import chaos cluster clean-data vendor
 
 venv: $(STAMP)
 
@@ -46,8 +46,22 @@ lint: venv
 	echo "mypy shared services"; $(VENV)/bin/mypy shared services || status=1; \
 	exit $$status
 
+# The browser libraries and county outlines under shared/web/static, from the pinned
+# package-lock.json (needs npm); `$(PY) scripts/vendor.py --check` checks them without it.
+vendor: venv
+	$(PY) scripts/vendor.py
+
 bench: venv
 	$(PY) bench/pipeline.py $(BENCH_ARGS)
+
+# Issue 15: five years of data written straight into the four databases (var/bench-data):
+# 1,000,000 complaints and 20,000 suggestions unless BENCH_DATA_ARGS says otherwise.
+bench-data: venv
+	$(PY) bench/scale_data.py --out var/bench-data $(BENCH_DATA_ARGS)
+
+# Issue 15: the pages and APIs on a large data set (make bench-data first), p50/p95 per endpoint.
+bench-scale: venv
+	$(PY) bench/scale.py $(BENCH_SCALE_ARGS)
 
 # Issue 15: a 5,000-row transfer list (.xlsx) imported by intake on its own.
 bench-import: venv

@@ -22,10 +22,8 @@ import contextlib
 import json
 import os
 import platform
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,50 +37,14 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.registry import SERVICES  # noqa: E402 - after the sys.path line above
-from shared.keys import new_key_pair  # noqa: E402 - after the sys.path line above
-
-
-def bench_token_keys() -> dict[str, str]:
-    """Intake's token key pair and feedback's own key pair, made for this run."""
-    token, caller = new_key_pair("bench-1"), new_key_pair("feedback-bench-1")
-    return {
-        "TOKEN_PRIVATE_KEY": token["private"],
-        "TOKEN_KEY_ID": "bench-1",
-        "TOKEN_PUBLIC_KEYS": token["public_entry"],
-        "CALLER_PRIVATE_KEY": caller["private"],
-        "CALLER_KEY_ID": "feedback-bench-1",
-        "FEEDBACK_CALLER_PUBLIC_KEYS": caller["public_entry"],
-    }
-
-
-SECRET_KEY = "bench-signing-key-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
-IDENTITY_KEY = "q2e6GJ1r0yq3dU7m4bQn8wXkZs9tVf5hLc2pAe1oRiM="
-RESULTS = ROOT / "bench" / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_nats(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    config = workdir / "nats.conf"
-    config.write_text(
-        f'listen: "127.0.0.1:{port}"\njetstream {{\n  store_dir: "{workdir / "js"}"\n  sync_interval: always\n}}\n',
-        encoding="utf-8",
-    )
-    binary = Path(sys.executable).parent / "nats-server"
-    process = subprocess.Popen(
-        [str(binary), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    for _ in range(200):
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.1):
-            return process, f"nats://127.0.0.1:{port}"
-        time.sleep(0.05)
-    raise RuntimeError("nats-server did not start")
+from bench import common  # noqa: E402 - after the sys.path line above
+from bench.common import (  # noqa: E402 - after the sys.path line above
+    RESULTS,
+    cpu_seconds,
+    percentile,
+    start_nats,
+    wait_until_drained,
+)
 
 
 async def raw_jetstream(nats_url: str, count: int) -> dict[str, float]:
@@ -116,15 +78,6 @@ async def raw_jetstream(nats_url: str, count: int) -> dict[str, float]:
         "publish_per_second": round(count / publish_seconds),
         "consume_per_second": round(count / consume_seconds),
     }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def complaint_body(index: int) -> dict[str, Any]:
@@ -195,94 +148,8 @@ class LightClient:
         return status, answer
 
 
-class Services:
-    def __init__(self, workdir: Path, nats_url: str, postgres_url: str | None) -> None:
-        self.workdir = workdir
-        self.nats_url = nats_url
-        self.postgres_url = postgres_url
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.urls: dict[str, str] = {}
-        self.db_urls: dict[str, str] = {}
-        self.pg_databases: list[str] = []
-        self.pids: dict[str, int] = {}
-
-    async def create_databases(self) -> None:
-        for name in SERVICES:
-            if self.postgres_url:
-                import asyncpg
-
-                db = f"bench_{uuid.uuid4().hex[:8]}_{name}"
-                conn = await asyncpg.connect(self.postgres_url)
-                await conn.execute(f'CREATE DATABASE "{db}"')
-                await conn.close()
-                self.pg_databases.append(db)
-                self.db_urls[name] = (
-                    self.postgres_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-                    + "/"
-                    + db
-                )
-            else:
-                self.db_urls[name] = f"sqlite:///{self.workdir / f'{name}.db'}"
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            {
-                "SECRET_KEY": SECRET_KEY,
-                "IDENTITY_KEY": IDENTITY_KEY,
-                **bench_token_keys(),
-                "NATS_URL": self.nats_url,
-                "DEMO_MODE": "true",
-                "LOG_JSON": "true",
-                "LOG_LEVEL": "WARNING",
-            }
-        )
-        for name, spec in SERVICES.items():
-            port = free_port()
-            self.urls[name] = f"http://127.0.0.1:{port}"
-            env[spec.port_env] = str(port)
-            env[spec.database_env] = self.db_urls[name]
-            env[f"{name.upper()}_URL"] = self.urls[name]
-        return env
-
-    async def start(self) -> None:
-        await self.create_databases()
-        env = self.env()
-        subprocess.run(
-            [sys.executable, "-m", "services", "migrate", "all"], env=env, check=True, capture_output=True
-        )
-        log = (self.workdir / "services.log").open("ab")
-        for name in SERVICES:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "services", "serve", name], env=env, stdout=log, stderr=log
-            )
-            self.processes.append(process)
-            self.pids[name] = process.pid
-        async with httpx.AsyncClient() as client:
-            for name, url in self.urls.items():
-                for _ in range(600):
-                    with contextlib.suppress(httpx.TransportError):
-                        if (await client.get(f"{url}/readyz")).status_code == 200:
-                            break
-                    await asyncio.sleep(0.1)
-                else:
-                    raise RuntimeError(f"{name} did not become ready; see {self.workdir / 'services.log'}")
-
-    async def stop(self) -> None:
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        if self.postgres_url and self.pg_databases:
-            import asyncpg
-
-            conn = await asyncpg.connect(self.postgres_url)
-            for db in self.pg_databases:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-            await conn.close()
+class Services(common.Services):
+    """The shared service processes, plus the commit times this benchmark reads."""
 
     async def commit_times(self, service: str, query: str) -> dict[str, float]:
         """case_id -> commit time (epoch seconds) read from a service's own database."""
@@ -335,28 +202,6 @@ async def wait_for_tasks(services: Services, ids: list[str], timeout: float) -> 
         if wanted <= tasks.keys() or time.monotonic() > deadline:
             return {k: v for k, v in tasks.items() if k in wanted}
         await asyncio.sleep(0.25)
-
-
-async def wait_until_drained(nats_url: str, *, timeout: float) -> None:
-    """Until every durable consumer of the event stream has nothing pending or unacknowledged."""
-    import nats
-
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            consumers = await js.consumers_info("SUPERVISION")
-            if all(c.num_pending == 0 and c.num_ack_pending == 0 for c in consumers):
-                return
-            await asyncio.sleep(0.1)
-    finally:
-        await nc.drain()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def postgres_cpu_seconds() -> float:

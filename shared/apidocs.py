@@ -13,7 +13,7 @@ from typing import Any
 import fastapi_offline
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 DOCS_URL = "/api/docs"
@@ -47,3 +47,11 @@ def file_download(media_type: str, description: str) -> dict[int | str, dict[str
             "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
         }
     }
+
+
+def file_route(
+    media_type: str, description: str, *, response_class: type[Response] = Response
+) -> dict[str, Any]:
+    """The route's ``response_class=`` and ``responses=`` for a file answer, which always go together:
+    ``@router.get(path, tags=[...], **file_route(XLSX, "..."))``."""
+    return {"response_class": response_class, "responses": file_download(media_type, description)}

@@ -33,6 +33,8 @@ class County:
     bureau: str
     inspection_team: str
     aliases: tuple[str, ...] = ()
+    # Resident population (2020 census): the denominator of complaints per 10,000 residents.
+    population: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ def parse_organisation(data: dict[str, object]) -> Organisation:
                 bureau=c["bureau"],
                 inspection_team=c["inspection_team"],
                 aliases=tuple(c.get("aliases", [])),
+                population=int(c["population"]) if c.get("population") is not None else None,
             )
             for c in counties
         },

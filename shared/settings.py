@@ -15,7 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from shared.keys import parse_key_list
+from shared.keys import load_private_key, parse_key_list
 
 PLACEHOLDER_SECRETS = frozenset(
     {
@@ -52,6 +52,14 @@ def check_secret(name: str, value: SecretStr | None, *, generate: str = GENERATE
         raise ValueError(f"{name} is a placeholder ({raw[:6]}...); set a real random value")
     if len(raw) < MIN_SECRET_LENGTH:
         raise ValueError(f"{name} is too short: at least {MIN_SECRET_LENGTH} characters are required")
+    return value
+
+
+def check_private_key(name: str, value: SecretStr | None) -> SecretStr:
+    """A PEM private key that loads; unset, the message says how to make a key pair."""
+    if value is None or not value.get_secret_value().strip():
+        raise ValueError(f"{name} is not set; make a key pair with: {GENERATE_TOKEN_KEY}")
+    load_private_key(value.get_secret_value())
     return value
 
 

@@ -19,3 +19,21 @@ class Rating(StrEnum):
     SATISFIED = "satisfied"
     BASICALLY_SATISFIED = "basically_satisfied"
     UNSATISFIED = "unsatisfied"
+
+
+class SuggestionKind(StrEnum):
+    """Stored by intake and feedback, carried by ``SuggestionReceived``."""
+
+    NPC_SUGGESTION = "npc_suggestion"
+    CPPCC_PROPOSAL = "cppcc_proposal"
+
+
+class ReclassifyTarget(StrEnum):
+    """The track a matter filed as the wrong kind moves to; a citizen suggestion is passed on.
+
+    Chosen in intake, carried by ``MatterReclassified`` to the services that leave the matter.
+    """
+
+    COMPLAINT = "complaint"
+    SUGGESTION = "suggestion"
+    CITIZEN_SUGGESTION = "citizen_suggestion"

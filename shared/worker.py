@@ -16,10 +16,13 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
 
+from sqlalchemy import or_
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db import CommitSignal, utcnow
 from shared.logging import get_logger
@@ -206,3 +209,42 @@ class BackgroundWorker:
 
     def _backoff(self) -> float:
         return float(min(self._backoff_base * 2 ** (self._failures - 1), self._backoff_max))
+
+
+class Leased(Protocol):
+    """A row a worker takes for a while: until ``lease_until`` no other instance takes it."""
+
+    lease_until: datetime | None
+
+
+L = TypeVar("L", bound=Leased)
+
+
+async def lease_rows(
+    sessions: Callable[[], AsyncSession],
+    model: type[L],
+    *where: Any,
+    order_by: Any,
+    limit: int,
+    lease: timedelta,
+    now: datetime | None = None,
+    lock_rows: bool = True,
+) -> list[L]:
+    """Up to ``limit`` rows matching ``where`` whose lease is free, leased to the caller.
+
+    The lease is committed in a transaction of its own before the caller works on a row: only a
+    committed lease keeps other instances off it while the work (a network call) runs.
+    ``lock_rows`` (PostgreSQL): rows another instance is leasing right now are skipped, not waited
+    for; SQLite has one writer and no row locks.  A crashed worker's lease runs out, and the row is due again.
+    """
+    now = utcnow() if now is None else now
+    lease_free = or_(col(model.lease_until).is_(None), col(model.lease_until) < now)
+    query = select(model).where(*where, lease_free).order_by(order_by).limit(limit)
+    if lock_rows:
+        query = query.with_for_update(skip_locked=True)
+    async with sessions() as session, session.begin():
+        rows = list(await session.exec(query))
+        for row in rows:
+            row.lease_until = now + lease
+            session.add(row)
+    return rows

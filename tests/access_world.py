@@ -98,6 +98,7 @@ class AccessWorld:
             "no_dead_letter": self._no_dead_letter,
             "no_notification": self._no_notification,
             "no_import": self._no_import,
+            "no_report": self._no_report,
             "bureau": self._bureau,
         }
 
@@ -192,6 +193,11 @@ class AccessWorld:
         # An unknown bulk import: 404 shows the caller got past the access check, 401/403 not.
         # tests/test_imports.py reads real ones.
         return {"import_id": "no-such-import"}
+
+    async def _no_report(self) -> Obj:
+        # An unknown 督察工作通报: 404 shows the caller got past the role check, 401/403 not.
+        # tests/test_reports.py reads real ones, as a supervisor and as leaders of two counties.
+        return {"report_id": "no-such-report"}
 
     async def _no_notification(self) -> Obj:
         # A notification is someone's; an unknown id answers like another person's (404), so the

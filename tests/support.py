@@ -231,6 +231,8 @@ def base_environment(
         "BATCHING_GUARD": "1",
         # The fixtures' receipt times are fixed dates; the default bound (a year) would outrun them.
         "RECEIVED_AT_MAX_AGE_DAYS": "3650",
+        # The monthly reports would be due at every start; tests/test_reports.py drives the scheduler.
+        "REPORTS_SCHEDULE_ENABLED": "false",
     }
     for name in SERVICE_NAMES:
         env[f"{name.upper()}_URL"] = urls[name]

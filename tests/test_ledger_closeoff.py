@@ -12,6 +12,7 @@ from shared.auth import Principal, Role, token_auth
 from shared.web import COOKIE_NAME
 from tests import fixtures
 from tests.support import System, eventually
+from tests.test_pagination import all_pages
 from tests.test_pipeline import create_complaint, task_for
 from tests.test_verification import b_class_reply, claim, clocks_of, follow_up_reply
 
@@ -31,11 +32,8 @@ async def sign_in_leader(system: System, county: str) -> str:
 
 
 async def ledger_rows(system: System, user: str = "supervisor1", **params: Any) -> dict[str, dict[str, Any]]:
-    response = await system.call(
-        "verification", "GET", "/api/v1/ledger", as_user=user, params={"min_age_days": 0, **params}
-    )
-    assert response.status_code == 200, response.text
-    return {r["case_id"]: r for r in response.json()}
+    rows = await all_pages(system, "verification", "/api/v1/ledger", user, {"min_age_days": 0, **params})
+    return {r["case_id"]: r for r in rows}
 
 
 async def audit_actions(system: System, case_id: str) -> list[dict[str, Any]]:

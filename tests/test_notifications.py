@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -13,11 +14,12 @@ import httpx
 import pytest
 from sqlmodel import col, func, select
 
-from services.feedback.models import Delivery, Notification
+from services.feedback.models import Delivery, Notification, NotificationRead
 from shared.auth import Principal, Role, issue_token
-from shared.db import create_engine
-from shared.events import LadderStepReached
+from shared.db import create_engine, table_of
+from shared.events import EarlyWarningRaised, LadderStepReached
 from shared.web import COOKIE_NAME
+from shared.workcalendar import WorkCalendar
 from tests.support import NatsServer, System, eventually, running_system, token_signer_for_tests
 from tests.test_feedback_support import (
     SmsGateway,
@@ -53,14 +55,15 @@ async def system(
         yield running
 
 
-async def leader_headers(system: System) -> dict[str, str]:
+async def leader_headers(system: System, county: str = COUNTY) -> dict[str, str]:
     """The county leader's demo account; a minted token of the same person where it does not exist."""
+    username = f"leader-{county}"
     response = await system.client("intake").post(
-        "/api/v1/auth/token", data={"username": LEADER, "password": "demo"}
+        "/api/v1/auth/token", data={"username": username, "password": "demo"}
     )
     if response.status_code == 200:
         return {"Authorization": f"Bearer {response.json()['access_token']}"}
-    principal = Principal(username=LEADER, role=Role.LEADER, county_code=COUNTY)
+    principal = Principal(username=username, role=Role.LEADER, county_code=county)
     token = issue_token(principal=principal, signer=token_signer_for_tests(), ttl=timedelta(minutes=30))
     return {"Authorization": f"Bearer {token}"}
 
@@ -330,6 +333,100 @@ async def test_statistics_count_sent_and_unread_per_county_team_and_kind(system:
     assert (await figures(LEADER, county="411602")).status_code == 403
     assert (await figures(TEAM_INSPECTOR)).status_code == 403
     assert (await figures("operator1")).status_code == 403
+
+
+async def shift_back(system: System, dedupe_key: str, by: timedelta) -> None:
+    """Every moment stored of these items (sent, deadline, readings) earlier by ``by``: as if the
+    figures were asked for that much later."""
+    items, reads = table_of(Notification), table_of(NotificationRead)
+    engine = create_engine(system.env["FEEDBACK_DATABASE_URL"])
+    try:
+        async with engine.begin() as conn:
+            for row in (await conn.execute(items.select().where(items.c.dedupe_key == dedupe_key))).all():
+                assert row.first_read_at is not None
+                await conn.execute(
+                    items.update()
+                    .where(items.c.id == row.id)
+                    .values(
+                        created_at=row.created_at - by,
+                        read_deadline=row.read_deadline - by,
+                        first_read_at=row.first_read_at - by,
+                    )
+                )
+                for read in (
+                    await conn.execute(reads.select().where(reads.c.notification_id == row.id))
+                ).all():
+                    await conn.execute(
+                        reads.update().where(reads.c.id == read.id).values(read_at=read.read_at - by)
+                    )
+    finally:
+        await engine.dispose()
+
+
+async def test_an_item_read_after_its_working_day_counts_as_unread_and_one_read_in_time_does_not(
+    system: System,
+) -> None:
+    county = "411699"  # no fixture matter's: the figures below are this test's alone
+    created = await create_complaint(system)
+    # Longer than any holiday: a deadline of today is over two weeks on.
+    two_weeks = timedelta(days=14)
+
+    def warning(at: datetime) -> EarlyWarningRaised:
+        return EarlyWarningRaised(
+            case_id=created["id"],
+            actor="verification",
+            occurred_at=at,
+            subject_kind="unit",
+            subject_key="某派出所",
+            county_code=county,
+            measure="complaints",
+            count=3,
+            threshold=3,
+            window_months=12,
+            case_ids=[created["id"]],
+        )
+
+    # Sent two weeks ago, read only now; and sent now, read at once, then two weeks pass.
+    late, in_time = warning(datetime.now(SHANGHAI) - two_weeks), warning(datetime.now(SHANGHAI))
+    for event in (late, in_time):
+        await publish_event(system, event)
+    readers = {
+        "role:supervisor": await system.auth("supervisor1"),
+        f"leader:{county}": await leader_headers(system, county),
+    }
+    feedback = system.client("feedback")
+
+    async def items(event: EarlyWarningRaised) -> dict[str, Notification] | None:
+        found = await notification_rows(system, f"warning:{event.event_id}")
+        return {item.audience: item for item in found} if len(found) == len(readers) else None
+
+    calendar = WorkCalendar.load()
+    sent = {
+        event.event_id: await eventually(partial(items, event), what="the items") for event in (late, in_time)
+    }
+    # The supervisor reads the late warning now, after its day; its leader never does.
+    to_read = [sent[in_time.event_id][audience] for audience in readers]
+    to_read.append(sent[late.event_id]["role:supervisor"])
+    for item in to_read:
+        assert item.first_read_at is None
+        assert item.read_deadline == calendar.add_working_days(item.created_at, 1)
+        response = await feedback.post(
+            f"/api/v1/notifications/{item.id}/read", headers=readers[item.audience]
+        )
+        assert response.status_code == 200, response.text
+        read_at = datetime.fromisoformat(response.json()["read_at"])
+        (stored,) = [row for row in await notification_rows(system, item.dedupe_key) if row.id == item.id]
+        assert stored.first_read_at == read_at
+    await shift_back(system, f"warning:{in_time.event_id}", two_weeks)
+
+    response = await feedback.get(
+        "/api/v1/notifications/stats", params={"county": county}, headers=readers["role:supervisor"]
+    )
+    assert response.status_code == 200, response.text
+    (row,) = response.json()["rows"]
+    assert (row["kind"], row["team_code"], row["sent"]) == ("early_warning", None, 4)
+    # Late: the supervisors' (read after its day) and the leader's (never read); in time: neither.
+    assert row["unread_after_one_working_day"] == 2
 
 
 async def test_bell_and_inbox_for_every_signed_in_person(system: System) -> None:

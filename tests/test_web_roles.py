@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pytest
@@ -78,6 +78,18 @@ async def browser() -> AsyncIterator[Any]:
         launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched
         await launched.close()
+
+
+async def chart_series(page: Any, node_id: str) -> list[dict[str, Any]] | None:
+    """The series an ECharts chart draws in the node (charts.js), as the page holds them."""
+    return cast(
+        "list[dict[str, Any]] | None",
+        await page.evaluate(
+            """id => { const chart = SV.chart.of(document.getElementById(id));
+              return chart ? chart.getOption().series.map(s => ({ type: s.type, name: s.name, data: s.data })) : null; }""",
+            node_id,
+        ),
+    )
 
 
 class Session:
@@ -553,18 +565,20 @@ async def test_supervisor_approves_and_exports_the_ledger(open_session: Any, web
     supervisor = await open_session("supervisor1")
     supervisor.expected_statuses.add(422)
     assert supervisor.page.url == supervisor.url("verification", "/dashboard")
-    await supervisor.page.wait_for_selector("#chart-weekly svg")
+    await supervisor.page.wait_for_selector("#chart-weekly canvas")
     assert "按期办结率" in await supervisor.page.inner_text("#kpis")
-    assert await supervisor.page.locator("#chart-volume svg rect").count() > 0
+    volume = await chart_series(supervisor.page, "chart-volume")
+    assert volume and any(v for s in volume if s["type"] == "bar" for v in s["data"])
     assert "项城市" in await supervisor.page.inner_text("[data-testid=stats-table]")
     # Satisfaction comes from feedback and repeats from intake, fetched across origins (CORS).
-    await supervisor.page.wait_for_selector("#chart-satisfaction svg")
-    await supervisor.page.wait_for_selector("#chart-repeat svg")
+    await supervisor.page.wait_for_selector("#chart-satisfaction canvas")
+    await supervisor.page.wait_for_selector("#chart-repeat canvas")
     # Per team as well as per county, and the weekly figures of one of them.
     await supervisor.page.click("#by >> text=按督察队")
     await supervisor.page.wait_for_selector("[data-testid=stats-table] >> text=项城市公安局督察大队")
     await supervisor.page.select_option("#weekly-group", "411681")
-    await supervisor.page.wait_for_selector("#chart-weekly svg polyline")
+    await supervisor.page.wait_for_selector("#chart-weekly canvas")
+    assert [s["type"] for s in await chart_series(supervisor.page, "chart-weekly") or []] == ["line", "line"]
     await supervisor.page.click("#by >> text=按县（市、区）")
     await supervisor.page.wait_for_selector("[data-testid=stats-table] th >> text=县（市、区）")
     await supervisor.page.select_option("#weekly-group", "")

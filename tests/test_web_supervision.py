@@ -13,18 +13,22 @@ logged) and a ladder that looks every second (so an old matter is up the ladder 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.cli.demosinks import point_feedback_at, running_sinks
+from shared.reference import load_organisation
 from tests import fixtures
 from tests import test_web_roles as roles
 from tests.support import NatsServer, System, eventually, running_system
 from tests.test_feedback_support import outside_world_env
 from tests.test_imports import good_row, workbook
+from tests.test_pagination import all_pages
 from tests.test_web_roles import Session, answered_by_api, record, reload_until, task_of
 
 # The browser, the sessions and the skip without Chromium are test_web_roles's.
@@ -137,11 +141,8 @@ async def mark(system: System, case_id: str, which: str, **extra: str) -> None:
 
 
 async def ledger_cases(system: System, user: str = "supervisor1", **params: str) -> dict[str, dict[str, Any]]:
-    response = await system.call(
-        "verification", "GET", "/api/v1/ledger", as_user=user, params={"min_age_days": "0", **params}
-    )
-    assert response.status_code == 200, response.text
-    return {row["case_id"]: row for row in response.json()}
+    rows = await all_pages(system, "verification", "/api/v1/ledger", user, {"min_age_days": "0", **params})
+    return {row["case_id"]: row for row in rows}
 
 
 # --------------------------------------------------------------------------- 待办 and the bell
@@ -293,6 +294,92 @@ async def test_supervisor_sees_warnings_and_changes_the_thresholds(open_session:
     assert "暂不可用" not in await stats.inner_text()
     await page.locator("[data-testid=warnings-panel]").scroll_into_view_if_needed()
     await supervisor.shot("supervisor-warnings.png")
+
+
+async def test_dashboard_draws_the_county_map_the_12345_measures_and_saves_a_png(
+    open_session: Any, web: System
+) -> None:
+    created = await record(web, accused=SHENQIU)
+    await task_of(web, created["id"])
+    supervisor = await open_session("supervisor1")
+    page = supervisor.page
+    await supervisor.goto("verification", "/dashboard")
+
+    # The map: one region per county, each coloured by its complaints per 10,000 residents.
+    await page.wait_for_selector("#chart-map canvas")
+    counties = {c.name: c for c in load_organisation().counties.values()}
+    series = await roles.chart_series(page, "chart-map")
+    assert series and [s["type"] for s in series] == ["map"]
+    values = {d["name"]: d["value"] for d in series[0]["data"]}
+    assert set(values) == set(counties)
+    assert values["沈丘县"] > 0 and all(v >= 0 for v in values.values())
+    regions = await page.evaluate(
+        "() => SV.chart.of(document.getElementById('chart-map')).getModel().getSeriesByType('map')[0]"
+        ".getData().count()"
+    )
+    assert regions == len(counties)
+
+    # 12345 考核指标: the seven measures, each with its definition printed under the table.
+    await page.wait_for_selector("[data-testid=measures-table]")
+    answer = await web.call(
+        "verification",
+        "GET",
+        "/api/v1/measures",
+        as_user="supervisor1",
+        params={"start": "2026-01-01", "end": "2026-12-31", "by": "county"},
+    )
+    assert answer.status_code == 200, answer.text
+    definitions = answer.json()["definitions"]
+    names = ["响应率", "办结率", "按期办结率", "解决率", "满意率", "属实率", "重复投诉率"]
+    assert sorted(d["name"] for d in definitions) == sorted(names)
+    head = await page.inner_text("[data-testid=measures-table] thead")
+    listed = await page.inner_text("[data-testid=measure-definitions]")
+    for d in definitions:
+        assert d["name"] in head
+        assert d["definition"] in listed
+    assert await page.locator("[data-testid=measure-definitions] dt").count() == len(names)
+    # Another period: 本年, then a chosen one.
+    await page.click("#measures-period >> text=本年")
+    await page.wait_for_selector("#measures-hint >> text=-01-01 至")
+    await page.click("#measures-period >> text=自定义")
+    await page.fill("#measures-start", "2026-01-01")
+    await page.fill("#measures-end", "2026-06-30")
+    await page.click("#measures-apply")
+    await page.wait_for_selector("#measures-hint >> text=2026-01-01 至 2026-06-30")
+    await page.wait_for_selector("[data-testid=measures-table]")
+
+    # PNG: from the chart itself, and from its 保存为图片 button (a download).
+    url = await page.evaluate(
+        "() => SV.chart.of(document.getElementById('chart-map')).getDataURL({ type: 'png', pixelRatio: 1 })"
+    )
+    assert url.startswith("data:image/png;base64,")
+    await page.locator("[data-testid=map-panel]").scroll_into_view_if_needed()
+    # The button is drawn on the canvas: where ECharts laid it out, in the page's coordinates.
+    button = await page.evaluate(
+        """() => { const node = document.getElementById('chart-map'); const chart = SV.chart.of(node);
+          const view = chart.getViewOfComponentModel(chart.getModel().getComponent('toolbox'));
+          const r = view.group.getBoundingRect().clone(); r.applyTransform(view.group.getComputedTransform());
+          const box = node.querySelector('.chart-box').getBoundingClientRect();
+          return { x: box.left + r.x + r.width / 2, y: box.top + r.y + r.height / 2 }; }"""
+    )
+    async with page.expect_download() as download:
+        await page.mouse.click(button["x"], button["y"])
+    saved = await download.value
+    assert saved.suggested_filename.endswith(".png")
+    png = await asyncio.to_thread(Path(await saved.path()).read_bytes)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    await supervisor.shot("supervisor-dashboard-map.png")
+
+    # A county's leader: their own county on the map, and their own county's measures.
+    leader = await open_session(LEADER)
+    await leader.goto("verification", "/dashboard")
+    await leader.page.wait_for_selector("#chart-map canvas")
+    series = await roles.chart_series(leader.page, "chart-map")
+    # ECharts lists every region of the map; only the leader's own county has a figure.
+    assert series and [d["name"] for d in series[0]["data"] if d.get("value") is not None] == ["沈丘县"]
+    await leader.page.wait_for_selector("[data-testid=measures-table]")
+    assert "沈丘县" in await leader.page.inner_text("[data-testid=measures-table]")
+    assert "郸城县" not in await leader.page.inner_text("[data-testid=measures-table]")
 
 
 # --------------------------------------------------------------------------- the bureaus' leaders

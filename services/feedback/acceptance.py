@@ -25,6 +25,7 @@ from services.feedback.context import FeedbackContext
 from services.feedback.models import CaseView, Delivery, DeliveryKind, DeliveryStatus, NotificationKind
 from shared.audit import audit
 from shared.states import CaseKind
+from shared.workcalendar import WorkCalendar
 
 TEMPLATE_FILE = Path(__file__).resolve().parent / "templates" / "acceptance_notice.txt"
 
@@ -81,7 +82,7 @@ async def queue_notice(
 
 
 async def notice_undeliverable(
-    *, session: AsyncSession, delivery: Delivery, tracking_code: str, at: datetime
+    *, session: AsyncSession, delivery: Delivery, tracking_code: str, at: datetime, calendar: WorkCalendar
 ) -> None:
     """The acceptance notice could not go automatically: the operators phone or write, and record it."""
     if not is_acceptance_notice(delivery) or delivery.status != DeliveryStatus.FAILED:
@@ -95,6 +96,7 @@ async def notice_undeliverable(
         title=f"【告知受理】{tracking_code} 受理告知无法自动发送，请电话或信函告知投诉人并登记",
         link="feedback:/deliveries",
         at=at,
+        calendar=calendar,
         tracking_code=tracking_code,
         send_message=False,
         correlation_id=delivery.correlation_id,

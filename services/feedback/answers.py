@@ -35,6 +35,7 @@ from shared.audit import audit
 from shared.db import utcnow
 from shared.errors import NotFound, conflict
 from shared.events import CaseConcluded
+from shared.pagination import Key, Page
 from shared.states import CaseKind
 
 OUTCOME_PUBLIC = {
@@ -95,15 +96,19 @@ async def get_answer(*, session: AsyncSession, answer_id: str, lock: bool = Fals
 
 
 async def list_answers(
-    *, session: AsyncSession, case_id: str | None, status: AnswerStatus | None
+    *, session: AsyncSession, case_id: str | None, status: AnswerStatus | None, page: Page
 ) -> list[Answer]:
-    query = select(Answer).order_by(col(Answer.created_at))
+    """Answers, oldest first, a page by keyset (created_at, id), with the total."""
+    query = select(Answer)
     if case_id:
         structlog.contextvars.bind_contextvars(case_id=case_id)
         query = query.where(Answer.case_id == case_id)
     if status:
         query = query.where(Answer.status == status)
-    return list(await session.exec(query))
+    keys = (Key(col(Answer.created_at)), Key(col(Answer.id)))
+    rows = page.cut(list(await session.exec(page.keyset(query, keys))), key_of=lambda a: (a.created_at, a.id))
+    await page.count(session, query)
+    return rows
 
 
 async def delivered_answer(*, session: AsyncSession, case_id: str) -> Answer | None:

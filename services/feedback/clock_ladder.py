@@ -68,6 +68,7 @@ def feedback_ladder(ctx: FeedbackContext) -> Ladder[FeedbackClock]:
             link=link,
             due_at=clock.due_at,
             at=now,
+            calendar=ctx.calendar,
             tracking_code=tracking_code or None,
             county_code=case.county_code if case is not None else None,
             team_code=case.team_code if case is not None else None,

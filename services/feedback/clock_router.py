@@ -17,6 +17,7 @@ from shared.app import current_correlation_id
 from shared.auth import Role
 from shared.db import utcnow
 from shared.deps import Operator, OperatorOrSupervisor, Session, SupervisorOrLeader, app_state
+from shared.pagination import Page, page_headers, paging
 
 clock_router = APIRouter(prefix="/api/v1")
 Context = Annotated[FeedbackContext, Depends(app_state("feedback", FeedbackContext))]
@@ -24,17 +25,18 @@ Context = Annotated[FeedbackContext, Depends(app_state("feedback", FeedbackConte
 LISTED_FIELDS = {"case_id", "label", "due_at", "next_step", "next_step_at", "rule", "source"}
 
 
-@clock_router.get("/clocks", response_model=list[ClockListRead], tags=["clocks"])
+@clock_router.get("/clocks", response_model=list[ClockListRead], tags=["clocks"], responses=page_headers())
 async def list_clocks(
     session: Session,
     principal: SupervisorOrLeader,
+    page: Annotated[Page, Depends(paging(default=500, maximum=500, offset=False))],
     open_: Annotated[bool, Query(alias="open", description="only the running clocks")] = True,
 ) -> list[ClockListRead]:
     """Feedback's clocks (answer approval, 回访), soonest deadline first; a leader sees their county's."""
     county = principal.county_code if principal.role == Role.LEADER else None
     if principal.role == Role.LEADER and not county:
         return []
-    found = await clocks.open_clocks(session, county_code=county, only_open=open_)
+    found = await clocks.open_clocks(session, county_code=county, only_open=open_, page=page)
     return [
         ClockListRead(
             **item.clock.model_dump(include=LISTED_FIELDS),
@@ -46,9 +48,14 @@ async def list_clocks(
     ]
 
 
-@clock_router.get("/follow-ups", response_model=list[FollowUpRead], tags=["follow-up"])
+@clock_router.get(
+    "/follow-ups", response_model=list[FollowUpRead], tags=["follow-up"], responses=page_headers()
+)
 async def list_follow_ups(
-    session: Session, ctx: Context, principal: OperatorOrSupervisor
+    session: Session,
+    ctx: Context,
+    principal: OperatorOrSupervisor,
+    page: Annotated[Page, Depends(paging(default=500, maximum=500, offset=False))],
 ) -> list[FollowUpRead]:
     """The 回访 calls due, the longest waiting first; no contact (the operator calls through intake)."""
     now = utcnow()
@@ -62,7 +69,7 @@ async def list_follow_ups(
             attempts=call.clock.attempts,
             max_attempts=ctx.follow_up_max_attempts,
         )
-        for call in await followups.due_calls(session=session)
+        for call in await followups.due_calls(session=session, page=page)
     ]
 
 

@@ -32,6 +32,7 @@ from services.feedback.models import (
 from shared.events import AcceptanceNoticeDelivered
 from shared.ladder import CHASE, DUE_TODAY, ESCALATION, REMINDER, RUNNING, STOPPED, LadderPolicy
 from shared.outbox import record_event
+from shared.pagination import Key, Page
 from shared.states import CaseKind
 
 
@@ -190,19 +191,22 @@ class OpenClock:
 
 
 async def open_clocks(
-    session: AsyncSession, *, county_code: str | None, only_open: bool = True
+    session: AsyncSession, *, county_code: str | None, page: Page, only_open: bool = True
 ) -> list[OpenClock]:
-    """Running clocks (or all), soonest deadline first; ``county_code`` limits them to one county."""
-    query = (
-        select(FeedbackClock, CaseView)
-        .join(CaseView, col(CaseView.case_id) == col(FeedbackClock.case_id))
-        .order_by(col(FeedbackClock.due_at))
+    """Running clocks (or all), soonest deadline first, a page by keyset (due_at, id), with the
+    total; ``county_code`` limits them to one county."""
+    query = select(FeedbackClock, CaseView).join(
+        CaseView, col(CaseView.case_id) == col(FeedbackClock.case_id)
     )
     if only_open:
         query = query.where(FeedbackClock.status == RUNNING)
     if county_code is not None:
         query = query.where(CaseView.county_code == county_code)
-    rows = list(await session.exec(query))
+    keys = (Key(col(FeedbackClock.due_at)), Key(col(FeedbackClock.id)))
+    rows = page.cut(
+        list(await session.exec(page.keyset(query, keys))), key_of=lambda r: (r[0].due_at, r[0].id)
+    )
+    await page.count(session, query)
     ids = [clock.id for clock, _ in rows if clock.id is not None]
     taken: dict[int, list[str]] = {}
     if ids:

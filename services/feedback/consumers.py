@@ -41,10 +41,10 @@ async def on_suggestion_received(*, session: AsyncSession, event: SuggestionRece
 
 
 @batched_writes
-async def on_case_assigned(*, session: AsyncSession, event: CaseAssigned) -> None:
+async def on_case_assigned(*, session: AsyncSession, event: CaseAssigned, ctx: FeedbackContext) -> None:
     await projection.assign(session=session, event=event)
     if event.needs_supervisor:
-        await notifications.needs_supervisor(session=session, event=event)
+        await notifications.needs_supervisor(session=session, event=event, calendar=ctx.calendar)
 
 
 async def on_task_claimed(*, session: AsyncSession, event: TaskClaimed, ctx: FeedbackContext) -> None:
@@ -81,8 +81,8 @@ async def on_ladder_step(*, session: AsyncSession, event: LadderStepReached, ctx
     await feedback_clocks.on_ladder_step(session=session, ctx=ctx, event=event)
 
 
-async def on_early_warning(*, session: AsyncSession, event: EarlyWarningRaised) -> None:
-    await notifications.early_warning(session=session, event=event)
+async def on_early_warning(*, session: AsyncSession, event: EarlyWarningRaised, ctx: FeedbackContext) -> None:
+    await notifications.early_warning(session=session, event=event, calendar=ctx.calendar)
 
 
 async def on_deadline_extended(
@@ -99,7 +99,7 @@ def subscriptions(ctx: FeedbackContext) -> list[Subscription]:
                 ComplaintReceived: on_complaint_received,
                 SuggestionReceived: on_suggestion_received,
                 SuggestionReceivedV2: on_suggestion_received,
-                CaseAssigned: on_case_assigned,
+                CaseAssigned: partial(on_case_assigned, ctx=ctx),
                 TaskClaimed: partial(on_task_claimed, ctx=ctx),
                 AnswerDelivered: partial(feedback_clocks.on_answer_delivered, ctx=ctx),
                 RatingRecorded: feedback_clocks.on_matter_moved_on,
@@ -111,7 +111,7 @@ def subscriptions(ctx: FeedbackContext) -> list[Subscription]:
                 DeadlineExtended: partial(on_deadline_extended, ctx=ctx),
                 MatterReclassified: on_matter_reclassified,
                 LadderStepReached: partial(on_ladder_step, ctx=ctx),
-                EarlyWarningRaised: on_early_warning,
+                EarlyWarningRaised: partial(on_early_warning, ctx=ctx),
             },
             prefetch_by_case=(CaseView,),
         )

@@ -37,6 +37,7 @@ from shared.errors import NotFound, conflict
 from shared.events import AnswerDelivered
 from shared.logging import get_logger, mask_text
 from shared.outbox import record_event
+from shared.pagination import Key, Page
 
 log = get_logger(__name__)
 
@@ -254,10 +255,10 @@ async def record_failure(
         )
         case = await known_case(session, delivery.case_id)
         await notifications.delivery_failed(
-            session=session, delivery=delivery, tracking_code=case.tracking_code, at=at
+            session=session, delivery=delivery, tracking_code=case.tracking_code, at=at, calendar=ctx.calendar
         )
         await acceptance.notice_undeliverable(
-            session=session, delivery=delivery, tracking_code=case.tracking_code, at=at
+            session=session, delivery=delivery, tracking_code=case.tracking_code, at=at, calendar=ctx.calendar
         )
     else:
         delivery.next_attempt_at = at + timedelta(seconds=ctx.delivery.backoff(delivery.attempts))
@@ -380,14 +381,18 @@ async def list_deliveries(
     status: DeliveryStatus | None,
     case_id: str | None,
     kind: DeliveryKind | None,
-    limit: int,
-    offset: int,
+    page: Page,
 ) -> list[Delivery]:
-    query = select(Delivery).order_by(col(Delivery.updated_at).desc()).limit(limit).offset(offset)
+    """Deliveries, latest changed first, a page by keyset (updated_at, id), with the total."""
     filtered = where_given(
-        query, (Delivery.status, status), (Delivery.case_id, case_id), (Delivery.kind, kind)
+        select(Delivery), (Delivery.status, status), (Delivery.case_id, case_id), (Delivery.kind, kind)
     )
-    return list(await session.exec(filtered))
+    keys = (Key(col(Delivery.updated_at), descending=True), Key(col(Delivery.id), descending=True))
+    rows = page.cut(
+        list(await session.exec(page.keyset(filtered, keys))), key_of=lambda d: (d.updated_at, d.id)
+    )
+    await page.count(session, filtered)
+    return rows
 
 
 async def deliveries_of(*, session: AsyncSession, answer_ids: list[str]) -> dict[str, list[Delivery]]:

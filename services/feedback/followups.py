@@ -26,6 +26,7 @@ from shared.auth import Principal
 from shared.db import utcnow
 from shared.errors import conflict
 from shared.ladder import RUNNING
+from shared.pagination import Key, Page
 from shared.states import Rating
 
 RATING_OUTCOMES = {
@@ -49,14 +50,18 @@ class CallResult:
     closed: bool
 
 
-async def due_calls(*, session: AsyncSession) -> list[DueCall]:
-    """Every 回访 not yet done, the longest waiting first."""
-    rows = await session.exec(
+async def due_calls(*, session: AsyncSession, page: Page) -> list[DueCall]:
+    """Every 回访 not yet done, the longest waiting first, a page by keyset (due_at, id), with the total."""
+    query = (
         select(FeedbackClock, CaseView)
         .join(CaseView, col(CaseView.case_id) == col(FeedbackClock.case_id))
         .where(FeedbackClock.name == ClockName.FOLLOW_UP, FeedbackClock.status == RUNNING)
-        .order_by(col(FeedbackClock.due_at), col(FeedbackClock.id))
     )
+    keys = (Key(col(FeedbackClock.due_at)), Key(col(FeedbackClock.id)))
+    rows = page.cut(
+        list(await session.exec(page.keyset(query, keys))), key_of=lambda r: (r[0].due_at, r[0].id)
+    )
+    await page.count(session, query)
     return [DueCall(clock=clock, case=case) for clock, case in rows]
 
 

@@ -1,7 +1,8 @@
 """The 待办 inbox: a person's notifications, reading and handling them, and the statistics of them.
 
 Who is told what is ``notifications``; this module is what a person does with it.  Reading is
-recorded per person (``NotificationRead``); handling once per item, with who and when.
+recorded per person (``NotificationRead``), and the first reading by anyone on the item itself
+(``first_read_at``, for the figures); handling once per item, with who and when.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func
+from sqlalchemy import and_, bindparam, case, func, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -20,7 +22,7 @@ from services.feedback.notifications import audiences_of
 from shared.auth import Principal, Role
 from shared.db import table_of, utcnow
 from shared.errors import Forbidden, NotFound
-from shared.workcalendar import WorkCalendar
+from shared.pagination import Key, Page
 
 
 def _mine(principal: Principal) -> Select[Notification, datetime | None]:
@@ -44,10 +46,10 @@ async def own_items(
     principal: Principal,
     unread: bool,
     open_only: bool,
-    limit: int,
+    page: Page,
     before: datetime | None,
 ) -> list[tuple[Notification, datetime | None]]:
-    """The person's notifications, newest first."""
+    """The person's notifications, newest first, a page by keyset (created_at, id), with the total."""
     query = _mine(principal)
     if unread:
         query = query.where(col(NotificationRead.read_at).is_(None))
@@ -55,8 +57,12 @@ async def own_items(
         query = query.where(col(Notification.handled_at).is_(None))
     if before is not None:
         query = query.where(col(Notification.created_at) < before)
-    query = query.order_by(col(Notification.created_at).desc(), col(Notification.id).desc()).limit(limit)
-    return [(row[0], row[1]) for row in await session.exec(query)]
+    keys = (Key(col(Notification.created_at), descending=True), Key(col(Notification.id), descending=True))
+    rows = page.cut(
+        list(await session.exec(page.keyset(query, keys))), key_of=lambda r: (r[0].created_at, r[0].id)
+    )
+    await page.count(session, query)
+    return [(row[0], row[1]) for row in rows]
 
 
 async def unread_count(*, session: AsyncSession, principal: Principal) -> int:
@@ -90,6 +96,19 @@ async def own_item(
     return found[0], found[1]
 
 
+_NOTIFICATIONS = table_of(Notification)
+_READ_AT = bindparam("read_at", type_=_NOTIFICATIONS.c.first_read_at.type)
+# The earliest reading wins even when two people's readings commit out of order.
+_FIRST_READ = (
+    update(_NOTIFICATIONS)
+    .where(
+        _NOTIFICATIONS.c.id == bindparam("item_id"),
+        or_(_NOTIFICATIONS.c.first_read_at.is_(None), _NOTIFICATIONS.c.first_read_at > _READ_AT),
+    )
+    .values(first_read_at=_READ_AT)
+)
+
+
 async def mark_read(
     *, session: AsyncSession, principal: Principal, notification_id: str
 ) -> tuple[Notification, datetime]:
@@ -103,9 +122,11 @@ async def mark_read(
     dialect = session.sync_session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     connection = await session.connection()
-    await connection.execute(
+    inserted = await connection.execute(
         insert(table).values(values).on_conflict_do_nothing(index_elements=["notification_id", "username"])
     )
+    if inserted.rowcount:
+        await connection.execute(_FIRST_READ, {"item_id": item.id, "read_at": now})
     return item, now
 
 
@@ -136,30 +157,35 @@ class KindCount:
 async def statistics(
     *,
     session: AsyncSession,
-    calendar: WorkCalendar,
     county: str | None,
     since: datetime,
     now: datetime,
 ) -> list[KindCount]:
     """Per county, team and kind: notifications sent since ``since``, and those nobody had read
-    one working day after they were sent (counted once that day is over)."""
-    first_read = func.min(NotificationRead.read_at)
+    one working day after they were sent (counted once that day is over).
+
+    One aggregate over the ``stats`` index: the deadline and the first reading are on each item.
+    """
+    item = _NOTIFICATIONS.c
+    late = and_(
+        item.read_deadline <= now,
+        or_(item.first_read_at.is_(None), item.first_read_at > item.read_deadline),
+    )
+    keys = (item.county_code, item.team_code, item.kind)
     query = (
-        select(Notification, first_read)
-        .outerjoin(NotificationRead, col(NotificationRead.notification_id) == col(Notification.id))
-        .where(col(Notification.created_at) >= since)
-        .group_by(col(Notification.id))
+        sa_select(*keys, func.count(), func.sum(case((late, 1), else_=0)))
+        .where(item.created_at >= since)
+        .group_by(*keys)
     )
     if county:
-        query = query.where(Notification.county_code == county)
+        query = query.where(item.county_code == county)
+    connection = await session.connection()
+    # No code and an empty code are one group, sorted first on every database.
     counts: dict[tuple[str, str, str], list[int]] = {}
-    for item, read_at in await session.exec(query):
-        key = (item.county_code or "", item.team_code or "", item.kind)
-        sent_unread = counts.setdefault(key, [0, 0])
-        sent_unread[0] += 1
-        deadline = calendar.add_working_days(item.created_at, 1)
-        if deadline <= now and (read_at is None or read_at > deadline):
-            sent_unread[1] += 1
+    for county_code, team_code, kind, sent, unread in await connection.execute(query):
+        sent_unread = counts.setdefault((county_code or "", team_code or "", kind), [0, 0])
+        sent_unread[0] += int(sent)
+        sent_unread[1] += int(unread or 0)
     return [
         KindCount(
             county_code=county_code or None,

@@ -22,6 +22,8 @@ from services.feedback.schemas import (
 )
 from shared.db import utcnow
 from shared.deps import Session, Signed, SupervisorOrLeader, app_state
+from shared.pagination import Page, page_headers, paging
+from shared.readmodel import read_model
 from shared.validation import Line
 from shared.web import service_urls
 
@@ -30,35 +32,30 @@ Context = Annotated[FeedbackContext, Depends(app_state("feedback", FeedbackConte
 
 
 def _notification_out(request: Request, item: Notification, read_at: datetime | None) -> NotificationOut:
-    return NotificationOut(
-        id=item.id,
-        case_id=item.case_id,
-        tracking_code=item.tracking_code,
-        kind=item.kind,
+    return read_model(
+        NotificationOut,
+        item,
         kind_label=NOTIFICATION_KIND_LABELS.get(item.kind, item.kind),
-        title=item.title,
         link=inbox.resolve_link(item.link, service_urls(request.app.state.settings)),
-        due_at=item.due_at,
-        created_at=item.created_at,
         read_at=read_at,
-        handled_at=item.handled_at,
-        handled_by=item.handled_by,
     )
 
 
-@router.get("/notifications", response_model=list[NotificationOut], tags=["notifications"])
+@router.get(
+    "/notifications", response_model=list[NotificationOut], tags=["notifications"], responses=page_headers()
+)
 async def list_notifications(
     request: Request,
     session: Session,
     principal: Signed,
+    page: Annotated[Page, Depends(paging(default=50, maximum=200, offset=False))],
     unread: bool = False,
     open: Annotated[bool, Query(description="only items nobody has handled yet (the 待办 list)")] = False,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[datetime | None, Query(description="older than this: the next page")] = None,
 ) -> list[NotificationOut]:
-    """The signed-in person's notifications, newest first."""
+    """The signed-in person's notifications, newest first; the next page by ``after`` (or ``before``)."""
     found = await inbox.own_items(
-        session=session, principal=principal, unread=unread, open_only=open, limit=limit, before=before
+        session=session, principal=principal, unread=unread, open_only=open, page=page, before=before
     )
     return [_notification_out(request, item, read_at) for item, read_at in found]
 
@@ -71,7 +68,6 @@ async def notification_summary(session: Session, principal: Signed) -> Notificat
 @router.get("/notifications/stats", response_model=NotificationStats, tags=["notifications"])
 async def notification_stats(
     session: Session,
-    ctx: Context,
     principal: SupervisorOrLeader,
     county: Annotated[Line | None, Query(max_length=16)] = None,
     days: Annotated[int, Query(ge=1, le=730)] = 90,
@@ -80,7 +76,7 @@ async def notification_stats(
     scope = inbox.stats_scope(principal, county)
     now = utcnow()
     since = now - timedelta(days=days)
-    rows = await inbox.statistics(session=session, calendar=ctx.calendar, county=scope, since=since, now=now)
+    rows = await inbox.statistics(session=session, county=scope, since=since, now=now)
     return NotificationStats(
         since=since,
         county=scope,

@@ -14,6 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.feedback.models import CaseView, Delivery, DeliveryStatus
+from shared.pagination import Key, Page
 
 KIND_LABELS: dict[str, str] = {
     "answer": "答复",
@@ -45,16 +46,21 @@ def recipient_label(delivery: Delivery) -> str:
     return delivery.recipient or COMPLAINANT
 
 
-async def sent_messages(*, session: AsyncSession, limit: int, offset: int) -> list[SentMessage]:
-    """Sent deliveries, newest first, each with its matter's tracking code."""
-    rows = await session.exec(
+async def sent_messages(*, session: AsyncSession, page: Page) -> list[SentMessage]:
+    """Sent deliveries, newest first, each with its matter's tracking code; a page by keyset
+    (sent_at, id: a sent delivery always has its time), with the total."""
+    query = (
         select(Delivery, CaseView.tracking_code)
         .join(CaseView, col(CaseView.case_id) == col(Delivery.case_id), isouter=True)
-        .where(Delivery.status == DeliveryStatus.SENT)
-        .order_by(col(Delivery.sent_at).desc(), col(Delivery.id).desc())
-        .limit(limit)
-        .offset(offset)
+        .where(Delivery.status == DeliveryStatus.SENT, col(Delivery.sent_at).is_not(None))
     )
+    keys = (Key(col(Delivery.sent_at), descending=True), Key(col(Delivery.id), descending=True))
+    rows = page.cut(
+        list(await session.exec(page.keyset(query, keys))), key_of=lambda r: (r[0].sent_at, r[0].id)
+    )
+    # Counted without the join: a left join to the case's view neither adds nor drops a delivery.
+    sent = select(Delivery).where(Delivery.status == DeliveryStatus.SENT, col(Delivery.sent_at).is_not(None))
+    await page.count(session, sent)
     return [
         SentMessage(
             id=delivery.id,

@@ -159,6 +159,8 @@ class Answer(SQLModel, table=True):
     """
 
     __tablename__ = "feedback_answer"
+    # The approvals list (by status, oldest first), a page by keyset (created_at, id).
+    __table_args__ = (Index("ix_feedback_answer_status_created", "status", "created_at", "id"),)
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
     case_id: str = Field(max_length=64, index=True)
@@ -195,7 +197,12 @@ class Delivery(SQLModel, table=True):
     """
 
     __tablename__ = "feedback_delivery"
-    __table_args__ = (Index("ix_feedback_delivery_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_feedback_delivery_due", "status", "next_attempt_at"),
+        # The lists' keysets: 消息记录 (sent, newest first) and 送达处理 (latest changed first).
+        Index("ix_feedback_delivery_status_sent", "status", "sent_at", "id"),
+        Index("ix_feedback_delivery_updated", "updated_at", "id"),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
     case_id: str = Field(max_length=64, index=True)
@@ -303,12 +310,25 @@ class Notification(SQLModel, table=True):
 
     Created once per ``(dedupe_key, audience)``: a redelivered event finds it there.  Never names a
     complainant: the title carries the tracking code, the step and the deadline.
+
+    ``read_deadline`` (one working day after sending, fixed when it is created) and
+    ``first_read_at`` (anyone's first reading) make the 通知送达 figures one aggregate over the
+    ``stats`` index, which holds every column they read.
     """
 
     __tablename__ = "feedback_notification"
     __table_args__ = (
         UniqueConstraint("dedupe_key", "audience", name="uq_feedback_notification_dedupe"),
         Index("ix_feedback_notification_audience", "audience", "created_at"),
+        Index(
+            "ix_feedback_notification_stats",
+            "created_at",
+            "county_code",
+            "team_code",
+            "kind",
+            "read_deadline",
+            "first_read_at",
+        ),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
@@ -325,6 +345,8 @@ class Notification(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     handled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     handled_by: str | None = Field(default=None, max_length=64)
+    read_deadline: datetime = Field(sa_type=UTCDateTime, description="unread after this: counted as unread")
+    first_read_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class NotificationRead(SQLModel, table=True):
@@ -350,6 +372,8 @@ class FeedbackClock(SQLModel, table=True):
     __table_args__ = (
         Index("ix_feedback_clock_due", "status", "next_step_at"),
         Index("uq_feedback_clock_name_subject", "name", "subject_id", unique=True),
+        # The clocks and 回访 lists: running ones, soonest due first, a page by keyset (due_at, id).
+        Index("ix_feedback_clock_status_due", "status", "due_at", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -33,6 +33,7 @@ from services.feedback.models import (
 from shared.auth import Principal, Role
 from shared.db import new_id, table_of
 from shared.events import CaseAssigned, EarlyWarningRaised, LadderStepReached
+from shared.workcalendar import WorkCalendar
 
 SUPERVISORS = "role:supervisor"
 OPERATORS = "role:operator"
@@ -120,6 +121,7 @@ async def notify(
     link: str | None = None,
     due_at: datetime | None = None,
     at: datetime,
+    calendar: WorkCalendar,
     tracking_code: str | None = None,
     county_code: str | None = None,
     team_code: str | None = None,
@@ -137,6 +139,8 @@ async def notify(
     wanted = list(dict.fromkeys(audiences))
     if not wanted:
         return []
+    # Fixed now, by the calendar of the day it was sent: the figures count against it (``inbox``).
+    read_deadline = calendar.add_working_days(at, 1)
     rows: list[dict[str, object]] = [
         {
             "id": new_id(),
@@ -153,6 +157,8 @@ async def notify(
             "created_at": at,
             "handled_at": None,
             "handled_by": None,
+            "read_deadline": read_deadline,
+            "first_read_at": None,
         }
         for audience in wanted
     ]
@@ -277,6 +283,7 @@ async def ladder_step(*, session: AsyncSession, ctx: FeedbackContext, event: Lad
             link=link,
             due_at=event.due_at,
             at=event.occurred_at,
+            calendar=ctx.calendar,
             tracking_code=case.tracking_code,
             county_code=case.county_code,
             team_code=event.team_code,
@@ -301,7 +308,7 @@ async def ladder_step(*, session: AsyncSession, ctx: FeedbackContext, event: Lad
         await send(kind, [leader(case.county_code)], title, "verification:/ledger")
 
 
-async def early_warning(*, session: AsyncSession, event: EarlyWarningRaised) -> None:
+async def early_warning(*, session: AsyncSession, event: EarlyWarningRaised, calendar: WorkCalendar) -> None:
     """An officer or a unit crossed a threshold: the supervisors and the county's leader are told."""
     who = f"民警（警号{event.subject_key}）" if event.subject_kind == "officer" else event.subject_key
     measure = "被投诉" if event.measure == "complaints" else "被查实投诉"
@@ -321,13 +328,14 @@ async def early_warning(*, session: AsyncSession, event: EarlyWarningRaised) -> 
         title=title,
         link="verification:/dashboard",
         at=event.occurred_at,
+        calendar=calendar,
         tracking_code=case.tracking_code if case else None,
         county_code=event.county_code,
         correlation_id=event.correlation_id,
     )
 
 
-async def needs_supervisor(*, session: AsyncSession, event: CaseAssigned) -> None:
+async def needs_supervisor(*, session: AsyncSession, event: CaseAssigned, calendar: WorkCalendar) -> None:
     """Routing could not place a matter with confidence: a supervisor must decide."""
     case = await known_case(session, event.case_id)
     await notify(
@@ -339,6 +347,7 @@ async def needs_supervisor(*, session: AsyncSession, event: CaseAssigned) -> Non
         title=f"【待定】{case.tracking_code} 无法按规则确定承办单位，请督察支队指定",
         link=f"routing:/cases/{case.case_id}",
         at=event.occurred_at,
+        calendar=calendar,
         tracking_code=case.tracking_code,
         county_code=case.county_code,
         team_code=event.team_code,
@@ -351,7 +360,7 @@ def delivery_key(delivery_id: str) -> str:
 
 
 async def delivery_failed(
-    *, session: AsyncSession, delivery: Delivery, tracking_code: str, at: datetime
+    *, session: AsyncSession, delivery: Delivery, tracking_code: str, at: datetime, calendar: WorkCalendar
 ) -> None:
     """An automatic delivery gave up: a person must reach the complainant (or see to a staff message)."""
     staff = delivery.kind == DeliveryKind.STAFF
@@ -365,6 +374,7 @@ async def delivery_failed(
         title=f"【送达失败】{tracking_code} {what}未能自动送达，请人工处理",
         link="feedback:/messages" if staff else "feedback:/deliveries",
         at=at,
+        calendar=calendar,
         tracking_code=tracking_code,
         send_message=False,
         correlation_id=delivery.correlation_id,

@@ -17,7 +17,7 @@ from services.feedback.context import FeedbackContext
 from services.feedback.deliveries import deliver_to_repeat, new_delivery
 from services.feedback.models import CaseStatus, CaseView, DeliveryKind, Stage
 from shared.audit import audit
-from shared.db import lookup, new_row, utcnow
+from shared.db import lookup, new_row, pending_rows, utcnow
 from shared.events import (
     CaseAssigned,
     CaseConcluded,
@@ -50,8 +50,7 @@ SUGGESTION_VIEW_FIELDS = {
 async def open_complaint(*, session: AsyncSession, event: ComplaintReceived) -> None:
     if await lookup(session, CaseView, event.case_id) is not None:
         return
-    # A linked repeat (重复件) shows the open matter it repeats: that one must have arrived first.
-    primary = await known_case(session, event.repeat_of) if event.linked_repeat and event.repeat_of else None
+    primary = await _repeated_matter(session, event)
     case = new_row(
         CaseView,
         case_kind=CaseKind.COMPLAINT,
@@ -64,6 +63,18 @@ async def open_complaint(*, session: AsyncSession, event: ComplaintReceived) -> 
         add_timeline(session, event.case_id, Stage.RECEIVED, "投诉已受理", event.received_at)
     else:
         await _link_repeat(session, repeat=case, primary=primary, event=event)
+
+
+async def _repeated_matter(session: AsyncSession, event: ComplaintReceived) -> CaseView | None:
+    """The open matter a linked repeat (重复件) shows: that one must have arrived first.
+
+    It may have arrived in the same slice as its repeat (a caller who rings again at once, the
+    demo seeder): its view is then still among the slice's unflushed rows, which a query misses.
+    """
+    if not (event.linked_repeat and event.repeat_of):
+        return None
+    unflushed = (c for c in pending_rows(session, CaseView) if c.case_id == event.repeat_of)
+    return next(unflushed, None) or await known_case(session, event.repeat_of)
 
 
 async def _link_repeat(

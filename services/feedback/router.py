@@ -43,12 +43,13 @@ from services.feedback.schemas import (
     ReviewRequestIn,
 )
 from services.feedback.sending import DeliverySender
-from shared.apidocs import file_download
+from shared.apidocs import file_route
 from shared.app import current_correlation_id, runtime_of
 from shared.auth import Principal
 from shared.deps import Deputy, Operator, OperatorOrSupervisor, Session, Supervisor, app_state
+from shared.pagination import Page, page_headers, paging, whole
 from shared.states import Rating
-from shared.validation import Limit, Line, Offset
+from shared.validation import Line
 
 router = APIRouter(prefix="/api/v1")
 
@@ -202,15 +203,16 @@ async def _answer_with_deliveries(session: AsyncSession, answer_id: str) -> Answ
     return answer_read(answer, found[answer.id])
 
 
-@router.get("/answers", response_model=list[AnswerRead], tags=["answers"])
+@router.get("/answers", response_model=list[AnswerRead], tags=["answers"], responses=page_headers())
 async def list_answers(
     session: Session,
     principal: Supervisor,
+    page: Annotated[Page, Depends(paging(default=500, maximum=500, offset=False))],
     case_id: Annotated[Line | None, Query(max_length=64)] = None,
     status: AnswerStatusName | None = None,
 ) -> list[AnswerRead]:
     listed = await answers.list_answers(
-        session=session, case_id=case_id, status=AnswerStatus(status) if status else None
+        session=session, case_id=case_id, status=AnswerStatus(status) if status else None, page=page
     )
     found = await deliveries.deliveries_of(session=session, answer_ids=[a.id for a in listed])
     return [answer_read(a, found[a.id]) for a in listed]
@@ -250,8 +252,7 @@ async def approve_answer(
 @router.get(
     "/answers/{answer_id}/letter",
     tags=["answers"],
-    response_class=Response,
-    responses=file_download(DOCX_MEDIA_TYPE, "The reply letter (.docx)"),
+    **file_route(DOCX_MEDIA_TYPE, "The reply letter (.docx)"),
 )
 async def answer_letter(answer_id: str, session: Session, ctx: Context, principal: Supervisor) -> Response:
     """The reply letter to a deputy: as issued once approved, otherwise a preview dated today."""
@@ -282,23 +283,21 @@ async def record_delivery(
 # --- Deliveries needing a person -----------------------------------------------------------------
 
 
-@router.get("/deliveries", response_model=list[DeliveryRead], tags=["deliveries"])
+@router.get("/deliveries", response_model=list[DeliveryRead], tags=["deliveries"], responses=page_headers())
 async def list_deliveries(
     session: Session,
     principal: OperatorOrSupervisor,
+    page: Annotated[Page, Depends(paging(default=100, maximum=500))],
     status: DeliveryStatusName | None = None,
     case_id: Annotated[Line | None, Query(max_length=64)] = None,
     kind: DeliveryKindName | None = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
 ) -> list[DeliveryRead]:
     listed = await deliveries.list_deliveries(
         session=session,
         status=DeliveryStatus(status) if status else None,
         case_id=case_id,
         kind=DeliveryKind(kind) if kind else None,
-        limit=limit,
-        offset=offset,
+        page=page,
     )
     return [delivery_read(d) for d in listed]
 
@@ -354,16 +353,23 @@ async def _own_suggestion(
     return await deputies.own_suggestion(session=session, case_id=case_id, deputy=principal, lock=lock)
 
 
-@router.get("/deputy/suggestions", response_model=list[DeputySuggestionRead], tags=["deputy"])
-async def deputy_suggestions(session: Session, principal: Deputy) -> list[DeputySuggestionRead]:
-    return await deputies.suggestion_views(session=session, deputy=principal)
+@router.get(
+    "/deputy/suggestions",
+    response_model=list[DeputySuggestionRead],
+    tags=["deputy"],
+    responses=page_headers(),
+)
+async def deputy_suggestions(
+    session: Session, principal: Deputy, response: Response
+) -> list[DeputySuggestionRead]:
+    """The deputy's own suggestions (a few a year), whole, with their total."""
+    return whole(response, await deputies.suggestion_views(session=session, deputy=principal))
 
 
 @router.get(
     "/deputy/suggestions/{case_id}/letter",
     tags=["deputy"],
-    response_class=Response,
-    responses=file_download(DOCX_MEDIA_TYPE, "The reply letter (.docx)"),
+    **file_route(DOCX_MEDIA_TYPE, "The reply letter (.docx)"),
 )
 async def deputy_letter(case_id: str, session: Session, principal: Deputy) -> Response:
     case = await _own_suggestion(session, principal, case_id)
@@ -393,12 +399,12 @@ async def deputy_rating(
 # --- 消息记录 ---------------------------------------------------------------------------------------
 
 
-@router.get("/messages", response_model=list[MessageRead], tags=["messages"])
+@router.get("/messages", response_model=list[MessageRead], tags=["messages"], responses=page_headers())
 async def list_messages(
-    session: Session, principal: Supervisor, limit: Limit = 50, offset: Offset = 0
+    session: Session, principal: Supervisor, page: Annotated[Page, Depends(paging(default=50, maximum=500))]
 ) -> list[MessageRead]:
     """Every message sent, newest first: kind, channel, to whom (masked), tracking code, when."""
-    rows = await messages.sent_messages(session=session, limit=limit, offset=offset)
+    rows = await messages.sent_messages(session=session, page=page)
     return [
         MessageRead(
             **vars(row),

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from shared.keys import check_key_id, load_private_key
-from shared.settings import GENERATE_TOKEN_KEY, ServiceSettings, database_url_field, port_field
+from shared.keys import check_key_id
+from shared.settings import ServiceSettings, check_private_key, database_url_field, port_field
 
 
 class FeedbackSettings(ServiceSettings):
@@ -91,10 +91,7 @@ class FeedbackSettings(ServiceSettings):
     @field_validator("caller_private_key")
     @classmethod
     def _caller_key_is_real(cls, value: SecretStr | None) -> SecretStr:
-        if value is None or not value.get_secret_value().strip():
-            raise ValueError(f"CALLER_PRIVATE_KEY is not set; make a key pair with: {GENERATE_TOKEN_KEY}")
-        load_private_key(value.get_secret_value())
-        return value
+        return check_private_key("CALLER_PRIVATE_KEY", value)
 
     @field_validator("caller_key_id")
     @classmethod

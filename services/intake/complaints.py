@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -38,6 +37,7 @@ from shared.db import new_row, utcnow
 from shared.errors import FieldProblems, NotFound
 from shared.events import AllegationRef, ComplaintReceived, OfficerRef
 from shared.masking import mask_name, mask_phone
+from shared.pagination import Key, Page
 from shared.states import Rating
 
 COMPLAINT_NOT_FOUND = "投诉不存在"
@@ -431,18 +431,23 @@ async def list_complaints(
     vault: IdentityVault,
     phone: str | None = None,
     tracking_code: str | None = None,
-    limit: int = 50,
-    offset: int = 0,
+    page: Page,
 ) -> list[Complaint]:
-    query = select(Complaint).order_by(col(Complaint.received_at).desc()).limit(limit).offset(offset)
+    """The complaints found, newest first, a page by keyset (received_at, id), with the total."""
+    query = select(Complaint)
     if tracking_code:
-        query = query.where(func.upper(Complaint.tracking_code) == tracking_code.strip().upper())
+        query = query.where(col(Complaint.tracking_code) == tracking_code.strip().upper())
     if phone:
         key = vault.phone_key(phone)
         query = query.where(
             col(Complaint.id).in_(select(ComplainantKey.complaint_id).where(ComplainantKey.match_key == key))
         )
-    return list(await session.exec(query))
+    keys = (Key(col(Complaint.received_at), descending=True), Key(col(Complaint.id), descending=True))
+    rows = page.cut(
+        list(await session.exec(page.keyset(query, keys))), key_of=lambda c: (c.received_at, c.id)
+    )
+    await page.count(session, query)
+    return rows
 
 
 async def get_complaint(*, session: AsyncSession, complaint_id: str) -> Complaint:

@@ -39,6 +39,7 @@ from shared.auth import Principal, Role
 from shared.errors import FieldProblems, LocalisedError, NotFound, field_path, translate
 from shared.groupcommit import GroupCommitter
 from shared.logging import get_logger
+from shared.pagination import Key, Page
 
 log = get_logger(__name__)
 
@@ -163,9 +164,12 @@ async def import_items(*, session: AsyncSession, import_id: str) -> Sequence[Imp
     return (await session.exec(query)).all()
 
 
-async def recent_imports(*, session: AsyncSession, limit: int) -> Sequence[ImportJob]:
-    query = select(ImportJob).order_by(col(ImportJob.created_at).desc()).limit(limit)
-    return (await session.exec(query)).all()
+async def recent_imports(*, session: AsyncSession, page: Page) -> Sequence[ImportJob]:
+    query = select(ImportJob)
+    keys = (Key(col(ImportJob.created_at), descending=True), Key(col(ImportJob.id), descending=True))
+    jobs = page.cut(list(await session.exec(page.keyset(query, keys))), key_of=lambda j: (j.created_at, j.id))
+    await page.count(session, query)
+    return jobs
 
 
 # ---------------------------------------------------------------- a row as the form's complaint

@@ -14,8 +14,10 @@ from services.intake.imports_sheet import report_xlsx, template_xlsx
 from services.intake.imports_worker import ImportRunner
 from services.intake.models import ImportJob, ImportRow, ImportRowResult
 from services.intake.settings import IntakeSettings
-from shared.apidocs import file_download
+from shared.apidocs import file_route
 from shared.deps import Operator, Session, app_state
+from shared.pagination import Page, page_headers, paging
+from shared.readmodel import read_model
 
 imports_router = APIRouter(prefix="/api/v1", tags=["imports"])
 Context = Annotated[IntakeContext, Depends(app_state("intake", IntakeContext))]
@@ -60,30 +62,12 @@ class ImportRead(BaseModel):
 
 
 def _read(job: ImportJob, items: list[ImportRow]) -> ImportRead:
-    return ImportRead(
-        id=job.id,
-        filename=job.filename,
-        status=job.status,
-        rows=job.rows,
-        processed=job.processed,
-        accepted=job.accepted,
-        refused=job.refused,
-        duplicates=job.duplicates,
-        failure=job.failure,
-        created_by=job.created_by,
+    return read_model(
+        ImportRead,
+        job,
         created_at=job.created_at.isoformat(),
         finished_at=job.finished_at.isoformat() if job.finished_at else None,
-        items=[
-            ImportItem(
-                row=i.row,
-                result=i.result,
-                platform_ticket_no=i.platform_ticket_no,
-                tracking_code=i.tracking_code,
-                field=i.field,
-                message=i.message,
-            )
-            for i in items
-        ],
+        items=[read_model(ImportItem, i) for i in items],
     )
 
 
@@ -97,8 +81,7 @@ def _xlsx(content: bytes, filename: str) -> Response:
 
 @imports_router.get(
     "/imports/template.xlsx",
-    response_class=Response,
-    responses=file_download(XLSX, "The import template: one header row, in Chinese"),
+    **file_route(XLSX, "The import template: one header row, in Chinese"),
 )
 async def import_template(principal: Operator) -> Response:
     """The import template: one header row with the column names, in Chinese."""
@@ -131,12 +114,14 @@ async def start_import(
     return ImportStarted(id=job.id, status=job.status, rows=job.rows)
 
 
-@imports_router.get("/imports", response_model=list[ImportRead])
+@imports_router.get("/imports", response_model=list[ImportRead], responses=page_headers())
 async def list_imports(
-    session: Session, principal: Operator, limit: Annotated[int, Query(ge=1, le=100)] = 20
+    session: Session,
+    principal: Operator,
+    page: Annotated[Page, Depends(paging(default=20, maximum=100, offset=False))],
 ) -> list[ImportRead]:
-    """The latest imports, without their rows."""
-    return [_read(job, []) for job in await imports.recent_imports(session=session, limit=limit)]
+    """The latest imports, without their rows; older ones by the next page's cursor."""
+    return [_read(job, []) for job in await imports.recent_imports(session=session, page=page)]
 
 
 @imports_router.get("/imports/{import_id}", response_model=ImportRead)
@@ -153,8 +138,7 @@ async def read_import(
 
 @imports_router.get(
     "/imports/{import_id}/report.xlsx",
-    response_class=Response,
-    responses=file_download(XLSX, "The per-row report; every cell text, never a formula"),
+    **file_route(XLSX, "The per-row report; every cell text, never a formula"),
 )
 async def import_report(import_id: str, session: Session, principal: Operator) -> Response:
     """The per-row report as .xlsx; every cell is text, never a formula."""

@@ -20,6 +20,7 @@ from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 
 from shared.errors import FieldProblems
+from shared.xlsx import safe_cell
 
 # The columns of the template, in its order: (key, header).
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -65,8 +66,6 @@ REQUIRED = ("platform_ticket_no", "unit", "category", "account")
 _INFLATE_FACTOR = 20
 _XLSX_MAGIC = b"PK\x03\x04"
 _FORMULA_START = "="
-# Written as text in an exported sheet, never as the start of a formula.
-_UNSAFE_START = ("=", "+", "-", "@")
 
 
 def _normalise(header: str) -> str:
@@ -198,18 +197,7 @@ def _header(rows: Iterable[Sequence[Any]]) -> tuple[dict[int, str], int]:
 
 
 def _safe_cell(sheet: Any, row: int, column: int, value: Any) -> None:
-    cell = sheet.cell(row=row, column=column)
-    if value is None:
-        return
-    if isinstance(value, int) and not isinstance(value, bool):
-        cell.value = value
-        return
-    cell.value = str(value)
-    # A string is stored as text whatever it starts with; quotePrefix keeps Excel from
-    # reading one that starts with = + - @ as a formula when the cell is edited.
-    cell.data_type = "s"
-    if str(value).startswith(_UNSAFE_START):
-        cell.quotePrefix = True
+    safe_cell(sheet, row, column, value)
 
 
 def _workbook(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:

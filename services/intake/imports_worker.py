@@ -13,8 +13,7 @@ import asyncio
 import json
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_
-from sqlmodel import col, select
+from sqlmodel import col
 
 from services.intake.context import IntakeContext
 from services.intake.imports import (
@@ -38,7 +37,7 @@ from shared.app import Runtime
 from shared.db import utcnow
 from shared.groupcommit import WriteGroups
 from shared.logging import get_logger
-from shared.worker import BackgroundWorker
+from shared.worker import BackgroundWorker, lease_rows
 
 log = get_logger(__name__)
 
@@ -122,24 +121,15 @@ def import_worker(runtime: Runtime, runner: ImportRunner) -> BackgroundWorker:
 
 async def _claim(runtime: Runtime) -> ImportJob | None:
     """The oldest running import no instance is working on, leased to this step."""
-    now = utcnow()
-    async with runtime.session_factory() as session, session.begin():
-        query = (
-            select(ImportJob)
-            .where(
-                ImportJob.status == ImportStatus.RUNNING,
-                or_(col(ImportJob.lease_until).is_(None), col(ImportJob.lease_until) < now),
-            )
-            .order_by(col(ImportJob.created_at))
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-        job = (await session.exec(query)).first()
-        if job is None:
-            return None
-        job.lease_until = now + LEASE
-        session.add(job)
-    return job
+    jobs = await lease_rows(
+        runtime.session_factory,
+        ImportJob,
+        ImportJob.status == ImportStatus.RUNNING,
+        order_by=col(ImportJob.created_at),
+        limit=1,
+        lease=LEASE,
+    )
+    return jobs[0] if jobs else None
 
 
 async def _record_chunk(

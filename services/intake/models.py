@@ -22,7 +22,7 @@ class CaseStatus(StrEnum):
     ANSWERED = "answered"
     REOPENED = "reopened"
     CLOSED = "closed"
-    # Moved to another track (``ReclassifyTarget``): later news about it changes nothing here.
+    # Moved to another track (``shared.states.ReclassifyTarget``): later news about it changes nothing here.
     RECLASSIFIED = "reclassified"
 
 
@@ -43,19 +43,6 @@ class Channel(StrEnum):
     TRANSFER_XINFANG = "transfer_xinfang"
     # Sent by a connecting system (a platform) through the Open311 GeoReport v2 interface.
     OPEN311 = "open311"
-
-
-class SuggestionKind(StrEnum):
-    NPC_SUGGESTION = "npc_suggestion"
-    CPPCC_PROPOSAL = "cppcc_proposal"
-
-
-class ReclassifyTarget(StrEnum):
-    """The track a matter filed as the wrong kind moves to; a citizen suggestion is passed on."""
-
-    COMPLAINT = "complaint"
-    SUGGESTION = "suggestion"
-    CITIZEN_SUGGESTION = "citizen_suggestion"
 
 
 class UserBase(SQLModel):
@@ -132,7 +119,11 @@ class ComplainantKey(SQLModel, table=True):
 
 class Suggestion(SQLModel, table=True):
     __tablename__ = "intake_suggestion"
-    __table_args__ = (UniqueConstraint("session", "number", name="uq_intake_suggestion_session_number"),)
+    __table_args__ = (
+        UniqueConstraint("session", "number", name="uq_intake_suggestion_session_number"),
+        # The operator's list, newest first, a page by keyset (received_at, id).
+        Index("ix_intake_suggestion_received", "received_at", "id"),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
     tracking_code: str = Field(max_length=32, unique=True, index=True)

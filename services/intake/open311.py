@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import func
 from sqlalchemy.orm import load_only
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -336,7 +335,7 @@ async def find_requests(*, session: AsyncSession, ctx: IntakeContext, wanted: Se
     """
     query = select(Complaint).options(_COLUMNS).order_by(col(Complaint.received_at).desc(), col(Complaint.id))
     if wanted.tracking_codes:
-        query = query.where(func.upper(Complaint.tracking_code).in_(wanted.tracking_codes))
+        query = query.where(col(Complaint.tracking_code).in_(wanted.tracking_codes))
     else:
         query = query.where(
             col(Complaint.received_at) >= wanted.start, col(Complaint.received_at) <= wanted.end
@@ -362,7 +361,7 @@ async def find_request(*, session: AsyncSession, ctx: IntakeContext, tracking_co
     query = (
         select(Complaint)
         .options(_COLUMNS)
-        .where(func.upper(Complaint.tracking_code) == tracking_code.strip().upper())
+        .where(col(Complaint.tracking_code) == tracking_code.strip().upper())
     )
     row = (await session.exec(query)).first()
     if row is None:

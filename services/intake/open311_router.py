@@ -21,6 +21,7 @@ from shared.auth import Principal, Role
 from shared.deps import Session, Supervisor, app_state
 from shared.errors import DomainError, FieldProblems
 from shared.groupcommit import GroupCommitter, get_write_groups
+from shared.pagination import page_headers, whole
 from shared.validation import Line, RequestBody
 
 Format = Literal["json", "xml"]
@@ -305,9 +306,12 @@ async def issue_open311_key(body: Open311KeyIn, session: Session, principal: Sup
     return Open311KeyIssued(**read.model_dump(), api_key=issued.api_key)
 
 
-@keys_router.get("", response_model=list[Open311KeyRead])
-async def list_open311_keys(session: Session, principal: Supervisor) -> list[Open311KeyRead]:
-    return [key_read(k) for k in await open311_keys.list_keys(session=session)]
+@keys_router.get("", response_model=list[Open311KeyRead], responses=page_headers())
+async def list_open311_keys(
+    session: Session, principal: Supervisor, response: Response
+) -> list[Open311KeyRead]:
+    """The connecting systems' keys (a handful), whole, with their total."""
+    return whole(response, [key_read(k) for k in await open311_keys.list_keys(session=session)])
 
 
 @keys_router.post("/{name}/revoke", response_model=Open311KeyRead)

@@ -44,6 +44,7 @@ class Receipt:
 
 
 def new_tracking_code(prefix: str, now: datetime) -> str:
+    # Upper case by construction, so that a search compares the indexed column as it is stored.
     return f"{prefix}{now.astimezone(SHANGHAI):%y%m%d}{random_code(6)}"
 
 

@@ -11,14 +11,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.intake.complaints import create_complaint
 from services.intake.context import IntakeContext
-from services.intake.models import CLOSED_STATUSES, CaseStatus, Complaint, ReclassifyTarget, Suggestion
+from services.intake.models import CLOSED_STATUSES, CaseStatus, Complaint, Suggestion
 from services.intake.schemas import ReclassifyIn, ReclassifyOut
 from services.intake.suggestions import create_suggestion
 from shared.audit import record_audited
 from shared.auth import Principal
 from shared.errors import FieldProblems, conflict
 from shared.events import MatterReclassified
-from shared.states import CaseKind
+from shared.states import CaseKind, ReclassifyTarget
 
 
 async def reclassify(

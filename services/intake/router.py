@@ -7,7 +7,7 @@ from typing import Annotated, TypeVar
 
 import structlog
 from fastapi import APIRouter, Depends, Header, Query, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -45,7 +45,9 @@ from shared.app import current_correlation_id, runtime_of
 from shared.auth import Principal, Role, require_roles
 from shared.deps import Operator, OperatorOrSupervisor, Session, Staff, app_state
 from shared.groupcommit import GroupCommitter, get_write_groups
-from shared.validation import Line, Offset
+from shared.pagination import TOTAL_HEADER, Page, page_headers, paging, whole
+from shared.readmodel import read_model
+from shared.validation import Line
 
 router = APIRouter(prefix="/api/v1")
 ContactCaller = Annotated[Principal, Depends(feedback_caller)]
@@ -192,49 +194,25 @@ async def _create_once(
 
 
 def complaint_read(complaint: Complaint) -> ComplaintRead:
-    return ComplaintRead(
-        id=complaint.id,
-        tracking_code=complaint.tracking_code,
-        channel=complaint.channel,
-        platform_ticket_no=complaint.platform_ticket_no,
-        received_at=complaint.received_at,
-        anonymous=complaint.anonymous,
+    return read_model(
+        ComplaintRead,
+        complaint,
         complainant_name=complaint.name_masked,
         complainant_phone=complaint.phone_masked,
-        accused_unit=complaint.accused_unit,
-        accused_unit_code=complaint.accused_unit_code,
-        county_code=complaint.county_code,
-        officers=complaint.officers,
-        allegations=complaint.allegations,
-        attachments=complaint.attachments,
-        incident_at=complaint.incident_at,
-        place=complaint.place,
-        account=complaint.account,
-        injury_or_death=complaint.injury_or_death,
-        repeat_of=complaint.repeat_of,
-        linked_repeat=complaint.linked_repeat,
-        new_matter_reason=complaint.new_matter_reason,
-        repeat_after_rejection=complaint.repeat_after_rejection,
-        status=complaint.status,
-        assigned_team_code=complaint.assigned_team_code,
-        last_rating=complaint.last_rating,
-        created_by=complaint.created_by,
-        created_at=complaint.created_at,
     )
 
 
-@router.get("/complaints", response_model=list[ComplaintRead], tags=["complaints"])
+@router.get("/complaints", response_model=list[ComplaintRead], tags=["complaints"], responses=page_headers())
 async def list_complaints(
     session: Session,
     ctx: Context,
     principal: OperatorOrSupervisor,
+    page: Annotated[Page, Depends(paging(default=50, maximum=200))],
     phone: Annotated[Line | None, Query(max_length=32)] = None,
     tracking_code: Annotated[Line | None, Query(max_length=32)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Offset = 0,
 ) -> list[ComplaintRead]:
     rows = await complaints.list_complaints(
-        session=session, vault=ctx.vault, phone=phone, tracking_code=tracking_code, limit=limit, offset=offset
+        session=session, vault=ctx.vault, phone=phone, tracking_code=tracking_code, page=page
     )
     return [complaint_read(c) for c in rows]
 
@@ -338,13 +316,14 @@ async def list_identity_accesses(
     ]
 
 
-@router.get("/identity-purposes", response_model=list[str], tags=["complaints"])
+@router.get("/identity-purposes", response_model=list[str], tags=["complaints"], responses=page_headers())
 async def list_identity_purposes(
     ctx: Context,
     principal: Annotated[Principal, Depends(require_roles(Role.OPERATOR, Role.INSPECTOR))],
+    response: Response,
 ) -> list[str]:
     """The purposes an identity read may give (``purpose``), for the pages' choice."""
-    return list(ctx.identity_purposes)
+    return whole(response, list(ctx.identity_purposes))
 
 
 @router.post(
@@ -394,10 +373,16 @@ async def create_suggestion(
     )
 
 
-@router.get("/deputies", response_model=list[DeputyAccountRead], tags=["suggestions"])
-async def list_deputy_accounts(session: Session, principal: OperatorOrSupervisor) -> list[DeputyAccountRead]:
-    """The deputies' accounts, for choosing whose suggestion is being recorded (``deputy.account``)."""
+@router.get(
+    "/deputies", response_model=list[DeputyAccountRead], tags=["suggestions"], responses=page_headers()
+)
+async def list_deputy_accounts(
+    session: Session, principal: OperatorOrSupervisor, response: Response
+) -> list[DeputyAccountRead]:
+    """The deputies' accounts, for choosing whose suggestion is being recorded (``deputy.account``);
+    a city's deputies are a few hundred, answered whole with their total."""
     rows = await accounts.deputy_accounts(session=session)
+    response.headers[TOTAL_HEADER] = str(len(rows))
     return [
         DeputyAccountRead(
             username=u.username,
@@ -414,17 +399,16 @@ def suggestion_read(s: Suggestion) -> SuggestionRead:
     return SuggestionRead.model_validate(s, from_attributes=True)
 
 
-@router.get("/suggestions", response_model=list[SuggestionRead], tags=["suggestions"])
+@router.get(
+    "/suggestions", response_model=list[SuggestionRead], tags=["suggestions"], responses=page_headers()
+)
 async def list_suggestions(
     session: Session,
     principal: OperatorOrSupervisor,
+    page: Annotated[Page, Depends(paging(default=50, maximum=200))],
     tracking_code: Annotated[Line | None, Query(max_length=32)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Offset = 0,
 ) -> list[SuggestionRead]:
-    rows = await suggestions.find_suggestions(
-        session=session, tracking_code=tracking_code, limit=limit, offset=offset
-    )
+    rows = await suggestions.find_suggestions(session=session, tracking_code=tracking_code, page=page)
     return [suggestion_read(s) for s in rows]
 
 

@@ -13,8 +13,9 @@ from typing import Literal, get_args
 from pydantic import BaseModel, EmailStr, Field, field_validator, model_validator
 
 from services.intake.identity import id_number_problem, is_valid_phone, normalise_phone
-from services.intake.models import Channel, ReclassifyTarget, SuggestionKind
+from services.intake.models import Channel
 from shared.errors import LocalisedError
+from shared.states import ReclassifyTarget, SuggestionKind
 from shared.validation import Line, RequestBody, Text
 
 # Request fields name the states' values as Literals, not the enums, so that a wrong value is

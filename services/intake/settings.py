@@ -10,6 +10,7 @@ from shared.keys import check_key_id, load_private_key, load_public_key, parse_k
 from shared.settings import (
     GENERATE_TOKEN_KEY,
     FeedbackCalledSettings,
+    check_private_key,
     check_secret,
     database_url_field,
     port_field,
@@ -79,10 +80,7 @@ class IntakeSettings(FeedbackCalledSettings):
     @field_validator("token_private_key")
     @classmethod
     def _private_key_is_real(cls, value: SecretStr | None) -> SecretStr:
-        if value is None or not value.get_secret_value().strip():
-            raise ValueError(f"TOKEN_PRIVATE_KEY is not set; make a key pair with: {GENERATE_TOKEN_KEY}")
-        load_private_key(value.get_secret_value())
-        return value
+        return check_private_key("TOKEN_PRIVATE_KEY", value)
 
     @field_validator("feedback_caller_public_keys")
     @classmethod

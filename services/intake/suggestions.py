@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -21,6 +20,7 @@ from shared.db import utcnow
 from shared.errors import FieldProblems, NotFound, conflict
 from shared.events import SuggestionReceivedV2
 from shared.outbox import record_event
+from shared.pagination import Key, Page
 
 # What SuggestionReceived carries of the suggestion as recorded (not the deputy's phone).
 RECEIVED_FIELDS = {
@@ -146,12 +146,18 @@ def _record_received(
 
 
 async def find_suggestions(
-    *, session: AsyncSession, tracking_code: str | None = None, limit: int = 50, offset: int = 0
+    *, session: AsyncSession, tracking_code: str | None = None, page: Page
 ) -> list[Suggestion]:
-    query = select(Suggestion).order_by(col(Suggestion.received_at).desc()).limit(limit).offset(offset)
+    """The suggestions found, newest first, a page by keyset (received_at, id), with the total."""
+    query = select(Suggestion)
     if tracking_code:
-        query = query.where(or_(func.upper(Suggestion.tracking_code) == tracking_code.strip().upper()))
-    return list(await session.exec(query))
+        query = query.where(or_(col(Suggestion.tracking_code) == tracking_code.strip().upper()))
+    keys = (Key(col(Suggestion.received_at), descending=True), Key(col(Suggestion.id), descending=True))
+    rows = page.cut(
+        list(await session.exec(page.keyset(query, keys))), key_of=lambda s: (s.received_at, s.id)
+    )
+    await page.count(session, query)
+    return rows
 
 
 async def get_suggestion(*, session: AsyncSession, suggestion_id: str) -> Suggestion:

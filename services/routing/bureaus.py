@@ -140,9 +140,7 @@ async def put_bureau(
         action="bureau_contact_changed",
         actor=actor.username,
         detail={
-            "leader_name": contact.leader_name,
-            "leader_title": contact.leader_title,
-            "leader_username": contact.leader_username,
+            **contact.model_dump(include={"leader_name", "leader_title", "leader_username"}),
             "phone": mask_phone(contact.phone),
             "email": mask_email(contact.email),
         },

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.routing import assignments, bureaus, organisation, rulebook
@@ -30,6 +30,7 @@ from services.routing.workload import workload
 from shared.app import current_correlation_id
 from shared.auth import BUREAU_CONTACT_AUDIENCE, Principal
 from shared.deps import Session, Staff, Supervisor, app_state, feedback_caller_for
+from shared.pagination import Page, page_headers, paging, whole
 from shared.validation import CodePath, Line, RuleNamePath
 
 router = APIRouter(prefix="/api/v1")
@@ -54,15 +55,22 @@ async def get_assignment(
     return await assignment_read(session, ctx, current)
 
 
-@router.get("/assignments/history", response_model=list[AssignmentRead], tags=["assignments"])
+@router.get(
+    "/assignments/history",
+    response_model=list[AssignmentRead],
+    tags=["assignments"],
+    responses=page_headers(),
+)
 async def assignment_history(
     session: Session,
     ctx: Context,
     principal: Supervisor,
+    response: Response,
     case_id: Annotated[Line, Query(min_length=1, max_length=64)],
 ) -> list[AssignmentRead]:
+    """One matter's assignments (a few), whole, with their total."""
     rows = await assignments.assignment_history(session=session, case_id=case_id)
-    return [await assignment_read(session, ctx, a) for a in rows]
+    return whole(response, [await assignment_read(session, ctx, a) for a in rows])
 
 
 @router.post("/assignments/{case_id}/reassign", response_model=AssignmentRead, tags=["assignments"])
@@ -100,10 +108,10 @@ async def flag_key_clue(
     return await assignment_read(session, ctx, assignment)
 
 
-@router.get("/rules", response_model=list[RuleRead], tags=["rules"])
-async def list_rules(session: Session, principal: Supervisor) -> list[RuleRead]:
+@router.get("/rules", response_model=list[RuleRead], tags=["rules"], responses=page_headers())
+async def list_rules(session: Session, principal: Supervisor, response: Response) -> list[RuleRead]:
     rows = await rulebook.list_rules(session=session)
-    return [RuleRead.model_validate(r, from_attributes=True) for r in rows]
+    return whole(response, [RuleRead.model_validate(r, from_attributes=True) for r in rows])
 
 
 @router.put("/rules/{name}", response_model=RuleRead, tags=["rules"])
@@ -123,20 +131,28 @@ async def put_rule(
     return RuleRead.model_validate(rule, from_attributes=True)
 
 
-@router.get("/rules/changes", response_model=list[RuleChangeRead], tags=["rules"])
-async def rule_changes(session: Session, principal: Supervisor) -> list[RuleChangeRead]:
-    rows = await rulebook.rule_changes(session=session)
+@router.get("/rules/changes", response_model=list[RuleChangeRead], tags=["rules"], responses=page_headers())
+async def rule_changes(
+    session: Session,
+    principal: Supervisor,
+    page: Annotated[Page, Depends(paging(default=500, maximum=500, offset=False))],
+) -> list[RuleChangeRead]:
+    """The rules' change log, newest first, a page by keyset, with the total."""
+    rows = await rulebook.rule_changes(session=session, page=page)
     return [RuleChangeRead.model_validate(r, from_attributes=True) for r in rows]
 
 
-@router.get("/teams", response_model=list[TeamRead], tags=["organisation"])
-async def list_teams(session: Session, principal: Staff) -> list[TeamRead]:
+@router.get("/teams", response_model=list[TeamRead], tags=["organisation"], responses=page_headers())
+async def list_teams(session: Session, principal: Staff, response: Response) -> list[TeamRead]:
     load = await workload(session=session)
     rows = await organisation.all_teams(session=session)
-    return [
-        TeamRead(**t.model_dump(exclude={"last_assigned_at"}), open_tasks=load.get(t.code, (0, 0.0))[0])
-        for t in rows
-    ]
+    return whole(
+        response,
+        [
+            TeamRead(**t.model_dump(exclude={"last_assigned_at"}), open_tasks=load.get(t.code, (0, 0.0))[0])
+            for t in rows
+        ],
+    )
 
 
 @router.put("/teams/{code}", response_model=TeamRead, tags=["organisation"])
@@ -151,14 +167,15 @@ async def put_team(
     return TeamRead(**team.model_dump(exclude={"last_assigned_at"}))
 
 
-@router.get("/units", response_model=list[UnitRead], tags=["organisation"])
+@router.get("/units", response_model=list[UnitRead], tags=["organisation"], responses=page_headers())
 async def list_units(
     session: Session,
     principal: Staff,
+    response: Response,
     q: Annotated[Line | None, Query(max_length=50, description="part of the unit's name")] = None,
 ) -> list[UnitRead]:
     units = await organisation.active_units(session=session, name_part=q)
-    return [UnitRead.model_validate(u, from_attributes=True) for u in units]
+    return whole(response, [UnitRead.model_validate(u, from_attributes=True) for u in units])
 
 
 @router.put("/units/{code}", response_model=UnitRead, tags=["organisation"])
@@ -180,11 +197,15 @@ def _bureau_read(bureau: bureaus.Bureau) -> BureauRead:
     return BureauRead(code=bureau.code, **contact.model_dump(exclude={"bureau_code"}))
 
 
-@router.get("/bureaus", response_model=list[BureauRead], tags=["organisation"])
-async def list_bureaus(session: Session, ctx: Context, principal: Supervisor) -> list[BureauRead]:
+@router.get("/bureaus", response_model=list[BureauRead], tags=["organisation"], responses=page_headers())
+async def list_bureaus(
+    session: Session, ctx: Context, principal: Supervisor, response: Response
+) -> list[BureauRead]:
     """Every bureau of the organisation with its 分管领导 and contact (empty where none is kept)."""
     org = await organisation.organisation_from_db(session=session, ctx=ctx)
-    return [_bureau_read(b) for b in await bureaus.list_bureaus(session=session, organisation=org)]
+    return whole(
+        response, [_bureau_read(b) for b in await bureaus.list_bureaus(session=session, organisation=org)]
+    )
 
 
 @router.put("/bureaus/{code}", response_model=BureauRead, tags=["organisation"])

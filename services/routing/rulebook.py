@@ -16,6 +16,7 @@ from services.routing.rules import Rule
 from shared.audit import audit
 from shared.auth import Principal
 from shared.db import insert_missing, utcnow
+from shared.pagination import Key, Page
 
 DEFAULT_RULES_FILE = Path(__file__).resolve().parent / "default_rules.json"
 # The audit trail's "matter" of the rule changes (a rule's name may fill a case id alone).
@@ -73,8 +74,12 @@ async def list_rules(*, session: AsyncSession) -> list[RoutingRule]:
     return list(await session.exec(select(RoutingRule).order_by(col(RoutingRule.priority))))
 
 
-async def rule_changes(*, session: AsyncSession) -> list[RuleChange]:
-    return list(await session.exec(select(RuleChange).order_by(col(RuleChange.changed_at).desc())))
+async def rule_changes(*, session: AsyncSession, page: Page) -> list[RuleChange]:
+    query = select(RuleChange)
+    keys = (Key(col(RuleChange.changed_at), descending=True), Key(col(RuleChange.id), descending=True))
+    rows = page.cut(list(await session.exec(page.keyset(query, keys))), key_of=lambda c: (c.changed_at, c.id))
+    await page.count(session, query)
+    return rows
 
 
 async def update_rule(

@@ -18,8 +18,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import bindparam, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from services.verification.models import (
     EarlyWarning,
@@ -32,6 +34,7 @@ from services.verification.models import (
 from services.verification.schemas import SUBSTANTIATED, ThresholdsIn
 from shared.audit import audit, record_audited
 from shared.auth import Principal
+from shared.db import built_once, new_row, serialise_on
 from shared.errors import FieldProblems
 from shared.events import ComplaintReceived, EarlyWarningRaised
 from shared.reference import DATA_DIR
@@ -42,6 +45,7 @@ MEASURES = ("complaints", "substantiated")
 SUBJECT_LABELS = {"officer": "民警", "unit": "单位"}
 # The audit trail is per matter; a change of the thresholds is filed under this key.
 THRESHOLDS_AUDIT_KEY = "early-warning-thresholds"
+_THRESHOLDS_KEY = "early_warning_thresholds"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,15 @@ async def thresholds(*, session: AsyncSession) -> dict[str, Threshold]:
     return result
 
 
+async def _thresholds_of_transaction(session: AsyncSession) -> dict[str, Threshold]:
+    """The thresholds, read once per session: a consumer's slice counts many complaints with them."""
+    info = session.sync_session.info
+    cached: dict[str, Threshold] | None = info.get(_THRESHOLDS_KEY)
+    if cached is None:
+        cached = info[_THRESHOLDS_KEY] = await thresholds(session=session)
+    return cached
+
+
 async def set_thresholds(
     *, session: AsyncSession, principal: Principal, thresholds_in: ThresholdsIn, now: datetime
 ) -> dict[str, Threshold]:
@@ -145,6 +158,7 @@ async def set_thresholds(
             },
         )
     await session.flush()
+    session.sync_session.info.pop(_THRESHOLDS_KEY, None)
     return await thresholds(session=session)
 
 
@@ -161,6 +175,53 @@ class _Subject:
     key: str
     county: str | None
 
+    def columns(self, measure: str) -> dict[str, Any]:
+        """What a hit and a warning both say of whom they count and what: the counter's key."""
+        return {
+            "subject_kind": self.kind,
+            "subject_key": self.key,
+            "measure": measure,
+            "county_code": self.county,
+        }
+
+
+def _same_subject() -> Any:
+    return (
+        (col(WarningHit.subject_kind) == bindparam("kind"))
+        & (col(WarningHit.subject_key) == bindparam("key"))
+        & (col(WarningHit.measure) == bindparam("measure"))
+    )
+
+
+def _in_window() -> Any:
+    return (col(WarningHit.at) > bindparam("start")) & (col(WarningHit.at) <= bindparam("at"))
+
+
+@built_once
+def _standing_query(enough: int) -> Any:
+    """Whether the matter counts against the subject already, and the earlier matters in the window.
+
+    Counting stops at ``enough`` rows: only "one short of the threshold" matters, and a subject
+    with many matters (a busy unit) must not cost a scan of all of them per complaint.
+    """
+    counted = (
+        select(WarningHit.id)
+        .where(_same_subject(), col(WarningHit.case_id) == bindparam("case_id"))
+        .limit(1)
+        .scalar_subquery()
+    )
+    capped = select(WarningHit.id).where(_same_subject(), _in_window()).limit(enough).subquery()
+    return select(counted, select(func.count()).select_from(capped).scalar_subquery())
+
+
+@built_once
+def _window_cases_query() -> SelectOfScalar[str]:
+    return (
+        select(WarningHit.case_id)
+        .where(_same_subject(), _in_window())
+        .order_by(col(WarningHit.at), col(WarningHit.id))
+    )
+
 
 async def _count(
     session: AsyncSession,
@@ -173,35 +234,25 @@ async def _count(
 ) -> None:
     """Count ``case_id`` against one subject; raise the warning if this matter crosses the threshold."""
     kind, key = subject.kind, subject.key
-    same = (
-        (WarningHit.subject_kind == kind) & (WarningHit.subject_key == key) & (WarningHit.measure == measure)
-    )
-    # Lock the subject's earlier hits: two matters about one officer counted at once take turns,
-    # so the second sees the first and only one of them crosses the threshold.
-    earlier = list(await session.exec(select(WarningHit).where(same).with_for_update()))
-    if any(h.case_id == case_id for h in earlier):
-        return
-    hit = WarningHit(
-        subject_kind=kind,
-        subject_key=key,
-        measure=measure,
-        case_id=case_id,
-        county_code=subject.county,
-        at=at,
-    )
-    session.add(hit)
+    # Two matters about one subject counted at once (two instances) take turns, so the second
+    # sees the first and only one of them crosses the threshold (PostgreSQL; SQLite has one writer).
+    await serialise_on(session, f"early-warning:{kind}:{measure}:{key}")
     start = _months_before(at, threshold.window_months)
-    window = sorted((h for h in earlier if start < h.at <= at), key=lambda h: h.at)
-    before, after = len(window), len(window) + 1
-    if not before < threshold.count <= after:
+    window: dict[str, Any] = {"kind": kind, "key": key, "measure": measure, "start": start, "at": at}
+    standing = _standing_query(max(threshold.count, 1))
+    counted, before = (await session.exec(standing, params={**window, "case_id": case_id})).one()
+    if counted is not None:
         return
-    case_ids = [h.case_id for h in window] + [case_id]
-    county = subject.county
+    after = before + 1
+    crossing = before < threshold.count <= after
+    # Read before the new hit is added: the query's autoflush would write it into the window.
+    earlier = list(await session.exec(_window_cases_query(), params=window)) if crossing else []
+    session.add(new_row(WarningHit, **subject.columns(measure), case_id=case_id, at=at))
+    if not crossing:
+        return
+    case_ids = [*earlier, case_id]
     warning = EarlyWarning(
-        subject_kind=kind,
-        subject_key=key,
-        measure=measure,
-        county_code=county,
+        **subject.columns(measure),
         count=after,
         threshold=threshold.count,
         window_months=threshold.window_months,
@@ -238,7 +289,7 @@ async def count_complaint(*, session: AsyncSession, event: ComplaintReceived) ->
     A linked repeat (重复件) of an open complaint is the same matter: it does not count again."""
     if event.linked_repeat:
         return
-    threshold = (await thresholds(session=session))["complaints"]
+    threshold = (await _thresholds_of_transaction(session))["complaints"]
     county = event.county_code
     subjects = [_Subject("officer", b, county) for b in _badges([o.model_dump() for o in event.officers])]
     if event.accused_unit.strip():
@@ -273,7 +324,7 @@ async def count_substantiated(*, session: AsyncSession, task: Task, finding: Fin
         subjects.append(_Subject("unit", matter.accused_unit, county))
     if not subjects:
         return
-    threshold = (await thresholds(session=session))["substantiated"]
+    threshold = (await _thresholds_of_transaction(session))["substantiated"]
     for subject in subjects:
         await _count(
             session, subject, measure="substantiated", case_id=task.case_id, at=at, threshold=threshold

@@ -19,12 +19,13 @@ from services.verification.models import (
     TaskClock,
 )
 from services.verification.schemas import ExtensionDecisionIn, ExtensionIn
-from services.verification.tasks import add_history, is_team_member
+from services.verification.tasks import add_history, is_team_member, task_event
 from shared.audit import audit, record_audited
 from shared.auth import Principal, Role
 from shared.db import where_given
 from shared.errors import FieldProblems, Forbidden, NotFound, conflict
 from shared.events import DeadlineExtended
+from shared.pagination import Key, Page
 
 
 async def request_extension(
@@ -106,20 +107,18 @@ async def _check_request(
 
 
 async def list_extensions(
-    *, session: AsyncSession, principal: Principal, status: str | None, task_id: str | None
+    *, session: AsyncSession, principal: Principal, status: str | None, task_id: str | None, page: Page
 ) -> list[Extension]:
-    query = where_given(
-        select(Extension).order_by(col(Extension.requested_at)),
-        (Extension.status, status),
-        (Extension.task_id, task_id),
-    )
-    rows = list(await session.exec(query))
+    """Extension requests, oldest first, a page by keyset; an inspector sees their team's only."""
+    query = where_given(select(Extension), (Extension.status, status), (Extension.task_id, task_id))
     if principal.role == Role.INSPECTOR:
-        visible = {
-            t.id
-            for t in await session.exec(select(Task).where(Task.team_code == (principal.team_code or "")))
-        }
-        rows = [r for r in rows if r.task_id in visible]
+        team_tasks = select(Task.id).where(Task.team_code == (principal.team_code or ""))
+        query = query.where(col(Extension.task_id).in_(team_tasks))
+    keys = (Key(col(Extension.requested_at)), Key(col(Extension.id)))
+    rows = page.cut(
+        list(await session.exec(page.keyset(query, keys))), key_of=lambda e: (e.requested_at, e.id)
+    )
+    await page.count(session, query)
     return rows
 
 
@@ -189,11 +188,11 @@ async def _approve(
     add_history(session, task, "extension_approved", principal.username, f"期限延至{new_due.isoformat()}")
     await record_audited(
         session,
-        DeadlineExtended(
-            case_id=task.case_id,
-            correlation_id=correlation_id,
+        task_event(
+            DeadlineExtended,
+            task,
             actor=principal.username,
-            task_id=task.id,
+            correlation_id=correlation_id,
             clock=clock.name,
             new_due_at=new_due,
             reason=extension.reason,

@@ -35,7 +35,7 @@ from services.verification.schemas import (
     RequireReviewIn,
     ReviewIn,
 )
-from services.verification.tasks import add_history, stop_clocks, visible_task
+from services.verification.tasks import add_history, stop_clocks, task_event, visible_task
 from shared.audit import audit
 from shared.auth import Principal, Role
 from shared.db import utcnow
@@ -67,11 +67,11 @@ async def conclude(
     await early_warning.count_substantiated(session=session, task=task, finding=finding, at=task.concluded_at)
     record_event(
         session,
-        CaseConcluded(
-            case_id=task.case_id,
-            correlation_id=correlation_id,
+        task_event(
+            CaseConcluded,
+            task,
             actor=actor,
-            task_id=task.id,
+            correlation_id=correlation_id,
             **task.model_dump(include={"case_kind", "team_code", "round"}),
             **finding.model_dump(
                 include={"outcome", "summary", "accountability", "classification", "follow_up"}
@@ -199,11 +199,11 @@ def _start_review(
     session.add(task)
     record_event(
         session,
-        ReviewStarted(
-            case_id=task.case_id,
-            correlation_id=correlation_id,
+        task_event(
+            ReviewStarted,
+            task,
             actor=principal.username,
-            task_id=task.id,
+            correlation_id=correlation_id,
             reviewer_team_code=task.review_team_code,
         ),
     )
@@ -298,11 +298,11 @@ def _send_back(
     add_history(session, task, "review_sent_back", principal.username, "；".join(reasons))
     record_event(
         session,
-        FindingSentBack(
-            case_id=task.case_id,
-            correlation_id=correlation_id,
+        task_event(
+            FindingSentBack,
+            task,
             actor=principal.username,
-            task_id=task.id,
+            correlation_id=correlation_id,
             reviewer_team_code=principal.team_code or "",
             reasons=reasons,
         ),

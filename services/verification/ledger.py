@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists
+from sqlalchemy import ColumnElement, Text, and_, cast, exists, tuple_, union
+from sqlalchemy.orm import aliased
 from sqlmodel import col, delete, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
 from services.verification.context import VerificationContext
-from services.verification.ladder import STEPS, steps_taken
+from services.verification.ladder import STEPS
 from services.verification.models import (
     ACTIVE_TASK_STATUSES,
     FOLLOW_UP_CLASSIFICATION,
     ClockStatus,
     Finding,
+    LadderStep,
     LedgerCloseOff,
     LedgerMark,
     MatterSnapshot,
@@ -32,8 +39,9 @@ from services.verification.schemas import (
 )
 from shared.audit import audit
 from shared.auth import Principal, Role
-from shared.db import where_given
 from shared.errors import FieldProblems, Forbidden, NotFound, conflict
+from shared.pagination import Key, Page
+from shared.workcalendar import WorkCalendar
 
 MARK_NAMES = {"supervised": "督办件", "leader_assigned": "领导包案"}
 # What a clock's state on the ledger shows of the clock, under the same names.
@@ -61,51 +69,238 @@ def scoped_county(principal: Principal, county: str | None) -> str | None:
 
 
 async def clock_states(*, session: AsyncSession, ctx: VerificationContext, task_id: str) -> list[ClockState]:
+    return (await clock_states_of(session=session, ctx=ctx, task_ids=[task_id])).get(task_id, [])
+
+
+async def clock_states_of(
+    *, session: AsyncSession, ctx: VerificationContext, task_ids: Sequence[str]
+) -> dict[str, list[ClockState]]:
+    """The clocks of several tasks, with the ladder steps each took: two queries however many tasks."""
+    if not task_ids:
+        return {}
     now = ctx.clock.now()
-    result = []
-    for clock in await session.exec(
-        select(TaskClock).where(TaskClock.task_id == task_id).order_by(col(TaskClock.due_at))
-    ):
-        assert clock.id is not None
-        taken = await steps_taken(session, clock.id)
-        result.append(
+    # Columns, not ORM objects: a year's export reads tens of thousands of clocks.
+    fields = sorted(CLOCK_STATE_FIELDS)
+    columns = [col(getattr(TaskClock, name)) for name in fields]
+    clocks = list(
+        await session.exec(
+            select(col(TaskClock.id), col(TaskClock.task_id), *columns)
+            .where(col(TaskClock.task_id).in_(task_ids))
+            .order_by(col(TaskClock.due_at), col(TaskClock.id))
+        )
+    )
+    taken: dict[int, set[str]] = defaultdict(set)
+    if clocks:
+        for clock_id, step in await session.exec(
+            select(LadderStep.clock_id, LadderStep.step).where(
+                col(LadderStep.clock_id).in_([clock[0] for clock in clocks])
+            )
+        ):
+            taken[clock_id].add(step)
+    states: list[dict[str, Any]] = [dict(zip(fields, clock[2:], strict=True)) for clock in clocks]
+    days_left = _working_days_left(ctx.calendar, now, [state["due_at"] for state in states])
+    result: dict[str, list[ClockState]] = defaultdict(list)
+    for clock, state in zip(clocks, states, strict=True):
+        result[clock[1]].append(
             ClockState(
-                **clock.model_dump(include=CLOCK_STATE_FIELDS),
-                working_days_left=ctx.policy.working_days_left(now, clock.due_at),
-                steps_taken=[s for s in STEPS if s in taken],
+                **state,
+                working_days_left=days_left[ctx.calendar.local_date(state["due_at"])],
+                steps_taken=[s for s in STEPS if s in taken[clock[0] or 0]],
             )
         )
     return result
 
 
-def _on_ledger() -> ColumnElement[bool]:
-    """Open tasks; concluded ones whose work goes on (a B-class reply waiting for its follow-up, a
-    rectification item or other clock still running); and concluded matters a supervisor marked
-    (督办件, 领导包案), which stay until closed off (销号)."""
-    running = exists().where(
-        (col(TaskClock.task_id) == col(Task.id)) & (col(TaskClock.status) == ClockStatus.RUNNING)
-    )
-    marked = exists().where(col(LedgerMark.case_id) == col(Task.case_id))
-    return or_(
-        col(Task.status).in_(ACTIVE_TASK_STATUSES),
-        and_(
-            col(Task.status) == TaskStatus.CONCLUDED,
-            or_(col(Task.classification) == FOLLOW_UP_CLASSIFICATION, running, marked),
-        ),
-    )
+def _working_days_left(calendar: WorkCalendar, now: datetime, dues: Sequence[datetime]) -> dict[date, int]:
+    """Working days from ``now`` to each due date, walking the calendar once for all of them: a
+    page of old matters holds clocks years overdue, and counting each alone walked those years
+    once per clock."""
+    today = calendar.local_date(now)
+    days = sorted({calendar.local_date(d) for d in dues} | {today})
+    counted: dict[date, int] = {}
+    # counted[d]: working days in (first day, d]; between(a, b) = counted[b] - counted[a].
+    running, day = 0, days[0]
+    for wanted in days:
+        while day < wanted:
+            day += timedelta(days=1)
+            running += calendar.is_working_day(day)
+        counted[wanted] = running
+    return {d: counted[d] - counted[today] for d in days}
 
 
-def _ledger_query(
-    *, received_by: datetime, county: str | None, team_code: str | None, case_id: str | None = None
+@dataclass(frozen=True)
+class LedgerQuery:
+    """The ledger's filters; every one is applied in SQL, so that a page and the total are right."""
+
+    min_age_days: int
+    county: str | None = None
+    team_code: str | None = None
+    category: str | None = None
+    clock: str | None = None
+    step: str | None = None
+    marked: str | None = None
+    case_id: str | None = None
+
+
+# The ledger's order, and the keyset of its pages: one row per matter.
+LEDGER_KEYS = (Key(col(MatterSnapshot.received_at)), Key(col(MatterSnapshot.case_id)))
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _task_conditions(task: Any, filters: LedgerQuery) -> list[ColumnElement[bool]]:
+    """What puts one task (``task``: the table or an alias of it) on the ledger under the filters.
+
+    Open tasks; concluded ones whose work goes on (a clock running, a B-class reply waiting for its
+    follow-up); concluded matters a supervisor marked (督办件, 领导包案), unless closed off (销号)
+    after the task began and after the latest mark: new work brings a matter back.
+    """
+    running = exists().where(col(TaskClock.task_id) == task.id, col(TaskClock.status) == ClockStatus.RUNNING)
+    followed = exists().where(col(Finding.task_id) == task.id, col(Finding.follow_up).is_(True))
+    b_waiting = and_(task.classification == FOLLOW_UP_CLASSIFICATION, ~followed)
+    marked = exists().where(col(LedgerMark.case_id) == task.case_id)
+    # Correlated explicitly: left to itself, the nested EXISTS would read ``task`` as a table of its own.
+    later_mark = (
+        exists()
+        .where(
+            col(LedgerMark.case_id) == task.case_id, col(LedgerMark.marked_at) > col(LedgerCloseOff.closed_at)
+        )
+        .correlate_except(LedgerMark)
+    )
+    closed = exists().where(
+        col(LedgerCloseOff.case_id) == task.case_id,
+        col(LedgerCloseOff.closed_at) >= task.created_at,
+        ~later_mark,
+    )
+    concluded = task.status == TaskStatus.CONCLUDED
+    conditions: list[ColumnElement[bool]] = [
+        or_(task.status.in_(ACTIVE_TASK_STATUSES), and_(concluded, or_(running, b_waiting, marked))),
+        ~and_(concluded, ~running, ~b_waiting, closed),
+    ]
+    if filters.team_code:
+        conditions.append(task.team_code == filters.team_code)
+    if filters.clock:
+        named = or_(
+            col(TaskClock.name) == filters.clock,
+            col(TaskClock.name).like(f"{_like_escaped(filters.clock)}:%", escape="\\"),
+        )
+        conditions.append(exists().where(col(TaskClock.task_id) == task.id, named))
+    if filters.step:
+        conditions.append(
+            exists().where(col(LadderStep.task_id) == task.id, col(LadderStep.step) == filters.step)
+        )
+    return conditions
+
+
+def _matter_conditions(filters: LedgerQuery, *, now: datetime) -> list[ColumnElement[bool]]:
+    conditions = [col(MatterSnapshot.received_at) <= now - timedelta(days=filters.min_age_days)]
+    if filters.county:
+        conditions.append(col(MatterSnapshot.county_code) == filters.county)
+    if filters.case_id:
+        conditions.append(col(MatterSnapshot.case_id) == filters.case_id)
+    if filters.category:
+        # The allegations are JSON as the engine wrote it (json.dumps): the category as a value.
+        needle = f'"category": {json.dumps(filters.category)}'
+        conditions.append(
+            cast(col(MatterSnapshot.allegations), Text).like(f"%{_like_escaped(needle)}%", escape="\\")
+        )
+    if filters.marked:
+        conditions.append(
+            exists().where(
+                col(LedgerMark.case_id) == col(MatterSnapshot.case_id), col(LedgerMark.mark) == filters.marked
+            )
+        )
+    return conditions
+
+
+def ledger_query(
+    filters: LedgerQuery, *, now: datetime, from_candidates: bool = False
 ) -> Select[Task, MatterSnapshot]:
-    query = select(Task, MatterSnapshot).join(
-        MatterSnapshot, col(MatterSnapshot.case_id) == col(Task.case_id)
+    """The ledger's rows, unordered: one per matter, its open task, else its latest concluded one.
+
+    ``from_candidates``: read from the tasks that may be on it (``_candidates``), for counting them
+    all; a page instead walks the matters in the order of its keyset and stops when it is full.
+    """
+    other = aliased(Task)
+    this_active = col(Task.status).in_(ACTIVE_TASK_STATUSES)
+    other_active = col(other.status).in_(ACTIVE_TASK_STATUSES)
+    newer = tuple_(other.created_at, other.id) > tuple_(col(Task.created_at), col(Task.id))
+    better = exists().where(
+        col(other.case_id) == col(Task.case_id),
+        col(other.id) != col(Task.id),
+        or_(and_(other_active, ~this_active), and_(other_active == this_active, newer)),
+        *_task_conditions(other, filters),
     )
-    query = query.where(_on_ledger(), col(MatterSnapshot.received_at) <= received_by)
-    given = where_given(
-        query, (Task.case_id, case_id), (MatterSnapshot.county_code, county), (Task.team_code, team_code)
+    query = (
+        select(Task, MatterSnapshot)
+        .join(MatterSnapshot, col(MatterSnapshot.case_id) == col(Task.case_id))
+        .where(*_matter_conditions(filters, now=now), *_task_conditions(Task, filters), ~better)
     )
-    return given.order_by(col(MatterSnapshot.received_at))
+    return query.where(col(Task.id).in_(_candidates())) if from_candidates else query
+
+
+def _candidates() -> Any:
+    """The tasks that may be on the ledger, each part read from an index: the conditions of
+    ``_task_conditions`` say which are, but alone they are checked on every task ever made, and the
+    ledger's total then took seconds on a few hundred thousand matters."""
+    active, running, follow_up, marked = aliased(Task), aliased(TaskClock), aliased(Task), aliased(Task)
+    return union(
+        select(active.id).where(col(active.status).in_(ACTIVE_TASK_STATUSES)),
+        select(running.task_id).where(running.status == ClockStatus.RUNNING),
+        select(follow_up.id).where(
+            follow_up.classification == FOLLOW_UP_CLASSIFICATION, follow_up.status == TaskStatus.CONCLUDED
+        ),
+        select(marked.id).join(LedgerMark, col(LedgerMark.case_id) == marked.case_id),
+    )
+
+
+async def ledger_rows(
+    *, session: AsyncSession, ctx: VerificationContext, found: Sequence[tuple[Task, MatterSnapshot]]
+) -> list[LedgerRow]:
+    """The rows of tasks on the ledger, their clocks, marks and follow-ups read in one query each."""
+    now = ctx.clock.now()
+    task_ids = [task.id for task, _ in found]
+    case_ids = list({task.case_id for task, _ in found})
+    clocks = await clock_states_of(session=session, ctx=ctx, task_ids=task_ids)
+    marks: dict[str, list[str]] = defaultdict(list)
+    followed: set[str] = set()
+    if found:
+        for case_id, mark in await session.exec(
+            select(LedgerMark.case_id, LedgerMark.mark)
+            .where(col(LedgerMark.case_id).in_(case_ids))
+            .order_by(col(LedgerMark.id))
+        ):
+            marks[case_id].append(mark)
+        followed = set(
+            await session.exec(
+                select(Finding.task_id).where(
+                    col(Finding.task_id).in_(task_ids), col(Finding.follow_up).is_(True)
+                )
+            )
+        )
+    rows = []
+    for task, matter in found:
+        task_clocks = clocks.get(task.id, [])
+        categories = [str(a.get("category")) for a in matter.allegations]
+        row = _ledger_row(
+            task, matter, now=now, categories=categories, clocks=task_clocks, marks=marks[task.case_id]
+        )
+        row.pending = _pending(task, task_clocks, followed=task.id in followed)
+        rows.append(row)
+    return rows
+
+
+async def ledger_page(
+    *, session: AsyncSession, ctx: VerificationContext, filters: LedgerQuery, page: Page
+) -> list[LedgerRow]:
+    """One page of the ledger, oldest matters first, and the total in the page's headers."""
+    now = ctx.clock.now()
+    found = list(await session.exec(page.keyset(ledger_query(filters, now=now), LEDGER_KEYS)))
+    rows = page.cut(found, key_of=lambda r: (r[1].received_at, r[1].case_id))
+    await page.count(session, ledger_query(filters, now=now, from_candidates=True))
+    return await ledger_rows(session=session, ctx=ctx, found=rows)
 
 
 async def ledger(
@@ -113,48 +308,18 @@ async def ledger(
     session: AsyncSession,
     ctx: VerificationContext,
     min_age_days: int,
-    county: str | None = None,
-    team_code: str | None = None,
-    category: str | None = None,
-    clock: str | None = None,
-    step: str | None = None,
-    marked: str | None = None,
     case_id: str | None = None,
+    **filters: str | None,
 ) -> list[LedgerRow]:
-    now = ctx.clock.now()
-    received_by = now - timedelta(days=min_age_days)
-    query = _ledger_query(received_by=received_by, county=county, team_code=team_code, case_id=case_id)
-    rows: dict[str, LedgerRow] = {}
-    for task, matter in await session.exec(query):
-        categories = [str(a.get("category")) for a in matter.allegations]
-        if category and category not in categories:
-            continue
-        clocks = await clock_states(session=session, ctx=ctx, task_id=task.id)
-        pending = await _pending(session, task, clocks)
-        marks = list(await session.exec(select(LedgerMark.mark).where(LedgerMark.case_id == task.case_id)))
-        if task.status == TaskStatus.CONCLUDED and not pending and not marks:
-            continue
-        if not pending and await _closed_off(session, task):
-            continue
-        if clock and not any(c.name == clock or c.name.startswith(f"{clock}:") for c in clocks):
-            continue
-        taken = [s for c in clocks for s in c.steps_taken]
-        if step and step not in taken:
-            continue
-        if marked and marked not in marks:
-            continue
-        row = _ledger_row(task, matter, now=now, categories=categories, clocks=clocks, marks=marks)
-        row.pending = pending
-        # One row per matter: its open task, else its latest concluded one.
-        earlier = rows.get(task.case_id)
-        if earlier is None or (
-            earlier.status not in ACTIVE_TASK_STATUSES and task.status in ACTIVE_TASK_STATUSES
-        ):
-            rows[task.case_id] = row
-    return list(rows.values())
+    """The whole ledger under the filters (a matter's row, for instance): no paging."""
+    query = ledger_query(
+        LedgerQuery(min_age_days=min_age_days, case_id=case_id, **filters), now=ctx.clock.now()
+    )
+    found = list(await session.exec(query.order_by(*(k.ordered for k in LEDGER_KEYS))))
+    return await ledger_rows(session=session, ctx=ctx, found=found)
 
 
-async def _pending(session: AsyncSession, task: Task, clocks: list[ClockState]) -> list[str]:
+def _pending(task: Task, clocks: list[ClockState], *, followed: bool) -> list[str]:
     """The work that keeps the matter on the ledger, in words."""
     pending = [c.label for c in clocks if c.status == ClockStatus.RUNNING]
     if task.status in ACTIVE_TASK_STATUSES and not pending:
@@ -162,30 +327,11 @@ async def _pending(session: AsyncSession, task: Task, clocks: list[ClockState]) 
     if (
         task.status == TaskStatus.CONCLUDED
         and task.classification == FOLLOW_UP_CLASSIFICATION
-        and not await _followed_up(session, task)
+        and not followed
         and not any(c.name == "b_follow_up" and c.status == ClockStatus.RUNNING for c in clocks)
     ):
         pending.append("B类后续答复")
     return pending
-
-
-async def _followed_up(session: AsyncSession, task: Task) -> bool:
-    return any(f.follow_up for f in await session.exec(select(Finding).where(Finding.task_id == task.id)))
-
-
-async def _closed_off(session: AsyncSession, task: Task) -> bool:
-    """Closed off after the task began and after the latest mark: new work brings a matter back."""
-    closed = (
-        await session.exec(
-            select(LedgerCloseOff.closed_at)
-            .where(LedgerCloseOff.case_id == task.case_id)
-            .order_by(col(LedgerCloseOff.closed_at).desc())
-        )
-    ).first()
-    if closed is None:
-        return False
-    marked = list(await session.exec(select(LedgerMark.marked_at).where(LedgerMark.case_id == task.case_id)))
-    return closed >= max([task.created_at, *marked])
 
 
 def _ledger_row(

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Annotated, Literal
+import os
+from typing import Annotated
 from urllib.parse import quote
 
 import structlog
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
-from services.verification import early_warning, ledger, stats
+from services.verification import early_warning, ledger, ledger_export
 from services.verification.context import VerificationContext
 from services.verification.models import LedgerMarkKind, OverdueStep
 from services.verification.schemas import (
@@ -22,25 +22,13 @@ from services.verification.schemas import (
 )
 from shared.apidocs import file_download
 from shared.deps import Session, Supervisor, SupervisorOrLeader, app_state
+from shared.pagination import Page, page_headers, paging
 from shared.validation import Line
 
 router = APIRouter()
 XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 Context = Annotated[VerificationContext, Depends(app_state("verification", VerificationContext))]
-
-
-@dataclass(frozen=True)
-class LedgerFilters:
-    """The ledger's filters, the same for the list and its Excel export; a leader's county is forced."""
-
-    min_age_days: int
-    county: str | None
-    team_code: str | None
-    category: str | None
-    clock: str | None
-    step: OverdueStep | None
-    marked: LedgerMarkKind | None
 
 
 async def ledger_filters(
@@ -53,8 +41,10 @@ async def ledger_filters(
     clock: Annotated[Line | None, Query(max_length=32)] = None,
     step: Annotated[OverdueStep | None, Query()] = None,
     marked: Annotated[LedgerMarkKind | None, Query()] = None,
-) -> LedgerFilters:
-    return LedgerFilters(
+    case_id: Annotated[Line | None, Query(max_length=64)] = None,
+) -> ledger.LedgerQuery:
+    """The ledger's filters, the same for the list and its Excel export; a leader's county is forced."""
+    return ledger.LedgerQuery(
         min_age_days=ctx.ledger_min_age_days if min_age_days is None else min_age_days,
         county=ledger.scoped_county(principal, county),
         team_code=team_code,
@@ -62,19 +52,18 @@ async def ledger_filters(
         clock=clock,
         step=step,
         marked=marked,
+        case_id=case_id,
     )
 
 
-Filters = Annotated[LedgerFilters, Depends(ledger_filters)]
+Filters = Annotated[ledger.LedgerQuery, Depends(ledger_filters)]
+LedgerPage = Annotated[Page, Depends(paging(default=50, maximum=500, offset=False))]
 
 
-async def _rows(session: Session, ctx: VerificationContext, filters: LedgerFilters) -> list[LedgerRow]:
-    return await ledger.ledger(session=session, ctx=ctx, **asdict(filters))
-
-
-@router.get("/ledger", response_model=list[LedgerRow], tags=["ledger"])
-async def get_ledger(session: Session, ctx: Context, filters: Filters) -> list[LedgerRow]:
-    return await _rows(session, ctx, filters)
+@router.get("/ledger", response_model=list[LedgerRow], tags=["ledger"], responses=page_headers())
+async def get_ledger(session: Session, ctx: Context, filters: Filters, page: LedgerPage) -> list[LedgerRow]:
+    """The ledger, oldest matters first, a page at a time (``after`` = the previous page's X-Next-Cursor)."""
+    return await ledger.ledger_page(session=session, ctx=ctx, filters=filters, page=page)
 
 
 @router.post("/ledger/{case_id}/marks", status_code=201, tags=["ledger"])
@@ -145,34 +134,6 @@ async def put_warning_thresholds(
     return [t.as_dict() for t in changed.values()]
 
 
-STEP_FILTER_LABELS = {
-    OverdueStep.REMINDER: "到期前提醒",
-    OverdueStep.DUE_TODAY: "当日到期",
-    OverdueStep.CHASE: "催办",
-    OverdueStep.ESCALATION: "督办",
-    OverdueStep.REBUKE: "通报",
-}
-
-
-def _filter_labels(ctx: VerificationContext, filters: LedgerFilters) -> dict[str, str]:
-    """The filters as the workbook's heading states them, in the bureau's words."""
-    organisation = ctx.organisation
-    labels = {"受理满": f"{filters.min_age_days}日"}
-    if filters.county:
-        labels["县（市、区）"] = stats.group_name(organisation, filters.county, by="county")
-    if filters.team_code:
-        labels["承办队"] = organisation.team_name(filters.team_code)
-    if filters.category:
-        labels["类别"] = filters.category
-    if filters.clock:
-        labels["期限"] = filters.clock
-    if filters.step:
-        labels["督办级别"] = STEP_FILTER_LABELS[filters.step]
-    if filters.marked:
-        labels["标记"] = stats.MARK_LABELS[filters.marked]
-    return labels
-
-
 @router.get(
     "/ledger.xlsx",
     tags=["ledger"],
@@ -180,31 +141,20 @@ def _filter_labels(ctx: VerificationContext, filters: LedgerFilters) -> dict[str
     responses=file_download(XLSX_MEDIA_TYPE, "The ledger as an Excel workbook"),
 )
 async def export_ledger(session: Session, ctx: Context, filters: Filters) -> Response:
-    """The ledger with the same filters as GET /ledger, as an Excel workbook to print or send on."""
-    rows = await _rows(session, ctx, filters)
-    content = stats.ledger_workbook(
-        rows, organisation=ctx.organisation, ctx=ctx, filters=_filter_labels(ctx, filters)
-    )
+    """The ledger with the same filters as GET /ledger, all pages, as an Excel workbook to print or send on."""
+    path = ledger_export.temporary_path()
+    try:
+        await ledger_export.write_ledger_workbook(session=session, ctx=ctx, filters=filters, path=path)
+    except BaseException:
+        os.unlink(path)
+        raise
     stamp = ctx.clock.now().astimezone(ctx.calendar.tz).strftime("%Y%m%d")
     filename = quote(f"督办台账_{stamp}.xlsx")
-    return Response(
-        content,
+    return StreamingResponse(
+        ledger_export.file_chunks(path),
         media_type=XLSX_MEDIA_TYPE,
         headers={
             "Content-Disposition": f"attachment; filename=ledger-{stamp}.xlsx; filename*=UTF-8''{filename}",
             "Cache-Control": "no-store",
         },
     )
-
-
-@router.get("/stats", tags=["statistics"])
-async def statistics(
-    session: Session,
-    ctx: Context,
-    principal: SupervisorOrLeader,
-    weeks: Annotated[int, Query(ge=1, le=104)] = 12,
-    by: Annotated[Literal["county", "team"], Query()] = "county",
-) -> dict[str, object]:
-    """The dashboard's figures per county or per team over the last ``weeks`` weeks."""
-    county = ledger.scoped_county(principal, None)
-    return await stats.dashboard(session=session, ctx=ctx, weeks=weeks, by=by, county=county)

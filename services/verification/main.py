@@ -5,6 +5,9 @@ from fastapi import FastAPI
 from services.verification.consumers import subscriptions
 from services.verification.context import VerificationContext
 from services.verification.ladder import LadderScheduler
+from services.verification.reports import load_config as load_report_config
+from services.verification.reports_router import router as reports_router
+from services.verification.reports_worker import ReportScheduler
 from services.verification.router import router
 from services.verification.settings import VerificationSettings
 from services.verification.web import web_router
@@ -30,6 +33,18 @@ def create_app(settings: VerificationSettings | None = None, *, clock: Clock | N
         app.state.scheduler = scheduler
         runtime.add_worker(scheduler.worker)
 
+    async def start_report_scheduler(runtime: Runtime) -> None:
+        reports = ReportScheduler(
+            session_factory=runtime.session_factory,
+            ctx=ctx,
+            config=lambda: load_report_config(settings.report_file),
+            hour=settings.reports_schedule_hour,
+            interval_seconds=settings.reports_interval_seconds,
+        )
+        app.state.report_scheduler = reports
+        if settings.reports_schedule_enabled:
+            runtime.add_worker(reports.worker)
+
     async def connect_evidence_store(runtime: Runtime) -> None:
         # Asked at each use: the bus connects in the background and may come and go.
         ctx.evidence_store.connect(
@@ -39,9 +54,9 @@ def create_app(settings: VerificationSettings | None = None, *, clock: Clock | N
     app = create_service_app(
         settings=settings,
         title="督察核查 verification",
-        routers=[router, web_router],
+        routers=[router, reports_router, web_router],
         subscriptions=subscriptions(ctx),
-        on_startup=[start_scheduler, connect_evidence_store],
+        on_startup=[start_scheduler, start_report_scheduler, connect_evidence_store],
     )
     app.state.verification = ctx
     return app

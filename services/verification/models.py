@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Index
+from sqlalchemy import JSON, Index, LargeBinary
 from sqlalchemy.orm import relationship
 from sqlmodel import Column, Field, Relationship, SQLModel, Text
 
@@ -78,6 +78,12 @@ class MatterSnapshot(SQLModel, table=True):
     """What an inspector needs to know about the matter, without the complainant's identity."""
 
     __tablename__ = "verification_matter"
+    # The dashboard and the measures count matters by when they arrived, in one county or all; the
+    # ledger pages through them in the same order, with case_id as the keyset's tie-break.
+    __table_args__ = (
+        Index("ix_verification_matter_received", "received_at", "case_id"),
+        Index("ix_verification_matter_county_received", "county_code", "received_at", "case_id"),
+    )
 
     case_id: str = Field(primary_key=True, max_length=64)
     case_kind: str = Field(max_length=16, description="a CaseKind")
@@ -99,6 +105,12 @@ class Task(SQLModel, table=True):
     __table_args__ = (
         Index("ix_verification_task_team_status", "team_code", "status"),
         Index("ix_verification_task_due", "status", "due_at"),
+        # The matter's latest task (the figures' group), and the tasks concluded in a period.
+        Index("ix_verification_task_case_created", "case_id", "created_at"),
+        Index("ix_verification_task_concluded", "status", "concluded_at"),
+        # The ledger's candidates: open tasks, and B-class matters waiting for their follow-up reply.
+        Index("ix_verification_task_status_id", "status", "id"),
+        Index("ix_verification_task_classification", "classification", "status"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
@@ -178,6 +190,7 @@ class RepeatCall(SQLModel, table=True):
     """
 
     __tablename__ = "verification_repeat_call"
+    __table_args__ = (Index("ix_verification_repeat_call_received", "received_at"),)
 
     repeat_case_id: str = Field(primary_key=True, max_length=64)
     case_id: str = Field(max_length=64, index=True, description="the open matter it repeats")
@@ -394,10 +407,47 @@ class RoundRating(SQLModel, table=True):
     for the team that concluded that round (statistics), not the team the matter sits with now."""
 
     __tablename__ = "verification_rating"
-    __table_args__ = (Index("uq_verification_rating_case_round", "case_id", "round", unique=True),)
+    __table_args__ = (
+        Index("uq_verification_rating_case_round", "case_id", "round", unique=True),
+        Index("ix_verification_rating_at", "at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     case_id: str = Field(max_length=64)
     round: int
     rating: str = Field(max_length=32, description="a Rating")
     at: datetime = Field(sa_type=UTCDateTime)
+
+
+class ReportStatus(StrEnum):
+    GENERATING = "generating"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Report(SQLModel, table=True):
+    """A 督察工作通报 (monthly or yearly, city or one county), its Word and Excel files kept in the row:
+    every instance serves every report, and a database backup keeps them."""
+
+    __tablename__ = "verification_report"
+    __table_args__ = (
+        # The scheduled run's key ("scheduled:<scope>:<period>:<start>"): two instances or a restart
+        # never make the same scheduled report twice. On-demand reports have none (NULLs differ).
+        Index("uq_verification_report_schedule", "schedule_key", unique=True),
+        Index("ix_verification_report_generated", "generated_at"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
+    scope: str = Field(max_length=16, description="'city' or a county code")
+    scope_name: str = Field(max_length=100)
+    period: str = Field(max_length=8, description="'month' or 'year'")
+    start: date
+    end: date
+    generated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    generated_by: str = Field(max_length=64, description="'system' or the user's name")
+    status: str = Field(default=ReportStatus.GENERATING, max_length=16, description="a ReportStatus")
+    schedule_key: str | None = Field(default=None, max_length=80)
+    attempts: int = 0
+    docx: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    xlsx: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import structlog
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.verification import evidence, extensions, findings, ledger, tasks
@@ -46,12 +46,14 @@ from services.verification.schemas import (
     TaskEventRead,
     TaskRead,
 )
+from services.verification.stats_router import router as stats_router
 from shared.apidocs import file_download
 from shared.app import current_correlation_id
 from shared.auth import Principal
 from shared.deadlines import DEFAULT_DEADLINES_FILE, load_deadlines
 from shared.deps import Inspector, InspectorOrSupervisor, Session, Supervisor, app_state
-from shared.validation import Limit, Line, Offset, Text
+from shared.pagination import Page, page_headers, paging, whole
+from shared.validation import Line, Text
 
 router = APIRouter(prefix="/api/v1")
 # Evidence is always served as opaque bytes, whatever type its uploader claimed (see evidence_file).
@@ -92,24 +94,34 @@ async def _locked_task(session: AsyncSession, task_id: str, principal: Principal
     return task
 
 
-@router.get("/tasks", response_model=list[TaskRead], tags=["tasks"])
+@router.get("/tasks", response_model=list[TaskRead], tags=["tasks"], responses=page_headers())
 async def list_tasks(
     session: Session,
+    ctx: Context,
     principal: InspectorOrSupervisor,
+    page: Annotated[Page, Depends(paging(default=100, maximum=500))],
     case_id: Annotated[Line | None, Query(max_length=64)] = None,
     status: Annotated[Line | None, Query(max_length=16)] = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
+    scope: Annotated[
+        tasks.TaskScope | None,
+        Query(description="the board's tab: active (在办), review (待本队复核), done (已办结); absent: all"),
+    ] = None,
+    include: Annotated[
+        Literal["clocks"] | None, Query(description="clocks: each row's clock_states, as /tasks/{id}/clocks")
+    ] = None,
 ) -> list[TaskRead]:
     if case_id:
         structlog.contextvars.bind_contextvars(case_id=case_id)
     found = await tasks.list_tasks(
-        session=session, principal=principal, case_id=case_id, status=status, limit=limit, offset=offset
+        session=session, principal=principal, case_id=case_id, status=status, page=page, scope=scope
     )
-    result = []
-    for task in found:
-        result.append(task_read(task, await tasks.matter_of(session=session, case_id=task.case_id)))
-    return result
+    matters = await tasks.matters_of(session=session, case_ids=[t.case_id for t in found])
+    rows = [task_read(task, matters.get(task.case_id)) for task in found]
+    if include != "clocks":
+        return rows
+    # The page's clocks in one batch, not a request per task.
+    states = await ledger.clock_states_of(session=session, ctx=ctx, task_ids=[t.id for t in found])
+    return [row.model_copy(update={"clock_states": states.get(row.id, [])}) for row in rows]
 
 
 @router.get("/tasks/{task_id}", response_model=TaskDetail, tags=["tasks"])
@@ -199,13 +211,15 @@ async def return_task(task_id: str, body: ReturnIn, session: Session, principal:
     return task_read(task)
 
 
-@router.get("/tasks/{task_id}/clocks", response_model=list[ClockState], tags=["deadlines"])
+@router.get(
+    "/tasks/{task_id}/clocks", response_model=list[ClockState], tags=["deadlines"], responses=page_headers()
+)
 async def task_clocks(
-    task_id: str, session: Session, ctx: Context, principal: InspectorOrSupervisor
+    task_id: str, session: Session, ctx: Context, principal: InspectorOrSupervisor, response: Response
 ) -> list[ClockState]:
     task = await tasks.visible_task(session=session, task_id=task_id, principal=principal)
     structlog.contextvars.bind_contextvars(case_id=task.case_id)
-    return await ledger.clock_states(session=session, ctx=ctx, task_id=task.id)
+    return whole(response, await ledger.clock_states(session=session, ctx=ctx, task_id=task.id))
 
 
 @router.post("/tasks/{task_id}/follow-up", response_model=FindingRead, tags=["tasks"])
@@ -237,15 +251,16 @@ async def request_extension(
     return ExtensionRead.model_validate(extension, from_attributes=True)
 
 
-@router.get("/extensions", response_model=list[ExtensionRead], tags=["deadlines"])
+@router.get("/extensions", response_model=list[ExtensionRead], tags=["deadlines"], responses=page_headers())
 async def list_extensions(
     session: Session,
     principal: InspectorOrSupervisor,
+    page: Annotated[Page, Depends(paging(default=500, maximum=500, offset=False))],
     status: Annotated[ExtensionStatus | None, Query()] = None,
     task_id: Annotated[Line | None, Query(max_length=64)] = None,
 ) -> list[ExtensionRead]:
     rows = await extensions.list_extensions(
-        session=session, principal=principal, status=status, task_id=task_id
+        session=session, principal=principal, status=status, task_id=task_id, page=page
     )
     return [ExtensionRead.model_validate(r, from_attributes=True) for r in rows]
 
@@ -309,13 +324,18 @@ async def add_evidence(
     return EvidenceRead.model_validate(added, from_attributes=True)
 
 
-@router.get("/tasks/{task_id}/evidence", response_model=list[EvidenceRead], tags=["evidence"])
+@router.get(
+    "/tasks/{task_id}/evidence",
+    response_model=list[EvidenceRead],
+    tags=["evidence"],
+    responses=page_headers(),
+)
 async def list_evidence(
-    task_id: str, session: Session, principal: InspectorOrSupervisor
+    task_id: str, session: Session, principal: InspectorOrSupervisor, response: Response
 ) -> list[EvidenceRead]:
     task = await tasks.visible_task(session=session, task_id=task_id, principal=principal)
     rows = await evidence.list_evidence(session=session, task_id=task.id)
-    return [EvidenceRead.model_validate(r, from_attributes=True) for r in rows]
+    return whole(response, [EvidenceRead.model_validate(r, from_attributes=True) for r in rows])
 
 
 @router.get(
@@ -362,13 +382,18 @@ async def _file_chunks(content: IO[bytes]) -> AsyncIterator[bytes]:
         content.close()
 
 
-@router.get("/tasks/{task_id}/rectifications", response_model=list[RectificationRead], tags=["rectification"])
+@router.get(
+    "/tasks/{task_id}/rectifications",
+    response_model=list[RectificationRead],
+    tags=["rectification"],
+    responses=page_headers(),
+)
 async def list_rectifications(
-    task_id: str, session: Session, principal: InspectorOrSupervisor
+    task_id: str, session: Session, principal: InspectorOrSupervisor, response: Response
 ) -> list[RectificationRead]:
     task = await tasks.visible_task(session=session, task_id=task_id, principal=principal)
     rows = await findings.rectifications(session=session, task_id=task.id)
-    return [RectificationRead.model_validate(r, from_attributes=True) for r in rows]
+    return whole(response, [RectificationRead.model_validate(r, from_attributes=True) for r in rows])
 
 
 @router.post("/rectifications/{item_id}/check", response_model=RectificationRead, tags=["rectification"])
@@ -398,11 +423,15 @@ async def give_co_view(
     return CoViewRead.model_validate(view, from_attributes=True)
 
 
-@router.get("/tasks/{task_id}/co-views", response_model=list[CoViewRead], tags=["tasks"])
-async def list_co_views(task_id: str, session: Session, principal: InspectorOrSupervisor) -> list[CoViewRead]:
+@router.get(
+    "/tasks/{task_id}/co-views", response_model=list[CoViewRead], tags=["tasks"], responses=page_headers()
+)
+async def list_co_views(
+    task_id: str, session: Session, principal: InspectorOrSupervisor, response: Response
+) -> list[CoViewRead]:
     task = await tasks.visible_task(session=session, task_id=task_id, principal=principal)
     rows = await findings.co_views(session=session, task_id=task.id)
-    return [CoViewRead.model_validate(r, from_attributes=True) for r in rows]
+    return whole(response, [CoViewRead.model_validate(r, from_attributes=True) for r in rows])
 
 
 @router.post("/tasks/{task_id}/require-review", response_model=TaskRead, tags=["tasks"])
@@ -419,3 +448,4 @@ async def require_review(
 
 # The ledger, early warning and statistics: their own module, included here under the same prefix.
 router.include_router(ledger_router)
+router.include_router(stats_router)

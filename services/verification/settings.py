@@ -53,3 +53,18 @@ class VerificationSettings(ServiceSettings):
         gt=0,
         description="a transfer may take EVIDENCE_STORE_TIMEOUT_SECONDS plus its size at this rate",
     )
+    reports_schedule_enabled: bool = Field(
+        default=True,
+        description="make last month's 督察工作通报 (city and each county) on the first working day of a month, "
+        "and last year's in January",
+    )
+    reports_schedule_hour: int = Field(
+        default=8, ge=0, le=23, description="local hour from which the first working day's reports are made"
+    )
+    reports_interval_seconds: float = Field(
+        default=300.0, gt=0, description="how often the report scheduler looks for a report that is due"
+    )
+    report_file: Path | None = Field(
+        default=None,
+        description="the reports' thresholds and sentence templates (default shared/data/report.json)",
+    )

@@ -1,4 +1,4 @@
-"""Figures for the supervisors' dashboard and the ledger's Excel export.
+"""Figures for the supervisors' dashboard (the ledger's Excel export: ledger_export).
 
 Verification knows when matters arrived, when each team concluded them, against
 which deadline, with what outcome, and how far up the overdue ladder a clock
@@ -7,30 +7,31 @@ endpoint.  Each matter counts for the team that did the work: substantiation and
 on-time for the team that concluded it, satisfaction for the team that concluded
 the round whose answer was rated (feedback's ``RatingRecorded``), not the team the
 matter sits with today.
+
+The figures are aggregates in SQL (GROUP BY the group and the week), never rows loaded into
+Python: at a million matters the dashboard must answer in well under a second.
 """
 
 from __future__ import annotations
 
-import io
-from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from openpyxl import Workbook
-from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
-from openpyxl.utils import get_column_letter
-from openpyxl.worksheet.worksheet import Worksheet
-from sqlmodel import col, select
+from sqlalchemy import ColumnElement, and_, case, exists, false, func, literal
+from sqlalchemy import select as sa_select
+from sqlalchemy.sql.expression import Select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.verification.context import VerificationContext
-from services.verification.ladder import STEP_LABELS, STEPS, steps_taken
+from services.verification.ladder import STEP_LABELS
 from services.verification.models import (
     ACTIVE_TASK_STATUSES,
     MAIN_CLOCKS,
     ClockStatus,
     Finding,
-    LedgerMarkKind,
+    LadderStep,
     MatterSnapshot,
     OverdueStep,
     RoundRating,
@@ -38,22 +39,22 @@ from services.verification.models import (
     TaskClock,
     TaskStatus,
 )
-from services.verification.schemas import SUBSTANTIATED, ClockState, LedgerRow
+from services.verification.schemas import SUBSTANTIATED
+from shared.db import UTCDateTime, table_of
 from shared.events import RatingRecorded
 from shared.reference import Organisation
 from shared.states import CaseKind, Rating
 
 OVERDUE_STEPS = (OverdueStep.CHASE, OverdueStep.ESCALATION, OverdueStep.REBUKE)
 NO_FINDING = "no_finding"
-STATUS_LABELS: dict[str, str] = {
-    TaskStatus.OPEN: "待认领",
-    TaskStatus.CLAIMED: "核查中",
-    TaskStatus.IN_REVIEW: "复核中",
-    TaskStatus.CONCLUDED: "已办结",
-    TaskStatus.RETURNED: "已退回",
-    TaskStatus.SUPERSEDED: "已改派",
-    TaskStatus.WITHDRAWN: "已撤回",
-}
+UNASSIGNED = "unassigned"
+
+MATTER = table_of(MatterSnapshot)
+TASK = table_of(Task)
+CLOCK = table_of(TaskClock)
+FINDING = table_of(Finding)
+STEP = table_of(LadderStep)
+RATING = table_of(RoundRating)
 
 
 def week_start(moment: datetime, ctx: VerificationContext) -> datetime:
@@ -73,20 +74,126 @@ def group_name(organisation: Organisation, code: str | None, *, by: str) -> str:
     return organisation.area_name(code)
 
 
+# --- SQL pieces the dashboard and the measures share ------------------------------------------
+
+
+def latest_task_of_matter() -> ColumnElement[bool]:
+    """Join condition: the task of the matter created last (the team the matter sits with)."""
+    newer = TASK.alias("newer")
+    return and_(
+        TASK.c.case_id == MATTER.c.case_id,
+        ~exists().where(newer.c.case_id == TASK.c.case_id, newer.c.created_at > TASK.c.created_at),
+    )
+
+
+def latest_team_of_matter() -> ColumnElement[Any]:
+    """The team of the matter's task created last, as a scalar subquery (one index seek)."""
+    latest = TASK.alias("latest")
+    return (
+        sa_select(latest.c.team_code)
+        .where(latest.c.case_id == MATTER.c.case_id)
+        .order_by(latest.c.created_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def matter_group_key(by: str) -> ColumnElement[Any]:
+    """``group_key`` for a query over matters alone: COALESCE stops at the county, so the task is
+    looked up only for a suggestion (no county) or per team."""
+    if by == "team":
+        return latest_team_of_matter()
+    return func.coalesce(func.nullif(MATTER.c.county_code, ""), latest_team_of_matter())
+
+
+def group_key(by: str) -> ColumnElement[Any]:
+    """A matter's group: its county (a suggestion, which has none, where its team sits) or its team."""
+    if by == "team":
+        return TASK.c.team_code
+    return func.coalesce(func.nullif(MATTER.c.county_code, ""), TASK.c.team_code)
+
+
+def bucket(column: ColumnElement[Any], starts: Sequence[datetime]) -> ColumnElement[Any]:
+    """The index of the period among ``starts`` that ``column`` falls in (rows before the first are
+    filtered out by the caller); portable SQL, so both backends group by it."""
+    whens = [(column < literal(start, UTCDateTime), index) for index, start in enumerate(starts[1:])]
+    return case(*whens, else_=len(starts) - 1) if whens else literal(0)
+
+
+def at_or_after(column: ColumnElement[Any], moment: datetime) -> ColumnElement[bool]:
+    return column >= literal(moment, UTCDateTime)
+
+
+def before(column: ColumnElement[Any], moment: datetime) -> ColumnElement[bool]:
+    return column < literal(moment, UTCDateTime)
+
+
+def concluded_on_time() -> ColumnElement[bool]:
+    """The task concluded by its main deadline (an approved extension moves that clock's due date)."""
+    return ~exists().where(
+        CLOCK.c.task_id == TASK.c.id,
+        CLOCK.c.name.in_(MAIN_CLOCKS),
+        CLOCK.c.due_at < TASK.c.concluded_at,
+    )
+
+
+def first_finding_of_task() -> ColumnElement[bool]:
+    """Join condition: the task's first finding (not a B-class follow-up reply)."""
+    earlier = FINDING.alias("earlier")
+    return and_(
+        FINDING.c.task_id == TASK.c.id,
+        FINDING.c.follow_up == false(),
+        ~exists().where(
+            earlier.c.task_id == TASK.c.id,
+            earlier.c.follow_up == false(),
+            earlier.c.recorded_at < FINDING.c.recorded_at,
+        ),
+    )
+
+
+def substantiation_counts(kind: ColumnElement[Any]) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    """(complaints with an outcome, of them substantiated) as SUM expressions over a task's first finding."""
+    with_outcome = and_(kind == CaseKind.COMPLAINT, FINDING.c.outcome != NO_FINDING)
+    counted = func.sum(case((with_outcome, 1), else_=0))
+    substantiated = func.sum(
+        case((and_(with_outcome, FINDING.c.outcome.in_(sorted(SUBSTANTIATED))), 1), else_=0)
+    )
+    return counted, substantiated
+
+
+def in_county(county: str | None) -> list[ColumnElement[bool]]:
+    return [MATTER.c.county_code == county] if county else []
+
+
+async def rows_of(session: AsyncSession, query: Select[Any], *, seek: bool = False) -> list[Any]:
+    """Core rows on the session's connection: no ORM entities to build for an aggregate.
+
+    ``seek``: on PostgreSQL, join by index lookups from the period's rows; the planner otherwise
+    hashes the whole task and finding tables (measured: 26 s instead of 5 s for a year of a
+    million matters).  Both settings hold for this transaction only.
+    """
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        # The aggregates' cost estimates switch JIT compilation on, which alone took 400 ms
+        # (EXPLAIN ANALYZE) of a query that runs in 100.
+        await connection.exec_driver_sql("SET LOCAL jit = off")
+        if seek:
+            await connection.exec_driver_sql("SET LOCAL enable_hashjoin = off")
+            await connection.exec_driver_sql("SET LOCAL enable_mergejoin = off")
+    return list((await connection.execute(query)).all())
+
+
 class _Weeks:
     """The dashboard's last ``count`` weeks, Monday to Sunday in the bureau's time zone."""
 
     def __init__(self, *, now: datetime, count: int, ctx: VerificationContext) -> None:
-        self.ctx = ctx
         self.count = count
         self.first = week_start(now, ctx) - timedelta(weeks=count - 1)
         self.starts = [self.first + timedelta(weeks=i) for i in range(count)]
+        self.end = self.first + timedelta(weeks=count)
 
-    def index(self, moment: datetime | None) -> int | None:
-        if moment is None or moment < self.first:
-            return None
-        index = (week_start(moment, self.ctx) - self.first).days // 7
-        return index if 0 <= index < self.count else None
+    def within(self, column: ColumnElement[Any]) -> list[ColumnElement[bool]]:
+        return [at_or_after(column, self.first), before(column, self.end)]
 
 
 class _Groups:
@@ -98,17 +205,8 @@ class _Groups:
         self.weeks = weeks
         self.entries: dict[str, dict[str, Any]] = {}
 
-    def key_of(self, task: Task | None, matter: MatterSnapshot | None) -> str | None:
-        if self.by == "team":
-            return task.team_code if task else None
-        if matter is not None and matter.county_code:
-            return matter.county_code
-        # A suggestion has no accused county: it counts where its handling team sits.
-        return task.team_code if task else None
-
-    def of(self, task: Task | None, matter: MatterSnapshot | None) -> dict[str, Any]:
-        code = self.key_of(task, matter)
-        name = code or "unassigned"
+    def of(self, code: str | None) -> dict[str, Any]:
+        name = code or UNASSIGNED
         if name not in self.entries:
             self.entries[name] = {
                 "code": name,
@@ -136,38 +234,11 @@ async def dashboard(
     now = ctx.clock.now()
     calendar_weeks = _Weeks(now=now, count=weeks, ctx=ctx)
     groups = _Groups(organisation=ctx.organisation, by=by, weeks=weeks)
-    matter_query = select(MatterSnapshot)
-    if county:
-        matter_query = matter_query.where(MatterSnapshot.county_code == county)
-    matters = {m.case_id: m for m in await session.exec(matter_query)}
-    tasks = [
-        t
-        for t in await session.exec(select(Task).order_by(col(Task.created_at)))
-        if not county or t.case_id in matters
-    ]
-    latest_task = {task.case_id: task for task in tasks}
-    for case_id, matter in matters.items():
-        index = calendar_weeks.index(matter.received_at)
-        if index is not None:
-            groups.of(latest_task.get(case_id), matter)["received"][index] += 1
-    clocks_by_task, findings_by_task = await _clocks_and_findings(session)
-    for task in tasks:
-        entry = groups.of(task, matters.get(task.case_id))
-        if task.status in ACTIVE_TASK_STATUSES:
-            entry["open"] += 1
-            worst = await _worst_overdue_step(session, clocks_by_task.get(task.id, []))
-            if worst:
-                entry["overdue"][worst] += 1
-            continue
-        if task.status != TaskStatus.CONCLUDED or task.concluded_at is None:
-            continue
-        index = calendar_weeks.index(task.concluded_at)
-        if index is not None:
-            _count_concluded(
-                entry, task, index, clocks_by_task.get(task.id, []), findings_by_task.get(task.id, [])
-            )
-    await _count_ratings(session, groups, tasks, matters, since=calendar_weeks.first)
-    ordered = sorted(groups.entries.values(), key=lambda g: (g["code"] == "unassigned", g["code"]))
+    await _count_received(session, groups, calendar_weeks, county=county)
+    await _count_concluded(session, groups, calendar_weeks, county=county)
+    await _count_open(session, groups, county=county)
+    await _count_ratings(session, groups, since=calendar_weeks.first, county=county)
+    ordered = sorted(groups.entries.values(), key=lambda g: (g["code"] == UNASSIGNED, g["code"]))
     return {
         "by": by,
         "weeks": weeks,
@@ -181,31 +252,145 @@ async def dashboard(
     }
 
 
+async def _count_received(
+    session: AsyncSession, groups: _Groups, weeks: _Weeks, *, county: str | None
+) -> None:
+    """Matters received per week, for the group of the task the matter sits with now."""
+    key = matter_group_key(groups.by)
+    week = bucket(MATTER.c.received_at, weeks.starts)
+    query = (
+        sa_select(key, week, func.count())
+        .select_from(MATTER)
+        .where(*weeks.within(MATTER.c.received_at), *in_county(county))
+        .group_by(key, week)
+    )
+    for code, index, count in await rows_of(session, query):
+        groups.of(code)["received"][index] += count
+
+
+def county_of_task_matter(table: Any = None) -> ColumnElement[Any]:
+    """The county of the matter of ``TASK``'s row (or of ``table.c.case_id``), one index seek."""
+    case_id = TASK.c.case_id if table is None else table.c.case_id
+    return sa_select(MATTER.c.county_code).where(MATTER.c.case_id == case_id).scalar_subquery()
+
+
+def first_outcome_class() -> ColumnElement[Any]:
+    """2 substantiated, 1 another outcome, 0 none or no_finding: of the task's first finding (not a
+    B-class follow-up reply), for complaints; a scalar subquery, so evaluated once per task."""
+    first = (
+        sa_select(FINDING.c.outcome)
+        .where(FINDING.c.task_id == TASK.c.id, FINDING.c.follow_up == false())
+        .order_by(FINDING.c.recorded_at)
+        .limit(1)
+        .scalar_subquery()
+    )
+    classes = {outcome: 2 for outcome in sorted(SUBSTANTIATED)} | {NO_FINDING: 0}
+    return case(
+        (TASK.c.case_kind != CaseKind.COMPLAINT, 0),
+        else_=func.coalesce(case(classes, value=first, else_=1), 0),
+    )
+
+
+def code_of(by: str, county: str | None, team: str | None) -> str | None:
+    """The group in Python, from the matter's county and the team (suggestions have no county)."""
+    return team if by == "team" else (county or team)
+
+
+async def _count_concluded(
+    session: AsyncSession, groups: _Groups, weeks: _Weeks, *, county: str | None
+) -> None:
+    """Tasks concluded per week for the team that concluded them: on time, with an outcome, substantiated.
+
+    Grouped in SQL by the matter's county and the team, the group made in Python: every lookup is a
+    scalar subquery (an index seek per task), which both backends plan the same way.
+    """
+    matter_county = county_of_task_matter()
+    week = bucket(TASK.c.concluded_at, weeks.starts)
+    on_time = case((concluded_on_time(), 1), else_=0)
+    outcome = first_outcome_class()
+    query = (
+        sa_select(matter_county, TASK.c.team_code, week, on_time, outcome, func.count())
+        .where(TASK.c.status == TaskStatus.CONCLUDED, *weeks.within(TASK.c.concluded_at))
+        .where(*([matter_county == county] if county else []))
+        .group_by(matter_county, TASK.c.team_code, week, on_time, outcome)
+    )
+    for matter_county_code, team, index, timely, outcome_class, count in await rows_of(session, query):
+        entry = groups.of(code_of(groups.by, matter_county_code, team))
+        entry["concluded"][index] += count
+        entry["concluded_total"] += count
+        entry["on_time"] += count if timely else 0
+        entry["with_outcome"] += count if outcome_class else 0
+        entry["substantiated"] += count if outcome_class == 2 else 0
+
+
+async def _count_open(session: AsyncSession, groups: _Groups, *, county: str | None) -> None:
+    """Open tasks, and of them those whose running clocks reached an overdue step, by the worst step."""
+    rank = case(*((STEP.c.step == step, i + 1) for i, step in enumerate(OVERDUE_STEPS)), else_=0)
+    worst = (
+        sa_select(func.max(rank))
+        .select_from(STEP.join(CLOCK, CLOCK.c.id == STEP.c.clock_id))
+        .where(
+            STEP.c.task_id == TASK.c.id,
+            CLOCK.c.status == ClockStatus.RUNNING,
+            STEP.c.step.in_(OVERDUE_STEPS),
+        )
+        .scalar_subquery()
+    )
+    matter_county = county_of_task_matter()
+    query = (
+        sa_select(matter_county, TASK.c.team_code, worst, func.count())
+        .where(TASK.c.status.in_(ACTIVE_TASK_STATUSES))
+        .where(*([matter_county == county] if county else []))
+        .group_by(matter_county, TASK.c.team_code, worst)
+    )
+    for matter_county_code, team, worst_rank, count in await rows_of(session, query):
+        entry = groups.of(code_of(groups.by, matter_county_code, team))
+        entry["open"] += count
+        if worst_rank:
+            entry["overdue"][OVERDUE_STEPS[worst_rank - 1]] += count
+
+
+def rated_round_team() -> ColumnElement[Any]:
+    """The team that concluded the rated round (its latest conclusion), or NULL if none did."""
+    return (
+        sa_select(TASK.c.team_code)
+        .where(
+            TASK.c.case_id == RATING.c.case_id,
+            TASK.c.round == RATING.c.round,
+            TASK.c.concluded_at.is_not(None),
+        )
+        .order_by(TASK.c.concluded_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
 async def _count_ratings(
-    session: AsyncSession,
-    groups: _Groups,
-    tasks: list[Task],
-    matters: dict[str, MatterSnapshot],
-    *,
-    since: datetime,
+    session: AsyncSession, groups: _Groups, *, since: datetime, county: str | None
 ) -> None:
     """Each rating for the team that concluded the rated round (its latest conclusion)."""
-    concluded: dict[tuple[str, int], Task] = {}
-    for task in tasks:
-        if task.concluded_at is None:
+    matter_county = county_of_task_matter(RATING)
+    team = rated_round_team()
+    query = (
+        sa_select(matter_county, team, RATING.c.rating, func.count())
+        .where(at_or_after(RATING.c.at, since))
+        .where(*([matter_county == county] if county else []))
+        .group_by(matter_county, team, RATING.c.rating)
+    )
+    for matter_county_code, team_code, rating, count in await rows_of(session, query):
+        if team_code is None:
             continue
-        key = (task.case_id, task.round)
-        known = concluded.get(key)
-        if known is None or (known.concluded_at is not None and task.concluded_at > known.concluded_at):
-            concluded[key] = task
-    for rating in await session.exec(select(RoundRating).where(col(RoundRating.at) >= since)):
-        rated = concluded.get((rating.case_id, rating.round))
-        if rated is None:
-            continue
-        entry = groups.of(rated, matters.get(rated.case_id))
-        entry["rated"] += 1
-        if rating.rating in entry:
-            entry[rating.rating] += 1
+        entry = groups.of(code_of(groups.by, matter_county_code, team_code))
+        entry["rated"] += count
+        if rating in entry:
+            entry[rating] += count
+
+
+async def rebuild_figures(*, session: AsyncSession, ctx: VerificationContext) -> None:
+    """Recompute the figures' summary from the base tables (a bulk load calls it after writing rows
+    directly).  The dashboard and the measures read the base tables today, so there is nothing to
+    recompute; the hook stays so that a loader written now keeps working once a summary exists."""
+    del session, ctx
 
 
 async def record_rating(*, session: AsyncSession, event: RatingRecorded) -> None:
@@ -221,45 +406,6 @@ async def record_rating(*, session: AsyncSession, event: RatingRecorded) -> None
         session.add(
             RoundRating(case_id=event.case_id, round=event.round, rating=event.rating, at=event.occurred_at)
         )
-
-
-async def _clocks_and_findings(
-    session: AsyncSession,
-) -> tuple[dict[str, list[TaskClock]], dict[str, list[Finding]]]:
-    clocks_by_task: dict[str, list[TaskClock]] = defaultdict(list)
-    for clock in await session.exec(select(TaskClock)):
-        clocks_by_task[clock.task_id].append(clock)
-    findings_by_task: dict[str, list[Finding]] = defaultdict(list)
-    for finding in await session.exec(select(Finding).order_by(col(Finding.recorded_at))):
-        findings_by_task[finding.task_id].append(finding)
-    return clocks_by_task, findings_by_task
-
-
-async def _worst_overdue_step(session: AsyncSession, clocks: list[TaskClock]) -> str | None:
-    worst: str | None = None
-    for clock in clocks:
-        if clock.status != ClockStatus.RUNNING or clock.id is None:
-            continue
-        taken = await steps_taken(session, clock.id)
-        for step in OVERDUE_STEPS:
-            if step in taken and (worst is None or STEPS.index(step) > STEPS.index(worst)):
-                worst = step
-    return worst
-
-
-def _count_concluded(
-    entry: dict[str, Any], task: Task, index: int, clocks: list[TaskClock], findings: list[Finding]
-) -> None:
-    assert task.concluded_at is not None
-    entry["concluded"][index] += 1
-    entry["concluded_total"] += 1
-    main = next((c for c in clocks if c.name in MAIN_CLOCKS), None)
-    if main is None or task.concluded_at <= main.due_at:
-        entry["on_time"] += 1
-    first = next((f for f in findings if not f.follow_up), None)
-    if first is not None and first.outcome != NO_FINDING and task.case_kind == CaseKind.COMPLAINT:
-        entry["with_outcome"] += 1
-        entry["substantiated"] += 1 if first.outcome in SUBSTANTIATED else 0
 
 
 def _totals(ordered: list[dict[str, Any]]) -> dict[str, Any]:
@@ -285,124 +431,3 @@ def _totals(ordered: list[dict[str, Any]]) -> dict[str, Any]:
         **{rating.value: sum(g[rating.value] for g in ordered) for rating in Rating},
         "overdue": {s: sum(g["overdue"][s] for g in ordered) for s in OVERDUE_STEPS},
     }
-
-
-# --- The ledger as an Excel workbook ------------------------------------------------------------
-
-_THIN = Side(style="thin", color="9AA6B8")
-_BORDER = Border(left=_THIN, right=_THIN, top=_THIN, bottom=_THIN)
-_HEAD_FILL = PatternFill("solid", fgColor="0F3D86")
-_STEP_FILLS: dict[str, str] = {
-    OverdueStep.REMINDER: "E6EEFA",
-    OverdueStep.DUE_TODAY: "FFF3E0",
-    OverdueStep.CHASE: "FDECEC",
-    OverdueStep.ESCALATION: "F9DADA",
-    OverdueStep.REBUKE: "F1E8FA",
-}
-LEDGER_COLUMNS = (
-    ("序号", 6),
-    ("查询码", 16),
-    ("事项", 46),
-    ("类型", 8),
-    ("县（市、区）", 12),
-    ("问题类别", 18),
-    ("承办队", 22),
-    ("状态", 9),
-    ("受理日期", 12),
-    ("已办天数", 9),
-    ("期限", 40),
-    ("最高督办级别", 13),
-    ("标记", 14),
-)
-MARK_LABELS: dict[str, str] = {
-    LedgerMarkKind.SUPERVISED: "督办件",
-    LedgerMarkKind.LEADER_ASSIGNED: "领导包案",
-}
-
-
-def ledger_workbook(
-    rows: list[LedgerRow], *, organisation: Organisation, ctx: VerificationContext, filters: dict[str, str]
-) -> bytes:
-    workbook = Workbook()
-    sheet = workbook.active
-    assert sheet is not None
-    sheet.title = "长期未办结事项台账"
-    _write_heading(sheet, rows, organisation=organisation, ctx=ctx, filters=filters)
-    for number, row in enumerate(rows, start=1):
-        values = _ledger_values(number, row, organisation=organisation, ctx=ctx)
-        for column, value in enumerate(values, start=1):
-            cell = sheet.cell(row=3 + number, column=column, value=value)
-            cell.border = _BORDER
-            cell.alignment = Alignment(vertical="top", wrap_text=True)
-        if row.worst_step in _STEP_FILLS:
-            sheet.cell(row=3 + number, column=12).fill = PatternFill(
-                "solid", fgColor=_STEP_FILLS[row.worst_step]
-            )
-    sheet.freeze_panes = "C4"
-    sheet.auto_filter.ref = f"A3:{get_column_letter(len(LEDGER_COLUMNS))}{3 + len(rows)}"
-    sheet.page_setup.orientation = "landscape"
-    sheet.page_setup.fitToWidth = 1
-    sheet.print_title_rows = "3:3"
-    buffer = io.BytesIO()
-    workbook.save(buffer)
-    return buffer.getvalue()
-
-
-def _write_heading(
-    sheet: Worksheet,
-    rows: list[LedgerRow],
-    *,
-    organisation: Organisation,
-    ctx: VerificationContext,
-    filters: dict[str, str],
-) -> None:
-    """The title, the line naming the filters, and the column heads (rows 1 to 3)."""
-    width = len(LEDGER_COLUMNS)
-    now = ctx.clock.now().astimezone(ctx.calendar.tz)
-    sheet.merge_cells(start_row=1, start_column=1, end_row=1, end_column=width)
-    sheet.cell(row=1, column=1, value=f"{organisation.city_bureau}长期未办结投诉及建议提案督办台账")
-    sheet.cell(row=1, column=1).font = Font(size=16, bold=True)
-    sheet.cell(row=1, column=1).alignment = Alignment(horizontal="center")
-    sheet.merge_cells(start_row=2, start_column=1, end_row=2, end_column=width)
-    described = "；".join(f"{k}：{v}" for k, v in filters.items()) or "全部"
-    sheet.cell(
-        row=2, column=1, value=f"导出时间：{now:%Y-%m-%d %H:%M}　筛选条件：{described}　共 {len(rows)} 件"
-    )
-    sheet.cell(row=2, column=1).font = Font(size=10, color="4A5566")
-    for index, (title, column_width) in enumerate(LEDGER_COLUMNS, start=1):
-        cell = sheet.cell(row=3, column=index, value=title)
-        cell.font = Font(bold=True, color="FFFFFF")
-        cell.fill = _HEAD_FILL
-        cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
-        cell.border = _BORDER
-        sheet.column_dimensions[get_column_letter(index)].width = column_width
-
-
-def _clock_line(clock: ClockState, ctx: VerificationContext) -> str:
-    if clock.status != ClockStatus.RUNNING:
-        left = "（已停止）"
-    elif clock.working_days_left >= 0:
-        left = f"（剩{clock.working_days_left}个工作日）"
-    else:
-        left = f"（超期{-clock.working_days_left}个工作日）"
-    return f"{clock.label}：{clock.due_at.astimezone(ctx.calendar.tz):%Y-%m-%d}{left}"
-
-
-def _ledger_values(
-    number: int, row: LedgerRow, *, organisation: Organisation, ctx: VerificationContext
-) -> list[object]:
-    return [
-        number,
-        row.tracking_code or "",
-        row.title or "",
-        "投诉" if row.case_kind == CaseKind.COMPLAINT else "建议提案",
-        group_name(organisation, row.county_code, by="county") if row.county_code else "",
-        "、".join(row.categories),
-        row.team_name,
-        STATUS_LABELS.get(row.status, row.status),
-        row.received_at.astimezone(ctx.calendar.tz).strftime("%Y-%m-%d") if row.received_at else "",
-        row.age_days,
-        "\n".join(_clock_line(c, ctx) for c in row.clocks),
-        STEP_LABELS.get(row.worst_step, "") if row.worst_step else "",
-        "、".join(MARK_LABELS.get(m, m) for m in row.marks),
-    ]

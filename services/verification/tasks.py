@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from enum import StrEnum
+from typing import Any, TypeVar
 
-from sqlalchemy import String, bindparam, cast
+from sqlalchemy import ColumnElement, String, and_, bindparam, cast, false, func, not_
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
@@ -31,15 +34,28 @@ from shared.errors import Forbidden, NotFound, conflict
 from shared.events import (
     CaseAssigned,
     ComplaintReceived,
+    Event,
     SuggestionReceived,
     TaskClaimed,
     TaskReturned,
 )
+from shared.pagination import Page
 from shared.states import CaseKind
+
+E = TypeVar("E", bound=Event)
 
 
 def add_history(session: AsyncSession, task: Task, action: str, actor: str, note: str | None = None) -> None:
     session.add(new_row(TaskEvent, task_id=task.id, action=action, actor=actor, note=note))
+
+
+def task_event(
+    event_type: Callable[..., E], task: Task, *, actor: str, correlation_id: str | None, **fields: Any
+) -> E:
+    """An event of what someone did to ``task``: the task's matter and id, who, and the request it came with."""
+    return event_type(
+        case_id=task.case_id, task_id=task.id, actor=actor, correlation_id=correlation_id, **fields
+    )
 
 
 def is_team_member(principal: Principal, task: Task) -> bool:
@@ -100,9 +116,7 @@ async def record_repeat_call(*, session: AsyncSession, event: ComplaintReceived)
             RepeatCall,
             repeat_case_id=event.case_id,
             case_id=event.repeat_of,
-            tracking_code=event.tracking_code,
-            channel=event.channel,
-            received_at=event.received_at,
+            **event.model_dump(include={"tracking_code", "channel", "received_at"}),
             recorded_by=event.actor,
         )
     )
@@ -227,22 +241,46 @@ async def visible_task(
     return task
 
 
+class TaskScope(StrEnum):
+    """The task board's tabs (在办任务, 待本队复核, 已办结), the same split as the page draws."""
+
+    ACTIVE = "active"
+    REVIEW = "review"
+    DONE = "done"
+
+
+def _scope_condition(scope: TaskScope, team: str) -> ColumnElement[bool]:
+    # A task another team handles and this team cross-checks; NULL-safe so NOT() keeps the rest.
+    reviewing = (
+        false()
+        if not team
+        else and_(
+            func.coalesce(col(Task.review_team_code), "") == team,
+            col(Task.team_code) != team,
+            col(Task.status) == TaskStatus.IN_REVIEW,
+        )
+    )
+    if scope == TaskScope.REVIEW:
+        return reviewing
+    if scope == TaskScope.DONE:
+        return col(Task.status).not_in(ACTIVE_TASK_STATUSES)
+    return and_(col(Task.status).in_(ACTIVE_TASK_STATUSES), not_(reviewing))
+
+
 async def list_tasks(
     *,
     session: AsyncSession,
     principal: Principal,
     case_id: str | None,
     status: str | None,
-    limit: int,
-    offset: int,
+    page: Page,
+    scope: TaskScope | None = None,
 ) -> list[Task]:
-    query = where_given(
-        select(Task).order_by(col(Task.due_at), col(Task.created_at)).limit(limit).offset(offset),
-        (Task.case_id, case_id),
-        (Task.status, status),
-    )
+    """The tasks a person may see, soonest due first (已办结: the newest first); a page by offset
+    (``due_at`` may be empty, which a keyset cannot seek past alike on both databases), with the total."""
+    query = where_given(select(Task), (Task.case_id, case_id), (Task.status, status))
+    team = principal.team_code or ""
     if principal.role == Role.INSPECTOR:
-        team = principal.team_code or ""
         query = query.where(
             or_(
                 Task.team_code == team,
@@ -254,11 +292,30 @@ async def list_tasks(
         )
     elif principal.role != Role.SUPERVISOR:
         return []
-    return list(await session.exec(query))
+    if scope is not None:
+        query = query.where(_scope_condition(scope, team))
+    if scope == TaskScope.DONE:
+        ordered = query.order_by(col(Task.created_at).desc(), col(Task.id).desc())
+    elif scope is not None:
+        # The task's due_at is its main clock's due (extensions move both); an undated task last.
+        ordered = query.order_by(col(Task.due_at).asc().nulls_last(), col(Task.created_at), col(Task.id))
+    else:
+        ordered = query.order_by(col(Task.due_at), col(Task.created_at), col(Task.id))
+    found = page.cut(list(await session.exec(page.window(ordered))))
+    await page.count(session, query)
+    return found
 
 
 async def matter_of(*, session: AsyncSession, case_id: str) -> MatterSnapshot | None:
     return await session.get(MatterSnapshot, case_id)
+
+
+async def matters_of(*, session: AsyncSession, case_ids: list[str]) -> dict[str, MatterSnapshot]:
+    """The matters of a page of tasks, in one query."""
+    if not case_ids:
+        return {}
+    found = await session.exec(select(MatterSnapshot).where(col(MatterSnapshot.case_id).in_(set(case_ids))))
+    return {m.case_id: m for m in found}
 
 
 async def history(*, session: AsyncSession, task_id: str) -> list[TaskEvent]:
@@ -286,11 +343,11 @@ async def claim(
     add_history(session, task, "claimed", principal.username)
     await record_audited(
         session,
-        TaskClaimed(
-            case_id=task.case_id,
-            correlation_id=correlation_id,
+        task_event(
+            TaskClaimed,
+            task,
             actor=principal.username,
-            task_id=task.id,
+            correlation_id=correlation_id,
             team_code=task.team_code,
         ),
         action="task_claimed",
@@ -328,11 +385,11 @@ async def return_task(
     add_history(session, task, "returned", principal.username, reason)
     await record_audited(
         session,
-        TaskReturned(
-            case_id=task.case_id,
-            correlation_id=correlation_id,
+        task_event(
+            TaskReturned,
+            task,
             actor=principal.username,
-            task_id=task.id,
+            correlation_id=correlation_id,
             assignment_id=task.assignment_id,
             team_code=task.team_code,
             reason=reason,

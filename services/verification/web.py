@@ -59,7 +59,10 @@ def _reference(request: Request) -> dict[str, Any]:
     return {
         "teams": [{"code": code, "name": organisation.team_name(code)} for code in organisation.team_codes()],
         "counties": [{"code": organisation.city_code, "name": "市局直属"}]
-        + [{"code": c.code, "name": c.name} for c in organisation.counties.values()],
+        + [
+            {"code": c.code, "name": c.name, "population": c.population}
+            for c in organisation.counties.values()
+        ],
         "categories": categories.names(),
         "clocks": [{"name": c.name, "label": c.label} for c in deadlines.clocks]
         + [{"name": name, "label": later[0]} for name, later in deadlines.later.items()],
@@ -104,4 +107,5 @@ pages.add("/approvals", "approvals.html", title="待审批事项", user=SUPERVIS
 pages.add(
     "/dashboard", "dashboard.html", title="督察工作统计分析", user=SUPERVISOR_OR_LEADER, data=_reader_scope
 )
+pages.add("/reports", "reports.html", title="督察工作通报", user=SUPERVISOR_OR_LEADER, data=_reader_scope)
 pages.add("/audit", "audit.html", title="审计记录", user=SUPERVISOR)

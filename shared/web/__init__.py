@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.asgi import SameOriginMiddleware
 from shared.auth import Principal, Role, verified_token
+from shared.pagination import PAGE_HEADERS
 
 WEB_DIR = Path(__file__).resolve().parent
 STATIC_DIR = WEB_DIR / "static"
@@ -62,6 +63,7 @@ NAVIGATION: dict[Role, tuple[tuple[str, str, str], ...]] = {
     Role.INSPECTOR: (("verification", "/tasks", "核查任务"), ("feedback", "/todo", "待办")),
     Role.SUPERVISOR: (
         ("verification", "/dashboard", "统计分析"),
+        ("verification", "/reports", "督察通报"),
         ("verification", "/ledger", "督办台账"),
         ("verification", "/approvals", "待审批"),
         ("verification", "/tasks", "核查任务"),
@@ -81,6 +83,7 @@ NAVIGATION: dict[Role, tuple[tuple[str, str, str], ...]] = {
         ("feedback", "/todo", "待办"),
         ("verification", "/ledger", "督办台账"),
         ("verification", "/dashboard", "统计分析"),
+        ("verification", "/reports", "督察通报"),
     ),
     Role.DEPUTY: (("feedback", "/deputy", "我的建议提案"),),
 }
@@ -130,6 +133,8 @@ def mount_web(app: FastAPI, settings: Any) -> None:
         allow_credentials=True,
         allow_methods=["GET", "POST", "PUT"],
         allow_headers=["Content-Type", "Accept-Language", "Idempotency-Key"],
+        # A sibling's page reads a list's total and next cursor (shared.pagination).
+        expose_headers=list(PAGE_HEADERS),
         max_age=600,
     )
 

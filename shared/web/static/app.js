@@ -1,5 +1,5 @@
 /* Small helpers every page uses: the API call that shows errors at the field, form checks,
-   autocomplete, dates, and SVG charts.  No framework and nothing fetched from outside. */
+   autocomplete and dates (the charts are charts.js).  No framework and nothing fetched from outside. */
 (function () {
   "use strict";
 
@@ -59,6 +59,7 @@
       var type = response.headers.get("Content-Type") || "";
       var body = type.indexOf("json") >= 0 ? response.json().catch(function () { return null; }) : Promise.resolve(null);
       return body.then(function (data) {
+        if (response.ok && options.page) { return pageOf(response, data); }
         if (response.ok) { return data; }
         if (response.status === 401 && !options.noRedirect && PAGE.login_url) {
           window.location.href = PAGE.login_url;
@@ -376,156 +377,6 @@
     toastTimer = setTimeout(function () { node.hidden = true; }, 5000);
   }
 
-  /* ------------------------------------------------------------------ charts (inline SVG) */
-
-  var PALETTE = ["#1451a8", "#d0342c", "#1e7d3a", "#d9730d", "#6b2fa0", "#0f8b8d", "#8e6c12", "#5b6b82"];
-  function svgEl(width, height, body) {
-    return '<svg viewBox="0 0 ' + width + " " + height + '" role="img" xmlns="http://www.w3.org/2000/svg">' + body + "</svg>";
-  }
-  function niceMax(value) {
-    if (value <= 0) { return 1; }
-    var power = Math.pow(10, Math.floor(Math.log10(value)));
-    var steps = [1, 2, 2.5, 5, 10];
-    for (var i = 0; i < steps.length; i++) { if (steps[i] * power >= value) { return steps[i] * power; } }
-    return 10 * power;
-  }
-  /* A scale of whole numbers for counts: four grid steps of a whole size each. */
-  function countMax(value) {
-    return Math.max(4, Math.ceil(niceMax(value) / 4) * 4);
-  }
-  /* Drawn at the width it is shown at, so the text keeps its size on any screen. */
-  function widthOf(node, least) {
-    var style = window.getComputedStyle(node);
-    var inner = (node.clientWidth || 0) - parseFloat(style.paddingLeft || 0) - parseFloat(style.paddingRight || 0);
-    return Math.max(least, Math.floor(inner));
-  }
-  function legendSvg(series, x, y) {
-    return series.map(function (s, i) {
-      var lx = x + i * 110;
-      return '<rect x="' + lx + '" y="' + (y - 9) + '" width="12" height="12" rx="2" fill="' + (s.color || PALETTE[i % PALETTE.length]) + '"/>' +
-        '<text x="' + (lx + 17) + '" y="' + (y + 1) + '" font-size="12" fill="#4a5566">' + esc(s.name) + "</text>";
-    }).join("");
-  }
-  function axes(width, height, pad, max, fmt) {
-    var out = "";
-    for (var i = 0; i <= 4; i++) {
-      var v = max * i / 4;
-      var y = height - pad.bottom - (height - pad.top - pad.bottom) * i / 4;
-      out += '<line x1="' + pad.left + '" x2="' + (width - pad.right) + '" y1="' + y + '" y2="' + y + '" stroke="' + (i ? "#e1e6ee" : "#9aa6b8") + '"/>';
-      out += '<text x="' + (pad.left - 6) + '" y="' + (y + 4) + '" font-size="11" text-anchor="end" fill="#7a8699">' + esc(fmt(v)) + "</text>";
-    }
-    return out;
-  }
-
-  /* Grouped bars: {labels, series: [{name, values, color}], percent}. */
-  function barChart(node, spec) {
-    var labels = spec.labels || [];
-    var series = spec.series || [];
-    if (!labels.length) { node.innerHTML = '<div class="empty">暂无数据</div>'; return; }
-    var width = Math.max(widthOf(node, 360), labels.length * (series.length * 16 + 26) + 80);
-    var height = spec.height || 260;
-    var pad = { top: 30, right: 14, bottom: 54, left: 46 };
-    var all = [];
-    series.forEach(function (s) { all = all.concat(s.values.filter(function (v) { return v != null; })); });
-    var max = spec.percent ? 1 : countMax(Math.max.apply(null, all.concat([0])));
-    var fmt = spec.percent ? function (v) { return Math.round(v * 100) + "%"; } : function (v) { return String(Math.round(v * 10) / 10); };
-    var plotW = width - pad.left - pad.right;
-    var plotH = height - pad.top - pad.bottom;
-    var group = plotW / labels.length;
-    var bar = Math.min(22, (group - 10) / Math.max(1, series.length));
-    var body = axes(width, height, pad, max, fmt);
-    labels.forEach(function (label, li) {
-      var gx = pad.left + group * li + (group - bar * series.length) / 2;
-      series.forEach(function (s, si) {
-        var v = s.values[li];
-        if (v == null) { return; }
-        var h = plotH * Math.min(v, max) / max;
-        var x = gx + si * bar;
-        var y = height - pad.bottom - h;
-        body += '<rect x="' + x.toFixed(1) + '" y="' + y.toFixed(1) + '" width="' + (bar - 2).toFixed(1) + '" height="' + h.toFixed(1) +
-          '" fill="' + (s.color || PALETTE[si % PALETTE.length]) + '"><title>' + esc(label + " " + s.name + "：" + fmt(v)) + "</title></rect>";
-        if (series.length <= 2 && labels.length <= 14 && v > 0) {
-          body += '<text x="' + (x + bar / 2 - 1).toFixed(1) + '" y="' + (y - 3).toFixed(1) + '" font-size="10" text-anchor="middle" fill="#4a5566">' + esc(fmt(v)) + "</text>";
-        }
-      });
-      var lx = pad.left + group * li + group / 2;
-      var short = String(label).length > 6 ? String(label).slice(0, 6) + "…" : label;
-      body += '<text x="' + lx.toFixed(1) + '" y="' + (height - pad.bottom + 16) + '" font-size="11" text-anchor="middle" fill="#4a5566">' +
-        esc(short) + "<title>" + esc(label) + "</title></text>";
-    });
-    body += legendSvg(series, pad.left, 14);
-    node.innerHTML = '<div class="chart">' + svgEl(width, height, body) + "</div>";
-  }
-
-  /* Lines over weeks: {labels, series: [{name, values, color}]}. */
-  function lineChart(node, spec) {
-    var labels = spec.labels || [];
-    var series = spec.series || [];
-    if (!labels.length) { node.innerHTML = '<div class="empty">暂无数据</div>'; return; }
-    var width = spec.width || widthOf(node, 360);
-    var height = spec.height || 260;
-    var pad = { top: 30, right: 18, bottom: 44, left: 46 };
-    var all = [];
-    series.forEach(function (s) { all = all.concat(s.values); });
-    var max = countMax(Math.max.apply(null, all.concat([0])));
-    var fmt = function (v) { return String(Math.round(v * 10) / 10); };
-    var plotW = width - pad.left - pad.right;
-    var plotH = height - pad.top - pad.bottom;
-    var step = labels.length > 1 ? plotW / (labels.length - 1) : 0;
-    var body = axes(width, height, pad, max, fmt);
-    series.forEach(function (s, si) {
-      var color = s.color || PALETTE[si % PALETTE.length];
-      var points = s.values.map(function (v, i) {
-        return [pad.left + step * i + (labels.length > 1 ? 0 : plotW / 2), height - pad.bottom - plotH * (v || 0) / max];
-      });
-      body += '<polyline fill="none" stroke="' + color + '" stroke-width="2.2" points="' + points.map(function (p) { return p[0].toFixed(1) + "," + p[1].toFixed(1); }).join(" ") + '"/>';
-      points.forEach(function (p, i) {
-        body += '<circle cx="' + p[0].toFixed(1) + '" cy="' + p[1].toFixed(1) + '" r="3.2" fill="#fff" stroke="' + color + '" stroke-width="2"><title>' +
-          esc(labels[i] + " " + s.name + "：" + s.values[i]) + "</title></circle>";
-      });
-    });
-    labels.forEach(function (label, i) {
-      if (labels.length > 12 && i % 2) { return; }
-      body += '<text x="' + (pad.left + step * i + (labels.length > 1 ? 0 : plotW / 2)).toFixed(1) + '" y="' + (height - pad.bottom + 16) +
-        '" font-size="11" text-anchor="middle" fill="#4a5566">' + esc(label) + "</text>";
-    });
-    body += legendSvg(series, pad.left, 14);
-    node.innerHTML = '<div class="chart">' + svgEl(width, height, body) + "</div>";
-  }
-
-  /* Stacked horizontal bars: {labels, series: [{name, values, color}]}. */
-  function stackedBars(node, spec) {
-    var labels = spec.labels || [];
-    var series = spec.series || [];
-    var totals = labels.map(function (_, i) { return series.reduce(function (sum, s) { return sum + (s.values[i] || 0); }, 0); });
-    if (!labels.length || !totals.some(function (t) { return t > 0; })) { node.innerHTML = '<div class="empty">暂无超期事项</div>'; return; }
-    var width = widthOf(node, 360);
-    var row = 26;
-    var pad = { top: 34, right: 40, bottom: 10, left: 150 };
-    var height = pad.top + pad.bottom + row * labels.length;
-    var max = countMax(Math.max.apply(null, totals));
-    var plotW = width - pad.left - pad.right;
-    var body = "";
-    labels.forEach(function (label, li) {
-      var y = pad.top + row * li;
-      var x = pad.left;
-      body += '<text x="' + (pad.left - 8) + '" y="' + (y + 16) + '" font-size="12" text-anchor="end" fill="#4a5566">' + esc(label) + "</text>";
-      series.forEach(function (s, si) {
-        var v = s.values[li] || 0;
-        if (!v) { return; }
-        var w = plotW * v / max;
-        body += '<rect x="' + x.toFixed(1) + '" y="' + (y + 4) + '" width="' + w.toFixed(1) + '" height="' + (row - 8) + '" fill="' + (s.color || PALETTE[si]) +
-          '"><title>' + esc(label + " " + s.name + "：" + v) + "</title></rect>";
-        x += w;
-      });
-      if (totals[li]) {
-        body += '<text x="' + (x + 5).toFixed(1) + '" y="' + (y + 16) + '" font-size="11" fill="#4a5566">' + totals[li] + "</text>";
-      }
-    });
-    body += legendSvg(series, pad.left, 16);
-    node.innerHTML = '<div class="chart">' + svgEl(width, height, body) + "</div>";
-  }
-
   /* ------------------------------------------------------------------ access keys */
 
   /* Alt+letter goes to the field (or presses the button) marked accesskey="letter".  Browsers
@@ -555,6 +406,51 @@
     if (!button) { return; }
     if (on) { button.dataset.label = button.innerHTML; button.disabled = true; if (text) { button.textContent = text; } }
     else { button.disabled = false; if (button.dataset.label) { button.innerHTML = button.dataset.label; } }
+  }
+
+  /* A list's page (shared.pagination): its rows, the total and the next page's cursor, from the headers. */
+  function pageOf(response, data) {
+    var total = response.headers.get("X-Total-Count");
+    // The offset-paged lists (shared.pagination's Page.window) name their next page only in the Link header.
+    var offset = /[?&]offset=(\d+)[^>]*>;\s*rel="next"/.exec(response.headers.get("Link") || "");
+    return { rows: data || [], total: total === null ? null : Number(total), next: response.headers.get("X-Next-Cursor") || "",
+      nextOffset: offset ? Number(offset[1]) : null };
+  }
+
+  /* Pages through a list: 共 N 件, 上一页 / 下一页.  The cursors of the pages before are kept here, so
+     上一页 returns to exactly the page seen.  options: url() (the list's address with its filters),
+     render(rows, total), controls (the element for the buttons), noRedirect. */
+  function pager(options) {
+    var before = [], current = "", next = "";
+    // A step is the query that reaches a page: "after=<cursor>", or "offset=<n>" on an offset-paged list.
+    function show(step) {
+      var url = options.url();
+      if (step) { url += (url.indexOf("?") >= 0 ? "&" : "?") + step; }
+      return api(url, { page: true, noRedirect: options.noRedirect }).then(function (page) {
+        current = step;
+        next = page.next ? "after=" + encodeURIComponent(page.next) : page.nextOffset !== null ? "offset=" + page.nextOffset : "";
+        options.render(page.rows, page.total);
+        var controls = options.controls;
+        if (!controls) { return page; }
+        var total = page.total === null ? "" : "共 " + page.total + " 件　";
+        controls.innerHTML = '<span class="hint" data-testid="page-info">' + total + "第 " + (before.length + 1) + " 页</span> " +
+          '<button type="button" class="btn btn-sm" data-page="prev"' + (before.length ? "" : " disabled") + ">上一页</button> " +
+          '<button type="button" class="btn btn-sm" data-page="next"' + (next ? "" : " disabled") + ">下一页</button>";
+        return page;
+      });
+    }
+    if (options.controls) {
+      options.controls.addEventListener("click", function (event) {
+        var button = event.target.closest("[data-page]");
+        if (!button || button.disabled) { return; }
+        if (button.dataset.page === "next" && next) { before.push(current); show(next); }
+        if (button.dataset.page === "prev" && before.length) { show(before.pop()); }
+      });
+    }
+    return {
+      first: function () { before = []; return show(""); },
+      reload: function () { return show(current); }
+    };
   }
 
   function query(params) {
@@ -601,13 +497,12 @@
 
   window.SV = {
     page: PAGE, urls: PAGE.urls || {}, user: PAGE.user || null,
-    esc: esc, $: $, $all: $all, api: api, ApiError: ApiError,
+    esc: esc, $: $, $all: $all, api: api, ApiError: ApiError, pager: pager,
     showErrors: showErrors, clearErrors: clearErrors, setFieldError: setFieldError,
     liveValidate: liveValidate, validate: validate, onValidSubmit: onValidSubmit, checkField: checkField, checks: CHECKS,
     autocomplete: autocomplete, segmented: segmented, toast: toast, busy: busy, uuid: uuid, query: query,
     date: date, datetime: datetime, cnDate: cnDate, localToIso: localToIso, nowLocal: nowLocal, pct: pct,
     refreshBell: refreshBell,
-    statusBadge: statusBadge, clockChip: clockChip, STEP_LABELS: STEP_LABELS, STATUS: STATUS, RATING_LABELS: RATING_LABELS,
-    chart: { bar: barChart, line: lineChart, stacked: stackedBars, palette: PALETTE }
+    statusBadge: statusBadge, clockChip: clockChip, STEP_LABELS: STEP_LABELS, STATUS: STATUS, RATING_LABELS: RATING_LABELS
   };
 })();

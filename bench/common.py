@@ -1,0 +1,220 @@
+"""What the benchmarks share: their own nats-server, the four services as processes, keys, figures.
+
+``bench/pipeline.py`` (the event pipeline) and ``bench/scale.py`` (the pages and APIs on a large
+data set) start the system the same way: a nats-server with JetStream on a free port, then each
+service as its own process (``python -m services serve NAME``) on a free port, with keys made
+for the run and the databases in a scratch folder, on PostgreSQL, or given by the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from services.registry import SERVICES  # noqa: E402 - after the sys.path line above
+from shared.keys import new_key_pair  # noqa: E402 - after the sys.path line above
+
+SECRET_KEY = "bench-signing-key-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+IDENTITY_KEY = "q2e6GJ1r0yq3dU7m4bQn8wXkZs9tVf5hLc2pAe1oRiM="
+RESULTS = ROOT / "bench" / "results"
+
+
+def bench_token_keys() -> dict[str, str]:
+    """Intake's token key pair and feedback's own key pair, made for this run."""
+    token, caller = new_key_pair("bench-1"), new_key_pair("feedback-bench-1")
+    return {
+        "TOKEN_PRIVATE_KEY": token["private"],
+        "TOKEN_KEY_ID": "bench-1",
+        "TOKEN_PUBLIC_KEYS": token["public_entry"],
+        "CALLER_PRIVATE_KEY": caller["private"],
+        "CALLER_KEY_ID": "feedback-bench-1",
+        "FEEDBACK_CALLER_PUBLIC_KEYS": caller["public_entry"],
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_nats(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    config = workdir / "nats.conf"
+    config.write_text(
+        f'listen: "127.0.0.1:{port}"\njetstream {{\n  store_dir: "{workdir / "js"}"\n  sync_interval: always\n}}\n',
+        encoding="utf-8",
+    )
+    binary = Path(sys.executable).parent / "nats-server"
+    process = subprocess.Popen(
+        [str(binary), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    for _ in range(200):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.1):
+            return process, f"nats://127.0.0.1:{port}"
+        time.sleep(0.05)
+    raise RuntimeError("nats-server did not start")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Services:
+    """The four services as processes on free ports.
+
+    Without ``db_urls`` each gets a fresh database (SQLite in ``workdir``, or a new PostgreSQL
+    database on ``postgres_url``, dropped at ``stop``); with them, the given databases are used
+    and left as they are.  ``serve_command`` replaces ``python -m services serve`` (the name is
+    appended), ``extra_env`` is laid over the environment the services get.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        nats_url: str,
+        postgres_url: str | None,
+        *,
+        db_urls: dict[str, str] | None = None,
+        extra_env: dict[str, str] | None = None,
+        serve_command: Sequence[str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.nats_url = nats_url
+        self.postgres_url = postgres_url
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.urls: dict[str, str] = {}
+        self.db_urls: dict[str, str] = dict(db_urls or {})
+        self.given_databases = bool(db_urls)
+        self.extra_env = dict(extra_env or {})
+        self.serve_command = list(serve_command or [sys.executable, "-m", "services", "serve"])
+        self.pg_databases: list[str] = []
+        self.pids: dict[str, int] = {}
+
+    async def create_databases(self) -> None:
+        for name in SERVICES:
+            if self.postgres_url:
+                import asyncpg
+
+                db = f"bench_{uuid.uuid4().hex[:8]}_{name}"
+                conn = await asyncpg.connect(self.postgres_url)
+                await conn.execute(f'CREATE DATABASE "{db}"')
+                await conn.close()
+                self.pg_databases.append(db)
+                self.db_urls[name] = (
+                    self.postgres_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+                    + "/"
+                    + db
+                )
+            else:
+                self.db_urls[name] = f"sqlite:///{self.workdir / f'{name}.db'}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "SECRET_KEY": SECRET_KEY,
+                "IDENTITY_KEY": IDENTITY_KEY,
+                **bench_token_keys(),
+                "NATS_URL": self.nats_url,
+                "DEMO_MODE": "true",
+                "LOG_JSON": "true",
+                "LOG_LEVEL": "WARNING",
+                # Last month's reports would be drawn at start, in the middle of the measured run.
+                "REPORTS_SCHEDULE_ENABLED": "false",
+            }
+        )
+        env.update(self.extra_env)
+        for name, spec in SERVICES.items():
+            port = free_port()
+            self.urls[name] = f"http://127.0.0.1:{port}"
+            env[spec.port_env] = str(port)
+            env[spec.database_env] = self.db_urls[name]
+            env[f"{name.upper()}_URL"] = self.urls[name]
+        return env
+
+    async def start(self, *, migrate: bool = True, ready_timeout: float = 60.0) -> None:
+        if not self.given_databases:
+            await self.create_databases()
+        env = self.env()
+        if migrate:
+            done = subprocess.run(
+                [sys.executable, "-m", "services", "migrate", "all"],
+                env=env,
+                check=False,
+                capture_output=True,
+            )
+            if done.returncode:
+                raise RuntimeError(f"migrate failed: {done.stderr.decode(errors='replace')[-2000:]}")
+        log = (self.workdir / "services.log").open("ab")
+        for name in SERVICES:
+            process = subprocess.Popen([*self.serve_command, name], env=env, stdout=log, stderr=log)
+            self.processes.append(process)
+            self.pids[name] = process.pid
+        async with httpx.AsyncClient() as client:
+            for name, url in self.urls.items():
+                for _ in range(int(ready_timeout * 10)):
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await client.get(f"{url}/readyz")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.1)
+                else:
+                    raise RuntimeError(f"{name} did not become ready; see {self.workdir / 'services.log'}")
+
+    async def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if self.postgres_url and self.pg_databases:
+            import asyncpg
+
+            conn = await asyncpg.connect(self.postgres_url)
+            for db in self.pg_databases:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            await conn.close()
+
+
+async def wait_until_drained(nats_url: str, *, timeout: float) -> bool:
+    """Until every durable consumer of the event stream has nothing pending or unacknowledged."""
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            consumers = await js.consumers_info("SUPERVISION")
+            if all(c.num_pending == 0 and c.num_ack_pending == 0 for c in consumers):
+                return True
+            await asyncio.sleep(0.1)
+        return False
+    finally:
+        await nc.drain()

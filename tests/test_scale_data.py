@@ -1,0 +1,171 @@
+"""The scale data generator (bench/scale_data.py): a tiny run on SQLite tells the same story in the
+four databases, with the services' own schema, chains that verify, and the planned shares."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlmodel import SQLModel
+
+# Imported for their side effect: every service's tables in the metadata compared against.
+from services.feedback import models as _feedback  # noqa: F401
+from services.intake import models as _intake  # noqa: F401
+from services.routing import models as _routing  # noqa: F401
+from services.verification import models as _verification  # noqa: F401
+from shared.audit import AuditEntry, first_break
+from shared.auth import query_secret_hash
+from shared.db import create_engine, table_of
+from shared.migrations import alembic_config, owned_tables
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("intake", "routing", "verification", "feedback")
+COMPLAINTS, SUGGESTIONS = 300, 20
+
+
+@pytest.fixture(scope="module")
+def data_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("scale")
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "scale_data.py"),
+            "--backend=sqlite",
+            f"--complaints={COMPLAINTS}",
+            f"--suggestions={SUGGESTIONS}",
+            "--years=5",
+            f"--out={out}",
+            "--seed=3",
+            # A quarter open, so that a small run still has open clocks at every rung.
+            "--open-share=0.25",
+        ],
+        check=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    manifest["out"] = out
+    return manifest
+
+
+def _db(manifest: dict[str, Any], service: str) -> sqlite3.Connection:
+    return sqlite3.connect(manifest["out"] / f"{service}.db")
+
+
+def _one(connection: sqlite3.Connection, sql: str) -> Any:
+    return connection.execute(sql).fetchone()[0]
+
+
+def test_every_database_holds_the_planned_matters(data_set: dict[str, Any]) -> None:
+    intake, routing = _db(data_set, "intake"), _db(data_set, "routing")
+    verification, feedback = _db(data_set, "verification"), _db(data_set, "feedback")
+    assert _one(intake, "SELECT count(*) FROM intake_complaint") == COMPLAINTS
+    assert _one(intake, "SELECT count(*) FROM intake_suggestion") == SUGGESTIONS
+    linked = _one(intake, "SELECT count(*) FROM intake_complaint WHERE linked_repeat")
+    # A linked repeat call (重复件) is never routed on its own; every other matter is, once a round.
+    matters = COMPLAINTS + SUGGESTIONS
+    assert _one(routing, "SELECT count(*) FROM routing_case") == matters - linked
+    assert _one(verification, "SELECT count(*) FROM verification_repeat_call") == linked
+    assert _one(feedback, "SELECT count(*) FROM feedback_case") == matters
+    assert _one(routing, "SELECT count(*) FROM routing_assignment") == _one(
+        verification, "SELECT count(*) FROM verification_task"
+    )
+    assert data_set["rows"]["intake"]["intake_complaint"] == COMPLAINTS
+    # The accounts the benchmark signs in with.
+    users = {row[0] for row in intake.execute("SELECT username FROM intake_user")}
+    assert {"operator1", "supervisor1", "deputy1", f"inspector-{data_set['busiest_team']}"} <= users
+    assert data_set["accounts"]["leader"] in users
+
+
+def test_shares_are_near_the_plan(data_set: dict[str, Any]) -> None:
+    intake, verification = _db(data_set, "intake"), _db(data_set, "verification")
+    open_tasks = _one(
+        verification,
+        "SELECT count(*) FROM verification_task WHERE status IN ('open', 'claimed', 'in_review')",
+    )
+    assert 0.15 * COMPLAINTS <= open_tasks <= 0.40 * COMPLAINTS
+    counties = Counter(row[0] for row in intake.execute("SELECT county_code FROM intake_complaint"))
+    # Ten counties and the city's own units, none with more than a quarter.
+    assert len(counties) >= 9 and max(counties.values()) < 0.25 * COMPLAINTS
+    outcomes = Counter(row[0] for row in verification.execute("SELECT outcome FROM verification_finding"))
+    assert outcomes.most_common(1)[0][0] == "unsubstantiated"
+    assert {"substantiated", "partly_substantiated", "unverifiable"} <= set(outcomes)
+    ratings = Counter(row[0] for row in verification.execute("SELECT rating FROM verification_rating"))
+    assert ratings.most_common(1)[0][0] == "satisfied" and ratings["unsatisfied"] < ratings["satisfied"] / 3
+    anonymous = _one(intake, "SELECT count(*) FROM intake_complaint WHERE anonymous")
+    assert 0.03 * COMPLAINTS <= anonymous <= 0.25 * COMPLAINTS
+
+
+def test_clocks_stand_where_the_ladder_left_them(data_set: dict[str, Any]) -> None:
+    """Every step whose time has passed was taken: a started scheduler finds nothing due."""
+    now = datetime.fromisoformat(data_set["now"]).astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+    # The two clock tables' names, nothing from outside.
+    for service, table in (("verification", "verification_clock"), ("feedback", "feedback_clock")):
+        connection = _db(data_set, service)
+        running = f"SELECT count(*) FROM {table} WHERE status = 'running'"  # noqa: S608
+        due = connection.execute(running + " AND next_step_at <= ?", (now,)).fetchone()[0]
+        assert due == 0, service
+        assert _one(connection, running) > 0
+    steps = {
+        row[0]
+        for row in _db(data_set, "verification").execute("SELECT DISTINCT step FROM verification_ladder_step")
+    }
+    assert {"reminder", "chase", "escalation", "rebuke"} <= steps
+
+
+def test_the_public_query_secrets_match(data_set: dict[str, Any]) -> None:
+    feedback = _db(data_set, "feedback")
+    sample = data_set["sample_queries"] or []
+    for query in sample[:5]:
+        stored = feedback.execute(
+            "SELECT query_secret_hash FROM feedback_case WHERE tracking_code = ?", (query["tracking_code"],)
+        ).fetchone()[0]
+        expected = query_secret_hash(
+            signing_key=data_set["keys"]["SECRET_KEY"],
+            tracking_code=query["tracking_code"],
+            query_secret=query["query_secret"],
+        )
+        assert stored == expected
+
+
+async def _chain_and_schema(url: str, service: str) -> tuple[str | None, int, list[Any], set[str]]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            table = table_of(AuditEntry)
+            rows = (await connection.execute(table.select().order_by(table.c.seq))).all()
+            entries = [AuditEntry(**row._mapping) for row in rows]
+
+            def compare(sync: Any) -> tuple[list[Any], set[str]]:
+                context = MigrationContext.configure(
+                    sync, opts={"include_object": owned_tables(f"{service}_"), "compare_type": True}
+                )
+                return compare_metadata(context, SQLModel.metadata), set(context.get_current_heads())
+
+            differences, heads = await connection.run_sync(compare)
+        return first_break(entries), len(entries), differences, heads
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_database_has_its_services_schema_and_an_intact_chain(
+    data_set: dict[str, Any], service: str
+) -> None:
+    url = data_set["databases"][service]
+    broken, entries, differences, heads = asyncio.run(_chain_and_schema(url, service))
+    assert broken is None
+    assert entries > COMPLAINTS
+    assert differences == []
+    assert heads == set(ScriptDirectory.from_config(alembic_config(service, url)).get_heads())
