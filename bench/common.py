@@ -157,19 +157,27 @@ class Services:
             env[f"{name.upper()}_URL"] = self.urls[name]
         return env
 
+    def migrate(self, env: dict[str, str] | None = None) -> None:
+        """Each service's alembic upgrade on its database (a no-op where it is current).
+
+        ``env`` is the environment the services start with: ``env()`` picks new free ports each
+        time, and the ports the services are asked for must be the ones they were started on.
+        """
+        done = subprocess.run(
+            [sys.executable, "-m", "services", "migrate", "all"],
+            env=self.env() if env is None else env,
+            check=False,
+            capture_output=True,
+        )
+        if done.returncode:
+            raise RuntimeError(f"migrate failed: {done.stderr.decode(errors='replace')[-2000:]}")
+
     async def start(self, *, migrate: bool = True, ready_timeout: float = 60.0) -> None:
         if not self.given_databases:
             await self.create_databases()
         env = self.env()
         if migrate:
-            done = subprocess.run(
-                [sys.executable, "-m", "services", "migrate", "all"],
-                env=env,
-                check=False,
-                capture_output=True,
-            )
-            if done.returncode:
-                raise RuntimeError(f"migrate failed: {done.stderr.decode(errors='replace')[-2000:]}")
+            self.migrate(env)
         log = (self.workdir / "services.log").open("ab")
         for name in SERVICES:
             process = subprocess.Popen([*self.serve_command, name], env=env, stdout=log, stderr=log)

@@ -22,6 +22,7 @@ from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import Query, Request, Response
 from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_
+from sqlalchemy.engine import Row
 from sqlalchemy.sql import Select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -154,6 +155,22 @@ class Page:
             self.next_offset = self.offset + self.limit
         self._write_headers()
         return page
+
+    async def rows(
+        self, session: AsyncSession, query: Any, keys: Sequence[Key], *, counted: Any = None
+    ) -> list[Any]:
+        """The page of ``query`` by keyset on ``keys``, its next cursor and the total of ``counted``
+        (``query`` itself by default).  The cursor's values are read off each row's attributes of
+        the keys' names: the row itself, or the first entity of a row of several."""
+        names = [key.column.key for key in keys]
+
+        def key_of(row: Any) -> tuple[object, ...]:
+            entity = row[0] if isinstance(row, Row) else row
+            return tuple(getattr(entity, name) for name in names)
+
+        found = self.cut(list(await session.exec(self.keyset(query, keys))), key_of=key_of)
+        await self.count(session, query if counted is None else counted)
+        return found
 
     async def count(self, session: AsyncSession, query: Any) -> int:
         """The total of ``query`` as filtered, without its order or paging."""

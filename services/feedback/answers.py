@@ -106,9 +106,7 @@ async def list_answers(
     if status:
         query = query.where(Answer.status == status)
     keys = (Key(col(Answer.created_at)), Key(col(Answer.id)))
-    rows = page.cut(list(await session.exec(page.keyset(query, keys))), key_of=lambda a: (a.created_at, a.id))
-    await page.count(session, query)
-    return rows
+    return await page.rows(session, query, keys)
 
 
 async def delivered_answer(*, session: AsyncSession, case_id: str) -> Answer | None:

@@ -203,10 +203,7 @@ async def open_clocks(
     if county_code is not None:
         query = query.where(CaseView.county_code == county_code)
     keys = (Key(col(FeedbackClock.due_at)), Key(col(FeedbackClock.id)))
-    rows = page.cut(
-        list(await session.exec(page.keyset(query, keys))), key_of=lambda r: (r[0].due_at, r[0].id)
-    )
-    await page.count(session, query)
+    rows = await page.rows(session, query, keys)
     ids = [clock.id for clock, _ in rows if clock.id is not None]
     taken: dict[int, list[str]] = {}
     if ids:

@@ -388,11 +388,7 @@ async def list_deliveries(
         select(Delivery), (Delivery.status, status), (Delivery.case_id, case_id), (Delivery.kind, kind)
     )
     keys = (Key(col(Delivery.updated_at), descending=True), Key(col(Delivery.id), descending=True))
-    rows = page.cut(
-        list(await session.exec(page.keyset(filtered, keys))), key_of=lambda d: (d.updated_at, d.id)
-    )
-    await page.count(session, filtered)
-    return rows
+    return await page.rows(session, filtered, keys)
 
 
 async def deliveries_of(*, session: AsyncSession, answer_ids: list[str]) -> dict[str, list[Delivery]]:

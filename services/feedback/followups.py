@@ -58,11 +58,7 @@ async def due_calls(*, session: AsyncSession, page: Page) -> list[DueCall]:
         .where(FeedbackClock.name == ClockName.FOLLOW_UP, FeedbackClock.status == RUNNING)
     )
     keys = (Key(col(FeedbackClock.due_at)), Key(col(FeedbackClock.id)))
-    rows = page.cut(
-        list(await session.exec(page.keyset(query, keys))), key_of=lambda r: (r[0].due_at, r[0].id)
-    )
-    await page.count(session, query)
-    return [DueCall(clock=clock, case=case) for clock, case in rows]
+    return [DueCall(clock=clock, case=case) for clock, case in await page.rows(session, query, keys)]
 
 
 async def _answered_case(session: AsyncSession, case_id: str) -> CaseView:

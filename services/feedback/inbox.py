@@ -58,11 +58,7 @@ async def own_items(
     if before is not None:
         query = query.where(col(Notification.created_at) < before)
     keys = (Key(col(Notification.created_at), descending=True), Key(col(Notification.id), descending=True))
-    rows = page.cut(
-        list(await session.exec(page.keyset(query, keys))), key_of=lambda r: (r[0].created_at, r[0].id)
-    )
-    await page.count(session, query)
-    return [(row[0], row[1]) for row in rows]
+    return [(row[0], row[1]) for row in await page.rows(session, query, keys)]
 
 
 async def unread_count(*, session: AsyncSession, principal: Principal) -> int:

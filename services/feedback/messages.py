@@ -55,12 +55,9 @@ async def sent_messages(*, session: AsyncSession, page: Page) -> list[SentMessag
         .where(Delivery.status == DeliveryStatus.SENT, col(Delivery.sent_at).is_not(None))
     )
     keys = (Key(col(Delivery.sent_at), descending=True), Key(col(Delivery.id), descending=True))
-    rows = page.cut(
-        list(await session.exec(page.keyset(query, keys))), key_of=lambda r: (r[0].sent_at, r[0].id)
-    )
     # Counted without the join: a left join to the case's view neither adds nor drops a delivery.
     sent = select(Delivery).where(Delivery.status == DeliveryStatus.SENT, col(Delivery.sent_at).is_not(None))
-    await page.count(session, sent)
+    rows = await page.rows(session, query, keys, counted=sent)
     return [
         SentMessage(
             id=delivery.id,

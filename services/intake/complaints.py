@@ -443,11 +443,7 @@ async def list_complaints(
             col(Complaint.id).in_(select(ComplainantKey.complaint_id).where(ComplainantKey.match_key == key))
         )
     keys = (Key(col(Complaint.received_at), descending=True), Key(col(Complaint.id), descending=True))
-    rows = page.cut(
-        list(await session.exec(page.keyset(query, keys))), key_of=lambda c: (c.received_at, c.id)
-    )
-    await page.count(session, query)
-    return rows
+    return await page.rows(session, query, keys)
 
 
 async def get_complaint(*, session: AsyncSession, complaint_id: str) -> Complaint:

@@ -167,9 +167,7 @@ async def import_items(*, session: AsyncSession, import_id: str) -> Sequence[Imp
 async def recent_imports(*, session: AsyncSession, page: Page) -> Sequence[ImportJob]:
     query = select(ImportJob)
     keys = (Key(col(ImportJob.created_at), descending=True), Key(col(ImportJob.id), descending=True))
-    jobs = page.cut(list(await session.exec(page.keyset(query, keys))), key_of=lambda j: (j.created_at, j.id))
-    await page.count(session, query)
-    return jobs
+    return await page.rows(session, query, keys)
 
 
 # ---------------------------------------------------------------- a row as the form's complaint

@@ -153,11 +153,7 @@ async def find_suggestions(
     if tracking_code:
         query = query.where(or_(col(Suggestion.tracking_code) == tracking_code.strip().upper()))
     keys = (Key(col(Suggestion.received_at), descending=True), Key(col(Suggestion.id), descending=True))
-    rows = page.cut(
-        list(await session.exec(page.keyset(query, keys))), key_of=lambda s: (s.received_at, s.id)
-    )
-    await page.count(session, query)
-    return rows
+    return await page.rows(session, query, keys)
 
 
 async def get_suggestion(*, session: AsyncSession, suggestion_id: str) -> Suggestion:

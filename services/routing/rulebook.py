@@ -77,9 +77,7 @@ async def list_rules(*, session: AsyncSession) -> list[RoutingRule]:
 async def rule_changes(*, session: AsyncSession, page: Page) -> list[RuleChange]:
     query = select(RuleChange)
     keys = (Key(col(RuleChange.changed_at), descending=True), Key(col(RuleChange.id), descending=True))
-    rows = page.cut(list(await session.exec(page.keyset(query, keys))), key_of=lambda c: (c.changed_at, c.id))
-    await page.count(session, query)
-    return rows
+    return await page.rows(session, query, keys)
 
 
 async def update_rule(

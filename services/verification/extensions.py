@@ -115,11 +115,7 @@ async def list_extensions(
         team_tasks = select(Task.id).where(Task.team_code == (principal.team_code or ""))
         query = query.where(col(Extension.task_id).in_(team_tasks))
     keys = (Key(col(Extension.requested_at)), Key(col(Extension.id)))
-    rows = page.cut(
-        list(await session.exec(page.keyset(query, keys))), key_of=lambda e: (e.requested_at, e.id)
-    )
-    await page.count(session, query)
-    return rows
+    return await page.rows(session, query, keys)
 
 
 async def get_extension(*, session: AsyncSession, extension_id: str) -> Extension:
