@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import fastapi_offline
 from fastapi import FastAPI
@@ -47,6 +48,12 @@ def file_download(media_type: str, description: str) -> dict[int | str, dict[str
             "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
         }
     }
+
+
+def attachment(name: str, *, fallback: str) -> str:
+    """``Content-Disposition`` of a download: ``name`` (Chinese, RFC 5987-encoded) for browsers, and
+    an ASCII ``fallback`` for the clients that read only the plain ``filename``."""
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name)}"
 
 
 def file_route(

@@ -6,7 +6,6 @@ HTTP only: the refusals are the domain modules' errors, answered by the app in o
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -43,7 +42,7 @@ from services.feedback.schemas import (
     ReviewRequestIn,
 )
 from services.feedback.sending import DeliverySender
-from shared.apidocs import file_route
+from shared.apidocs import attachment, file_route
 from shared.app import current_correlation_id, runtime_of
 from shared.auth import Principal
 from shared.deps import Deputy, Operator, OperatorOrSupervisor, Session, Supervisor, app_state
@@ -341,7 +340,7 @@ def _docx_response(content: bytes, title: str, case: CaseView) -> Response:
         content=content,
         media_type=DOCX_MEDIA_TYPE,
         headers={
-            "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(title + '.docx')}",
+            "Content-Disposition": attachment(title + ".docx", fallback=ascii_name),
             "Cache-Control": "private, no-store",
         },
     )

@@ -14,7 +14,7 @@ from services.intake.imports_sheet import report_xlsx, template_xlsx
 from services.intake.imports_worker import ImportRunner
 from services.intake.models import ImportJob, ImportRow, ImportRowResult
 from services.intake.settings import IntakeSettings
-from shared.apidocs import file_route
+from shared.apidocs import attachment, file_route
 from shared.deps import Operator, Session, app_state
 from shared.pagination import Page, page_headers, paging
 from shared.readmodel import read_model
@@ -75,7 +75,7 @@ def _xlsx(content: bytes, filename: str) -> Response:
     return Response(
         content=content,
         media_type=XLSX,
-        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{filename}"},
+        headers={"Content-Disposition": attachment(filename, fallback=filename)},
     )
 
 

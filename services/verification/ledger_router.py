@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from typing import Annotated
-from urllib.parse import quote
 
 import structlog
 from fastapi import APIRouter, Depends, Query
@@ -20,7 +19,7 @@ from services.verification.schemas import (
     LedgerRow,
     ThresholdsIn,
 )
-from shared.apidocs import file_download
+from shared.apidocs import attachment, file_download
 from shared.deps import Session, Supervisor, SupervisorOrLeader, app_state
 from shared.pagination import Page, page_headers, paging
 from shared.validation import Line
@@ -149,12 +148,11 @@ async def export_ledger(session: Session, ctx: Context, filters: Filters) -> Res
         os.unlink(path)
         raise
     stamp = ctx.clock.now().astimezone(ctx.calendar.tz).strftime("%Y%m%d")
-    filename = quote(f"督办台账_{stamp}.xlsx")
     return StreamingResponse(
         ledger_export.file_chunks(path),
         media_type=XLSX_MEDIA_TYPE,
         headers={
-            "Content-Disposition": f"attachment; filename=ledger-{stamp}.xlsx; filename*=UTF-8''{filename}",
+            "Content-Disposition": attachment(f"督办台账_{stamp}.xlsx", fallback=f"ledger-{stamp}.xlsx"),
             "Cache-Control": "no-store",
         },
     )

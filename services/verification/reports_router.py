@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -18,7 +17,7 @@ from sqlmodel import col
 from services.verification import reports
 from services.verification.context import VerificationContext
 from services.verification.models import Report, ReportStatus
-from shared.apidocs import file_download
+from shared.apidocs import attachment, file_route
 from shared.app import runtime_of
 from shared.auth import Principal, Role
 from shared.deps import Session, SupervisorOrLeader, app_state
@@ -142,7 +141,7 @@ def _file(report: Report, content: bytes | None, *, suffix: str, media_type: str
         content,
         media_type=media_type,
         headers={
-            "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}",
+            "Content-Disposition": attachment(name, fallback=ascii_name),
             "Cache-Control": "no-store",
         },
     )
@@ -151,8 +150,7 @@ def _file(report: Report, content: bytes | None, *, suffix: str, media_type: str
 @router.get(
     "/reports/{report_id}.docx",
     tags=["reports"],
-    response_class=Response,
-    responses=file_download(DOCX_MEDIA_TYPE, "The report as a Word document, with its charts"),
+    **file_route(DOCX_MEDIA_TYPE, "The report as a Word document, with its charts"),
 )
 async def download_docx(report_id: str, session: Session, principal: SupervisorOrLeader) -> Response:
     report = await _readable(session, principal, report_id)
@@ -162,8 +160,7 @@ async def download_docx(report_id: str, session: Session, principal: SupervisorO
 @router.get(
     "/reports/{report_id}.xlsx",
     tags=["reports"],
-    response_class=Response,
-    responses=file_download(XLSX_MEDIA_TYPE, "The report's tables as an Excel workbook"),
+    **file_route(XLSX_MEDIA_TYPE, "The report's tables as an Excel workbook"),
 )
 async def download_xlsx(report_id: str, session: Session, principal: SupervisorOrLeader) -> Response:
     report = await _readable(session, principal, report_id)
