@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, cast, exists, tuple_, union
+from sqlalchemy import ColumnElement, Text, and_, cast, exists, func, tuple_, union
 from sqlalchemy.orm import aliased
 from sqlmodel import col, delete, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -142,7 +142,7 @@ class LedgerQuery:
     case_id: str | None = None
 
 
-# The ledger's order, and the keyset of its pages: one row per matter.
+# The ledger's order, one row per matter; its pages seek the same two keys (``ledger_page``).
 LEDGER_KEYS = (Key(col(MatterSnapshot.received_at)), Key(col(MatterSnapshot.case_id)))
 
 
@@ -220,8 +220,8 @@ def ledger_query(
 ) -> Select[Task, MatterSnapshot]:
     """The ledger's rows, unordered: one per matter, its open task, else its latest concluded one.
 
-    ``from_candidates``: read from the tasks that may be on it (``_candidates``), for counting them
-    all; a page instead walks the matters in the order of its keyset and stops when it is full.
+    ``from_candidates``: read from the tasks that may be on it (``_candidates``), for a page and its
+    total; without it the query suits one matter (``case_id``), found by its key.
     """
     other = aliased(Task)
     this_active = col(Task.status).in_(ACTIVE_TASK_STATUSES)
@@ -295,12 +295,35 @@ async def ledger_rows(
 async def ledger_page(
     *, session: AsyncSession, ctx: VerificationContext, filters: LedgerQuery, page: Page
 ) -> list[LedgerRow]:
-    """One page of the ledger, oldest matters first, and the total in the page's headers."""
-    now = ctx.clock.now()
-    found = list(await session.exec(page.keyset(ledger_query(filters, now=now), LEDGER_KEYS)))
-    rows = page.cut(found, key_of=lambda r: (r[1].received_at, r[1].case_id))
-    await page.count(session, ledger_query(filters, now=now, from_candidates=True))
-    return await ledger_rows(session=session, ctx=ctx, found=rows)
+    """One page of the ledger, oldest matters first, and the total in the page's headers.
+
+    Read from the candidates (``_candidates``), not by walking the matters in the keyset's order:
+    most old matters are off the ledger, and the walk read nearly all of them to fill a page.  The
+    rows on the ledger are found once, with their total beside each (a window over all of them,
+    computed before the cursor cuts them), then sorted and cut to the page; only the page's tasks
+    and matters are read whole.
+    """
+    on_ledger = ledger_query(filters, now=ctx.clock.now(), from_candidates=True)
+    keyed = on_ledger.with_only_columns(
+        col(Task.id), col(MatterSnapshot.received_at), col(MatterSnapshot.case_id), func.count().over()
+    ).subquery("on_ledger")
+    keys = (Key(keyed.c.received_at), Key(keyed.c.case_id))
+    found = list(await session.exec(page.keyset(select(*keyed.c), keys)))
+    if found:
+        page.total = int(found[0][3])
+    page_rows = page.cut(found, key_of=lambda r: (r[1], r[2]))
+    if not found:  # beyond the last page: the window gave no total
+        await page.count(session, on_ledger)
+    wanted = [row[0] for row in page_rows]
+    pairs = {
+        task.id: (task, matter)
+        for task, matter in await session.exec(
+            select(Task, MatterSnapshot)
+            .join(MatterSnapshot, col(MatterSnapshot.case_id) == col(Task.case_id))
+            .where(col(Task.id).in_(wanted))
+        )
+    }
+    return await ledger_rows(session=session, ctx=ctx, found=[pairs[task_id] for task_id in wanted])
 
 
 async def ledger(
