@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, case, func, or_, update
+from sqlalchemy import and_, bindparam, case, func, or_, union_all, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
@@ -25,19 +25,21 @@ from shared.errors import Forbidden, NotFound
 from shared.pagination import Key, Page
 
 
-def _mine(principal: Principal) -> Select[Notification, datetime | None]:
-    """The person's notifications joined to their own read receipt."""
-    return (
-        select(Notification, NotificationRead.read_at)
-        .outerjoin(
-            NotificationRead,
-            and_(
-                col(NotificationRead.notification_id) == col(Notification.id),
-                col(NotificationRead.username) == principal.username,
-            ),
-        )
-        .where(col(Notification.audience).in_(audiences_of(principal)))
+def _with_receipt(principal: Principal) -> Select[Notification, datetime | None]:
+    """Notifications joined to the person's own read receipt."""
+    return select(Notification, NotificationRead.read_at).outerjoin(
+        NotificationRead,
+        and_(
+            col(NotificationRead.notification_id) == col(Notification.id),
+            col(NotificationRead.username) == principal.username,
+        ),
     )
+
+
+def _mine(principal: Principal, audiences: list[str] | None = None) -> Select[Notification, datetime | None]:
+    """The person's notifications (of ``audiences``, by default all theirs) with their read receipt."""
+    wanted = audiences_of(principal) if audiences is None else audiences
+    return _with_receipt(principal).where(col(Notification.audience).in_(wanted))
 
 
 async def own_items(
@@ -49,16 +51,32 @@ async def own_items(
     page: Page,
     before: datetime | None,
 ) -> list[tuple[Notification, datetime | None]]:
-    """The person's notifications, newest first, a page by keyset (created_at, id), with the total."""
-    query = _mine(principal)
-    if unread:
-        query = query.where(col(NotificationRead.read_at).is_(None))
-    if open_only:
-        query = query.where(col(Notification.handled_at).is_(None))
-    if before is not None:
-        query = query.where(col(Notification.created_at) < before)
+    """The person's notifications, newest first, a page by keyset (created_at, id), with the total.
+
+    A person belongs to two audiences (their role's and their own); one ordered walk of an IN over
+    both cannot follow an index that starts with the audience, so the database sorted every item of
+    both (a supervisor's are most of them) to give a page.  Each audience's page is taken alone,
+    in the index's order, and the page is the newest of those few rows.
+    """
+
+    def filtered(query: Select[Notification, datetime | None]) -> Select[Notification, datetime | None]:
+        if unread:
+            query = query.where(col(NotificationRead.read_at).is_(None))
+        if open_only:
+            query = query.where(col(Notification.handled_at).is_(None))
+        if before is not None:
+            query = query.where(col(Notification.created_at) < before)
+        return query
+
     keys = (Key(col(Notification.created_at), descending=True), Key(col(Notification.id), descending=True))
-    return [(row[0], row[1]) for row in await page.rows(session, query, keys)]
+    arms = [
+        page.keyset(filtered(_mine(principal, [audience])).with_only_columns(col(Notification.id)), keys)
+        for audience in audiences_of(principal)
+    ]
+    ids = union_all(*(select(arm.subquery().c.id) for arm in arms))
+    query = _with_receipt(principal).where(col(Notification.id).in_(ids))
+    found = await page.rows(session, query, keys, counted=filtered(_mine(principal)))
+    return [(row[0], row[1]) for row in found]
 
 
 async def unread_count(*, session: AsyncSession, principal: Principal) -> int:

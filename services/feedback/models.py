@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Index, LargeBinary, UniqueConstraint, text
 from sqlmodel import Column, Field, SQLModel, Text
 
 from shared.db import UTCDateTime, batch_insert_sentinel, new_id, utcnow
@@ -320,6 +320,15 @@ class Notification(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("dedupe_key", "audience", name="uq_feedback_notification_dedupe"),
         Index("ix_feedback_notification_audience", "audience", "created_at"),
+        # The 待办 list: an audience's open items, newest first, without reading the handled ones.
+        Index(
+            "ix_feedback_notification_open",
+            "audience",
+            "created_at",
+            "id",
+            sqlite_where=text("handled_at IS NULL"),
+            postgresql_where=text("handled_at IS NULL"),
+        ),
         Index(
             "ix_feedback_notification_stats",
             "created_at",
