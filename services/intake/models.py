@@ -67,7 +67,19 @@ class User(UserBase, table=True):
 
 class Complaint(SQLModel, table=True):
     __tablename__ = "intake_complaint"
-    __table_args__ = (Index("ix_intake_complaint_received", "received_at"),)
+    __table_args__ = (
+        Index("ix_intake_complaint_received", "received_at"),
+        # The dashboard's figures (``statistics``): every column they read, after the period's start.
+        Index(
+            "ix_intake_complaint_figures",
+            "received_at",
+            "status",
+            "county_code",
+            "assigned_team_code",
+            "linked_repeat",
+            "repeat_of",
+        ),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
     tracking_code: str = Field(max_length=32, unique=True, index=True)
