@@ -29,10 +29,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.batchguard import BatchingRuleBroken, guard_enabled_by_environment
+from shared.db import Prefetched
 from shared.events import (
     DEAD_LETTER_PREFIX,
     REPLAY_PREFIX,
@@ -133,8 +133,10 @@ class Subscription:
     # that cannot be marked, as in the tests); the handlers' marks are the usual declaration.
     batched_writes: frozenset[type[Event]] = frozenset()
     # Tables keyed by the matter's case id whose rows the slice's handlers look up
-    # (``shared.db.lookup``): loaded in one query per table instead of one per event.
-    prefetch_by_case: tuple[type[SQLModel], ...] = ()
+    # (``shared.db.lookup``), and case id columns of tables with several rows per matter
+    # (``col(Task.case_id)``, read with ``shared.db.rows_with``): loaded in one query per table
+    # instead of one per event.
+    prefetch_by_case: tuple[Prefetched, ...] = ()
     # Redelivery delay of an unacknowledged event and deliveries before a failing one is
     # parked; None: the service's settings (CONSUMER_ACK_WAIT_SECONDS, CONSUMER_MAX_DELIVER).
     ack_wait: float | None = None

@@ -25,9 +25,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import Session, configure_mappers
+from sqlalchemy.orm import InstrumentedAttribute, Mapped, Session, configure_mappers
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import select
+from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import sqlite_driver
@@ -290,21 +290,45 @@ def keep_loaded_rows_for_the_slice(session: AsyncSession) -> None:
 
 
 _PREFETCHED = "prefetched_keys"
+# What a slice prefetches by its matters' case ids: a table keyed by the case id, or the case id
+# column of a table with several rows per matter (``col(Task.case_id)``).
+Prefetched = type[SQLModel] | Mapped[Any]
 
 
-async def prefetch_rows(session: AsyncSession, model: Any, keys: Iterable[str]) -> None:
-    """Load the rows of ``model`` with these primary keys in one query, and remember which were asked.
+async def prefetch_rows(session: AsyncSession, model: Prefetched, keys: Iterable[str]) -> None:
+    """Load the rows of ``model`` with these keys in one query, and remember which were asked.
 
-    Used at the start of a consumer's slice with the slice's matters: ``lookup`` then answers
-    from the session, found or not, instead of one query per event.  The session must hold
-    its rows (``keep_loaded_rows_for_the_slice``), or the loaded rows could be forgotten.
+    ``model`` is a table keyed by the matter (its primary key), or a column of a table that
+    holds several rows per matter (``Task.case_id``).  Used at the start of a consumer's slice
+    with the slice's matters: ``lookup`` and ``rows_with`` then answer from the session, found
+    or not, instead of one query per event.  The session must hold its rows
+    (``keep_loaded_rows_for_the_slice``), or the loaded rows could be forgotten.
     """
     wanted = set(keys)
     if not wanted:
         return
-    key_column = inspect(model).primary_key[0]
-    list(await session.exec(select(model).where(key_column.in_(wanted))))
+    if isinstance(model, InstrumentedAttribute):
+        query = select(model.class_).where(model.in_(wanted))
+    else:
+        query = select(model).where(inspect(model).primary_key[0].in_(wanted))
+    list(await session.exec(query))
     session.sync_session.info.setdefault(_PREFETCHED, {}).setdefault(model, set()).update(wanted)
+
+
+def rows_with(session: AsyncSession, column: Mapped[Any], key: str) -> list[Any] | None:
+    """The rows whose ``column`` (``Task.case_id``) is ``key``, from the session: no query.
+
+    Only when the slice prefetched ``column`` for ``key`` (``prefetch_rows``); None otherwise,
+    and the caller queries.  Every such row was loaded then or written since (held by the
+    session), and a pending one counts as a query's autoflush would have made it count.
+    """
+    sync_session = session.sync_session
+    if key not in sync_session.info.get(_PREFETCHED, {}).get(column, ()):
+        return None
+    assert isinstance(column, InstrumentedAttribute)
+    model: Any = column.class_
+    held = (*sync_session.identity_map.values(), *sync_session.new)
+    return [row for row in held if isinstance(row, model) and getattr(row, column.key) == key]
 
 
 def pending_rows(session: AsyncSession, model: type[_Row]) -> list[_Row]:

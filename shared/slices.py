@@ -30,11 +30,11 @@ from nats.aio.msg import Msg
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import SQLModel, col, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.batchguard import BatchingRuleBroken, guarded
-from shared.db import keep_loaded_rows_for_the_slice, new_row, prefetch_rows, table_of, utcnow
+from shared.db import Prefetched, keep_loaded_rows_for_the_slice, new_row, prefetch_rows, table_of, utcnow
 from shared.events import Event
 from shared.inbox import InboxRecord
 from shared.logging import get_logger
@@ -113,8 +113,9 @@ class SliceApplier:
     session_factory: async_sessionmaker[AsyncSession]
     # Events whose handlers are declared ``@batched_writes``.
     batched: frozenset[type[Event]]
-    # Tables keyed by the matter's case id that the handlers look up (``shared.db.lookup``).
-    prefetch_by_case: tuple[type[SQLModel], ...]
+    # Tables keyed by the matter's case id (``shared.db.lookup``) or case id columns
+    # (``shared.db.rows_with``) whose rows the handlers look up.
+    prefetch_by_case: tuple[Prefetched, ...]
     guard: bool
 
     async def apply(self, work: Sequence[SliceEvent]) -> list[EventOutcome]:

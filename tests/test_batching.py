@@ -19,14 +19,25 @@ from uuid import uuid4
 import pytest
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import SQLModel, select
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.verification.models import MatterSnapshot
 from shared.audit import AuditEntry, audit, trail, verify_chain
 from shared.batchguard import BatchingRuleBroken
 from shared.bus import Subscription, batched_writes, consumer_config
-from shared.db import create_engine, create_session_factory, lookup, new_row, pending_rows, table_of, utcnow
+from shared.db import (
+    create_engine,
+    create_session_factory,
+    keep_loaded_rows_for_the_slice,
+    lookup,
+    new_row,
+    pending_rows,
+    prefetch_rows,
+    rows_with,
+    table_of,
+    utcnow,
+)
 from shared.events import CaseClosed, CaseReopened, Event
 from shared.groupcommit import GroupCommitter
 from shared.idempotency import IdempotencyRecord
@@ -130,6 +141,24 @@ async def test_a_batched_handler_keeping_to_the_rules_is_unaffected(engine: Asyn
             assert verify_chain(await trail(session, event.case_id))
         assert len(await trail(session, known.case_id)) == 3
         assert len(await trail(session, same_matter.case_id)) == 4
+
+
+async def test_rows_prefetched_by_a_case_id_column_are_answered_from_the_session(engine: AsyncEngine) -> None:
+    async with create_session_factory(engine)() as session, session.begin():
+        session.add(snapshot("case-known"))
+    async with create_session_factory(engine)() as session, session.begin():
+        keep_loaded_rows_for_the_slice(session)
+        by_case = col(MatterSnapshot.case_id)
+        await prefetch_rows(session, by_case, {"case-known", "case-new"})
+        assert [row.case_id for row in rows_with(session, by_case, "case-known") or []] == ["case-known"]
+        assert rows_with(session, by_case, "case-new") == []
+        # Not prefetched: the caller must query.
+        assert rows_with(session, by_case, "case-other") is None
+        # A row written since counts, pending or flushed, as a query would have found it.
+        session.add(snapshot("case-new"))
+        assert [row.case_id for row in rows_with(session, by_case, "case-new") or []] == ["case-new"]
+        await session.flush()
+        assert [row.case_id for row in rows_with(session, by_case, "case-new") or []] == ["case-new"]
 
 
 def remember(key: str, *, look_first: bool) -> Any:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from functools import partial
 
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.verification import early_warning, ladder, stats, tasks
 from services.verification.context import VerificationContext
-from services.verification.models import MatterSnapshot, WithdrawnMatter
+from services.verification.models import MatterSnapshot, Task, WithdrawnMatter
 from shared.bus import Subscription, batched_writes
 from shared.events import (
     AcceptanceNoticeDelivered,
@@ -76,7 +77,7 @@ def subscriptions(ctx: VerificationContext) -> list[Subscription]:
                 MatterReclassified: on_matter_reclassified,
                 AcceptanceNoticeDelivered: on_acceptance_notice_delivered,
             },
-            prefetch_by_case=(WithdrawnMatter,),
+            prefetch_by_case=(WithdrawnMatter, col(Task.case_id)),
         ),
         # Early warning and the ratings behind satisfaction: not batched, they read across matters.
         Subscription(

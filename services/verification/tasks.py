@@ -29,7 +29,7 @@ from services.verification.models import (
 )
 from shared.audit import audit, record_audited
 from shared.auth import Principal, Role
-from shared.db import built_once, lookup, new_row, utcnow, where_given
+from shared.db import built_once, lookup, new_row, rows_with, utcnow, where_given
 from shared.errors import Forbidden, NotFound, conflict
 from shared.events import (
     CaseAssigned,
@@ -166,8 +166,11 @@ def _tasks_of_case_query() -> SelectOfScalar[Task]:
 async def task_from_assignment(
     *, session: AsyncSession, event: CaseAssigned, ctx: VerificationContext
 ) -> Task | None:
-    # A matter has a handful of tasks, one per assignment: one query answers both questions.
-    tasks_of_case = list(await session.exec(_tasks_of_case_query(), params={"case_id": event.case_id}))
+    # A matter has a handful of tasks, one per assignment: one query answers both questions,
+    # and in a slice the consumer made it for all the slice's matters at once.
+    tasks_of_case: list[Task] | None = rows_with(session, col(Task.case_id), event.case_id)
+    if tasks_of_case is None:
+        tasks_of_case = list(await session.exec(_tasks_of_case_query(), params={"case_id": event.case_id}))
     if any(t.assignment_id == event.assignment_id for t in tasks_of_case):
         return None
     if await lookup(session, WithdrawnMatter, event.case_id) is not None:
