@@ -84,6 +84,11 @@ def guarded(session: AsyncSession | Session, *, kind: str, matter: str | None = 
             sync_session.info[_UNIT] = outer
 
 
+# Where a consumer's slice keeps the rows its batched handlers add with ``shared.db.add_later``
+# until it inserts them: pending rows as far as the rules go, model -> the rows.
+LATER_ROWS = "rows_added_later"
+
+
 def note_pending_rows_seen(session: Session, model: type[Any]) -> None:
     """The unit looks at ``model``'s pending rows (``shared.db.pending_rows`` says so)."""
     unit = session.info.get(_UNIT)
@@ -105,13 +110,14 @@ def _install() -> None:
 
 def _check_query(state: ORMExecuteState) -> None:
     unit: _Unit | None = state.session.info.get(_UNIT)
-    if unit is None or not state.is_select or not state.session.new:
+    later: dict[type[Any], list[Any]] = state.session.info.get(LATER_ROWS) or {}
+    if unit is None or not state.is_select or not (state.session.new or any(later.values())):
         return
     tables = _tables_of(state.statement)
     if not tables:
         return
     pending_by_model: dict[type[Any], list[Any]] = {}
-    for row in state.session.new:
+    for row in (*state.session.new, *(row for rows in later.values() for row in rows)):
         model = type(row)
         if model not in unit.looked_at and _table_of(model) in tables:
             pending_by_model.setdefault(model, []).append(row)

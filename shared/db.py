@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, Self, TypeVar, cast
 
-from sqlalchemy import Column, DateTime, Table, event, insert_sentinel, inspect, text
+from sqlalchemy import Column, DateTime, Table, event, insert, insert_sentinel, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError
@@ -31,7 +31,7 @@ from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import sqlite_driver
-from shared.batchguard import note_pending_rows_seen
+from shared.batchguard import LATER_ROWS, note_pending_rows_seen
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -340,6 +340,50 @@ def pending_rows(session: AsyncSession, model: type[_Row]) -> list[_Row]:
     """
     note_pending_rows_seen(session.sync_session, model)
     return [row for row in session.sync_session.new if isinstance(row, model)]
+
+
+def add_later(session: AsyncSession, row: SQLModel) -> None:
+    """``session.add`` for a new row (``new_row``) that nothing reads back as an object.
+
+    In a consumer's slice, from a batched handler (autoflush off), the row waits with the
+    slice's others of its table and ``insert_later_rows`` inserts them with one Core
+    statement at the slice's next flush: the unit of work cost several times that per row
+    (adding, sorting, ids read back, py-spy).  Elsewhere it is ``session.add``.  For rows of
+    append-only tables (a history line, a timeline entry, a clock): the row never enters the
+    session, so it has no generated id and is not found by ``lookup``; a query sees it once
+    the slice flushed, like any pending row (``shared.batchguard`` checks the same rules).
+    """
+    sync_session = session.sync_session
+    later: dict[type[Any], list[Any]] | None = sync_session.info.get(LATER_ROWS)
+    if later is None or sync_session.autoflush:
+        session.add(row)
+        return
+    later.setdefault(type(row), []).append(row)
+
+
+def collect_later_rows(session: AsyncSession) -> None:
+    """Let ``add_later`` keep this session's rows until ``insert_later_rows`` (a slice's session)."""
+    session.sync_session.info[LATER_ROWS] = {}
+
+
+async def insert_later_rows(session: AsyncSession) -> None:
+    """Insert the rows ``add_later`` kept: one multi-row statement per table, after the ORM's flush.
+
+    After it, since such a row may refer to a row the flush writes (a task's clock, its task).
+    A generated id is left to the database: the table's own default, as the ORM would.
+    """
+    await session.flush()
+    later: dict[type[Any], list[Any]] = session.sync_session.info.get(LATER_ROWS) or {}
+    for model, rows in later.items():
+        table = table_of(model)
+        keys = {column.name for column in table.primary_key.columns}
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            values = {k: v for k, v in row.__dict__.items() if k in table.c and not (v is None and k in keys)}
+            by_columns.setdefault(tuple(values), []).append(values)
+        rows.clear()
+        for params in by_columns.values():
+            await session.exec(insert(table), params=params)
 
 
 def loaded_row(session: AsyncSession, model: type[_Row], key: str) -> _Row | None:

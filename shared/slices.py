@@ -14,7 +14,10 @@ In one go, the handlers of *batched* events (``shared.bus.batched_writes``) run 
 off and their rows are flushed together, one multi-row insert per table, instead of before
 each query.  Such a handler reads only rows of its own matter and never reads back a row it
 wrote; an event of a matter already written in the slice flushes first, so it still sees what
-the earlier events did.  The batching guard (``shared.batchguard``) checks this when on.
+the earlier events did.  The batching guard (``shared.batchguard``) checks this when on.  The
+rows such a handler adds with ``shared.db.add_later`` (append-only rows nothing reads back as
+objects) wait too, and each of the slice's flushes inserts them after the ORM's rows, one Core
+statement per table.
 """
 
 from __future__ import annotations
@@ -34,7 +37,16 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.batchguard import BatchingRuleBroken, guarded
-from shared.db import Prefetched, keep_loaded_rows_for_the_slice, new_row, prefetch_rows, table_of, utcnow
+from shared.db import (
+    Prefetched,
+    collect_later_rows,
+    insert_later_rows,
+    keep_loaded_rows_for_the_slice,
+    new_row,
+    prefetch_rows,
+    table_of,
+    utcnow,
+)
 from shared.events import Event
 from shared.inbox import InboxRecord
 from shared.logging import get_logger
@@ -145,6 +157,7 @@ class SliceApplier:
         try:
             async with self.session_factory() as session, session.begin():
                 keep_loaded_rows_for_the_slice(session)
+                collect_later_rows(session)
                 outcomes, fresh = await self._record_in_inbox(session, work)
                 for model in self.prefetch_by_case:
                     await prefetch_rows(session, model, {item.event.case_id for _, item in fresh})
@@ -153,6 +166,7 @@ class SliceApplier:
                     failed_at = index
                     await self._handle_in_slice(session, item, unflushed_cases)
                     failed_at = None
+                await insert_later_rows(session)
         except BatchingRuleBroken as broken:
             log.error("batching rule broken", consumer=self.consumer, error=str(broken))
             raise
@@ -210,7 +224,7 @@ class SliceApplier:
         event = item.event
         batched = type(event) in self.batched
         if unflushed_cases and (not batched or event.case_id in unflushed_cases):
-            await session.flush()
+            await insert_later_rows(session)
             unflushed_cases.clear()
         with self._context(item):
             if batched:
@@ -220,7 +234,7 @@ class SliceApplier:
             else:
                 await item.handler(session=session, event=event)
                 # Its writes may concern any matter: the next event sees them all.
-                await session.flush()
+                await insert_later_rows(session)
 
     def _guarded(self, session: AsyncSession, case_id: str) -> contextlib.AbstractContextManager[None]:
         return guarded(session, kind="slice", matter=case_id) if self.guard else contextlib.nullcontext()

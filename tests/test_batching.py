@@ -27,6 +27,7 @@ from shared.audit import AuditEntry, audit, trail, verify_chain
 from shared.batchguard import BatchingRuleBroken
 from shared.bus import Subscription, batched_writes, consumer_config
 from shared.db import (
+    add_later,
     create_engine,
     create_session_factory,
     keep_loaded_rows_for_the_slice,
@@ -141,6 +142,35 @@ async def test_a_batched_handler_keeping_to_the_rules_is_unaffected(engine: Asyn
             assert verify_chain(await trail(session, event.case_id))
         assert len(await trail(session, known.case_id)) == 3
         assert len(await trail(session, same_matter.case_id)) == 4
+
+
+async def test_rows_added_later_are_inserted_by_the_slice_and_kept_to_the_rules(engine: AsyncEngine) -> None:
+    same_matter = closed()
+    events = [closed(), same_matter, closed(), closed(same_matter.case_id)]
+    seen: list[int] = []
+
+    async def add_one_later(*, session: AsyncSession, event: Event) -> None:
+        # The event of a matter already written in the slice finds the earlier event's row:
+        # the slice inserted it before this event ran.
+        query = (
+            select(func.count()).select_from(MatterSnapshot).where(MatterSnapshot.case_id == event.case_id)
+        )
+        seen.append((await session.exec(query)).one())
+        if not seen[-1]:
+            add_later(session, snapshot(event.case_id))
+
+    assert await apply_slice(engine, add_one_later, events) == [Verdict.HANDLED] * 4
+    assert seen == [0, 0, 0, 1]
+    async with create_session_factory(engine)() as session:
+        stored = list(await session.exec(select(MatterSnapshot.case_id)))
+    assert sorted(stored) == sorted({event.case_id for event in events})
+
+    async def read_across_matters(*, session: AsyncSession, event: Event) -> None:
+        add_later(session, snapshot(event.case_id))
+        (await session.exec(select(func.count()).select_from(MatterSnapshot))).one()
+
+    with pytest.raises(BatchingRuleBroken, match="pending MatterSnapshot"):
+        await apply_slice(engine, read_across_matters, [closed(), closed()])
 
 
 async def test_rows_prefetched_by_a_case_id_column_are_answered_from_the_session(engine: AsyncEngine) -> None:

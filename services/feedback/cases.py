@@ -13,7 +13,7 @@ from services.feedback.context import FeedbackContext
 from services.feedback.models import CaseStatus, CaseView, Stage, TimelineEntry
 from services.feedback.schemas import STATUS_LABELS, PublicClock
 from shared.auth import Principal, Role, query_secret_hash
-from shared.db import lookup, new_row, utcnow
+from shared.db import add_later, lookup, new_row, utcnow
 from shared.errors import NotFound
 from shared.states import CaseKind
 from shared.workcalendar import SHANGHAI
@@ -26,7 +26,7 @@ class NotYetKnown(Exception):
 def add_timeline(
     session: AsyncSession, case_id: str, stage: Stage, label: str, at: datetime | None = None
 ) -> None:
-    session.add(new_row(TimelineEntry, case_id=case_id, stage=stage, label=label, at=at or utcnow()))
+    add_later(session, new_row(TimelineEntry, case_id=case_id, stage=stage, label=label, at=at or utcnow()))
 
 
 async def known_case(session: AsyncSession, case_id: str) -> CaseView:

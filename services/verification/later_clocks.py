@@ -23,7 +23,7 @@ from services.verification.models import (
     Task,
     TaskClock,
 )
-from shared.db import new_row
+from shared.db import add_later, new_row
 from shared.deadlines import DeadlineBook
 from shared.events import ClockSet
 from shared.ladder import LadderPolicy
@@ -56,7 +56,7 @@ def add_clock(session: AsyncSession, policy: LadderPolicy, task: Task, clock_set
         original_due_at=clock_set.due_at,
     )
     policy.schedule(clock, set())
-    session.add(clock)
+    add_later(session, clock)
 
 
 async def start_after_conclusion(

@@ -29,7 +29,7 @@ from services.verification.models import (
 )
 from shared.audit import audit, record_audited
 from shared.auth import Principal, Role
-from shared.db import built_once, lookup, new_row, rows_with, utcnow, where_given
+from shared.db import add_later, built_once, lookup, new_row, rows_with, utcnow, where_given
 from shared.errors import Forbidden, NotFound, conflict
 from shared.events import (
     CaseAssigned,
@@ -46,7 +46,7 @@ E = TypeVar("E", bound=Event)
 
 
 def add_history(session: AsyncSession, task: Task, action: str, actor: str, note: str | None = None) -> None:
-    session.add(new_row(TaskEvent, task_id=task.id, action=action, actor=actor, note=note))
+    add_later(session, new_row(TaskEvent, task_id=task.id, action=action, actor=actor, note=note))
 
 
 def task_event(
