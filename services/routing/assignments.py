@@ -29,7 +29,7 @@ from services.routing.rules import Decision, decide, reassignment, recusal_matte
 from services.routing.workload import NOT_FETCHED, WorkloadNeeded, workload
 from shared.audit import audit
 from shared.auth import Principal
-from shared.db import built_once, lookup, new_row, table_of, utcnow
+from shared.db import add_later, built_once, lookup, new_row, table_of, utcnow
 from shared.errors import FieldProblems, NotFound, conflict
 from shared.events import (
     CaseAssigned,
@@ -236,7 +236,8 @@ async def route(
     if clocks is None:
         clocks = _initial_clocks(ctx=ctx, case=case, assigned_at=now)
     assignment = _new_assignment(case=case, decision=decision, clocks=clocks, actor=actor, now=now)
-    session.add(assignment)
+    # In a slice it waits for the slice's flush with the others (workload() counts it then).
+    add_later(session, assignment)
     _note_rotation(session, team_code=decision.team_code, at=now)
     event = _assigned_event(
         case=case,

@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
 from services.routing.models import Assignment, Team
-from shared.db import built_once
+from shared.db import built_once, insert_later_rows
 
 
 class WorkloadNeeded(Exception):
@@ -51,8 +51,9 @@ def _rotation_query() -> Select[str, datetime] | Select[str, None]:
 
 
 async def workload(*, session: AsyncSession) -> dict[str, tuple[int, float]]:
-    # Counts every team's open work, so the other matters' assignments of the slice must be in.
-    await session.flush()
+    # Counts every team's open work, so the other matters' assignments of the slice must be in,
+    # those the slice keeps for its flush too (``add_later``).
+    await insert_later_rows(session)
     counts = dict((await session.exec(_open_work_query())).all())
     result: dict[str, tuple[int, float]] = {}
     # Columns, not rows: route() moves last_assigned_at with an UPDATE that leaves loaded Team
