@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -42,6 +43,7 @@ from bench.common import (  # noqa: E402 - after the sys.path line above
     RESULTS,
     cpu_seconds,
     percentile,
+    rss_kib,
     start_nats,
     wait_until_drained,
 )
@@ -204,6 +206,53 @@ async def wait_for_tasks(services: Services, ids: list[str], timeout: float) -> 
         await asyncio.sleep(0.25)
 
 
+# Where the time from 201 to task goes, hop by hop, from the rows each service stamps itself:
+# intake's relay marks the event published once JetStream acknowledged it, routing's inbox row
+# is written in the transaction that handled it, and so on.  (stage name, service, query)
+STAGE_STAMPS = (
+    (
+        "intake relay acked",
+        "intake",
+        "SELECT case_id, published_at FROM outbox "
+        "WHERE event_type = 'ComplaintReceived' AND published_at IS NOT NULL",
+    ),
+    (
+        "routing handled",
+        "routing",
+        "SELECT case_id, processed_at FROM inbox WHERE event_type = 'ComplaintReceived'",
+    ),
+    (
+        "routing relay acked",
+        "routing",
+        "SELECT case_id, published_at FROM outbox "
+        "WHERE event_type = 'CaseAssigned' AND published_at IS NOT NULL",
+    ),
+)
+
+
+async def stage_latencies(
+    services: Services, ids: list[str], created: dict[str, float], tasks: dict[str, float]
+) -> dict[str, dict[str, float]]:
+    """p50/p99 in ms of each hop from intake's commit to the task row, for the complaints ``ids``."""
+    stamps = [created]
+    for _, service, query in STAGE_STAMPS:
+        stamps.append(await services.commit_times(service, query))
+    stamps.append(tasks)
+    names = ["201 to " + STAGE_STAMPS[0][0]]
+    names += [f"{before[0]} to {after[0]}" for before, after in itertools.pairwise(STAGE_STAMPS)]
+    names.append(f"{STAGE_STAMPS[-1][0]} to task")
+    complete = [i for i in ids if all(i in stamp for stamp in stamps)]
+    stages: dict[str, dict[str, float]] = {}
+    for index, name in enumerate(names):
+        gaps = [(stamps[index + 1][i] - stamps[index][i]) * 1000 for i in complete]
+        if gaps:
+            stages[name] = {
+                "p50_ms": round(percentile(gaps, 0.5), 1),
+                "p99_ms": round(percentile(gaps, 0.99), 1),
+            }
+    return stages
+
+
 def postgres_cpu_seconds() -> float:
     """CPU of every process named postgres: the server's share of the work, when it runs here."""
     total = 0.0
@@ -261,6 +310,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await post_complaints(client, 50, rate=None, offset=10_000_000)  # warm-up
 
             processes.update(services.pids)
+            rss_before = {name: rss_kib(pid) for name, pid in processes.items()}
             cpu_before = cpu_snapshot(processes, postgres=bool(args.postgres_url))
             ids, post_seconds = await post_complaints(client, args.count, rate=None, offset=0)
             burst_start = time.time() - post_seconds
@@ -268,6 +318,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             cpu = cpu_per_complaint(
                 cpu_before, cpu_snapshot(processes, postgres=bool(args.postgres_url)), args.count
             )
+            # Read once the tasks are in, so what a service holds after the burst is counted.
+            rss_after = {name: rss_kib(pid) for name, pid in processes.items()}
             created = await services.commit_times("intake", "SELECT id, created_at FROM intake_complaint")
             end_to_end_seconds = max(tasks.values()) - min(created[i] for i in ids) if tasks else float("nan")
             throughput = {
@@ -278,6 +330,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "end_to_end_per_second": round(len(tasks) / end_to_end_seconds, 1) if tasks else 0,
                 "started": burst_start,
                 "cpu_ms_per_complaint": cpu,
+                "rss_mib": {
+                    name: {
+                        "before": round(rss_before[name] / 1024, 1),
+                        "after": round(rss_after[name] / 1024, 1),
+                    }
+                    for name in rss_before
+                },
             }
             print(
                 f"throughput: {throughput['accepted_per_second']}/s accepted (201), "
@@ -286,6 +345,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             print(
                 "CPU per complaint (ms): " + ", ".join(f"{name} {ms}" for name, ms in cpu.items()),
+                flush=True,
+            )
+            print(
+                "RSS before -> after the burst (MiB): "
+                + ", ".join(
+                    f"{name} {figures['before']} -> {figures['after']}"
+                    for name, figures in throughput["rss_mib"].items()
+                ),
                 flush=True,
             )
 
@@ -305,10 +372,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "p95_ms": round(percentile(latencies, 0.95), 1) if latencies else None,
                 "p99_ms": round(percentile(latencies, 0.99), 1) if latencies else None,
                 "mean_ms": round(statistics.mean(latencies), 1) if latencies else None,
+                "stages": await stage_latencies(services, paced_ids, created, paced_tasks),
             }
             print(
                 f"latency at {args.rate:g}/s, 201 to task: p50 {latency['p50_ms']} ms, "
                 f"p95 {latency['p95_ms']} ms, p99 {latency['p99_ms']} ms",
+                flush=True,
+            )
+            print(
+                "  by hop, p50 / p99 ms: "
+                + "; ".join(f"{name} {f['p50_ms']} / {f['p99_ms']}" for name, f in latency["stages"].items()),
                 flush=True,
             )
         finally:
