@@ -13,9 +13,11 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from sqlalchemy import Index, or_, update
+from sqlalchemy import Index, or_
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel import Column, Field, SQLModel, Text, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -25,8 +27,10 @@ from shared.db import (
     CommitSignal,
     UTCDateTime,
     batch_insert_sentinel,
+    built_once,
     is_sqlite,
     new_row,
+    table_of,
     utcnow,
 )
 from shared.events import Event
@@ -88,7 +92,7 @@ def record_event(session: AsyncSession, event_: Event) -> None:
     outbox_written.mark(session)
 
 
-def headers_for(row: OutboxMessage, *, producer: str | None = None) -> dict[str, str]:
+def headers_for(row: OutboxMessage | Row[Any], *, producer: str | None = None) -> dict[str, str]:
     headers = {
         HEADER_MSG_ID: row.event_id,
         HEADER_EVENT_TYPE: row.event_type,
@@ -175,29 +179,27 @@ class OutboxRelay:
         async with self._session_factory() as session, session.begin():
             return await self._mark(session, rows, errors)
 
-    async def _claim(self) -> list[OutboxMessage]:
+    async def _claim(self) -> list[Row[Any]]:
+        """The next batch of unpublished rows, in id order; on PostgreSQL leased to this instance.
+
+        Core statements built once, and only the columns a publish needs: loading the rows as
+        ORM objects (the identity map, the attribute state of each) and building the statements
+        anew each time cost a fifth to a third of the relay's CPU per row (measured).
+        """
         now = utcnow()
-        query = (
-            select(OutboxMessage)
-            .where(col(OutboxMessage.published_at).is_(None))
-            .order_by(col(OutboxMessage.id))
-            .limit(self._batch_size)
-        )
         async with self._session_factory() as session, session.begin():
+            connection = await session.connection()
             if not self._lease_rows:
                 # SQLite: one instance owns the file, so nobody else takes these rows.
-                return list(await session.exec(query))
-            lease_free = or_(col(OutboxMessage.lease_until).is_(None), col(OutboxMessage.lease_until) < now)
-            rows = list(await session.exec(query.where(lease_free).with_for_update(skip_locked=True)))
+                return list(await connection.execute(_pending_query(self._batch_size, leased=False)))
+            rows = list(await connection.execute(_pending_query(self._batch_size, leased=True), {"now": now}))
             if rows:
-                await session.exec(
-                    update(OutboxMessage)
-                    .where(col(OutboxMessage.id).in_([row.id for row in rows]))
-                    .values(lease_until=now + self._lease)
+                await connection.execute(
+                    _lease_statement(), {"ids": [row.id for row in rows], "lease_until": now + self._lease}
                 )
             return rows
 
-    async def _publish(self, rows: list[OutboxMessage]) -> list[BaseException | None]:
+    async def _publish(self, rows: list[Row[Any]]) -> list[BaseException | None]:
         """Each row's failure, or None once JetStream acknowledged it; returns within the publish timeout."""
         futures: list[asyncio.Future[Any]] = []
         stopped_by: BaseException | None = None
@@ -239,28 +241,73 @@ class OutboxRelay:
         return errors
 
     async def _mark(
-        self, session: AsyncSession, rows: list[OutboxMessage], errors: list[BaseException | None]
+        self, session: AsyncSession, rows: list[Row[Any]], errors: list[BaseException | None]
     ) -> tuple[int, int]:
         done_ids = [row.id for row, error in zip(rows, errors, strict=True) if error is None]
         failed_ids = [row.id for row, error in zip(rows, errors, strict=True) if error is not None]
+        connection = await session.connection()
         if done_ids:
-            await session.exec(
-                update(OutboxMessage)
-                .where(col(OutboxMessage.id).in_(done_ids))
-                .values(published_at=utcnow(), lease_until=None)
-            )
+            await connection.execute(_published_statement(), {"ids": done_ids, "published_at": utcnow()})
         if failed_ids:
-            await session.exec(
-                update(OutboxMessage)
-                .where(col(OutboxMessage.id).in_(failed_ids))
-                .values(attempts=OutboxMessage.attempts + 1, lease_until=None)
-            )
+            await connection.execute(_failed_statement(), {"ids": failed_ids})
             first_error = next(error for error in errors if error is not None)
             log.warning(
                 "some outbox rows were not acknowledged", failed=len(failed_ids), error=repr(first_error)
             )
         count_outbox(published=len(done_ids), unacknowledged=len(failed_ids))
         return len(done_ids), len(failed_ids)
+
+
+# The relay's statements (``built_once``): the columns a publish needs, and the updates by id.
+_PUBLISHED_COLUMNS = (
+    "id",
+    "event_id",
+    "subject",
+    "event_type",
+    "event_version",
+    "case_id",
+    "correlation_id",
+    "payload",
+)
+
+
+@built_once
+def _pending_query(limit: int, *, leased: bool) -> sa.Select[Any]:
+    outbox = table_of(OutboxMessage)
+    query = (
+        sa.select(*(outbox.c[name] for name in _PUBLISHED_COLUMNS))
+        .where(outbox.c.published_at.is_(None))
+        .order_by(outbox.c.id)
+        .limit(limit)
+    )
+    if not leased:
+        return query
+    lease_free = or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < sa.bindparam("now"))
+    return query.where(lease_free).with_for_update(skip_locked=True)
+
+
+def _by_ids() -> Any:
+    return table_of(OutboxMessage).c.id.in_(sa.bindparam("ids", expanding=True))
+
+
+@built_once
+def _lease_statement() -> sa.Update:
+    outbox = table_of(OutboxMessage)
+    return sa.update(outbox).where(_by_ids()).values(lease_until=sa.bindparam("lease_until"))
+
+
+@built_once
+def _published_statement() -> sa.Update:
+    outbox = table_of(OutboxMessage)
+    return (
+        sa.update(outbox).where(_by_ids()).values(published_at=sa.bindparam("published_at"), lease_until=None)
+    )
+
+
+@built_once
+def _failed_statement() -> sa.Update:
+    outbox = table_of(OutboxMessage)
+    return sa.update(outbox).where(_by_ids()).values(attempts=outbox.c.attempts + 1, lease_until=None)
 
 
 class UnacknowledgedError(RuntimeError):
