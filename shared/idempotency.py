@@ -165,8 +165,14 @@ def remember(
     """Store the answer under ``key``; ``secret_fields`` of it are stored sealed by ``sealer``."""
     if key is None:
         return
+    # A model (every create's answer) dumps itself as JSON types in one call; jsonable_encoder
+    # gives the same dict by walking it again in Python: a complaint's answer took about ten
+    # times as long that way (timeit), 1 to 1.4 % of intake's CPU samples (py-spy).
+    plain = (
+        body.model_dump(mode="json", by_alias=True) if isinstance(body, BaseModel) else jsonable_encoder(body)
+    )
     stored = _conceal(
-        jsonable_encoder(body),
+        plain,
         secret_fields=secret_fields,
         sealer=sealer,
         context=_seal_context(key=key, username=username, endpoint=endpoint),
