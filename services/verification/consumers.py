@@ -7,7 +7,7 @@ from functools import partial
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.verification import early_warning, ladder, stats, tasks
+from services.verification import early_warning, figures, ladder, tasks
 from services.verification.context import VerificationContext
 from services.verification.models import MatterSnapshot, Task, WithdrawnMatter
 from shared.bus import Subscription, batched_writes
@@ -23,16 +23,20 @@ from shared.events import (
 
 
 @batched_writes
-async def on_complaint_received(*, session: AsyncSession, event: ComplaintReceived) -> None:
+async def on_complaint_received(
+    *, session: AsyncSession, event: ComplaintReceived, ctx: VerificationContext
+) -> None:
     if event.linked_repeat:
         await tasks.record_repeat_call(session=session, event=event)
     else:
-        await tasks.snapshot_complaint(session=session, event=event)
+        await tasks.snapshot_complaint(session=session, event=event, ctx=ctx)
 
 
 @batched_writes
-async def on_suggestion_received(*, session: AsyncSession, event: SuggestionReceived) -> None:
-    await tasks.snapshot_suggestion(session=session, event=event)
+async def on_suggestion_received(
+    *, session: AsyncSession, event: SuggestionReceived, ctx: VerificationContext
+) -> None:
+    await tasks.snapshot_suggestion(session=session, event=event, ctx=ctx)
 
 
 @batched_writes
@@ -51,8 +55,10 @@ async def on_complaint_counted(*, session: AsyncSession, event: ComplaintReceive
     await early_warning.count_complaint(session=session, event=event)
 
 
-async def on_rating_recorded(*, session: AsyncSession, event: RatingRecorded) -> None:
-    await stats.record_rating(session=session, event=event)
+async def on_rating_recorded(
+    *, session: AsyncSession, event: RatingRecorded, ctx: VerificationContext
+) -> None:
+    await figures.record_rating(session=session, event=event, ctx=ctx)
 
 
 async def on_acceptance_notice_delivered(*, session: AsyncSession, event: AcceptanceNoticeDelivered) -> None:
@@ -64,9 +70,9 @@ def subscriptions(ctx: VerificationContext) -> list[Subscription]:
         Subscription(
             durable="verification-matters",
             handlers={
-                ComplaintReceived: on_complaint_received,
-                SuggestionReceived: on_suggestion_received,
-                SuggestionReceivedV2: on_suggestion_received,
+                ComplaintReceived: partial(on_complaint_received, ctx=ctx),
+                SuggestionReceived: partial(on_suggestion_received, ctx=ctx),
+                SuggestionReceivedV2: partial(on_suggestion_received, ctx=ctx),
             },
             prefetch_by_case=(MatterSnapshot,),
         ),
@@ -77,11 +83,14 @@ def subscriptions(ctx: VerificationContext) -> list[Subscription]:
                 MatterReclassified: on_matter_reclassified,
                 AcceptanceNoticeDelivered: on_acceptance_notice_delivered,
             },
-            prefetch_by_case=(WithdrawnMatter, col(Task.case_id)),
+            prefetch_by_case=(WithdrawnMatter, MatterSnapshot, col(Task.case_id)),
         ),
         # Early warning and the ratings behind satisfaction: not batched, they read across matters.
         Subscription(
             durable="verification-figures",
-            handlers={ComplaintReceived: on_complaint_counted, RatingRecorded: on_rating_recorded},
+            handlers={
+                ComplaintReceived: on_complaint_counted,
+                RatingRecorded: partial(on_rating_recorded, ctx=ctx),
+            },
         ),
     ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.verification import early_warning
+from services.verification import early_warning, figures
 from services.verification.context import VerificationContext
 from services.verification.later_clocks import (
     LaterClocks,
@@ -57,6 +57,9 @@ async def conclude(
     reviewed: bool,
     later: LaterClocks,
 ) -> None:
+    # The dashboard's summary: what the matter counted before (a follow-up reply concludes again).
+    tz = later.policy.calendar.tz
+    counted = await figures.part_of(session, case_id=task.case_id, tz=tz)
     task.status = TaskStatus.CONCLUDED
     task.concluded_at = utcnow()
     task.classification = finding.classification
@@ -79,6 +82,7 @@ async def conclude(
             reviewed=reviewed,
         ),
     )
+    await figures.record_change(session, case_id=task.case_id, before=counted, tz=tz)
 
 
 async def record_finding(

@@ -451,3 +451,30 @@ class Report(SQLModel, table=True):
     docx: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     xlsx: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class DailyFigure(SQLModel, table=True):
+    """The dashboard's summary (``figures``): counters per local day (the bureau's time zone),
+    county, team and kind of matter, kept by the code that changes the facts, in its transaction.
+
+    Each counter has its own day: ``received`` the matter's arrival, for the team it sits with now
+    (its latest task); ``concluded`` and the three after it the task's conclusion, for the team that
+    concluded it; the ratings the rating's, for the team that concluded the rated round.  "" stands
+    for no county or no team (a primary key has no NULLs to match an upsert on).
+    """
+
+    __tablename__ = "verification_daily_figure"
+
+    day: date = Field(primary_key=True)
+    county_code: str = Field(primary_key=True, max_length=16)
+    team_code: str = Field(primary_key=True, max_length=32)
+    case_kind: str = Field(primary_key=True, max_length=16, description="a CaseKind")
+    received: int = 0
+    concluded: int = 0
+    on_time: int = 0
+    with_outcome: int = 0
+    substantiated: int = 0
+    rated: int = 0
+    satisfied: int = 0
+    basically_satisfied: int = 0
+    unsatisfied: int = 0

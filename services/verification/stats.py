@@ -8,15 +8,17 @@ on-time for the team that concluded it, satisfaction for the team that concluded
 the round whose answer was rated (feedback's ``RatingRecorded``), not the team the
 matter sits with today.
 
-The figures are aggregates in SQL (GROUP BY the group and the week), never rows loaded into
-Python: at a million matters the dashboard must answer in well under a second.
+The dashboard reads received, concluded and ratings from a summary kept as the facts change
+(``figures``); the queries here that group the base tables by week stay as the reference the
+summary is rebuilt from and tested against.  The open tasks and their overdue steps are counted
+from the base tables at read time (only the tasks still open).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, and_, case, exists, false, func, literal
 from sqlalchemy import select as sa_select
@@ -186,11 +188,15 @@ async def rows_of(session: AsyncSession, query: Select[Any], *, seek: bool = Fal
 class _Weeks:
     """The dashboard's last ``count`` weeks, Monday to Sunday in the bureau's time zone."""
 
-    def __init__(self, *, now: datetime, count: int, ctx: VerificationContext) -> None:
+    def __init__(self, *, first: datetime, count: int) -> None:
         self.count = count
-        self.first = week_start(now, ctx) - timedelta(weeks=count - 1)
-        self.starts = [self.first + timedelta(weeks=i) for i in range(count)]
-        self.end = self.first + timedelta(weeks=count)
+        self.first = first
+        self.starts = [first + timedelta(weeks=i) for i in range(count)]
+        self.end = first + timedelta(weeks=count)
+
+    @classmethod
+    def ending_now(cls, *, now: datetime, count: int, ctx: VerificationContext) -> _Weeks:
+        return cls(first=week_start(now, ctx) - timedelta(weeks=count - 1), count=count)
 
     def within(self, column: ColumnElement[Any]) -> list[ColumnElement[bool]]:
         return [at_or_after(column, self.first), before(column, self.end)]
@@ -225,19 +231,44 @@ class _Groups:
         return self.entries[name]
 
 
+class Counts(Protocol):
+    """Fills in the groups' received, concluded (on time, with an outcome, substantiated) per week
+    and their ratings since the first week: from the base tables (``reference_counts``) or from
+    the summary (``figures.count_from_summary``)."""
+
+    async def __call__(
+        self, session: AsyncSession, groups: _Groups, *, first: datetime, weeks: int, county: str | None
+    ) -> None: ...
+
+
+async def reference_counts(
+    session: AsyncSession, groups: _Groups, *, first: datetime, weeks: int, county: str | None
+) -> None:
+    """The figures grouped at read time from the base tables: the reference the summary is rebuilt
+    from and tested against."""
+    calendar_weeks = _Weeks(first=first, count=weeks)
+    await _count_received(session, groups, calendar_weeks, county=county)
+    await _count_concluded(session, groups, calendar_weeks, county=county)
+    await _count_ratings(session, groups, since=first, county=county)
+
+
 async def dashboard(
-    *, session: AsyncSession, ctx: VerificationContext, weeks: int, by: str, county: str | None = None
+    *,
+    session: AsyncSession,
+    ctx: VerificationContext,
+    weeks: int,
+    by: str,
+    county: str | None = None,
+    counts: Counts = reference_counts,
 ) -> dict[str, Any]:
     """Per county (``by="county"``) or team: received and concluded per week, on-time,
     substantiation and satisfaction rates, and the open clocks past their deadline by the ladder
     step reached; with ``county``, only the matters of that county (a leader's view)."""
     now = ctx.clock.now()
-    calendar_weeks = _Weeks(now=now, count=weeks, ctx=ctx)
+    calendar_weeks = _Weeks.ending_now(now=now, count=weeks, ctx=ctx)
     groups = _Groups(organisation=ctx.organisation, by=by, weeks=weeks)
-    await _count_received(session, groups, calendar_weeks, county=county)
-    await _count_concluded(session, groups, calendar_weeks, county=county)
+    await counts(session, groups, first=calendar_weeks.first, weeks=weeks, county=county)
     await _count_open(session, groups, county=county)
-    await _count_ratings(session, groups, since=calendar_weeks.first, county=county)
     ordered = sorted(groups.entries.values(), key=lambda g: (g["code"] == UNASSIGNED, g["code"]))
     return {
         "by": by,
@@ -384,13 +415,6 @@ async def _count_ratings(
         entry["rated"] += count
         if rating in entry:
             entry[rating] += count
-
-
-async def rebuild_figures(*, session: AsyncSession, ctx: VerificationContext) -> None:
-    """Recompute the figures' summary from the base tables (a bulk load calls it after writing rows
-    directly).  The dashboard and the measures read the base tables today, so there is nothing to
-    recompute; the hook stays so that a loader written now keeps working once a summary exists."""
-    del session, ctx
 
 
 async def record_rating(*, session: AsyncSession, event: RatingRecorded) -> None:

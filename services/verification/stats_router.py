@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from services.verification import ledger, measures, stats
+from services.verification import figures, ledger, measures
 from services.verification.context import VerificationContext
 from services.verification.measures_schemas import MeasuresOut
 from shared.deps import Session, SupervisorOrLeader, app_state
@@ -33,7 +33,7 @@ async def statistics(
 ) -> dict[str, object]:
     """The dashboard's figures per county or per team over the last ``weeks`` weeks."""
     county = ledger.scoped_county(principal, None)
-    return await stats.dashboard(session=session, ctx=ctx, weeks=weeks, by=by, county=county)
+    return await figures.dashboard(session=session, ctx=ctx, weeks=weeks, by=by, county=county)
 
 
 @router.get("/measures", response_model=MeasuresOut, tags=["statistics"])

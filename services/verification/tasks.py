@@ -12,6 +12,7 @@ from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
+from services.verification import figures
 from services.verification.context import VerificationContext
 from services.verification.later_clocks import add_clock
 from services.verification.models import (
@@ -89,19 +90,23 @@ COMPLAINT_SNAPSHOT_FIELDS = {
 }
 
 
-async def snapshot_complaint(*, session: AsyncSession, event: ComplaintReceived) -> None:
+async def snapshot_complaint(
+    *, session: AsyncSession, event: ComplaintReceived, ctx: VerificationContext
+) -> None:
     if await lookup(session, MatterSnapshot, event.case_id) is not None:
         return
     categories = "、".join(a.category for a in event.allegations)
-    session.add(
-        new_row(
-            MatterSnapshot,
-            case_kind=CaseKind.COMPLAINT,
-            **event.model_dump(include=COMPLAINT_SNAPSHOT_FIELDS),
-            title=f"{event.accused_unit}：{categories}",
-            text=event.summary,
-        )
+    matter = new_row(
+        MatterSnapshot,
+        case_kind=CaseKind.COMPLAINT,
+        **event.model_dump(include=COMPLAINT_SNAPSHOT_FIELDS),
+        title=f"{event.accused_unit}：{categories}",
+        text=event.summary,
     )
+    # Counted as received (the dashboard's summary) before it is added: what the matter already
+    # counts is read from the rows as they are without it.
+    await figures.matter_arrived(session, matter=matter, tz=ctx.calendar.tz)
+    session.add(matter)
 
 
 async def record_repeat_call(*, session: AsyncSession, event: ComplaintReceived) -> None:
@@ -130,17 +135,19 @@ async def repeat_calls(*, session: AsyncSession, case_id: str) -> list[RepeatCal
     )
 
 
-async def snapshot_suggestion(*, session: AsyncSession, event: SuggestionReceived) -> None:
+async def snapshot_suggestion(
+    *, session: AsyncSession, event: SuggestionReceived, ctx: VerificationContext
+) -> None:
     if await lookup(session, MatterSnapshot, event.case_id) is not None:
         return
-    session.add(
-        new_row(
-            MatterSnapshot,
-            case_kind=CaseKind.SUGGESTION,
-            **event.model_dump(include={*SNAPSHOT_FIELDS, "text"}),
-            title=f"{event.session}第{event.number}号：{event.title}",
-        )
+    matter = new_row(
+        MatterSnapshot,
+        case_kind=CaseKind.SUGGESTION,
+        **event.model_dump(include={*SNAPSHOT_FIELDS, "text"}),
+        title=f"{event.session}第{event.number}号：{event.title}",
     )
+    await figures.matter_arrived(session, matter=matter, tz=ctx.calendar.tz)
+    session.add(matter)
 
 
 async def withdraw_tasks(
@@ -182,6 +189,17 @@ async def task_from_assignment(
         add_history(session, older, "superseded", event.actor or "routing", "事项已重新分派")
     task = _new_task(event)
     session.add(task)
+    # The matter now sits with the new task's team: the dashboard counts it as received there.
+    matter = await lookup(session, MatterSnapshot, event.case_id)
+    if matter is not None:
+        latest = max(tasks_of_case, key=lambda t: t.created_at, default=None)
+        figures.matter_moved(
+            session,
+            matter=matter,
+            old_team=latest.team_code if latest else None,
+            new_team=task.team_code,
+            tz=ctx.calendar.tz,
+        )
     _add_clocks(session, ctx, task, event)
     add_history(session, task, "assigned", event.actor or "routing", "；".join(event.reasons))
     return task

@@ -1,0 +1,368 @@
+"""The dashboard's summary (``verification_daily_figure``): kept, rebuilt and read.
+
+Grouping the base tables at read time cost seconds for a year of the city at 100,000 matters
+(and grows with the history); the summary holds a few thousand rows a year, whatever the volume.
+
+- **Kept** by the code that changes a fact, in the same transaction: a change records the
+  difference it makes (a ``Part``), and the differences are added to the summary rows just before
+  the transaction commits, in key order (one upsert statement; rows locked in the same order by
+  every transaction, and only for the commit's last moment).  A savepoint rolled back forgets what
+  was recorded inside it.  A redelivered event changes nothing: the consumers record the events
+  they processed in the same transaction (the inbox), so a redelivery never runs the handler.
+- **Rebuilt** from the base tables by ``rebuild``, with the dashboard's own SQL (``stats``) as the
+  source, selecting each fact's timestamp instead of its week; a bulk load and the migration that
+  made the table call it.
+- **Read** by ``count_from_summary`` for the dashboard; ``stats``'s reference queries stay, and a
+  test compares the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, case, event, func
+from sqlalchemy import select as sa_select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.sql.expression import Select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.verification import stats
+from services.verification.context import VerificationContext
+from services.verification.models import DailyFigure, MatterSnapshot, TaskStatus
+from shared.db import table_of
+from shared.events import RatingRecorded
+from shared.states import Rating
+
+FIGURE = table_of(DailyFigure)
+KEY_COLUMNS = ("day", "county_code", "team_code", "case_kind")
+COUNTERS = (
+    "received",
+    "concluded",
+    "on_time",
+    "with_outcome",
+    "substantiated",
+    "rated",
+    *(rating.value for rating in Rating),
+)
+_INDEX = {name: i for i, name in enumerate(COUNTERS)}
+RATING_VALUES = frozenset(rating.value for rating in Rating)
+
+# (local day, county or "", team or "", case kind or "")
+Key = tuple[date, str, str, str]
+# What a matter (or the whole history) adds to the summary: counters per key.
+Part = dict[Key, list[int]]
+
+
+def add(part: Part, key: Key, counter: str, count: int = 1) -> None:
+    counts = part.get(key)
+    if counts is None:
+        counts = part[key] = [0] * len(COUNTERS)
+    counts[_INDEX[counter]] += count
+
+
+def difference(after: Part, before: Part) -> Part:
+    """``after`` minus ``before``, without the keys where nothing changed."""
+    changed: Part = {}
+    for key in after.keys() | before.keys():
+        new, old = after.get(key), before.get(key)
+        counts = [a - b for a, b in zip(new or [0] * len(COUNTERS), old or [0] * len(COUNTERS), strict=True)]
+        if any(counts):
+            changed[key] = counts
+    return changed
+
+
+def day_of(moment: datetime, tz: ZoneInfo) -> date:
+    return moment.astimezone(tz).date()
+
+
+# --- The facts, from the base tables: the dashboard's SQL (stats), one row per fact -------------
+
+
+def received_facts() -> Select[Any]:
+    """Each matter: its county, the team it sits with now (its latest task), its kind, its arrival."""
+    return sa_select(
+        stats.MATTER.c.county_code,
+        stats.latest_team_of_matter(),
+        stats.MATTER.c.case_kind,
+        stats.MATTER.c.received_at,
+    )
+
+
+def conclusion_facts() -> Select[Any]:
+    """Each concluded task: its matter's county, its team and kind, when, on time, the outcome class
+    of its first finding (2 substantiated, 1 another outcome, 0 none)."""
+    on_time = case((stats.concluded_on_time(), 1), else_=0)
+    return sa_select(
+        stats.county_of_task_matter(),
+        stats.TASK.c.team_code,
+        stats.TASK.c.case_kind,
+        stats.TASK.c.concluded_at,
+        on_time,
+        stats.first_outcome_class(),
+    ).where(stats.TASK.c.status == TaskStatus.CONCLUDED)
+
+
+def rating_facts() -> Select[Any]:
+    """Each rating: its matter's county, the team that concluded the rated round, the matter's
+    kind, when, the rating."""
+    kind = (
+        sa_select(stats.MATTER.c.case_kind)
+        .where(stats.MATTER.c.case_id == stats.RATING.c.case_id)
+        .scalar_subquery()
+    )
+    return sa_select(
+        stats.county_of_task_matter(stats.RATING),
+        stats.rated_round_team(),
+        kind,
+        stats.RATING.c.at,
+        stats.RATING.c.rating,
+    )
+
+
+def fold_received(part: Part, rows: Iterable[Any], tz: ZoneInfo) -> None:
+    for county, team, kind, received_at in rows:
+        add(part, (day_of(received_at, tz), county or "", team or "", kind or ""), "received")
+
+
+def fold_conclusions(part: Part, rows: Iterable[Any], tz: ZoneInfo) -> None:
+    for county, team, kind, concluded_at, on_time, outcome in rows:
+        key = (day_of(concluded_at, tz), county or "", team or "", kind or "")
+        add(part, key, "concluded")
+        if on_time:
+            add(part, key, "on_time")
+        if outcome:
+            add(part, key, "with_outcome")
+        if outcome == 2:
+            add(part, key, "substantiated")
+
+
+def fold_ratings(part: Part, rows: Iterable[Any], tz: ZoneInfo) -> None:
+    for county, team, kind, at, rating in rows:
+        if team is None:
+            continue  # no team concluded the rated round: the dashboard counts it for nobody
+        key = (day_of(at, tz), county or "", team, kind or "")
+        add(part, key, "rated")
+        if rating in RATING_VALUES:
+            add(part, key, rating)
+
+
+async def part_of(session: AsyncSession, *, case_id: str, tz: ZoneInfo) -> Part:
+    """What one matter adds to the summary now, from the base tables as this transaction last
+    flushed them (Core on the session's connection: no autoflush; the caller flushes when the
+    change must be seen)."""
+    connection = await session.connection()
+    part: Part = {}
+    received = received_facts().where(stats.MATTER.c.case_id == case_id)
+    fold_received(part, await connection.execute(received), tz)
+    concluded = conclusion_facts().where(stats.TASK.c.case_id == case_id)
+    fold_conclusions(part, await connection.execute(concluded), tz)
+    ratings = rating_facts().where(stats.RATING.c.case_id == case_id)
+    fold_ratings(part, await connection.execute(ratings), tz)
+    return part
+
+
+# --- Keeping the summary: differences recorded, added at commit --------------------------------
+
+_DELTAS = "verification_figure_deltas"
+_MARKS = "verification_figure_marks"
+
+
+def record(session: AsyncSession, part: Part) -> None:
+    """Add ``part`` to the summary when the session's transaction commits (forgotten if it, or the
+    savepoint it was recorded in, rolls back)."""
+    if part:
+        session.sync_session.info.setdefault(_DELTAS, []).append(part)
+
+
+async def record_change(session: AsyncSession, *, case_id: str, before: Part, tz: ZoneInfo) -> None:
+    """After a change of the matter's facts (``before``: its ``part_of`` before the change): flush,
+    and record the difference."""
+    await session.flush()
+    record(session, difference(await part_of(session, case_id=case_id, tz=tz), before))
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        session.info.setdefault(_MARKS, {})[transaction] = len(session.info.get(_DELTAS, ()))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget(session: Session, previous_transaction: SessionTransaction) -> None:
+    """What the rolled-back savepoint recorded (the whole transaction's, at the root) is forgotten."""
+    deltas = session.info.get(_DELTAS)
+    if not deltas:
+        return
+    boundary: SessionTransaction | None = previous_transaction
+    while boundary is not None and not boundary.nested and boundary.parent is not None:
+        boundary = boundary.parent
+    # The marks outlive their savepoints (the transaction's end comes before this event), until
+    # the outermost transaction ends.
+    marks = session.info.get(_MARKS, {})
+    mark = marks.get(boundary) if boundary is not None and boundary.nested else None
+    if mark is None:
+        session.info.pop(_DELTAS, None)
+        session.info.pop(_MARKS, None)
+    else:
+        del deltas[mark:]
+
+
+@event.listens_for(Session, "before_commit")
+def _apply(session: Session) -> None:
+    """At the outermost commit: one upsert of the summary rows the transaction changed, in key order."""
+    if session.in_nested_transaction():
+        return
+    session.info.pop(_MARKS, None)
+    parts = session.info.pop(_DELTAS, None)
+    if not parts:
+        return
+    total: Part = {}
+    for part in parts:
+        for key, counts in part.items():
+            for name, count in zip(COUNTERS, counts, strict=True):
+                if count:
+                    add(total, key, name, count)
+    rows = [_row(key, counts) for key, counts in sorted(total.items()) if any(counts)]
+    if rows:
+        connection = session.connection()
+        connection.execute(_upsert(connection), rows)
+
+
+def _row(key: Key, counts: list[int]) -> dict[str, Any]:
+    return dict(zip(KEY_COLUMNS, key, strict=True)) | dict(zip(COUNTERS, counts, strict=True))
+
+
+def _upsert(connection: Connection) -> Any:
+    """INSERT … ON CONFLICT (the key) DO UPDATE SET each counter = counter + the new one."""
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(FIGURE)
+    return statement.on_conflict_do_update(
+        index_elements=list(KEY_COLUMNS),
+        set_={name: FIGURE.c[name] + statement.excluded[name] for name in COUNTERS},
+    )
+
+
+# --- The change points' differences that need no query ------------------------------------------
+
+
+async def matter_arrived(session: AsyncSession, *, matter: MatterSnapshot, tz: ZoneInfo) -> None:
+    """A matter's snapshot is about to be added: counted as received for the team it sits with (its
+    latest task, when its assignment came first); and what its tasks and ratings counted without a
+    county (nearly always nothing) moves to its county.  Reads only the matter's own rows, on the
+    session's connection, and none that the slice writes (tasks come from another consumer)."""
+    connection = await session.connection()
+    latest_team = (
+        await connection.execute(
+            sa_select(stats.TASK.c.team_code)
+            .where(stats.TASK.c.case_id == matter.case_id)
+            .order_by(stats.TASK.c.created_at.desc())
+            .limit(1)
+        )
+    ).scalar()
+    part: Part = {}
+    county = matter.county_code or ""
+    add(part, (day_of(matter.received_at, tz), county, latest_team or "", matter.case_kind), "received")
+    earlier = await part_of(session, case_id=matter.case_id, tz=tz) if latest_team is not None else {}
+    for (day, _, team, kind), counts in earlier.items():
+        for name, count in zip(COUNTERS, counts, strict=True):
+            if count:
+                add(part, (day, "", team, kind), name, -count)
+                add(part, (day, county, team, kind or matter.case_kind), name, count)
+    record(session, part)
+
+
+def matter_moved(
+    session: AsyncSession, *, matter: MatterSnapshot, old_team: str | None, new_team: str, tz: ZoneInfo
+) -> None:
+    """A new task: the matter now sits with ``new_team``, so it counts as received there."""
+    if (old_team or "") == new_team:
+        return
+    day = day_of(matter.received_at, tz)
+    part: Part = {}
+    add(part, (day, matter.county_code or "", old_team or "", matter.case_kind), "received", -1)
+    add(part, (day, matter.county_code or "", new_team, matter.case_kind), "received")
+    record(session, part)
+
+
+async def record_rating(*, session: AsyncSession, event: RatingRecorded, ctx: VerificationContext) -> None:
+    """``stats.record_rating``, and the rating counted for the team that concluded the rated round."""
+    tz = ctx.calendar.tz
+    before = await part_of(session, case_id=event.case_id, tz=tz)
+    await stats.record_rating(session=session, event=event)
+    await record_change(session, case_id=event.case_id, before=before, tz=tz)
+
+
+# --- Rebuilding ---------------------------------------------------------------------------------
+
+
+def rebuild(connection: Connection, tz: ZoneInfo) -> int:
+    """Replace the summary with what the base tables say (synchronous: the migration's connection,
+    or an async one through ``run_sync``); returns the number of summary rows."""
+    part: Part = {}
+    # Streamed, per statement (a connection's own options would outlive the rebuild).
+    streamed = {"yield_per": 10_000}
+    fold_received(part, connection.execute(received_facts(), execution_options=streamed), tz)
+    fold_conclusions(part, connection.execute(conclusion_facts(), execution_options=streamed), tz)
+    fold_ratings(part, connection.execute(rating_facts(), execution_options=streamed), tz)
+    connection.execute(FIGURE.delete())
+    rows = [_row(key, counts) for key, counts in sorted(part.items()) if any(counts)]
+    for start in range(0, len(rows), 5_000):
+        connection.execute(FIGURE.insert(), rows[start : start + 5_000])
+    return len(rows)
+
+
+async def rebuild_figures(*, session: AsyncSession, ctx: VerificationContext) -> int:
+    """``rebuild`` in the session's transaction: after a bulk load wrote the base tables directly."""
+    connection = await session.connection()
+    return await connection.run_sync(rebuild, ctx.calendar.tz)
+
+
+# --- Reading ------------------------------------------------------------------------------------
+
+
+async def count_from_summary(
+    session: AsyncSession, groups: Any, *, first: datetime, weeks: int, county: str | None
+) -> None:
+    """Received, concluded (on time, with an outcome, substantiated) per week and the ratings since
+    the first week, per group, from the summary: the same figures as ``stats``'s reference queries.
+
+    ``first`` is a Monday 00:00 local time; ratings count from then on (no end, as the reference).
+    """
+    first_day = first.date()
+    end_day = first_day + timedelta(weeks=weeks)
+    sums = [func.sum(FIGURE.c[name]) for name in COUNTERS]
+    query = (
+        sa_select(FIGURE.c.day, FIGURE.c.county_code, FIGURE.c.team_code, *sums)
+        .where(FIGURE.c.day >= first_day, *([FIGURE.c.county_code == county] if county else []))
+        .group_by(FIGURE.c.day, FIGURE.c.county_code, FIGURE.c.team_code)
+    )
+    for day, county_code, team, *counts in await stats.rows_of(session, query):
+        values = dict(zip(COUNTERS, counts, strict=True))
+        in_window = day < end_day
+        shown = values["rated"] or (in_window and (values["received"] or values["concluded"]))
+        if not shown:
+            continue  # a row a move left at zero: the reference has no group for it
+        entry = groups.of(stats.code_of(groups.by, county_code or None, team or None))
+        if in_window:
+            index = (day - first_day).days // 7
+            entry["received"][index] += values["received"]
+            entry["concluded"][index] += values["concluded"]
+            entry["concluded_total"] += values["concluded"]
+            for name in ("on_time", "with_outcome", "substantiated"):
+                entry[name] += values[name]
+        entry["rated"] += values["rated"]
+        for rating in RATING_VALUES:
+            entry[rating] += values[rating]
+
+
+async def dashboard(
+    *, session: AsyncSession, ctx: VerificationContext, weeks: int, by: str, county: str | None = None
+) -> dict[str, Any]:
+    """``stats.dashboard`` with received, concluded and ratings read from the summary."""
+    return await stats.dashboard(
+        session=session, ctx=ctx, weeks=weeks, by=by, county=county, counts=count_from_summary
+    )

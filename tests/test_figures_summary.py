@@ -1,0 +1,248 @@
+"""The dashboard's summary (``services/verification/figures.py``) kept by the running services.
+
+Matters go through the services as people move them (a reassignment, an extension, conclusions
+on time and late, a reopened matter concluded by a second team, ratings, a suggestion without a
+county), and the dashboard read from the summary must equal the figures grouped at read time from
+the base tables (``stats.reference_counts``), for the city and a county, per county and per team;
+and rebuilding the summary from the base tables must give the rows the services kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from services.verification import figures, stats
+from services.verification.context import VerificationContext
+from shared.workcalendar import SHANGHAI
+from tests import fixtures
+from tests.support import System, eventually
+from tests.test_pipeline import (
+    approve_answer,
+    conclude,
+    create_complaint,
+    current_assignment,
+    task_for,
+    wait_status,
+)
+from tests.test_statistics import rate
+
+# Compares the whole database's figures: a system of its own.
+pytestmark = pytest.mark.private_system
+
+
+def days_ago(days: int) -> dict[str, Any]:
+    start = datetime.now(SHANGHAI).date() - timedelta(days=days)
+    return {
+        "received_at": f"{start}T09:00:00+08:00",
+        "incident_at": f"{start - timedelta(days=1)}T20:30:00+08:00",
+        "accused": {"badge_no": None, "officer_name": None},
+    }
+
+
+async def extend(system: System, case_id: str) -> None:
+    task = await task_for(system, case_id, "inspector-411681")
+    claimed = await system.call(
+        "verification", "POST", f"/api/v1/tasks/{task['id']}/claim", as_user="inspector-411681"
+    )
+    assert claimed.status_code == 200, claimed.text
+    asked = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{task['id']}/extensions",
+        as_user="inspector-411681",
+        json={"clock": "verification", "days": 10, "reason": "需调取外地监控录像"},
+    )
+    assert asked.status_code == 201, asked.text
+    approved = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/extensions/{asked.json()['id']}/decision",
+        as_user="supervisor1",
+        json={"approve": True, "note": "同意"},
+    )
+    assert approved.status_code == 200, approved.text
+
+
+async def reopen_at_city(system: System, created: dict[str, Any]) -> None:
+    """Concluded by 411681, rated 不满意, reopened at 411600, concluded there after a cross-check."""
+    await conclude(system, created["id"], "inspector-411681", outcome="partly_substantiated")
+    await wait_status(system, created, "concluded")
+    await approve_answer(system, created["id"])
+    await wait_status(system, created, "answered")
+    await rate(system, created, "unsatisfied")
+
+    async def second_round() -> dict[str, Any] | None:
+        current = await current_assignment(system, created["id"])
+        return current if current["round"] == 2 else None
+
+    await eventually(second_round, what="the second round")
+    await conclude(system, created["id"], "inspector-411600", outcome="substantiated")
+    tasks = await system.call(
+        "verification", "GET", "/api/v1/tasks", as_user="supervisor1", params={"case_id": created["id"]}
+    )
+    [reviewed] = [t for t in tasks.json() if t["status"] == "in_review"]
+    confirmed = await system.call(
+        "verification",
+        "POST",
+        f"/api/v1/tasks/{reviewed['id']}/review",
+        as_user=f"inspector-{reviewed['review_team_code']}",
+        json={"decision": "confirm"},
+    )
+    assert confirmed.status_code == 200, confirmed.text
+
+
+@pytest.fixture(scope="module")
+async def moved(system: System) -> dict[str, Any]:
+    # Concluded on time: this one, and the extended one; late: the others (their deadlines, counted
+    # from the day received, passed before today).
+    on_time = await create_complaint(system, **days_ago(3))
+    late = await create_complaint(system, **days_ago(70))
+    extended = await create_complaint(system, **days_ago(4))
+    reassigned = await create_complaint(system, **days_ago(5))
+    reopened = await create_complaint(system, **days_ago(20))
+    suggestion = await system.call(
+        "intake",
+        "POST",
+        "/api/v1/suggestions",
+        as_user="operator1",
+        json=fixtures.suggestion(received_at=days_ago(6)["received_at"]),
+    )
+    assert suggestion.status_code == 201, suggestion.text
+
+    await conclude(system, on_time["id"], "inspector-411681", outcome="substantiated")
+    await conclude(system, late["id"], "inspector-411681", outcome="unsubstantiated")
+    await extend(system, extended["id"])
+    await conclude(system, extended["id"], "inspector-411681", outcome="unsubstantiated")
+    await current_assignment(system, reassigned["id"])
+    await task_for(system, reassigned["id"], "inspector-411681")
+    moved_on = await system.call(
+        "routing",
+        "POST",
+        f"/api/v1/assignments/{reassigned['id']}/reassign",
+        as_user="supervisor1",
+        json={"team_code": "411624", "reason": "项城市公安局督察大队人手不足"},
+    )
+    assert moved_on.status_code == 200, moved_on.text
+    await task_for(system, reassigned["id"], "inspector-411624")
+    await reopen_at_city(system, reopened)
+
+    await wait_status(system, on_time, "concluded")
+    await approve_answer(system, on_time["id"])
+    await wait_status(system, on_time, "answered")
+    await rate(system, on_time, "satisfied")
+    return {"reassigned": reassigned, "suggestion": suggestion.json()}
+
+
+async def both(system: System, **query: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The dashboard from the summary and from the base tables, read in one transaction."""
+    factory = system.apps["verification"].state.runtime.session_factory
+    ctx: VerificationContext = system.apps["verification"].state.verification
+    async with factory() as session, session.begin():
+        summary = await figures.dashboard(session=session, ctx=ctx, **query)
+        reference = await stats.dashboard(session=session, ctx=ctx, **query)
+    summary.pop("generated_at")
+    reference.pop("generated_at")
+    return summary, reference
+
+
+async def test_the_summary_gives_the_reference_figures(system: System, moved: dict[str, Any]) -> None:
+    async def settled() -> dict[str, Any] | None:
+        summary, reference = await both(system, weeks=12, by="county")
+        done = reference["totals"]["rated"] == 2 and reference["totals"]["concluded"] == 5
+        return summary if done and summary == reference else None
+
+    city = await eventually(settled, what="the summary equal to the reference")
+    totals = city["totals"]
+    assert (totals["received"], totals["on_time"], totals["with_outcome"], totals["substantiated"]) == (
+        6,
+        2,
+        5,
+        3,
+    )
+    assert (totals["satisfied"], totals["unsatisfied"]) == (1, 1)
+    for query in (
+        {"weeks": 12, "by": "team"},
+        {"weeks": 52, "by": "county"},
+        {"weeks": 52, "by": "team"},
+        {"weeks": 1, "by": "team"},
+        {"weeks": 12, "by": "county", "county": "411681"},
+        {"weeks": 12, "by": "team", "county": "411681"},
+    ):
+        summary, reference = await both(system, **query)
+        assert summary == reference, query
+
+    per_team = {g["code"]: g for g in (await both(system, weeks=12, by="team"))[0]["groups"]}
+    # The reassigned matter counts as received where it sits now; the suggestion under its team.
+    assert sum(per_team["411624"]["received"]) == 1
+    assert per_team["411600"]["concluded_total"] == 1 and per_team["411600"]["substantiated"] == 1
+    assert sum(per_team["411600"]["received"]) == 2  # the reopened matter and the suggestion
+
+    answered = await system.call(
+        "verification", "GET", "/api/v1/stats", as_user="supervisor1", params={"by": "county", "weeks": 12}
+    )
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["totals"] == city["totals"]
+
+
+async def test_rebuilding_gives_the_rows_the_services_kept(system: System, moved: dict[str, Any]) -> None:
+    factory = system.apps["verification"].state.runtime.session_factory
+    ctx: VerificationContext = system.apps["verification"].state.verification
+
+    async def rows(session: Any) -> set[tuple[Any, ...]]:
+        found = await stats.rows_of(session, select(figures.FIGURE))
+        # A row a move left at zero is no figure: the rebuild does not write it.
+        return {tuple(r) for r in found if any(r[len(figures.KEY_COLUMNS) :])}
+
+    async with factory() as session, session.begin():
+        kept = await rows(session)
+        written = await figures.rebuild_figures(session=session, ctx=ctx)
+        rebuilt = await rows(session)
+        await session.rollback()
+    assert kept == rebuilt
+    assert written == len(rebuilt) >= 3
+
+
+async def test_a_savepoint_rolled_back_forgets_what_it_counted(system: System) -> None:
+    """Differences are added at the outermost commit, except those of a savepoint rolled back (a
+    slice's event that failed on its own); a second commit adds to the same row."""
+    factory = system.apps["verification"].state.runtime.session_factory
+    key = (date(1990, 1, 1), "test", "test", "complaint")
+
+    def received(count: int) -> figures.Part:
+        part: figures.Part = {}
+        figures.add(part, key, "received", count)
+        return part
+
+    async def stored() -> Any:
+        async with factory() as session:
+            found = await stats.rows_of(
+                session, select(figures.FIGURE.c.received).where(figures.FIGURE.c.day == key[0])
+            )
+        return found[0][0] if found else None
+
+    try:
+        async with factory() as session, session.begin():
+            figures.record(session, received(1))
+            with contextlib.suppress(RuntimeError):
+                async with session.begin_nested():
+                    figures.record(session, received(10))
+                    raise RuntimeError("this event fails on its own")
+            async with session.begin_nested():
+                figures.record(session, received(100))
+        assert await stored() == 101
+        with contextlib.suppress(RuntimeError):
+            async with factory() as session, session.begin():
+                figures.record(session, received(1000))
+                raise RuntimeError("the whole transaction rolls back")
+        async with factory() as session, session.begin():
+            figures.record(session, received(2))
+        assert await stored() == 103
+    finally:
+        async with factory() as session, session.begin():
+            connection = await session.connection()
+            await connection.execute(figures.FIGURE.delete().where(figures.FIGURE.c.day == key[0]))
