@@ -39,6 +39,7 @@ from shared.states import Rating
 
 FIGURE = table_of(DailyFigure)
 KEY_COLUMNS = ("day", "county_code", "team_code", "case_kind")
+# The order count_from_summary unpacks them in.
 COUNTERS = (
     "received",
     "concluded",
@@ -49,7 +50,8 @@ COUNTERS = (
     *(rating.value for rating in Rating),
 )
 _INDEX = {name: i for i, name in enumerate(COUNTERS)}
-RATING_VALUES = frozenset(rating.value for rating in Rating)
+RATING_COLUMNS = tuple(rating.value for rating in Rating)
+RATING_VALUES = frozenset(RATING_COLUMNS)
 
 # (local day, county or "", team or "", case kind or "")
 Key = tuple[date, str, str, str]
@@ -340,23 +342,27 @@ async def count_from_summary(
         .where(FIGURE.c.day >= first_day, *([FIGURE.c.county_code == county] if county else []))
         .group_by(FIGURE.c.day, FIGURE.c.county_code, FIGURE.c.team_code)
     )
-    for day, county_code, team, *counts in await stats.rows_of(session, query):
-        values = dict(zip(COUNTERS, counts, strict=True))
+    entries: dict[tuple[str, str], Any] = {}
+    for day, county_code, team, received, concluded, *counts in await stats.rows_of(session, query):
+        on_time, with_outcome, substantiated, rated, *ratings = counts
         in_window = day < end_day
-        shown = values["rated"] or (in_window and (values["received"] or values["concluded"]))
-        if not shown:
+        if not (rated or (in_window and (received or concluded))):
             continue  # a row a move left at zero: the reference has no group for it
-        entry = groups.of(stats.code_of(groups.by, county_code or None, team or None))
+        entry = entries.get((county_code, team))
+        if entry is None:
+            code = stats.code_of(groups.by, county_code or None, team or None)
+            entry = entries[county_code, team] = groups.of(code)
         if in_window:
             index = (day - first_day).days // 7
-            entry["received"][index] += values["received"]
-            entry["concluded"][index] += values["concluded"]
-            entry["concluded_total"] += values["concluded"]
-            for name in ("on_time", "with_outcome", "substantiated"):
-                entry[name] += values[name]
-        entry["rated"] += values["rated"]
-        for rating in RATING_VALUES:
-            entry[rating] += values[rating]
+            entry["received"][index] += received
+            entry["concluded"][index] += concluded
+            entry["concluded_total"] += concluded
+            entry["on_time"] += on_time
+            entry["with_outcome"] += with_outcome
+            entry["substantiated"] += substantiated
+        entry["rated"] += rated
+        for rating, count in zip(RATING_COLUMNS, ratings, strict=True):
+            entry[rating] += count
 
 
 async def dashboard(

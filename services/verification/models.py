@@ -464,6 +464,9 @@ class DailyFigure(SQLModel, table=True):
     """
 
     __tablename__ = "verification_daily_figure"
+    # SQLite: the rows live in the primary key's b-tree, so reading a year of days is one range
+    # scan, not an index scan plus a table lookup per row.
+    __table_args__ = {"sqlite_with_rowid": False}
 
     day: date = Field(primary_key=True)
     county_code: str = Field(primary_key=True, max_length=16)

@@ -48,6 +48,7 @@ def upgrade() -> None:
         sa.Column("case_kind", _string(16), nullable=False),
         *(sa.Column(name, sa.Integer(), nullable=False) for name in COUNTERS),
         sa.PrimaryKeyConstraint("day", "county_code", "team_code", "case_kind"),
+        sqlite_with_rowid=False,
     )
     # Imported here: the back-fill is the service's own rebuild, from the tables as they stand.
     from services.verification.figures import rebuild
