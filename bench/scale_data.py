@@ -30,17 +30,24 @@ generator writes the rows the services would have written, straight into their t
   ``--open-share`` (0.05) of the complaints are open, spread over the rungs (about one per cent
   of all matters at each); at 5 % that is about 60 running clocks per thousand matters.
 
-Not written: outbox and inbox rows (the events are all processed), evidence files, extensions,
-rectifications, early-warning crossings (the hits are written), co-handling views, reply
-letters (.docx), staff SMS to supervisors and leaders, identity-access log entries, B-class
-follow-up replies, reclassifications and returns.
+Also written (``bench/scaledata/records.py``): evidence records (references to where the
+originals are kept, no files), deadline extensions of about 5 % of complaint rounds (requested
+before the deadline; four in five approved, which moves the due date, the rest refused; a few
+open ones pending), and the rectification items (整改) of three in five substantiated findings,
+each with its clock until checked.
+
+Not written: outbox and inbox rows (the events are all processed), evidence files, the
+complainant's extension notice, early-warning crossings (the hits are written), co-handling
+views, reply letters (.docx), staff SMS to supervisors and leaders, identity-access log entries,
+reclassifications and returns.
 
 The services must run with the keys in the manifest (``SECRET_KEY``, ``IDENTITY_KEY``) and
 ``DEMO_MODE=true`` is not needed (the accounts are already there; password ``demo``).
 
 ``<out>/manifest.json`` keys: ``backend``; ``databases`` (service -> URL); ``keys``
 (``SECRET_KEY``, ``IDENTITY_KEY``); ``counts`` (planned matters: ``complaints``, ``suggestions``,
-``open``, ``linked_repeats``, ``repeats``) and ``rows`` (service -> table -> rows);
+``open``, ``linked_repeats``, ``repeats``); ``repeat_share`` (repeats, linked or not, over
+complaints: about 7 %) and ``rows`` (service -> table -> rows);
 ``busiest_team`` (team code with the most open tasks) and ``open_tasks_by_team``;
 ``sample_phones`` (callers with several matters, most first); ``sample_queries`` (list of
 ``{tracking_code, query_secret, status}``); ``deputy`` (``{account, name, suggestions}``,
@@ -87,6 +94,7 @@ from bench.scaledata.plan import Matter, Planner, open_received_at  # noqa: E402
 SECRET_KEY = "scale-signing-key-5b1e0c7d9a3f46e2b8c41d7f0a9e3c6b"
 IDENTITY_KEY = "Zx3kq0mP8vR2tL6yW9bN4cH7jF1dS5gA0eU3iO8rT2Y="
 BATCH = 10_000
+# Distinct callers: twice the complaints (at least 50,000), drawn with a skew (plan.py).
 PHONE_POOL = 50_000
 
 
@@ -98,6 +106,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--years", type=float, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-data")
     parser.add_argument("--postgres-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+    parser.add_argument(
+        "--pg-prefix",
+        default=database.PG_PREFIX,
+        help="PostgreSQL: the four databases are <prefix><service>, dropped and made again",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--open-share", type=float, default=0.05, help="share of complaints still open")
     parser.add_argument("--batch", type=int, default=BATCH)
@@ -191,7 +204,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     now = datetime.now(UTC).replace(microsecond=0)
     world = World(now=now, signing_key=SECRET_KEY, identity_key=IDENTITY_KEY, seed=args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    urls = await database.prepare(args.backend, args.out, args.postgres_url)
+    urls = await database.prepare(args.backend, args.out, args.postgres_url, args.pg_prefix)
     engines = {name: database.engine(url) for name, url in urls.items()}
     await database.seed_reference(engines, world=world, deputies=deputies())
     print(f"schema and accounts ready in {time.perf_counter() - started:.1f}s", flush=True)
@@ -246,11 +259,14 @@ async def work(args: argparse.Namespace) -> None:
     now = datetime.fromisoformat(args.now)
     world = World(now=now, signing_key=SECRET_KEY, identity_key=IDENTITY_KEY, seed=args.seed)
     world.rules = load_rules(str(ROOT / RULES_FILE))
-    urls = {name: database.url_of(args.backend, args.out, args.postgres_url, name) for name in only}
+    urls = {
+        name: database.url_of(args.backend, args.out, args.postgres_url, name, args.pg_prefix)
+        for name in only
+    }
     timer = Timer()
     engines = {name: database.engine(url) for name, url in urls.items()}
     pool = deputies()
-    planner = Planner(world, phones=PHONE_POOL, deputies=pool)
+    planner = Planner(world, phones=max(PHONE_POOL, 2 * args.complaints), deputies=pool)
     chains = {name: AuditChain() if name in only else NullChain() for name in SERVICES}
     next_ids: dict[str, dict[str, int]] = {name: {} for name in SERVICES}
     identities = intake_rows.Identities(world)
@@ -373,6 +389,11 @@ class Tally:
         return {
             "keys": {"SECRET_KEY": SECRET_KEY, "IDENTITY_KEY": IDENTITY_KEY},
             "counts": dict(self.counts),
+            # Repeats and linked repeats over complaints: about 7 % (plan.REPEAT_SHARE).
+            "repeat_share": round(
+                (self.counts["repeats"] + self.counts["linked_repeats"]) / max(1, self.counts["complaints"]),
+                4,
+            ),
             "busiest_team": busiest,
             "open_tasks_by_team": dict(self.open_by_team.most_common()),
             "sample_phones": [
@@ -406,6 +427,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.backend}: {manifest['counts'].get('complaints', 0)} complaints, "
         f"{manifest['counts'].get('suggestions', 0)} suggestions, {manifest['counts'].get('open', 0)} open; "
         + ", ".join(f"{k} {v}s" for k, v in seconds.items())
+    )
+    counts = manifest["counts"]
+    repeats = counts.get("repeats", 0) + counts.get("linked_repeats", 0)
+    print(
+        f"repeats: {repeats} ({manifest['repeat_share']:.1%} of complaints), "
+        f"{counts.get('linked_repeats', 0)} of them linked to an open complaint"
     )
     print(f"manifest: {args.out / 'manifest.json'}")
 

@@ -169,3 +169,74 @@ def test_each_database_has_its_services_schema_and_an_intact_chain(
     assert entries > COMPLAINTS
     assert differences == []
     assert heads == set(ScriptDirectory.from_config(alembic_config(service, url)).get_heads())
+
+
+def test_repeats_are_about_seven_per_cent_and_follow_intakes_rule(data_set: dict[str, Any]) -> None:
+    """A repeat is the same caller about the same unit again within the 180-day window; about 7 %
+    of complaints (5 to 10 % is a bureau's real share), not whatever the phone pool collides into."""
+    intake = _db(data_set, "intake")
+    rows = intake.execute(
+        "SELECT c.id, c.repeat_of, c.accused_unit, c.county_code, c.received_at, k.match_key"
+        " FROM intake_complaint c LEFT JOIN intake_complainant_key k ON k.complaint_id = c.id"
+    ).fetchall()
+    by_id = {row[0]: row for row in rows}
+    repeats = [row for row in rows if row[1] is not None]
+    share = len(repeats) / COMPLAINTS
+    assert 0.035 <= share <= 0.12, share
+    assert data_set["repeat_share"] == pytest.approx(share, abs=0.001)
+    for _, earlier_id, unit, county, received_at, key in repeats:
+        earlier = by_id[earlier_id]
+        assert key is not None and earlier[5] == key
+        assert (earlier[2], earlier[3]) == (unit, county)
+        gap = datetime.fromisoformat(received_at) - datetime.fromisoformat(earlier[4])
+        assert gap.total_seconds() > 0 and gap.days <= 180
+    # A caller's other matters within the window are about other units: intake would not call
+    # them repeats either.
+    last: dict[str, tuple[str, str, datetime]] = {}
+    for _, earlier_id, unit, county, received_at, key in sorted(rows, key=lambda row: row[4]):
+        if key is None:
+            continue
+        at = datetime.fromisoformat(received_at)
+        before = last.get(key)
+        if earlier_id is None and before is not None and (at - before[2]).days < 180:
+            assert (before[0], before[1]) != (unit, county)
+        last[key] = (unit, county, at)
+
+
+def test_working_records_are_there_in_their_shares(data_set: dict[str, Any]) -> None:
+    """Evidence, extensions (延期) and rectification items (整改), as a year of real work has them."""
+    verification = _db(data_set, "verification")
+    tasks = _one(verification, "SELECT count(*) FROM verification_task WHERE case_kind = 'complaint'")
+    evidence = _one(verification, "SELECT count(*) FROM verification_evidence")
+    assert tasks <= evidence <= 3 * tasks
+    statuses = Counter(row[0] for row in verification.execute("SELECT status FROM verification_extension"))
+    assert statuses["approved"] > statuses["refused"] >= 0 and statuses["approved"] >= 3
+    assert sum(statuses.values()) <= 0.15 * tasks
+    # An approved extension moved its clock, and the task's due date, by its days; the request came
+    # before the old deadline.
+    moved = verification.execute(
+        "SELECT e.days, e.requested_at, e.new_due_at, c.due_at, c.original_due_at, c.extended, t.due_at"
+        " FROM verification_extension e JOIN verification_clock c ON c.task_id = e.task_id AND c.name = e.clock"
+        " JOIN verification_task t ON t.id = e.task_id WHERE e.status = 'approved'"
+    ).fetchall()
+    for days, requested_at, new_due, due, original, extended, task_due in moved:
+        assert extended and due == new_due == task_due
+        assert requested_at < original
+        assert days <= (datetime.fromisoformat(due) - datetime.fromisoformat(original)).days <= days + 4
+    substantiated = _one(
+        verification,
+        "SELECT count(DISTINCT f.task_id) FROM verification_finding f JOIN verification_task t ON t.id = f.task_id"
+        " WHERE t.case_kind = 'complaint' AND t.concluded_at IS NOT NULL AND NOT f.follow_up"
+        " AND f.outcome IN ('substantiated', 'mostly_substantiated', 'partly_substantiated')",
+    )
+    items = verification.execute("SELECT id, status, task_id FROM verification_rectification").fetchall()
+    with_items = {task for _, _, task in items}
+    assert 0.3 * substantiated <= len(with_items) <= 0.9 * substantiated
+    # Each item has its clock, running while the item is open.
+    clocks = dict(
+        verification.execute(
+            "SELECT name, status FROM verification_clock WHERE name LIKE 'rectification:%'"
+        ).fetchall()
+    )
+    for item_id, status, _ in items:
+        assert clocks[f"rectification:{item_id}"] == ("running" if status == "open" else "stopped")

@@ -313,3 +313,15 @@ ASSIGNMENT, TASK, FINDING, ANSWER, FOLLOW_UP_ANSWER, DELIVERY, NOTICE = (
     0x60,
     0x70,
 )
+
+
+def tracking_code(prefix: str, received_at: datetime, serial: int, world: World) -> str:
+    """Unique by construction: the serial number, scrambled, in the code's six characters."""
+    size = len(CODE_ALPHABET) ** 6
+    value = (serial * 48271 + world.seed * 7919) % size
+    chars = []
+    for _ in range(6):
+        value, digit = divmod(value, len(CODE_ALPHABET))
+        chars.append(CODE_ALPHABET[digit])
+    local = received_at.astimezone(world.calendar.tz)
+    return f"{prefix}{local:%y%m%d}{''.join(chars)}"

@@ -25,17 +25,15 @@ from .common import SERVICES, World
 PG_PREFIX = "scale_"
 
 
-def url_of(backend: str, out: Path, postgres_url: str, service: str) -> str:
+def url_of(backend: str, out: Path, postgres_url: str, service: str, prefix: str = PG_PREFIX) -> str:
     if backend == "sqlite":
         return f"sqlite:///{(out / f'{service}.db').resolve()}"
     plain = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
-    return (
-        plain.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{PG_PREFIX}{service}"
-    )
+    return plain.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{prefix}{service}"
 
 
-async def prepare(backend: str, out: Path, postgres_url: str) -> dict[str, str]:
-    """Empty databases, migrated: SQLite files under ``out`` or ``scale_<service>`` on the server."""
+async def prepare(backend: str, out: Path, postgres_url: str, prefix: str = PG_PREFIX) -> dict[str, str]:
+    """Empty databases, migrated: SQLite files under ``out`` or ``<prefix><service>`` on the server."""
     urls: dict[str, str] = {}
     if backend == "sqlite":
         for service in SERVICES:
@@ -50,10 +48,10 @@ async def prepare(backend: str, out: Path, postgres_url: str) -> dict[str, str]:
         connection = await asyncio.wait_for(asyncpg.connect(plain), timeout=30)
         try:
             for service in SERVICES:
-                name = f"{PG_PREFIX}{service}"
+                name = f"{prefix}{service}"
                 await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                 await connection.execute(f'CREATE DATABASE "{name}"')
-                urls[service] = url_of(backend, out, postgres_url, service)
+                urls[service] = url_of(backend, out, postgres_url, service, prefix)
         finally:
             await connection.close()
     for service, url in urls.items():

@@ -91,7 +91,7 @@ class Builder(TodoItems):
                 "team_code": team,
                 "team_name": self.world.organisation.team_name(team) if team else None,
                 "teams_so_far": [r.decision.team_code for r in matter.rounds],
-                "clocks": [c.model_dump(mode="json") for c in last.clocks] if last else [],
+                "clocks": view_clocks(last) if last else [],
                 "round": len(matter.rounds) or 1,
                 "reopen_count": max(0, len(matter.rounds) - 1),
                 "outcome": last.outcome if last and last.concluded_at else None,
@@ -403,3 +403,16 @@ def build(
         builder.matter(matter)
     builder.ladder_steps(steps)
     return builder.audit
+
+
+def view_clocks(rnd: Round) -> list[dict[str, Any]]:
+    """The round's clocks as the view keeps them; an approved extension marks its clock extended
+    (``projection._extended_clocks``)."""
+    plan = rnd.extension
+    clocks = []
+    for clock in rnd.clocks:
+        row = clock.model_dump(mode="json")
+        if plan is not None and plan.approved and plan.clock == clock.name:
+            row["extended"] = True
+        clocks.append(row)
+    return clocks

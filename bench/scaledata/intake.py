@@ -11,7 +11,8 @@ from services.intake.models import ComplainantKey, Complaint, Suggestion
 from shared.masking import mask_name, mask_phone
 
 from .common import AuditChain, Rows, World
-from .plan import GIVEN, SURNAMES, Matter
+from .plan import Matter
+from .shares import GIVEN, SURNAMES
 
 OPERATOR = "operator1"
 

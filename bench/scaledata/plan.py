@@ -1,13 +1,13 @@
 """The plan of each matter: who, what, where, and how far its life went, decided before any row.
 
-Every service module reads the same plans, so the four databases tell one story.  Shares are
-the generator's assumptions about a five-year-old bureau (rough, documented in the tables
-below); counties are weighted by the 2020 census.
+Every service module reads the same plans, so the four databases tell one story.  The shares are
+in shares.py.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,73 +16,40 @@ from uuid import UUID
 from services.routing.rules import Decision, Facts, decide
 from shared.events import ClockSet
 
-from .common import CODE_ALPHABET, World, pick
-
-# The seventh national census (2020), resident population in ten thousands: the counties' share
-# of complaints.  The city's own units take a share of their own.
-COUNTY_POPULATION = {
-    "411602": 74.5,  # 川汇区
-    "411603": 118.7,  # 淮阳区
-    "411621": 61.5,  # 扶沟县
-    "411622": 70.1,  # 西华县
-    "411623": 92.4,  # 商水县
-    "411624": 98.0,  # 沈丘县
-    "411625": 101.5,  # 郸城县
-    "411627": 113.1,  # 太康县
-    "411628": 89.5,  # 鹿邑县
-    "411681": 103.6,  # 项城市
-}
-CITY_UNIT_SHARE = 0.06
-CATEGORY_WEIGHTS = {
-    "执法不规范": 26,
-    "态度粗暴": 22,
-    "不作为": 18,
-    "乱作为/滥用职权": 8,
-    "吃拿卡要": 3,
-    "违规查封扣押冻结": 2,
-    "逐利执法/插手经济纠纷": 2,
-    "刑讯逼供/非法取证": 1,
-    "久拖不决": 12,
-    "其他违法违纪": 6,
-}
-OUTCOMES = [
-    ("substantiated", 12),
-    ("mostly_substantiated", 8),
-    ("partly_substantiated", 15),
-    ("unsubstantiated", 48),
-    ("unverifiable", 14),
-    ("no_finding", 3),
-]
-SUBSTANTIATED = {"substantiated", "mostly_substantiated", "partly_substantiated"}
-ACCOUNTABILITY = [
-    ("批评教育", 50),
-    ("通报批评", 20),
-    ("诫勉谈话", 15),
-    ("停止执行职务", 5),
-    ("禁闭", 3),
-    ("党纪政务处分", 6),
-    ("移送司法机关", 1),
-]
-RATINGS = [("satisfied", 70), ("basically_satisfied", 19), ("unsatisfied", 7), (None, 4)]
-CHANNELS = [
-    ("phone", 62),
-    ("web", 12),
-    ("wechat", 8),
-    ("letter", 3),
-    ("visit", 4),
-    ("email", 1),
-    ("transfer_12345", 7),
-    ("transfer_xinfang", 3),
-]
-CLASSIFICATIONS = [("A", 55), ("B", 30), ("C", 15)]
-# Open matters (5 % of all by default): how far past the receipt they were, in days, by the
-# ladder step their main clock has reached (13 working days for a complaint).
-OPEN_AGES = [((0, 12), 0.2), ((14, 17), 0.2), ((19, 26), 0.2), ((27, 40), 0.2), ((41, 360), 0.2)]
-UNITS_BELOW = ["城关派出所", "城郊派出所", "交警大队", "刑警大队", "治安大队", "看守所", "经侦大队"]
-SURNAMES = (
-    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢"
+from .common import World, pick, tracking_code
+from .shares import (
+    ACCOUNTABILITY,
+    ANONYMOUS_SHARE,
+    CATEGORY_WEIGHTS,
+    CHANNELS,
+    CITY_UNIT_SHARE,
+    CLASSIFICATIONS,
+    COUNTY_POPULATION,
+    EXTENSION_APPROVED,
+    EXTENSION_DAYS,
+    EXTENSION_SHARE,
+    OPEN_AGES,
+    OUTCOMES,
+    RATINGS,
+    REPEAT_SHARE,
+    REPEAT_WINDOW,
+    SUBSTANTIATED,
+    SURNAMES,
+    UNITS_BELOW,
 )
-GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华建国红梅志强玉兰海燕"
+
+
+@dataclass(slots=True)
+class ExtensionPlan:
+    """A request for more time on one clock, and the supervisor's decision (None: pending)."""
+
+    clock: str
+    days: int
+    requested_at: datetime
+    original_due_at: datetime
+    approved: bool | None = None
+    decided_at: datetime | None = None
+    new_due_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -111,6 +78,7 @@ class Round:
     b_reply_at: datetime | None = None
     b_approved_at: datetime | None = None
     b_rated_at: datetime | None = None
+    extension: ExtensionPlan | None = None
 
     @property
     def awaiting_b_reply(self) -> bool:
@@ -170,18 +138,6 @@ class Matter:
         return f"我到{self.accused_unit}办事，民警存在{names}的问题，希望督察部门核查处理。"
 
 
-def tracking_code(prefix: str, received_at: datetime, serial: int, world: World) -> str:
-    """Unique by construction: the serial number, scrambled, in the code's six characters."""
-    size = len(CODE_ALPHABET) ** 6
-    value = (serial * 48271 + world.seed * 7919) % size
-    chars = []
-    for _ in range(6):
-        value, digit = divmod(value, len(CODE_ALPHABET))
-        chars.append(CODE_ALPHABET[digit])
-    local = received_at.astimezone(world.calendar.tz)
-    return f"{prefix}{local:%y%m%d}{''.join(chars)}"
-
-
 class Planner:
     """Makes matters one batch at a time; remembers what later matters repeat."""
 
@@ -195,6 +151,8 @@ class Planner:
         self._decisions: dict[tuple[Any, ...], Decision] = {}
         self._by_phone: dict[int, Matter] = {}
         self._open_pool: list[Matter] = []
+        # Named complaints of the last repeat window (closed ones arrive in time order).
+        self._recent: deque[Matter] = deque()
         org = world.organisation
         self.counties = list(COUNTY_POPULATION)
         self.county_weights = [COUNTY_POPULATION[c] for c in self.counties]
@@ -280,9 +238,9 @@ class Planner:
             accused_unit=unit,
         )
         matter.channel = pick(rng, CHANNELS)
-        matter.anonymous = rng.random() < 0.12
+        matter.anonymous = rng.random() < ANONYMOUS_SHARE
         if not matter.anonymous:
-            # A few callers call often: the phone pool is drawn with a skew.
+            # A few callers call often (about different units): the pool is drawn with a skew.
             matter.phone = int(self.phones * rng.random() ** 1.6)
         names = {rng.choices(self.cat_names, self.cat_weights)[0] for _ in range(1 + (rng.random() < 0.15))}
         matter.categories = [(n, self.cats[n]) for n in sorted(names)]
@@ -293,37 +251,79 @@ class Planner:
             matter.officers = [{"name": name, "badge_no": badge, "leadership": leadership}]
         matter.injury = rng.random() < 0.01
         self._repeat(matter, open_)
+        if not (open_ or matter.anonymous or matter.linked_repeat):
+            self._recent.append(matter)
         self._identity(matter, "C")
         matter.facts = self._complaint_facts(matter, leadership)
         return matter
 
     def _repeat(self, matter: Matter, open_: bool) -> None:
+        """Make the named complaint a repeat (about 7 % of complaints), or keep it a new matter."""
         if matter.phone < 0:
             return
-        if open_ and self._open_pool and self.rng.random() < 0.06:
+        rng = self.rng
+        if open_ and self._open_pool and rng.random() < 0.06:
             # A caller ringing again about their open complaint (重复件).
-            original = self.rng.choice(self._open_pool)
-            matter.phone = original.phone
-            self._by_phone[matter.phone] = matter
-            matter.accused_unit, matter.county_code = original.accused_unit, original.county_code
+            original = rng.choice(self._open_pool)
+            self._copy_caller(matter, original)
             matter.repeat_of, matter.linked_repeat = original, True
             latest = self.world.now - timedelta(hours=1)
-            matter.received_at = min(latest, original.received_at + timedelta(days=self.rng.uniform(1, 10)))
+            matter.received_at = min(latest, original.received_at + timedelta(days=rng.uniform(1, 10)))
             return
-        earlier = self._by_phone.get(matter.phone)
-        self._by_phone[matter.phone] = matter
-        if earlier is None or earlier.kind != "complaint" or self.rng.random() > 0.35:
+        earlier = None
+        if rng.random() < REPEAT_SHARE / (1 - ANONYMOUS_SHARE):
+            earlier = self._earlier(matter.received_at, in_order=not open_)
+        if earlier is not None and earlier.is_open and not open_:
+            earlier = None  # a repeat of an open complaint is linked, and so open itself
+        if earlier is None:
+            self._keep_new(matter)
             return
-        matter.accused_unit, matter.county_code = earlier.accused_unit, earlier.county_code
+        self._copy_caller(matter, earlier)
         matter.repeat_of = earlier
-        if earlier.rounds and earlier.is_open and open_ and not earlier.linked_repeat:
+        if earlier.is_open and not earlier.linked_repeat:
             matter.linked_repeat = True
             earlier.linked_calls.append(matter)
             # The call comes after the matter it repeats, while that one is still open.
             latest = self.world.now - timedelta(hours=1)
-            matter.received_at = min(latest, earlier.received_at + timedelta(days=self.rng.uniform(1, 10)))
-        elif earlier.rounds and earlier.last.rating == "unsatisfied":
+            matter.received_at = min(latest, earlier.received_at + timedelta(days=rng.uniform(1, 10)))
+        elif earlier.last.rating == "unsatisfied":
             matter.repeat_after_rejection = True
+
+    def _earlier(self, received_at: datetime, *, in_order: bool) -> Matter | None:
+        """A named closed complaint of the repeat window before ``received_at``, or None.
+
+        Closed matters are planned in time order (``in_order``): the window slides with them.
+        An open matter's receipt is recent, out of that order: it only takes what the window holds.
+        """
+        recent = self._recent
+        start = received_at - REPEAT_WINDOW
+        while in_order and recent and recent[0].received_at < start:
+            recent.popleft()
+        if not recent:
+            return None
+        earlier = recent[self.rng.randrange(len(recent))]
+        if not earlier.rounds or not start <= earlier.received_at < received_at:
+            return None
+        return earlier
+
+    def _copy_caller(self, matter: Matter, earlier: Matter) -> None:
+        matter.phone = earlier.phone
+        matter.accused_unit, matter.county_code = earlier.accused_unit, earlier.county_code
+        self._by_phone[matter.phone] = matter
+
+    def _keep_new(self, matter: Matter) -> None:
+        """A caller's new matter: another unit than their last one in the window, so that intake's
+        rule (same caller, same unit, within the window) would not call it a repeat either."""
+        last = self._by_phone.get(matter.phone)
+        if (
+            last is not None
+            and last.accused_unit == matter.accused_unit
+            and last.received_at >= matter.received_at - REPEAT_WINDOW
+        ):
+            prefix = self.bureaus.get(matter.county_code)
+            units = [prefix + u for u in UNITS_BELOW] if prefix else self.city_units
+            matter.accused_unit = self.rng.choice([u for u in units if u != matter.accused_unit])
+        self._by_phone[matter.phone] = matter
 
     def _complaint_facts(self, matter: Matter, leadership: bool) -> list[str]:
         facts = []
@@ -391,6 +391,8 @@ class Planner:
             rnd = self._round(matter, len(matter.rounds) + 1, assigned_at, previous)
             matter.rounds.append(rnd)
             rnd.claimed_at = assigned_at + timedelta(hours=rng.uniform(1, 60))
+            if matter.kind == "complaint":
+                self._extension(rnd, open_=open_ and len(matter.rounds) == 1, now=now)
             if open_ and len(matter.rounds) == 1:
                 self._open(matter, rnd, now)
                 if matter.kind == "complaint" and not matter.anonymous:
@@ -403,6 +405,34 @@ class Planner:
             previous = (*previous, rnd.decision.team_code)
             assert rnd.rated_at is not None  # a rating was given
             assigned_at = rnd.rated_at + timedelta(minutes=5)
+
+    def _extension(self, rnd: Round, *, open_: bool, now: datetime) -> None:
+        """Maybe ask for more time on the verification clock, as the team would before its deadline;
+        an approval moves the due date by natural days (``extensions._approve``)."""
+        rng = self.rng
+        index = next((i for i, c in enumerate(rnd.clocks) if c.name == "verification"), None)
+        if index is None or rnd.claimed_at is None or rng.random() >= EXTENSION_SHARE:
+            return
+        main = rnd.clocks[index]
+        requested = rnd.claimed_at + (main.due_at - rnd.claimed_at) * rng.uniform(0.4, 0.9)
+        if requested >= main.due_at or requested > now - timedelta(hours=3):
+            return
+        plan = ExtensionPlan(
+            clock=main.name,
+            days=pick(rng, EXTENSION_DAYS),
+            requested_at=requested,
+            original_due_at=main.due_at,
+        )
+        decided = requested + timedelta(hours=rng.uniform(2, 48))
+        if decided > now - timedelta(hours=3):
+            if not open_:
+                return  # a concluded round's request was decided; this one would not be yet
+        else:
+            plan.approved, plan.decided_at = rng.random() < EXTENSION_APPROVED, decided
+        if plan.approved:
+            plan.new_due_at = self.world.calendar.add_calendar_days(main.due_at, plan.days)
+            rnd.clocks[index] = main.model_copy(update={"due_at": plan.new_due_at})
+        rnd.extension = plan
 
     def _open(self, matter: Matter, rnd: Round, now: datetime) -> None:
         rng = self.rng
@@ -425,6 +455,10 @@ class Planner:
         late = rng.random() < 0.1
         offset = span * rng.uniform(0.3, 0.98) if not late else span + rng.uniform(0.5, 20) * 86400
         rnd.concluded_at = min(rnd.assigned_at + timedelta(seconds=offset), now - timedelta(hours=2))
+        decided = rnd.extension.decided_at if rnd.extension else None
+        if decided is not None and rnd.concluded_at <= decided:
+            # Concluded after the extension was decided, whatever the decision.
+            rnd.concluded_at = min(decided + timedelta(hours=rng.uniform(1, 72)), now - timedelta(hours=2))
         if rnd.claimed_at is None or rnd.claimed_at >= rnd.concluded_at:
             rnd.claimed_at = rnd.assigned_at + (rnd.concluded_at - rnd.assigned_at) / 3
         rnd.task_status = "concluded"

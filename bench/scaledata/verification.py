@@ -1,5 +1,6 @@
 """Verification's rows: the matter snapshot, a task per round with its clocks and their ladder steps,
-the history, findings, early-warning hits, ratings per round, repeat calls and ledger marks."""
+the history, findings, early-warning hits, ratings per round, repeat calls and ledger marks; the
+evidence, extensions and rectifications are records.py's."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from shared.ladder import STANDARD_STEPS
 
 from .common import FINDING, TASK, AuditChain, Rows, World, sub_id
 from .plan import SUBSTANTIATED, Matter, Round
+from .records import round_records
 
 SUPERVISOR = "supervisor1"
 
@@ -191,6 +193,7 @@ class Builder:
             self.finding(matter, rnd, index)
         if rnd.classification == "B" and rnd.concluded_at:
             self.b_follow_up(matter, rnd, index)
+        round_records(self, matter, rnd, index)
 
     def b_follow_up(self, matter: Matter, rnd: Round, index: int) -> None:
         """A B-class reply's clock (three months to the follow-up reply) and that reply, if given."""
@@ -244,6 +247,8 @@ class Builder:
             stopped_at = stop[0]
         end = stopped_at or world.now
         taken = steps_until(world, clock.due_at, end)
+        plan = rnd.extension
+        extended = plan if plan and plan.approved and plan.clock == clock.name else None
         clock_id = rows.new_id(TaskClock)
         row = {
             "id": clock_id,
@@ -255,8 +260,8 @@ class Builder:
             "rule": clock.rule,
             "source": clock.source,
             "due_at": clock.due_at,
-            "original_due_at": clock.due_at,
-            "extended": False,
+            "original_due_at": extended.original_due_at if extended else clock.due_at,
+            "extended": extended is not None,
             "status": "stopped" if stopped_at else "running",
             "stopped_at": stopped_at,
             "next_step": None,
