@@ -39,8 +39,12 @@ class DataSet:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
-def _db_url(value: str) -> str:
-    return value if "://" in value else f"sqlite:///{Path(value).resolve()}"
+def _db_url(value: str, folder: Path) -> str:
+    """A database of the data set: a SQLite file is always read from ``folder``, whatever path the
+    manifest recorded, so that a copy of a data set is measured (and migrated) as the copy."""
+    if value.startswith("sqlite"):
+        return f"sqlite:///{(folder / Path(value.split(':///', 1)[-1]).name).resolve()}"
+    return value if "://" in value else f"sqlite:///{(folder / Path(value).name).resolve()}"
 
 
 def _county_of(team_code: str) -> str:
@@ -58,7 +62,7 @@ def load_data_set(folder: Path) -> DataSet:
     deputy = manifest.get("deputy") or {}
     return DataSet(
         backend=str(manifest.get("backend", "sqlite")),
-        db_urls={name: _db_url(str(url)) for name, url in manifest["databases"].items()},
+        db_urls={name: _db_url(str(url), folder) for name, url in manifest["databases"].items()},
         busiest_team=team,
         county=leader.removeprefix("leader-"),
         phones=[str(p["phone"] if isinstance(p, dict) else p) for p in manifest.get("sample_phones", [])],
