@@ -254,16 +254,34 @@ def _drop_closed_connections(engine: AsyncEngine) -> None:
             raise DisconnectionError("connection closed by the server")
 
 
+def _switch_to_wal(cursor: Any) -> None:
+    """``journal_mode=WAL`` on a new connection.  Switching takes the file's exclusive lock, and
+    SQLite answers "database is locked" at once, without its busy handler, while another instance
+    holds a lock; a file already in WAL (every file after its first connection) needs no switch,
+    so that answer is then harmless."""
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    except Exception as error:
+        if "locked" not in str(error):
+            raise
+        cursor.execute("PRAGMA journal_mode")
+        row = cursor.fetchone()
+        if not row or str(row[0]).lower() != "wal":
+            raise
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Hand transaction control to SQLAlchemy's "begin" event below.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # The busy timeout first: a second instance connecting while the first writes must wait
+        # for the lock, not fail its connect with "database is locked".
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
