@@ -29,19 +29,14 @@ from tests.test_pipeline import (
     task_for,
     wait_status,
 )
-from tests.test_statistics import rate
+from tests.test_statistics import rate, received
 
 # Compares the whole database's figures: a system of its own.
 pytestmark = pytest.mark.private_system
 
 
 def days_ago(days: int) -> dict[str, Any]:
-    start = datetime.now(SHANGHAI).date() - timedelta(days=days)
-    return {
-        "received_at": f"{start}T09:00:00+08:00",
-        "incident_at": f"{start - timedelta(days=1)}T20:30:00+08:00",
-        "accused": {"badge_no": None, "officer_name": None},
-    }
+    return received(str(datetime.now(SHANGHAI).date() - timedelta(days=days)))
 
 
 async def extend(system: System, case_id: str) -> None:
