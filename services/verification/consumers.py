@@ -74,7 +74,7 @@ def subscriptions(ctx: VerificationContext) -> list[Subscription]:
                 SuggestionReceived: partial(on_suggestion_received, ctx=ctx),
                 SuggestionReceivedV2: partial(on_suggestion_received, ctx=ctx),
             },
-            prefetch_by_case=(MatterSnapshot,),
+            prefetch_by_case=(MatterSnapshot, col(Task.case_id)),
         ),
         Subscription(
             durable="verification-assignments",

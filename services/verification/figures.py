@@ -23,17 +23,18 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, case, event, func
+from sqlalchemy import Connection, bindparam, case, event, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql.expression import Select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.verification import stats
 from services.verification.context import VerificationContext
-from services.verification.models import DailyFigure, MatterSnapshot, TaskStatus
-from shared.db import table_of
+from services.verification.models import DailyFigure, MatterSnapshot, Task, TaskStatus
+from shared.db import built_once, rows_with, table_of
 from shared.events import RatingRecorded
 from shared.states import Rating
 
@@ -152,18 +153,30 @@ def fold_ratings(part: Part, rows: Iterable[Any], tz: ZoneInfo) -> None:
             add(part, key, rating)
 
 
-async def part_of(session: AsyncSession, *, case_id: str, tz: ZoneInfo) -> Part:
+@built_once
+def _facts_of_matter() -> tuple[Select[Any], Select[Any], Select[Any]]:
+    """``part_of``'s three statements, for the matter ``:case_id`` (built once: building them cost
+    more than running them, on every snapshot and conclusion)."""
+    case_id: Any = bindparam("case_id")
+    return (
+        received_facts().where(stats.MATTER.c.case_id == case_id),
+        conclusion_facts().where(stats.TASK.c.case_id == case_id),
+        rating_facts().where(stats.RATING.c.case_id == case_id),
+    )
+
+
+async def part_of(session: AsyncSession, *, case_id: str, tz: ZoneInfo, received: bool = True) -> Part:
     """What one matter adds to the summary now, from the base tables as this transaction last
     flushed them (Core on the session's connection: no autoflush; the caller flushes when the
-    change must be seen)."""
+    change must be seen).  ``received=False`` leaves out its arrival (no snapshot yet)."""
     connection = await session.connection()
+    params = {"case_id": case_id}
+    received_query, concluded_query, ratings_query = _facts_of_matter()
     part: Part = {}
-    received = received_facts().where(stats.MATTER.c.case_id == case_id)
-    fold_received(part, await connection.execute(received), tz)
-    concluded = conclusion_facts().where(stats.TASK.c.case_id == case_id)
-    fold_conclusions(part, await connection.execute(concluded), tz)
-    ratings = rating_facts().where(stats.RATING.c.case_id == case_id)
-    fold_ratings(part, await connection.execute(ratings), tz)
+    if received:
+        fold_received(part, await connection.execute(received_query, params), tz)
+    fold_conclusions(part, await connection.execute(concluded_query, params), tz)
+    fold_ratings(part, await connection.execute(ratings_query, params), tz)
     return part
 
 
@@ -239,8 +252,13 @@ def _row(key: Key, counts: list[int]) -> dict[str, Any]:
 
 
 def _upsert(connection: Connection) -> Any:
+    return _upsert_for(connection.dialect.name)
+
+
+@built_once
+def _upsert_for(dialect: str) -> Any:
     """INSERT … ON CONFLICT (the key) DO UPDATE SET each counter = counter + the new one."""
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(FIGURE)
     return statement.on_conflict_do_update(
         index_elements=list(KEY_COLUMNS),
@@ -251,29 +269,37 @@ def _upsert(connection: Connection) -> Any:
 # --- The change points' differences that need no query ------------------------------------------
 
 
+@built_once
+def _tasks_of_matter_query() -> Select[Any]:
+    return sa_select(stats.TASK.c.team_code, stats.TASK.c.created_at).where(
+        stats.TASK.c.case_id == bindparam("case_id")
+    )
+
+
 async def matter_arrived(session: AsyncSession, *, matter: MatterSnapshot, tz: ZoneInfo) -> None:
     """A matter's snapshot is about to be added: counted as received for the team it sits with (its
     latest task, when its assignment came first); and what its tasks and ratings counted without a
     county (nearly always nothing) moves to its county.  Reads only the matter's own rows, on the
-    session's connection, and none that the slice writes (tasks come from another consumer)."""
-    connection = await session.connection()
-    latest_team = (
-        await connection.execute(
-            sa_select(stats.TASK.c.team_code)
-            .where(stats.TASK.c.case_id == matter.case_id)
-            .order_by(stats.TASK.c.created_at.desc())
-            .limit(1)
-        )
-    ).scalar()
+    session's connection, and none that the slice writes (tasks come from another consumer); the
+    tasks from the slice's prefetch when it made one."""
+    held: list[Task] | None = rows_with(session, col(Task.case_id), matter.case_id)
+    if held is not None:
+        tasks = [(task.team_code, task.created_at) for task in held]
+    else:
+        connection = await session.connection()
+        found = await connection.execute(_tasks_of_matter_query(), {"case_id": matter.case_id})
+        tasks = [(team, created_at) for team, created_at in found]
+    latest_team = max(tasks, key=lambda task: task[1])[0] if tasks else None
     part: Part = {}
     county = matter.county_code or ""
     add(part, (day_of(matter.received_at, tz), county, latest_team or "", matter.case_kind), "received")
-    earlier = await part_of(session, case_id=matter.case_id, tz=tz) if latest_team is not None else {}
-    for (day, _, team, kind), counts in earlier.items():
-        for name, count in zip(COUNTERS, counts, strict=True):
-            if count:
-                add(part, (day, "", team, kind), name, -count)
-                add(part, (day, county, team, kind or matter.case_kind), name, count)
+    if tasks:
+        earlier = await part_of(session, case_id=matter.case_id, tz=tz, received=False)
+        for (day, _, team, kind), counts in earlier.items():
+            for name, count in zip(COUNTERS, counts, strict=True):
+                if count:
+                    add(part, (day, "", team, kind), name, -count)
+                    add(part, (day, county, team, kind or matter.case_kind), name, count)
     record(session, part)
 
 
