@@ -120,6 +120,10 @@ def run_migrations_env(*, table_prefix: str) -> None:
             include_object=include_object,
             render_as_batch=is_sqlite(url),
             compare_type=True,
+            # One transaction per revision: a back-fill's streamed read (a server-side cursor on
+            # PostgreSQL) ends with its revision instead of keeping its tables busy for a later
+            # revision's ALTER, and an upgrade over years of data keeps what it finished.
+            transaction_per_migration=True,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -15,9 +15,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlmodel import select as orm_select
 
-from services.verification import figures, stats
+from services.verification import figures, ladder, open_figures, stats
 from services.verification.context import VerificationContext
+from services.verification.models import ACTIVE_TASK_STATUSES as ACTIVE
+from services.verification.models import Task
+from shared.db import utcnow
 from shared.workcalendar import SHANGHAI
 from tests import fixtures
 from tests.support import System, eventually
@@ -91,6 +95,21 @@ async def reopen_at_city(system: System, created: dict[str, Any]) -> None:
     assert confirmed.status_code == 200, confirmed.text
 
 
+async def overdue_and_acceptance_told(system: System, created: dict[str, Any]) -> None:
+    """Left open past its deadlines: the ladder takes its steps (open and overdue at the worst of
+    them); then its acceptance clock stops, as when feedback has told the complainant, and the
+    task's worst step is that of its other clocks."""
+    await task_for(system, created["id"], "inspector-411681")
+    scheduler = system.apps["verification"].state.scheduler
+    while await scheduler.tick():
+        pass
+    factory = system.apps["verification"].state.runtime.session_factory
+    async with factory() as session, session.begin():
+        [task] = (await session.exec(orm_select(Task).where(Task.case_id == created["id"]))).all()
+        assert task.overdue_rank == len(stats.OVERDUE_STEPS)
+        await ladder.stop_acceptance_clocks(session=session, case_id=created["id"], at=utcnow())
+
+
 @pytest.fixture(scope="module")
 async def moved(system: System) -> dict[str, Any]:
     # Concluded on time: this one, and the extended one; late: the others (their deadlines, counted
@@ -100,6 +119,7 @@ async def moved(system: System) -> dict[str, Any]:
     extended = await create_complaint(system, **days_ago(4))
     reassigned = await create_complaint(system, **days_ago(5))
     reopened = await create_complaint(system, **days_ago(20))
+    overdue = await create_complaint(system, **days_ago(60))
     suggestion = await system.call(
         "intake",
         "POST",
@@ -125,6 +145,8 @@ async def moved(system: System) -> dict[str, Any]:
     assert moved_on.status_code == 200, moved_on.text
     await task_for(system, reassigned["id"], "inspector-411624")
     await reopen_at_city(system, reopened)
+
+    await overdue_and_acceptance_told(system, overdue)
 
     await wait_status(system, on_time, "concluded")
     await approve_answer(system, on_time["id"])
@@ -154,12 +176,15 @@ async def test_the_summary_gives_the_reference_figures(system: System, moved: di
     city = await eventually(settled, what="the summary equal to the reference")
     totals = city["totals"]
     assert (totals["received"], totals["on_time"], totals["with_outcome"], totals["substantiated"]) == (
-        6,
+        7,
         2,
         5,
         3,
     )
     assert (totals["satisfied"], totals["unsatisfied"]) == (1, 1)
+    # Open: the reassigned matter, the suggestion, and the overdue one at the ladder's last step.
+    assert totals["open"] == 3
+    assert totals["overdue"] == {"chase": 0, "escalation": 0, "rebuke": 1}
     for query in (
         {"weeks": 12, "by": "team"},
         {"weeks": 52, "by": "county"},
@@ -193,13 +218,25 @@ async def test_rebuilding_gives_the_rows_the_services_kept(system: System, moved
         # A row a move left at zero is no figure: the rebuild does not write it.
         return {tuple(r) for r in found if any(r[len(figures.KEY_COLUMNS) :])}
 
+    async def open_rows(session: Any) -> set[tuple[Any, ...]]:
+        found = await stats.rows_of(session, select(open_figures.OPEN))
+        ranks = await stats.rows_of(
+            session, select(stats.TASK.c.id, stats.TASK.c.overdue_rank).where(stats.TASK.c.status.in_(ACTIVE))
+        )
+        return {tuple(r) for r in found if r[-1]} | {tuple(r) for r in ranks}
+
     async with factory() as session, session.begin():
-        kept = await rows(session)
+        kept, open_kept = await rows(session), await open_rows(session)
         written = await figures.rebuild_figures(session=session, ctx=ctx)
-        rebuilt = await rows(session)
+        open_written = await (await session.connection()).run_sync(open_figures.rebuild)
+        rebuilt, open_rebuilt = await rows(session), await open_rows(session)
         await session.rollback()
     assert kept == rebuilt
     assert written == len(rebuilt) >= 3
+    assert open_kept == open_rebuilt
+    # Open: the reassigned matter, the suggestion and the overdue one, at two teams, one overdue.
+    assert open_written >= 3
+    assert any(row[3] for row in open_rebuilt if len(row) == 5)
 
 
 async def test_a_savepoint_rolled_back_forgets_what_it_counted(system: System) -> None:

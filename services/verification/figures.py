@@ -4,11 +4,7 @@ Grouping the base tables at read time cost seconds for a year of the city at 100
 (and grows with the history); the summary holds a few thousand rows a year, whatever the volume.
 
 - **Kept** by the code that changes a fact, in the same transaction: a change records the
-  difference it makes (a ``Part``), and the differences are added to the summary rows just before
-  the transaction commits, in key order (one upsert statement; rows locked in the same order by
-  every transaction, and only for the commit's last moment).  A savepoint rolled back forgets what
-  was recorded inside it.  A redelivered event changes nothing: the consumers record the events
-  they processed in the same transaction (the inbox), so a redelivery never runs the handler.
+  difference it makes (a ``Part``), added to the summary rows at commit (``summaries``).
 - **Rebuilt** from the base tables by ``rebuild``, with the dashboard's own SQL (``stats``) as the
   source, selecting each fact's timestamp instead of its week; a bulk load and the migration that
   made the table call it.
@@ -23,15 +19,14 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, bindparam, case, event, func
+from sqlalchemy import Connection, bindparam, case, func
 from sqlalchemy import select as sa_select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql.expression import Select
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
-from services.verification import stats
+from services.verification import open_figures, stats, summaries
 from services.verification.context import VerificationContext
 from services.verification.models import DailyFigure, MatterSnapshot, Task, TaskStatus
 from shared.db import built_once, rows_with, table_of
@@ -182,15 +177,12 @@ async def part_of(session: AsyncSession, *, case_id: str, tz: ZoneInfo, received
 
 # --- Keeping the summary: differences recorded, added at commit --------------------------------
 
-_DELTAS = "verification_figure_deltas"
-_MARKS = "verification_figure_marks"
+DAILY = summaries.Summary(FIGURE, KEY_COLUMNS, COUNTERS)
 
 
 def record(session: AsyncSession, part: Part) -> None:
-    """Add ``part`` to the summary when the session's transaction commits (forgotten if it, or the
-    savepoint it was recorded in, rolls back)."""
-    if part:
-        session.sync_session.info.setdefault(_DELTAS, []).append(part)
+    """Add ``part`` to the daily figures at commit (``summaries.record``)."""
+    summaries.record(session, part, DAILY)
 
 
 async def record_change(session: AsyncSession, *, case_id: str, before: Part, tz: ZoneInfo) -> None:
@@ -200,80 +192,12 @@ async def record_change(session: AsyncSession, *, case_id: str, before: Part, tz
     record(session, difference(await part_of(session, case_id=case_id, tz=tz), before))
 
 
-@event.listens_for(Session, "after_transaction_create")
-def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.nested:
-        session.info.setdefault(_MARKS, {})[transaction] = len(session.info.get(_DELTAS, ()))
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget(session: Session, previous_transaction: SessionTransaction) -> None:
-    """What the rolled-back savepoint recorded (the whole transaction's, at the root) is forgotten."""
-    deltas = session.info.get(_DELTAS)
-    if not deltas:
-        return
-    boundary: SessionTransaction | None = previous_transaction
-    while boundary is not None and not boundary.nested and boundary.parent is not None:
-        boundary = boundary.parent
-    # The marks outlive their savepoints (the transaction's end comes before this event), until
-    # the outermost transaction ends.
-    marks = session.info.get(_MARKS, {})
-    mark = marks.get(boundary) if boundary is not None and boundary.nested else None
-    if mark is None:
-        session.info.pop(_DELTAS, None)
-        session.info.pop(_MARKS, None)
-    else:
-        del deltas[mark:]
-
-
-@event.listens_for(Session, "before_commit")
-def _apply(session: Session) -> None:
-    """At the outermost commit: one upsert of the summary rows the transaction changed, in key order."""
-    if session.in_nested_transaction():
-        return
-    session.info.pop(_MARKS, None)
-    parts = session.info.pop(_DELTAS, None)
-    if not parts:
-        return
-    total: Part = {}
-    for part in parts:
-        for key, counts in part.items():
-            for name, count in zip(COUNTERS, counts, strict=True):
-                if count:
-                    add(total, key, name, count)
-    rows = [_row(key, counts) for key, counts in sorted(total.items()) if any(counts)]
-    if rows:
-        connection = session.connection()
-        connection.execute(_upsert(connection), rows)
-
-
-def _row(key: Key, counts: list[int]) -> dict[str, Any]:
-    return dict(zip(KEY_COLUMNS, key, strict=True)) | dict(zip(COUNTERS, counts, strict=True))
-
-
-def _upsert(connection: Connection) -> Any:
-    return _upsert_for(connection.dialect.name)
-
-
-@built_once
-def _upsert_for(dialect: str) -> Any:
-    """INSERT … ON CONFLICT (the key) DO UPDATE SET each counter = counter + the new one."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(FIGURE)
-    return statement.on_conflict_do_update(
-        index_elements=list(KEY_COLUMNS),
-        set_={name: FIGURE.c[name] + statement.excluded[name] for name in COUNTERS},
-    )
-
-
 # --- The change points' differences that need no query ------------------------------------------
 
 
 @built_once
-def _tasks_of_matter_query() -> Select[Any]:
-    return sa_select(stats.TASK.c.team_code, stats.TASK.c.created_at).where(
-        stats.TASK.c.case_id == bindparam("case_id")
-    )
+def _tasks_of_matter_query() -> SelectOfScalar[Task]:
+    return select(Task).where(Task.case_id == bindparam("case_id"))
 
 
 async def matter_arrived(session: AsyncSession, *, matter: MatterSnapshot, tz: ZoneInfo) -> None:
@@ -283,12 +207,10 @@ async def matter_arrived(session: AsyncSession, *, matter: MatterSnapshot, tz: Z
     session's connection, and none that the slice writes (tasks come from another consumer); the
     tasks from the slice's prefetch when it made one."""
     held: list[Task] | None = rows_with(session, col(Task.case_id), matter.case_id)
-    if held is not None:
-        tasks = [(task.team_code, task.created_at) for task in held]
-    else:
-        connection = await session.connection()
-        found = await connection.execute(_tasks_of_matter_query(), {"case_id": matter.case_id})
-        tasks = [(team, created_at) for team, created_at in found]
+    if held is None:
+        held = list(await session.exec(_tasks_of_matter_query(), params={"case_id": matter.case_id}))
+    tasks = [(task.team_code, task.created_at) for task in held]
+    open_figures.matter_arrived(session, county=matter.county_code, tasks=held)
     latest_team = max(tasks, key=lambda task: task[1])[0] if tasks else None
     part: Part = {}
     county = matter.county_code or ""
@@ -324,6 +246,10 @@ async def record_rating(*, session: AsyncSession, event: RatingRecorded, ctx: Ve
     await record_change(session, case_id=event.case_id, before=before, tz=tz)
 
 
+def _row(key: Key, counts: list[int]) -> dict[str, Any]:
+    return dict(zip(KEY_COLUMNS, key, strict=True)) | dict(zip(COUNTERS, counts, strict=True))
+
+
 # --- Rebuilding ---------------------------------------------------------------------------------
 
 
@@ -332,10 +258,16 @@ def rebuild(connection: Connection, tz: ZoneInfo) -> int:
     or an async one through ``run_sync``); returns the number of summary rows."""
     part: Part = {}
     # Streamed, per statement (a connection's own options would outlive the rebuild).
+    # Each result closed when read: on PostgreSQL a streamed one is a server-side cursor, and one
+    # left open keeps its tables busy for the rest of the transaction (a later migration's ALTER).
     streamed = {"yield_per": 10_000}
-    fold_received(part, connection.execute(received_facts(), execution_options=streamed), tz)
-    fold_conclusions(part, connection.execute(conclusion_facts(), execution_options=streamed), tz)
-    fold_ratings(part, connection.execute(rating_facts(), execution_options=streamed), tz)
+    for facts, fold in (
+        (received_facts(), fold_received),
+        (conclusion_facts(), fold_conclusions),
+        (rating_facts(), fold_ratings),
+    ):
+        with connection.execute(facts, execution_options=streamed) as result:
+            fold(part, result, tz)
     connection.execute(FIGURE.delete())
     rows = [_row(key, counts) for key, counts in sorted(part.items()) if any(counts)]
     for start in range(0, len(rows), 5_000):
@@ -394,7 +326,14 @@ async def count_from_summary(
 async def dashboard(
     *, session: AsyncSession, ctx: VerificationContext, weeks: int, by: str, county: str | None = None
 ) -> dict[str, Any]:
-    """``stats.dashboard`` with received, concluded and ratings read from the summary."""
+    """``stats.dashboard`` with received, concluded and ratings read from the summary, and the
+    open tasks from theirs (``open_figures``)."""
     return await stats.dashboard(
-        session=session, ctx=ctx, weeks=weeks, by=by, county=county, counts=count_from_summary
+        session=session,
+        ctx=ctx,
+        weeks=weeks,
+        by=by,
+        county=county,
+        counts=count_from_summary,
+        open_counts=open_figures.count_open_from_summary,
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.verification import early_warning, figures
+from services.verification import early_warning, figures, open_figures
 from services.verification.context import VerificationContext
 from services.verification.later_clocks import (
     LaterClocks,
@@ -60,10 +60,11 @@ async def conclude(
     # The dashboard's summary: what the matter counted before (a follow-up reply concludes again).
     tz = later.policy.calendar.tz
     counted = await figures.part_of(session, case_id=task.case_id, tz=tz)
-    task.status = TaskStatus.CONCLUDED
+    was, task.status = task.status, TaskStatus.CONCLUDED
     task.concluded_at = utcnow()
     task.classification = finding.classification
     session.add(task)
+    await open_figures.status_changed(session, task=task, was=was)
     await stop_clocks(session, task, at=task.concluded_at)
     # After the task's clocks stopped: rectification items and a B-class follow-up start theirs.
     await start_after_conclusion(session, later, task=task, finding=finding, at=task.concluded_at)

@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.verification.models import ClockStatus, LadderStep, OverdueStep, TaskClock
+from services.verification import open_figures
+from services.verification.models import ClockStatus, LadderStep, OverdueStep, Task, TaskClock
 from shared import ladder as shared_ladder
 from shared.audit import record_audited
 from shared.events import LadderStepReached
@@ -52,12 +53,17 @@ async def stop_acceptance_clocks(*, session: AsyncSession, case_id: str, at: dat
         TaskClock.name == ACCEPTANCE_CLOCK,
         TaskClock.status == ClockStatus.RUNNING,
     )
-    for clock in await session.exec(query):
+    stopped = list(await session.exec(query))
+    for clock in stopped:
         clock.status = ClockStatus.STOPPED
         clock.stopped_at = at
         clock.next_step = None
         clock.next_step_at = None
         session.add(clock)
+    for task_id in {clock.task_id for clock in stopped}:
+        task = await session.get(Task, task_id)
+        if task is not None:
+            await open_figures.clocks_stopped(session, task=task)
 
 
 def _new_step(clock: TaskClock, step: str) -> SQLModel:
@@ -91,6 +97,7 @@ async def _on_step(session: AsyncSession, clock: TaskClock, step: str, now: date
         at=now,
     )
     count_ladder_step(step=step)
+    await open_figures.step_taken(session, task_id=clock.task_id, step=step)
 
 
 def task_ladder(policy: LadderPolicy) -> Ladder[TaskClock]:

@@ -134,6 +134,9 @@ class Task(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     concluded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     classification: str | None = Field(default=None, max_length=1)
+    # The worst overdue step (its rank in stats.OVERDUE_STEPS, 0 for none) its running clocks took:
+    # the dashboard's open tasks are counted by it (``open_figures``).
+    overdue_rank: int = 0
 
 
 class Finding(SQLModel, table=True):
@@ -481,3 +484,17 @@ class DailyFigure(SQLModel, table=True):
     satisfied: int = 0
     basically_satisfied: int = 0
     unsatisfied: int = 0
+
+
+class OpenFigure(SQLModel, table=True):
+    """The dashboard's open tasks (``open_figures``): how many per county of the matter, team, kind
+    and worst overdue step reached (``Task.overdue_rank``), kept wherever one of those changes."""
+
+    __tablename__ = "verification_open_figure"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    county_code: str = Field(primary_key=True, max_length=16)
+    team_code: str = Field(primary_key=True, max_length=32)
+    case_kind: str = Field(primary_key=True, max_length=16, description="a CaseKind")
+    overdue_rank: int = Field(primary_key=True)
+    open: int = 0

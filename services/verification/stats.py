@@ -241,6 +241,13 @@ class Counts(Protocol):
     ) -> None: ...
 
 
+class OpenCounts(Protocol):
+    """Fills in the groups' open tasks and their worst overdue steps: from the base tables
+    (``_count_open``, the default) or from the summary (``open_figures.count_open_from_summary``)."""
+
+    async def __call__(self, session: AsyncSession, groups: _Groups, *, county: str | None) -> None: ...
+
+
 async def reference_counts(
     session: AsyncSession, groups: _Groups, *, first: datetime, weeks: int, county: str | None
 ) -> None:
@@ -260,6 +267,7 @@ async def dashboard(
     by: str,
     county: str | None = None,
     counts: Counts = reference_counts,
+    open_counts: OpenCounts | None = None,
 ) -> dict[str, Any]:
     """Per county (``by="county"``) or team: received and concluded per week, on-time,
     substantiation and satisfaction rates, and the open clocks past their deadline by the ladder
@@ -268,7 +276,7 @@ async def dashboard(
     calendar_weeks = _Weeks.ending_now(now=now, count=weeks, ctx=ctx)
     groups = _Groups(organisation=ctx.organisation, by=by, weeks=weeks)
     await counts(session, groups, first=calendar_weeks.first, weeks=weeks, county=county)
-    await _count_open(session, groups, county=county)
+    await (open_counts or _count_open)(session, groups, county=county)
     ordered = sorted(groups.entries.values(), key=lambda g: (g["code"] == UNASSIGNED, g["code"]))
     return {
         "by": by,
@@ -354,19 +362,25 @@ async def _count_concluded(
         entry["substantiated"] += count if outcome_class == 2 else 0
 
 
-async def _count_open(session: AsyncSession, groups: _Groups, *, county: str | None) -> None:
-    """Open tasks, and of them those whose running clocks reached an overdue step, by the worst step."""
+def worst_running_step(task_id: Any) -> ColumnElement[Any]:
+    """The rank (1 for the first of ``OVERDUE_STEPS``) of the worst overdue step the task's running
+    clocks took, NULL for none: a scalar subquery."""
     rank = case(*((STEP.c.step == step, i + 1) for i, step in enumerate(OVERDUE_STEPS)), else_=0)
-    worst = (
+    return (
         sa_select(func.max(rank))
         .select_from(STEP.join(CLOCK, CLOCK.c.id == STEP.c.clock_id))
         .where(
-            STEP.c.task_id == TASK.c.id,
+            STEP.c.task_id == task_id,
             CLOCK.c.status == ClockStatus.RUNNING,
             STEP.c.step.in_(OVERDUE_STEPS),
         )
         .scalar_subquery()
     )
+
+
+async def _count_open(session: AsyncSession, groups: _Groups, *, county: str | None) -> None:
+    """Open tasks, and of them those whose running clocks reached an overdue step, by the worst step."""
+    worst = worst_running_step(TASK.c.id)
     matter_county = county_of_task_matter()
     query = (
         sa_select(matter_county, TASK.c.team_code, worst, func.count())

@@ -12,7 +12,7 @@ from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from services.verification import figures
+from services.verification import figures, open_figures
 from services.verification.context import VerificationContext
 from services.verification.later_clocks import add_clock
 from services.verification.models import (
@@ -74,6 +74,7 @@ async def stop_clocks(
             clock.next_step = None
             clock.next_step_at = None
             session.add(clock)
+    await open_figures.clocks_stopped(session, task=task)
 
 
 # What a matter's snapshot takes of the event that brought it, under the same names.
@@ -159,8 +160,9 @@ async def withdraw_tasks(
     for task in await session.exec(
         select(Task).where(Task.case_id == case_id, col(Task.status).in_(ACTIVE_TASK_STATUSES))
     ):
-        task.status = TaskStatus.WITHDRAWN
+        was, task.status = task.status, TaskStatus.WITHDRAWN
         session.add(task)
+        await open_figures.status_changed(session, task=task, was=was)
         await stop_clocks(session, task, at=at or utcnow())
         add_history(session, task, "withdrawn", actor, f"事项已转类：{note}")
 
@@ -183,14 +185,16 @@ async def task_from_assignment(
     if await lookup(session, WithdrawnMatter, event.case_id) is not None:
         return None
     for older in (t for t in tasks_of_case if t.status in ACTIVE_TASK_STATUSES):
-        older.status = TaskStatus.SUPERSEDED
+        was, older.status = older.status, TaskStatus.SUPERSEDED
         session.add(older)
+        await open_figures.status_changed(session, task=older, was=was)
         await stop_clocks(session, older, at=event.occurred_at)
         add_history(session, older, "superseded", event.actor or "routing", "事项已重新分派")
     task = _new_task(event)
     session.add(task)
     # The matter now sits with the new task's team: the dashboard counts it as received there.
     matter = await lookup(session, MatterSnapshot, event.case_id)
+    await open_figures.task_opened(session, task=task, county=matter.county_code if matter else None)
     if matter is not None:
         latest = max(tasks_of_case, key=lambda t: t.created_at, default=None)
         figures.matter_moved(
@@ -400,8 +404,9 @@ async def return_task(
         raise conflict(
             "status", "只有未提交结论的任务可以退回", "only an open or claimed task can be returned"
         )
-    task.status = TaskStatus.RETURNED
+    was, task.status = task.status, TaskStatus.RETURNED
     session.add(task)
+    await open_figures.status_changed(session, task=task, was=was)
     await stop_clocks(session, task, at=utcnow())
     add_history(session, task, "returned", principal.username, reason)
     await record_audited(
