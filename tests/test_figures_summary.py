@@ -104,9 +104,15 @@ async def overdue_and_acceptance_told(system: System, created: dict[str, Any]) -
     while await scheduler.tick():
         pass
     factory = system.apps["verification"].state.runtime.session_factory
+
+    async def at_the_last_step() -> bool:
+        async with factory() as session:
+            [task] = (await session.exec(orm_select(Task).where(Task.case_id == created["id"]))).all()
+            return task.overdue_rank == len(stats.OVERDUE_STEPS)
+
+    # The task's worst step follows the ladder's events.
+    await eventually(at_the_last_step, what="the task at the ladder's last step")
     async with factory() as session, session.begin():
-        [task] = (await session.exec(orm_select(Task).where(Task.case_id == created["id"]))).all()
-        assert task.overdue_rank == len(stats.OVERDUE_STEPS)
         await ladder.stop_acceptance_clocks(session=session, case_id=created["id"], at=utcnow())
 
 

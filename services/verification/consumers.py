@@ -7,7 +7,7 @@ from functools import partial
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.verification import early_warning, figures, ladder, tasks
+from services.verification import early_warning, figures, ladder, open_figures, tasks
 from services.verification.context import VerificationContext
 from services.verification.models import MatterSnapshot, Task, WithdrawnMatter
 from shared.bus import Subscription, batched_writes
@@ -15,6 +15,7 @@ from shared.events import (
     AcceptanceNoticeDelivered,
     CaseAssigned,
     ComplaintReceived,
+    LadderStepReached,
     MatterReclassified,
     RatingRecorded,
     SuggestionReceived,
@@ -61,6 +62,11 @@ async def on_rating_recorded(
     await figures.record_rating(session=session, event=event, ctx=ctx)
 
 
+async def on_ladder_step_reached(*, session: AsyncSession, event: LadderStepReached) -> None:
+    """The dashboard's open tasks: the task's worst overdue step (a transaction of its own)."""
+    await open_figures.step_taken(session=session, task_id=event.task_id, step=event.step)
+
+
 async def on_acceptance_notice_delivered(*, session: AsyncSession, event: AcceptanceNoticeDelivered) -> None:
     await ladder.stop_acceptance_clocks(session=session, case_id=event.case_id, at=event.delivered_at)
 
@@ -85,12 +91,14 @@ def subscriptions(ctx: VerificationContext) -> list[Subscription]:
             },
             prefetch_by_case=(WithdrawnMatter, MatterSnapshot, col(Task.case_id)),
         ),
-        # Early warning and the ratings behind satisfaction: not batched, they read across matters.
+        # Early warning, the ratings behind satisfaction and the overdue steps behind the open tasks:
+        # not batched, they read across matters or lock the task.
         Subscription(
             durable="verification-figures",
             handlers={
                 ComplaintReceived: on_complaint_counted,
                 RatingRecorded: partial(on_rating_recorded, ctx=ctx),
+                LadderStepReached: on_ladder_step_reached,
             },
         ),
     ]

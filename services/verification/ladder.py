@@ -97,7 +97,6 @@ async def _on_step(session: AsyncSession, clock: TaskClock, step: str, now: date
         at=now,
     )
     count_ladder_step(step=step)
-    await open_figures.step_taken(session, task_id=clock.task_id, step=step)
 
 
 def task_ladder(policy: LadderPolicy) -> Ladder[TaskClock]:

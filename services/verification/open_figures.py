@@ -6,8 +6,9 @@ kind and step.  A task's worst step is kept on the task (``Task.overdue_rank``),
 knows the row it leaves and the row it joins without a query:
 
 - a task opens (an assignment) or closes (concluded, withdrawn, superseded, returned);
-- a ladder step is taken (the rank can only rise) or a clock with steps stops (the rank is recounted
-  from the task's other running clocks; a task without steps needs no recount);
+- a ladder step is taken (the rank can only rise; from the ladder's ``LadderStepReached``, in a
+  transaction of its own) or a clock with steps stops (the rank is recounted from the task's other
+  running clocks; a task without steps needs no recount);
 - the matter's snapshot arrives after its task: the task moves from no county to the matter's.
 
 The differences go through ``summaries.record`` (added at the outermost commit, forgotten with a
@@ -21,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, update
 from sqlalchemy import select as sa_select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.verification import stats, summaries
@@ -73,11 +75,16 @@ async def _set_rank(session: AsyncSession, task: Task, rank: int) -> None:
 
 
 async def step_taken(session: AsyncSession, *, task_id: str, step: str) -> None:
-    """A clock of the task took ``step`` (the ladder): its worst step may rise."""
+    """A clock of the task took ``step``: its worst step may rise.
+
+    From the ladder's own event, in a transaction of its own that locks the task: the round that
+    took the step holds the audit chain and then the clocks, and a conclusion holds the task and
+    then the chain, so the round itself must not wait for the task.
+    """
     rank = rank_of(step)
     if not rank:
         return
-    task = await session.get(Task, task_id)
+    task = (await session.exec(select(Task).where(Task.id == task_id).with_for_update())).first()
     if task is not None and rank > task.overdue_rank:
         await _set_rank(session, task, rank)
 
@@ -90,9 +97,11 @@ def _worst_running_query() -> Any:
 async def clocks_stopped(session: AsyncSession, *, task: Task) -> None:
     """Clocks of the task stopped (flushed or not): its worst step is recounted from the others,
     unless it has none to lose."""
-    if not task.overdue_rank:
+    if not task.overdue_rank or not is_open(task):
         return
     await session.flush()
+    # Read as a step taken at the same moment left it (``step_taken`` holds the same lock).
+    await session.refresh(task, with_for_update=True)
     connection = await session.connection()
     rank = (await connection.execute(_worst_running_query(), {"task_id": task.id})).scalar_one()
     await _set_rank(session, task, int(rank))

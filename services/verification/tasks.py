@@ -157,8 +157,11 @@ async def withdraw_tasks(
     """The matter left inspection (reclassified): its open tasks end without a finding."""
     if await session.get(WithdrawnMatter, case_id) is None:
         session.add(WithdrawnMatter(case_id=case_id, reason=note))
+    # Locked: a status change and the overdue step (``open_figures``) read each other's task.
     for task in await session.exec(
-        select(Task).where(Task.case_id == case_id, col(Task.status).in_(ACTIVE_TASK_STATUSES))
+        select(Task)
+        .where(Task.case_id == case_id, col(Task.status).in_(ACTIVE_TASK_STATUSES))
+        .with_for_update()
     ):
         was, task.status = task.status, TaskStatus.WITHDRAWN
         session.add(task)
