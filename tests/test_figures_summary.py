@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import select as orm_select
 
-from services.verification import figures, ladder, open_figures, stats
+from services.verification import figures, open_figures, stats, tasks
 from services.verification.context import VerificationContext
 from services.verification.models import ACTIVE_TASK_STATUSES as ACTIVE
 from services.verification.models import Task
@@ -113,7 +113,7 @@ async def overdue_and_acceptance_told(system: System, created: dict[str, Any]) -
     # The task's worst step follows the ladder's events.
     await eventually(at_the_last_step, what="the task at the ladder's last step")
     async with factory() as session, session.begin():
-        await ladder.stop_acceptance_clocks(session=session, case_id=created["id"], at=utcnow())
+        await tasks.stop_acceptance_clocks(session=session, case_id=created["id"], at=utcnow())
 
 
 @pytest.fixture(scope="module")

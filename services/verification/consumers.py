@@ -7,7 +7,7 @@ from functools import partial
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.verification import early_warning, figures, ladder, open_figures, tasks
+from services.verification import early_warning, figures, open_figures, tasks
 from services.verification.context import VerificationContext
 from services.verification.models import MatterSnapshot, Task, WithdrawnMatter
 from shared.bus import Subscription, batched_writes
@@ -68,7 +68,7 @@ async def on_ladder_step_reached(*, session: AsyncSession, event: LadderStepReac
 
 
 async def on_acceptance_notice_delivered(*, session: AsyncSession, event: AcceptanceNoticeDelivered) -> None:
-    await ladder.stop_acceptance_clocks(session=session, case_id=event.case_id, at=event.delivered_at)
+    await tasks.stop_acceptance_clocks(session=session, case_id=event.case_id, at=event.delivered_at)
 
 
 def subscriptions(ctx: VerificationContext) -> list[Subscription]:

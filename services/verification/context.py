@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.verification.evidence_store import EvidenceStore
-from services.verification.ladder import LadderPolicy
 from services.verification.settings import VerificationSettings
 from shared.clock import Clock
+from shared.ladder import LadderPolicy
 from shared.reference import DEFAULT_UNITS_FILE, Organisation, load_organisation
 from shared.workcalendar import WorkCalendar
 

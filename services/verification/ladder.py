@@ -11,11 +11,10 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import SQLModel, select
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.verification import open_figures
-from services.verification.models import ClockStatus, LadderStep, OverdueStep, Task, TaskClock
+from services.verification.models import LadderStep, OverdueStep, TaskClock
 from shared import ladder as shared_ladder
 from shared.audit import record_audited
 from shared.events import LadderStepReached
@@ -24,7 +23,6 @@ from shared.metrics import count_ladder_step
 
 __all__ = ["STEPS", "STEP_LABELS", "STEP_REACHES", "LadderPolicy", "LadderScheduler", "steps_taken"]
 
-ACCEPTANCE_CLOCK = "acceptance_notice"
 STEPS = tuple(OverdueStep)
 STEP_LABELS: dict[str, str] = {
     OverdueStep.REMINDER: "到期前提醒",
@@ -44,26 +42,6 @@ STEP_REACHES: dict[str, str] = {
 
 async def steps_taken(session: AsyncSession, clock_id: int) -> set[str]:
     return await shared_ladder.steps_taken(session, LadderStep, clock_id)
-
-
-async def stop_acceptance_clocks(*, session: AsyncSession, case_id: str, at: datetime) -> None:
-    """The complainant was told the complaint was accepted (告知受理): the matter's acceptance clocks stop."""
-    query = select(TaskClock).where(
-        TaskClock.case_id == case_id,
-        TaskClock.name == ACCEPTANCE_CLOCK,
-        TaskClock.status == ClockStatus.RUNNING,
-    )
-    stopped = list(await session.exec(query))
-    for clock in stopped:
-        clock.status = ClockStatus.STOPPED
-        clock.stopped_at = at
-        clock.next_step = None
-        clock.next_step_at = None
-        session.add(clock)
-    for task_id in {clock.task_id for clock in stopped}:
-        task = await session.get(Task, task_id)
-        if task is not None:
-            await open_figures.clocks_stopped(session, task=task)
 
 
 def _new_step(clock: TaskClock, step: str) -> SQLModel:

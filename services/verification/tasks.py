@@ -77,6 +77,29 @@ async def stop_clocks(
     await open_figures.clocks_stopped(session, task=task)
 
 
+ACCEPTANCE_CLOCK = "acceptance_notice"
+
+
+async def stop_acceptance_clocks(*, session: AsyncSession, case_id: str, at: datetime) -> None:
+    """The complainant was told the complaint was accepted (告知受理): the matter's acceptance clocks stop."""
+    query = select(TaskClock).where(
+        TaskClock.case_id == case_id,
+        TaskClock.name == ACCEPTANCE_CLOCK,
+        TaskClock.status == ClockStatus.RUNNING,
+    )
+    stopped = list(await session.exec(query))
+    for clock in stopped:
+        clock.status = ClockStatus.STOPPED
+        clock.stopped_at = at
+        clock.next_step = None
+        clock.next_step_at = None
+        session.add(clock)
+    for task_id in {clock.task_id for clock in stopped}:
+        task = await session.get(Task, task_id)
+        if task is not None:
+            await open_figures.clocks_stopped(session, task=task)
+
+
 # What a matter's snapshot takes of the event that brought it, under the same names.
 SNAPSHOT_FIELDS = {"case_id", "tracking_code", "received_at"}
 COMPLAINT_SNAPSHOT_FIELDS = {
