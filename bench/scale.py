@@ -56,6 +56,7 @@ from bench.common import (  # noqa: E402 - after the sys.path line above
     Services,
     percentile,
     start_nats,
+    wait_for_audit_checkpoints,
     wait_until_drained,
 )
 from bench.scale_input import DataSet, fill, load_data_set  # noqa: E402 - after the sys.path line above
@@ -275,6 +276,8 @@ async def measure(
         "statuses": dict(statuses),
         "pass": set(statuses) == {200} and p95 < probe.target_ms,
         "window": [started_wall, time.time()],
+        # In the order asked: a slow tail spread out is load, a run of them is something else.
+        "times_ms": [round(t, 1) for t in times],
     }
 
 
@@ -372,6 +375,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         drained = await wait_until_drained(nats_url, timeout=args.settle)
         print(
             f"services ready and {'quiet' if drained else 'still busy'} after {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+        anchored = await wait_for_audit_checkpoints(nats_url, data.db_urls, timeout=args.settle * 5)
+        print(
+            f"audit chains {'checkpointed' if anchored else 'still being checked'} after "
+            f"{time.perf_counter() - started:.0f} s",
             flush=True,
         )
         results = await run_probes(services, data, args)
