@@ -37,6 +37,7 @@ from shared.audit_anchor import runtime_checkpoint_worker
 from shared.auth import Principal, Role, require_roles, watch_revocations
 from shared.bus import EventConsumer, Subscription, connect, ensure_streams, start_consumers
 from shared.db import create_engine, create_session_factory
+from shared.db_statistics import statistics_worker
 from shared.deadletters import count_parked
 from shared.deadletters_api import dead_letter_box, dead_letters_page_router, dead_letters_router
 from shared.errors import (
@@ -134,6 +135,10 @@ def create_service_app(
         runtime.add_worker(watch_revocations(app, runtime))
         # Every service anchors its audit chain: checkpoints of its head kept on NATS.
         runtime.add_worker(runtime_checkpoint_worker(runtime))
+        # On SQLite the service keeps the query planner's statistics itself.
+        statistics = statistics_worker(engine, hours=settings.sqlite_analyze_hours)
+        if statistics is not None:
+            runtime.add_worker(statistics)
         for hook in on_startup:
             await hook(runtime)
         runtime.workers_started = True

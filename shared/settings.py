@@ -100,6 +100,12 @@ class ServiceSettings(BaseSettings):
     db_max_overflow: int = Field(
         default=10, ge=0, description="PostgreSQL: connections opened beyond the pool at peaks, then closed"
     )
+    sqlite_analyze_hours: float = Field(
+        default=6.0,
+        gt=0,
+        description="SQLite: how often the service refreshes the query planner's statistics (ANALYZE), "
+        "after doing so at start",
+    )
     nats_url: str = "nats://127.0.0.1:4222"
     # The service's own NATS user (shared.natsauth): no default, and a real password when set.
     # <SERVICE>_NATS_USER / <SERVICE>_NATS_PASSWORD (INTAKE_NATS_USER, ...) win over these, for

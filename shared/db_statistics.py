@@ -1,0 +1,51 @@
+"""The query planner's statistics on SQLite, kept by each service for its own database.
+
+SQLite plans from ``sqlite_stat1``, which only ANALYZE writes.  Without it the planner guesses, and
+at 100,000 complaints the ledger's first page did not answer within minutes (``bench/scale.py``
+with the table dropped; the data generator used to be the only one that ran ANALYZE).
+PostgreSQL keeps its statistics itself (autovacuum's ANALYZE).  So a service on SQLite analyses
+its database when it starts and then every ``sqlite_analyze_hours``, reading at most
+``ANALYSIS_LIMIT`` rows of each index: milliseconds per table, whatever the table's size.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.logging import get_logger
+from shared.worker import BackgroundWorker
+
+log = get_logger(__name__)
+
+ANALYSIS_LIMIT = 2000
+
+
+async def analyse(engine: AsyncEngine) -> None:
+    """ANALYZE the database (SQLite), each index sampled: in one short write transaction."""
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
+        await connection.exec_driver_sql("ANALYZE")
+
+
+def statistics_worker(engine: AsyncEngine, *, hours: float) -> BackgroundWorker | None:
+    """The worker that keeps the planner's statistics on SQLite (None on PostgreSQL)."""
+    if engine.dialect.name != "sqlite":
+        return None
+
+    async def step() -> bool:
+        started = time.perf_counter()
+        await analyse(engine)
+        log.info("planner statistics refreshed", seconds=round(time.perf_counter() - started, 3))
+        return False
+
+    return BackgroundWorker(
+        name="sqlite-statistics",
+        step=step,
+        idle_seconds=hours * 3600,
+        step_timeout=120.0,
+        backoff_max=300.0,
+        # A statistics pass at shutdown would only delay it.
+        finish_on_stop=False,
+    )

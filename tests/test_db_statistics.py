@@ -1,0 +1,42 @@
+"""The query planner's statistics on SQLite (``shared.db_statistics``): written by the service, so
+that SQLite does not guess its plans over a bureau's years of data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import text
+
+from shared.db import create_engine
+from shared.db_statistics import analyse, statistics_worker
+
+
+async def test_analysing_writes_the_statistics_of_every_index(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE task (id INTEGER PRIMARY KEY, team TEXT, status TEXT)"))
+            await conn.execute(text("CREATE INDEX ix_task_team_status ON task (team, status)"))
+            await conn.execute(text("CREATE INDEX ix_task_status ON task (status)"))
+            rows = [{"team": f"t{i % 7}", "status": "done" if i % 20 else "open"} for i in range(5_000)]
+            await conn.execute(text("INSERT INTO task (team, status) VALUES (:team, :status)"), rows)
+        await analyse(engine)
+        async with engine.connect() as conn:
+            found = dict((await conn.execute(text("SELECT idx, stat FROM sqlite_stat1"))).all())
+        assert set(found) == {"ix_task_team_status", "ix_task_status"}
+        # The rows, estimated from the sample (ANALYSIS_LIMIT): the planner's numbers, not its guesses.
+        assert 4_000 <= int(found["ix_task_status"].split()[0]) <= 6_000
+    finally:
+        await engine.dispose()
+
+
+async def test_only_a_service_on_sqlite_runs_the_worker(tmp_path: Path) -> None:
+    sqlite = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    postgres = create_engine("postgresql://postgres@127.0.0.1:5432/test")  # not connected
+    try:
+        worker = statistics_worker(sqlite, hours=6)
+        assert worker is not None and worker.name == "sqlite-statistics"
+        assert statistics_worker(postgres, hours=6) is None
+    finally:
+        await sqlite.dispose()
+        await postgres.dispose()
