@@ -246,10 +246,6 @@ async def record_rating(*, session: AsyncSession, event: RatingRecorded, ctx: Ve
     await record_change(session, case_id=event.case_id, before=before, tz=tz)
 
 
-def _row(key: Key, counts: list[int]) -> dict[str, Any]:
-    return dict(zip(KEY_COLUMNS, key, strict=True)) | dict(zip(COUNTERS, counts, strict=True))
-
-
 # --- Rebuilding ---------------------------------------------------------------------------------
 
 
@@ -269,7 +265,7 @@ def rebuild(connection: Connection, tz: ZoneInfo) -> int:
         with connection.execute(facts, execution_options=streamed) as result:
             fold(part, result, tz)
     connection.execute(FIGURE.delete())
-    rows = [_row(key, counts) for key, counts in sorted(part.items()) if any(counts)]
+    rows = DAILY.rows(part)
     for start in range(0, len(rows), 5_000):
         connection.execute(FIGURE.insert(), rows[start : start + 5_000])
     return len(rows)

@@ -35,6 +35,14 @@ class Summary:
     key_columns: tuple[str, ...]
     counters: tuple[str, ...]
 
+    def rows(self, part: Part) -> list[dict[str, Any]]:
+        """``part`` as the table's rows, in key order, without the keys that count nothing."""
+        return [
+            dict(zip(self.key_columns, key, strict=True)) | dict(zip(self.counters, counts, strict=True))
+            for key, counts in sorted(part.items())
+            if any(counts)
+        ]
+
 
 def record(session: AsyncSession, part: Part, summary: Summary) -> None:
     """Add ``part`` to ``summary`` when the session's transaction commits (forgotten if it, or the
@@ -90,12 +98,7 @@ def _apply(session: Session) -> None:
                 kept[:] = [a + b for a, b in zip(kept, counts, strict=True)]
     connection = session.connection()
     for summary, total in sorted(totals.items(), key=lambda item: item[0].table.name):
-        rows = [
-            dict(zip(summary.key_columns, key, strict=True))
-            | dict(zip(summary.counters, counts, strict=True))
-            for key, counts in sorted(total.items())
-            if any(counts)
-        ]
+        rows = summary.rows(total)
         if rows:
             connection.execute(_upsert_for(connection.dialect.name, summary), rows)
 
