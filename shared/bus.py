@@ -137,6 +137,9 @@ class Subscription:
     # (``col(Task.case_id)``, read with ``shared.db.rows_with``): loaded in one query per table
     # instead of one per event.
     prefetch_by_case: tuple[Prefetched, ...] = ()
+    # Lock each matter of a slice (``shared.matter_locks``) before it reads any of the matter's
+    # rows: for handlers that read what another consumer writes about the same matter.
+    serialise_by_case: bool = False
     # Redelivery delay of an unacknowledged event and deliveries before a failing one is
     # parked; None: the service's settings (CONSUMER_ACK_WAIT_SECONDS, CONSUMER_MAX_DELIVER).
     ack_wait: float | None = None
@@ -281,6 +284,7 @@ class EventConsumer:
             session_factory=session_factory,
             batched=subscription.batched_events,
             prefetch_by_case=subscription.prefetch_by_case,
+            serialise_by_case=subscription.serialise_by_case,
             guard=guard_enabled_by_environment() if guard is None else guard,
         )
         self._stopping = asyncio.Event()

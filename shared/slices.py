@@ -50,6 +50,7 @@ from shared.db import (
 from shared.events import Event
 from shared.inbox import InboxRecord
 from shared.logging import get_logger
+from shared.matter_locks import serialise_matters
 from shared.outbox import HEADER_CORRELATION_ID
 
 log = get_logger(__name__)
@@ -129,6 +130,8 @@ class SliceApplier:
     # (``shared.db.rows_with``) whose rows the handlers look up.
     prefetch_by_case: tuple[Prefetched, ...]
     guard: bool
+    # Each matter's lock (``shared.matter_locks``) before the slice reads anything of it.
+    serialise_by_case: bool = False
 
     async def apply(self, work: Sequence[SliceEvent]) -> list[EventOutcome]:
         """Each event's outcome, in order, once the slice's transaction committed.
@@ -159,6 +162,8 @@ class SliceApplier:
                 keep_loaded_rows_for_the_slice(session)
                 collect_later_rows(session)
                 outcomes, fresh = await self._record_in_inbox(session, work)
+                if self.serialise_by_case:
+                    await serialise_matters(session, (item.event.case_id for _, item in fresh))
                 for model in self.prefetch_by_case:
                     await prefetch_rows(session, model, {item.event.case_id for _, item in fresh})
                 unflushed_cases: set[str] = set()
@@ -244,6 +249,8 @@ class SliceApplier:
     ) -> list[EventOutcome]:
         outcomes: list[EventOutcome] = []
         async with self.session_factory() as session, session.begin():
+            if self.serialise_by_case:
+                await serialise_matters(session, (item.event.case_id for item in work))
             for index, item in enumerate(work):
                 if index == known.index:
                     # Its handler just failed: running it again would repeat whatever it did outside

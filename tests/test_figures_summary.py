@@ -24,6 +24,7 @@ from services.verification.models import Task
 from shared.db import utcnow
 from shared.workcalendar import SHANGHAI
 from tests import fixtures
+from tests.ledger_support import check_ledger_entries
 from tests.support import System, eventually
 from tests.test_pipeline import (
     approve_answer,
@@ -243,6 +244,8 @@ async def test_rebuilding_gives_the_rows_the_services_kept(system: System, moved
     # Open: the reassigned matter, the suggestion and the overdue one, at two teams, one overdue.
     assert open_written >= 3
     assert any(row[3] for row in open_rebuilt if len(row) == 5)
+    # The ledger's entries after the same moves: a reassignment, an extension, the ladder's steps.
+    assert await check_ledger_entries(system) >= 3
 
 
 async def test_a_savepoint_rolled_back_forgets_what_it_counted(system: System) -> None:

@@ -11,6 +11,7 @@ import pytest
 from shared.auth import Principal, Role, token_auth
 from shared.web import COOKIE_NAME
 from tests import fixtures
+from tests.ledger_support import check_ledger_entries
 from tests.support import System, eventually
 from tests.test_pagination import all_pages
 from tests.test_pipeline import create_complaint, task_for
@@ -281,3 +282,12 @@ async def test_a_leader_reads_their_county_only(system: System) -> None:
     assert '"county": "411681"' in page.text and '"leader": true' in page.text
     dashboard = await system.call("verification", "GET", "/dashboard", headers=cookie)
     assert dashboard.status_code == 200
+
+
+async def test_the_kept_entries_are_what_the_tables_say(system: System) -> None:
+    """After this module's matters (closed off, marked and unmarked, B-class replies, rectification
+    items), the ledger's kept entries give the rows the tables give at read time, under every
+    filter, and a rebuild gives the same entries."""
+    created = await create_complaint(system, **badge(9))
+    await task_for(system, created["id"], "inspector-411681")
+    assert await check_ledger_entries(system) >= 1

@@ -15,7 +15,7 @@ from services.intake.accounts import seed_demo_accounts
 from services.intake.models import User
 from services.routing.main import seed_reference_data
 from services.routing.rulebook import DEFAULT_RULES_FILE
-from services.verification import figures, open_figures
+from services.verification import figures, ledger_entries, open_figures
 from shared.db import create_engine, table_of
 from shared.migrations import upgrade
 from shared.workcalendar import SHANGHAI
@@ -103,12 +103,14 @@ async def seed_reference(
 
 async def finish(engines: dict[str, AsyncEngine]) -> None:
     """On PostgreSQL, move each sequence past the ids given here; make verification's dashboard
-    summaries from the rows written (``figures.rebuild``, ``open_figures.rebuild``); then refresh the planner's statistics."""
+    summaries and its ledger's entries from the rows written (``figures.rebuild``,
+    ``open_figures.rebuild``, ``ledger_entries.rebuild``); then refresh the planner's statistics."""
     if "verification" in engines:
         async with engines["verification"].begin() as connection:
             # The data set's bureau is the default one, in the default time zone.
             await connection.run_sync(figures.rebuild, SHANGHAI)
             await connection.run_sync(open_figures.rebuild)
+            await connection.run_sync(ledger_entries.rebuild)
     for engine_ in engines.values():
         async with engine_.begin() as connection:
             if connection.dialect.name == "postgresql":

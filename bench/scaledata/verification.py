@@ -19,6 +19,7 @@ from services.verification.models import (
     Task,
     TaskClock,
     TaskEvent,
+    TaskParticipant,
     WarningHit,
 )
 from shared.events import ClockSet
@@ -175,6 +176,8 @@ class Builder:
                 "classification": rnd.classification,
             },
         )
+        for participant in dict.fromkeys(decision.participants):
+            rows.add(TaskParticipant, {"team_code": participant, "task_id": rnd.task_id})
         self.event(rnd.task_id, "assigned", "routing", rnd.assigned_at, "；".join(decision.reasons))
         if rnd.claimed_at:
             self.event(rnd.task_id, "claimed", inspector(team), rnd.claimed_at)

@@ -81,6 +81,9 @@ def subscriptions(ctx: VerificationContext) -> list[Subscription]:
                 SuggestionReceivedV2: partial(on_suggestion_received, ctx=ctx),
             },
             prefetch_by_case=(MatterSnapshot, col(Task.case_id)),
+            # A snapshot counts the matter for its latest task's team, and an assignment moves the
+            # count when it finds the snapshot: each must see the other's rows if it came first.
+            serialise_by_case=True,
         ),
         Subscription(
             durable="verification-assignments",
@@ -90,6 +93,7 @@ def subscriptions(ctx: VerificationContext) -> list[Subscription]:
                 AcceptanceNoticeDelivered: on_acceptance_notice_delivered,
             },
             prefetch_by_case=(WithdrawnMatter, MatterSnapshot, col(Task.case_id)),
+            serialise_by_case=True,
         ),
         # Early warning, the ratings behind satisfaction and the overdue steps behind the open tasks:
         # not batched, they read across matters or lock the task.

@@ -9,14 +9,16 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, cast, exists, func, tuple_, union
+from sqlalchemy import ColumnElement, Text, and_, cast, exists, tuple_
 from sqlalchemy.orm import aliased
-from sqlmodel import col, delete, or_, select
+from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
+from services.verification import ledger_entries
 from services.verification.context import VerificationContext
 from services.verification.ladder import STEPS
+from services.verification.ledger_entries import LedgerEntry
 from services.verification.models import (
     ACTIVE_TASK_STATUSES,
     FOLLOW_UP_CLASSIFICATION,
@@ -144,85 +146,61 @@ class LedgerQuery:
 
 # The ledger's order, one row per matter; its pages seek the same two keys (``ledger_page``).
 LEDGER_KEYS = (Key(col(MatterSnapshot.received_at)), Key(col(MatterSnapshot.case_id)))
+ENTRY_KEYS = (Key(col(LedgerEntry.received_at)), Key(col(LedgerEntry.case_id)))
 
 
 def _like_escaped(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _task_conditions(task: Any, filters: LedgerQuery) -> list[ColumnElement[bool]]:
-    """What puts one task (``task``: the table or an alias of it) on the ledger under the filters.
-
-    Open tasks; concluded ones whose work goes on (a clock running, a B-class reply waiting for its
-    follow-up); concluded matters a supervisor marked (督办件, 领导包案), unless closed off (销号)
-    after the task began and after the latest mark: new work brings a matter back.
-    """
-    running = exists().where(col(TaskClock.task_id) == task.id, col(TaskClock.status) == ClockStatus.RUNNING)
-    followed = exists().where(col(Finding.task_id) == task.id, col(Finding.follow_up).is_(True))
-    b_waiting = and_(task.classification == FOLLOW_UP_CLASSIFICATION, ~followed)
-    marked = exists().where(col(LedgerMark.case_id) == task.case_id)
-    # Correlated explicitly: left to itself, the nested EXISTS would read ``task`` as a table of its own.
-    later_mark = (
-        exists()
-        .where(
-            col(LedgerMark.case_id) == task.case_id, col(LedgerMark.marked_at) > col(LedgerCloseOff.closed_at)
-        )
-        .correlate_except(LedgerMark)
-    )
-    closed = exists().where(
-        col(LedgerCloseOff.case_id) == task.case_id,
-        col(LedgerCloseOff.closed_at) >= task.created_at,
-        ~later_mark,
-    )
-    concluded = task.status == TaskStatus.CONCLUDED
-    conditions: list[ColumnElement[bool]] = [
-        or_(task.status.in_(ACTIVE_TASK_STATUSES), and_(concluded, or_(running, b_waiting, marked))),
-        ~and_(concluded, ~running, ~b_waiting, closed),
-    ]
+def _task_filters(task_id: Any, team_code: Any, filters: LedgerQuery) -> list[ColumnElement[bool]]:
+    """The filters on the task itself (its team, a clock of it, a ladder step it took), on the
+    columns given: a task's or an entry's."""
+    conditions: list[ColumnElement[bool]] = []
     if filters.team_code:
-        conditions.append(task.team_code == filters.team_code)
+        conditions.append(team_code == filters.team_code)
     if filters.clock:
         named = or_(
             col(TaskClock.name) == filters.clock,
             col(TaskClock.name).like(f"{_like_escaped(filters.clock)}:%", escape="\\"),
         )
-        conditions.append(exists().where(col(TaskClock.task_id) == task.id, named))
+        conditions.append(exists().where(col(TaskClock.task_id) == task_id, named))
     if filters.step:
         conditions.append(
-            exists().where(col(LadderStep.task_id) == task.id, col(LadderStep.step) == filters.step)
+            exists().where(col(LadderStep.task_id) == task_id, col(LadderStep.step) == filters.step)
         )
     return conditions
 
 
-def _matter_conditions(filters: LedgerQuery, *, now: datetime) -> list[ColumnElement[bool]]:
-    conditions = [col(MatterSnapshot.received_at) <= now - timedelta(days=filters.min_age_days)]
+def _matter_filters(matter: Any, filters: LedgerQuery, *, now: datetime) -> list[ColumnElement[bool]]:
+    """The filters on the matter, on ``matter``'s columns (a snapshot's or an entry's)."""
+    conditions = [matter.received_at <= now - timedelta(days=filters.min_age_days)]
     if filters.county:
-        conditions.append(col(MatterSnapshot.county_code) == filters.county)
+        conditions.append(matter.county_code == filters.county)
     if filters.case_id:
-        conditions.append(col(MatterSnapshot.case_id) == filters.case_id)
+        conditions.append(matter.case_id == filters.case_id)
     if filters.category:
         # The allegations are JSON as the engine wrote it (json.dumps): the category as a value.
         needle = f'"category": {json.dumps(filters.category)}'
+        snapshot = aliased(MatterSnapshot)
         conditions.append(
-            cast(col(MatterSnapshot.allegations), Text).like(f"%{_like_escaped(needle)}%", escape="\\")
+            exists().where(
+                col(snapshot.case_id) == matter.case_id,
+                cast(col(snapshot.allegations), Text).like(f"%{_like_escaped(needle)}%", escape="\\"),
+            )
         )
     if filters.marked:
         conditions.append(
-            exists().where(
-                col(LedgerMark.case_id) == col(MatterSnapshot.case_id), col(LedgerMark.mark) == filters.marked
-            )
+            exists().where(col(LedgerMark.case_id) == matter.case_id, col(LedgerMark.mark) == filters.marked)
         )
     return conditions
 
 
-def ledger_query(
-    filters: LedgerQuery, *, now: datetime, from_candidates: bool = False
-) -> Select[Task, MatterSnapshot]:
-    """The ledger's rows, unordered: one per matter, its open task, else its latest concluded one.
-
-    ``from_candidates``: read from the tasks that may be on it (``_candidates``), for a page and its
-    total; without it the query suits one matter (``case_id``), found by its key.
-    """
+def ledger_query(filters: LedgerQuery, *, now: datetime) -> Select[Task, MatterSnapshot]:
+    """The ledger's rows from the tables themselves, unordered: one per matter, its open task, else
+    its latest concluded one.  For one matter (``case_id``), found by its key; the pages and the
+    export read the kept entries (``entries_query``), which ``tests/test_ledger_entries.py``
+    compares with this."""
     other = aliased(Task)
     this_active = col(Task.status).in_(ACTIVE_TASK_STATUSES)
     other_active = col(other.status).in_(ACTIVE_TASK_STATUSES)
@@ -231,29 +209,41 @@ def ledger_query(
         col(other.case_id) == col(Task.case_id),
         col(other.id) != col(Task.id),
         or_(and_(other_active, ~this_active), and_(other_active == this_active, newer)),
-        *_task_conditions(other, filters),
+        *ledger_entries.task_conditions(other),
+        *_task_filters(other.id, other.team_code, filters),
     )
-    query = (
+    return (
         select(Task, MatterSnapshot)
         .join(MatterSnapshot, col(MatterSnapshot.case_id) == col(Task.case_id))
-        .where(*_matter_conditions(filters, now=now), *_task_conditions(Task, filters), ~better)
+        .where(
+            *_matter_filters(MatterSnapshot, filters, now=now),
+            *ledger_entries.task_conditions(Task),
+            *_task_filters(col(Task.id), col(Task.team_code), filters),
+            ~better,
+        )
     )
-    return query.where(col(Task.id).in_(_candidates())) if from_candidates else query
 
 
-def _candidates() -> Any:
-    """The tasks that may be on the ledger, each part read from an index: the conditions of
-    ``_task_conditions`` say which are, but alone they are checked on every task ever made, and the
-    ledger's total then took seconds on a few hundred thousand matters."""
-    active, running, follow_up, marked = aliased(Task), aliased(TaskClock), aliased(Task), aliased(Task)
-    return union(
-        select(active.id).where(col(active.status).in_(ACTIVE_TASK_STATUSES)),
-        select(running.task_id).where(running.status == ClockStatus.RUNNING),
-        select(follow_up.id).where(
-            follow_up.classification == FOLLOW_UP_CLASSIFICATION, follow_up.status == TaskStatus.CONCLUDED
-        ),
-        select(marked.id).join(LedgerMark, col(LedgerMark.case_id) == marked.case_id),
-    )
+def entries_query(filters: LedgerQuery, *, now: datetime) -> Select[str, datetime, str]:
+    """The ledger's rows from the kept entries (``ledger_entries``): task id, date and matter.
+
+    Unfiltered by task, a matter's row is its leading entry.  Filtered by task (a team, a clock, a
+    step), it is the best of the matter's entries that pass, as ``ledger_query`` has it."""
+    entry = LedgerEntry
+    conditions = _matter_filters(entry, filters, now=now)
+    task_filters = _task_filters(col(entry.task_id), col(entry.team_code), filters)
+    if task_filters:
+        other = aliased(LedgerEntry)
+        passing_better = exists().where(
+            col(other.case_id) == col(entry.case_id),
+            col(other.task_id) != col(entry.task_id),
+            ledger_entries.better_entry(other, entry),
+            *_task_filters(col(other.task_id), col(other.team_code), filters),
+        )
+        conditions += [*task_filters, ~passing_better]
+    else:
+        conditions.append(col(entry.leading).is_(True))
+    return select(col(entry.task_id), col(entry.received_at), col(entry.case_id)).where(*conditions)
 
 
 async def ledger_rows(
@@ -295,25 +285,12 @@ async def ledger_rows(
 async def ledger_page(
     *, session: AsyncSession, ctx: VerificationContext, filters: LedgerQuery, page: Page
 ) -> list[LedgerRow]:
-    """One page of the ledger, oldest matters first, and the total in the page's headers.
-
-    Read from the candidates (``_candidates``), not by walking the matters in the keyset's order:
-    most old matters are off the ledger, and the walk read nearly all of them to fill a page.  The
-    rows on the ledger are found once, with their total beside each (a window over all of them,
-    computed before the cursor cuts them), then sorted and cut to the page; only the page's tasks
-    and matters are read whole.
-    """
-    on_ledger = ledger_query(filters, now=ctx.clock.now(), from_candidates=True)
-    keyed = on_ledger.with_only_columns(
-        col(Task.id), col(MatterSnapshot.received_at), col(MatterSnapshot.case_id), func.count().over()
-    ).subquery("on_ledger")
-    keys = (Key(keyed.c.received_at), Key(keyed.c.case_id))
-    found = list(await session.exec(page.keyset(select(*keyed.c), keys)))
-    if found:
-        page.total = int(found[0][3])
+    """One page of the ledger, oldest matters first, and the total in the page's headers: an
+    index range of the kept entries; only the page's tasks and matters are read whole."""
+    on_ledger = entries_query(filters, now=ctx.clock.now())
+    found = list(await session.exec(page.keyset(on_ledger, ENTRY_KEYS)))
     page_rows = page.cut(found, key_of=lambda r: (r[1], r[2]))
-    if not found:  # beyond the last page: the window gave no total
-        await page.count(session, on_ledger)
+    await page.count(session, on_ledger)
     wanted = [row[0] for row in page_rows]
     pairs = {
         task.id: (task, matter)
@@ -465,7 +442,8 @@ async def remove_mark(
         raise FieldProblems(
             [("mark", f"该事项没有“{MARK_NAMES.get(mark, mark)}”标记", "the matter has no such mark")]
         )
-    await session.exec(delete(LedgerMark).where(col(LedgerMark.id) == existing.id))
+    # Through the session, not a DELETE statement: the ledger's entries follow what it flushes.
+    await session.delete(existing)
     await audit(
         session,
         case_id=case_id,

@@ -18,12 +18,21 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.cell_range import CellRange
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.verification import ledger
 from services.verification.context import VerificationContext
 from services.verification.ladder import STEP_LABELS
-from services.verification.models import ClockStatus, LedgerMarkKind, OverdueStep, TaskStatus
+from services.verification.ledger_entries import LedgerEntry
+from services.verification.models import (
+    ClockStatus,
+    LedgerMarkKind,
+    MatterSnapshot,
+    OverdueStep,
+    Task,
+    TaskStatus,
+)
 from services.verification.schemas import ClockState, LedgerRow
 from services.verification.stats import group_name
 from shared.pagination import count_rows
@@ -110,9 +119,14 @@ async def write_ledger_workbook(
     *, session: AsyncSession, ctx: VerificationContext, filters: ledger.LedgerQuery, path: str
 ) -> int:
     """Write the ledger under ``filters`` to ``path``; the number of matters written."""
-    # From the candidates, then sorted: cheaper for the whole ledger than walking every matter.
-    query = ledger.ledger_query(filters, now=ctx.clock.now(), from_candidates=True)
-    total = await count_rows(session, query)
+    # The kept entries, as the ledger's pages read them; the rows themselves a batch at a time.
+    on_ledger = ledger.entries_query(filters, now=ctx.clock.now())
+    total = await count_rows(session, on_ledger)
+    query = (
+        select(Task, MatterSnapshot)
+        .join(MatterSnapshot, col(MatterSnapshot.case_id) == col(Task.case_id))
+        .where(col(Task.id).in_(on_ledger.with_only_columns(col(LedgerEntry.task_id))))
+    )
     workbook = Workbook(write_only=True)
     sheet: Any = workbook.create_sheet("长期未办结事项台账")
     _heading(sheet, ctx=ctx, filters=filter_labels(ctx, filters), total=total)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.verification import ledger_entries
 from services.verification.consumers import subscriptions
 from services.verification.context import VerificationContext
 from services.verification.ladder import LadderScheduler
@@ -20,6 +21,9 @@ from shared.settings import load_settings
 def create_app(settings: VerificationSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or load_settings(VerificationSettings)
     ctx = VerificationContext.from_settings(settings, clock=clock)
+
+    async def keep_ledger_entries(runtime: Runtime) -> None:
+        ledger_entries.follow(runtime.engine)
 
     async def start_scheduler(runtime: Runtime) -> None:
         scheduler = LadderScheduler(
@@ -56,7 +60,7 @@ def create_app(settings: VerificationSettings | None = None, *, clock: Clock | N
         title="督察核查 verification",
         routers=[router, reports_router, web_router],
         subscriptions=subscriptions(ctx),
-        on_startup=[start_scheduler, start_report_scheduler, connect_evidence_store],
+        on_startup=[keep_ledger_entries, start_scheduler, start_report_scheduler, connect_evidence_store],
     )
     app.state.verification = ctx
     return app

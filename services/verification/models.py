@@ -111,6 +111,8 @@ class Task(SQLModel, table=True):
         # The ledger's candidates: open tasks, and B-class matters waiting for their follow-up reply.
         Index("ix_verification_task_status_id", "status", "id"),
         Index("ix_verification_task_classification", "classification", "status"),
+        # The task board of the cross-checking team: the tasks it reviews, by status.
+        Index("ix_verification_task_review_status", "review_team_code", "status"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
@@ -137,6 +139,16 @@ class Task(SQLModel, table=True):
     # The worst overdue step (its rank in stats.OVERDUE_STEPS, 0 for none) its running clocks took:
     # the dashboard's open tasks are counted by it (``open_figures``).
     overdue_rank: int = 0
+
+
+class TaskParticipant(SQLModel, table=True):
+    """A team taking part in a task (a joint check, co-handling): ``Task.participants`` as rows, so
+    that a team's task board finds its tasks through an index, not by reading every task's list."""
+
+    __tablename__ = "verification_task_participant"
+
+    team_code: str = Field(primary_key=True, max_length=32)
+    task_id: str = Field(primary_key=True, max_length=64, foreign_key="verification_task.id")
 
 
 class Finding(SQLModel, table=True):

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, String, and_, bindparam, cast, false, func, not_
+from sqlalchemy import ColumnElement, and_, bindparam, false, func, not_
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
@@ -25,6 +25,7 @@ from services.verification.models import (
     Task,
     TaskClock,
     TaskEvent,
+    TaskParticipant,
     TaskStatus,
     WithdrawnMatter,
 )
@@ -231,6 +232,8 @@ async def task_from_assignment(
             tz=ctx.calendar.tz,
         )
     _add_clocks(session, ctx, task, event)
+    for team_code in dict.fromkeys(task.participants):
+        add_later(session, new_row(TaskParticipant, team_code=team_code, task_id=task.id))
     add_history(session, task, "assigned", event.actor or "routing", "；".join(event.reasons))
     return task
 
@@ -336,9 +339,7 @@ async def list_tasks(
             or_(
                 Task.team_code == team,
                 (col(Task.review_team_code) == team) & col(Task.status).in_(REVIEWER_VISIBLE_STATUSES),
-                # Participants are a JSON list of team codes; as text it contains "<code>" with quotes,
-                # which matches one whole code on SQLite and PostgreSQL alike.
-                cast(col(Task.participants), String).contains(f'"{team}"'),
+                col(Task.id).in_(select(TaskParticipant.task_id).where(TaskParticipant.team_code == team)),
             )
         )
     elif principal.role != Role.SUPERVISOR:

@@ -1,0 +1,270 @@
+"""What is on the ledger (督办台账), kept as rows: ``verification_ledger_entry``.
+
+Whether a task puts its matter on the ledger (``task_conditions``) takes four correlated checks
+per task.  Asked at read time, a page and its total evaluated every candidate task (5,400 at
+100,000 matters, 55,000 at a million) for every request.  Instead each task that qualifies has an
+entry, with the matter's date and county, and the entry that is the matter's row on the unfiltered
+ledger (an open task first, else the newest) is marked ``leading``.  A page is then an index range.
+
+The entries follow the rows they are made of, without a call at each change: a flush notes the
+matters whose tasks, clocks, findings, marks, close-offs or snapshot it wrote (``_note``), and just
+before the outermost commit their entries are made again from the tables (``_refresh``), in the
+same transaction.  The refresh first takes each matter's lock (``shared.matter_locks``): two
+transactions that change one matter at once then refresh one after the other, and the second sees
+what the first committed.  ``rebuild`` makes every entry again from the tables (the migration's back-fill,
+and a repair).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from itertools import chain
+from typing import Any
+from weakref import WeakSet
+
+from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, inspect, or_, select
+from sqlalchemy import event as sa_event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session, SessionTransaction
+from sqlmodel import Field, Index, SQLModel, col
+
+from services.verification.models import (
+    ACTIVE_TASK_STATUSES,
+    FOLLOW_UP_CLASSIFICATION,
+    ClockStatus,
+    Finding,
+    LedgerCloseOff,
+    LedgerMark,
+    MatterSnapshot,
+    Task,
+    TaskClock,
+    TaskStatus,
+)
+from shared.batchguard import LATER_ROWS
+from shared.db import UTCDateTime, table_of
+from shared.matter_locks import lock_matters
+
+_CASES = "verification_ledger_cases"
+_TASKS = "verification_ledger_tasks"
+REFRESH_BATCH = 500
+
+
+class LedgerEntry(SQLModel, table=True):
+    """A task that puts its matter on the ledger, with what a page filters and orders by."""
+
+    __tablename__ = "verification_ledger_entry"
+    __table_args__ = (
+        # The unfiltered ledger and its matter filters walk the leading entries in page order.
+        Index("ix_verification_ledger_entry_leading", "leading", "received_at", "case_id"),
+        Index("ix_verification_ledger_entry_county", "leading", "county_code", "received_at", "case_id"),
+        Index("ix_verification_ledger_entry_team", "team_code", "received_at", "case_id"),
+        Index("ix_verification_ledger_entry_case", "case_id"),
+    )
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    case_id: str = Field(max_length=64)
+    received_at: datetime = Field(sa_type=UTCDateTime)
+    county_code: str | None = Field(default=None, max_length=16)
+    team_code: str = Field(max_length=32)
+    active: bool
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    leading: bool
+
+
+ENTRY = table_of(LedgerEntry)
+
+
+def task_conditions(task: Any) -> list[ColumnElement[bool]]:
+    """What puts one task (``task``: the table or an alias of it) on the ledger.
+
+    Open tasks; concluded ones whose work goes on (a clock running, a B-class reply waiting for its
+    follow-up); concluded matters a supervisor marked (督办件, 领导包案), unless closed off (销号)
+    after the task began and after the latest mark: new work brings a matter back.
+    """
+    running = exists().where(col(TaskClock.task_id) == task.id, col(TaskClock.status) == ClockStatus.RUNNING)
+    followed = exists().where(col(Finding.task_id) == task.id, col(Finding.follow_up).is_(True))
+    b_waiting = and_(task.classification == FOLLOW_UP_CLASSIFICATION, ~followed)
+    marked = exists().where(col(LedgerMark.case_id) == task.case_id)
+    # Correlated explicitly: left to itself, the nested EXISTS would read ``task`` as a table of its own.
+    later_mark = (
+        exists()
+        .where(
+            col(LedgerMark.case_id) == task.case_id, col(LedgerMark.marked_at) > col(LedgerCloseOff.closed_at)
+        )
+        .correlate_except(LedgerMark)
+    )
+    closed = exists().where(
+        col(LedgerCloseOff.case_id) == task.case_id,
+        col(LedgerCloseOff.closed_at) >= task.created_at,
+        ~later_mark,
+    )
+    concluded = task.status == TaskStatus.CONCLUDED
+    return [
+        or_(task.status.in_(ACTIVE_TASK_STATUSES), and_(concluded, or_(running, b_waiting, marked))),
+        ~and_(concluded, ~running, ~b_waiting, closed),
+    ]
+
+
+def better_entry(other: Any, entry: Any) -> ColumnElement[bool]:
+    """``other`` is its matter's row before ``entry``: open before concluded, then the newer."""
+    newer = or_(
+        other.created_at > entry.created_at,
+        and_(other.created_at == entry.created_at, other.task_id > entry.task_id),
+    )
+    return or_(and_(other.active, ~entry.active), and_(other.active == entry.active, newer))
+
+
+def _entries_of(connection: Connection, case_ids: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The entries the tables make for these matters (every matter: None), each marked leading or not."""
+    query = (
+        select(
+            col(Task.id),
+            col(Task.case_id),
+            col(MatterSnapshot.received_at),
+            col(MatterSnapshot.county_code),
+            col(Task.team_code),
+            col(Task.status),
+            col(Task.created_at),
+        )
+        .join(MatterSnapshot, col(MatterSnapshot.case_id) == col(Task.case_id))
+        .where(*task_conditions(Task))
+    )
+    if case_ids is not None:
+        query = query.where(col(Task.case_id).in_(case_ids))
+    entries: dict[str, dict[str, Any]] = {}
+    rows = []
+    for task_id, case_id, received_at, county, team, status, created_at in connection.execute(query):
+        row = {
+            "task_id": task_id,
+            "case_id": case_id,
+            "received_at": received_at,
+            "county_code": county,
+            "team_code": team,
+            "active": status in ACTIVE_TASK_STATUSES,
+            "created_at": created_at,
+            "leading": False,
+        }
+        rows.append(row)
+        kept = entries.get(case_id)
+        if kept is None or _rank(row) > _rank(kept):
+            entries[case_id] = row
+    for row in entries.values():
+        row["leading"] = True
+    return rows
+
+
+def _rank(row: dict[str, Any]) -> tuple[bool, datetime, str]:
+    return (row["active"], row["created_at"], row["task_id"])
+
+
+def refresh(connection: Connection, case_ids: Iterable[str]) -> None:
+    """Make the entries of these matters again from the tables."""
+    ordered = sorted(set(case_ids))
+    lock_matters(connection, ordered)
+    for start in range(0, len(ordered), REFRESH_BATCH):
+        batch = ordered[start : start + REFRESH_BATCH]
+        rows = _entries_of(connection, batch)
+        connection.execute(ENTRY.delete().where(ENTRY.c.case_id.in_(batch)))
+        if rows:
+            connection.execute(ENTRY.insert(), rows)
+
+
+def rebuild(connection: Connection) -> int:
+    """Every entry made again from the tables; the number of entries."""
+    rows = _entries_of(connection, None)
+    connection.execute(ENTRY.delete())
+    if rows:
+        connection.execute(ENTRY.insert(), rows)
+    return len(rows)
+
+
+# --- Following the rows the entries are made of --------------------------------------------------
+
+# The engines of verification's databases whose sessions keep the entries (``follow``): the hooks
+# are the Session class's, and other databases in the process (another service's, a test's own)
+# hold no such table.
+_FOLLOWED: WeakSet[Engine] = WeakSet()
+
+
+def follow(engine: AsyncEngine) -> None:
+    """Keep the entries in every session on ``engine`` from now on (the service's start-up)."""
+    _FOLLOWED.add(engine.sync_engine)
+
+
+def _followed(session: Session) -> bool:
+    return session.bind in _FOLLOWED
+
+
+# The columns whose change can move a row's matter on or off the ledger.
+_WATCHED: dict[type[Any], tuple[str, ...]] = {
+    Task: ("status", "classification", "case_id", "created_at"),
+    TaskClock: ("status",),
+    Finding: ("follow_up",),
+    LedgerMark: (),
+    LedgerCloseOff: (),
+    MatterSnapshot: ("received_at", "county_code"),
+}
+
+
+def _changed(row: Any, columns: tuple[str, ...]) -> bool:
+    state = inspect(row)
+    return any(state.attrs[name].history.has_changes() for name in columns)
+
+
+def _pending_matters(session: Session) -> tuple[set[str], set[str]]:
+    """The matters (and, for findings, the tasks) that the session's unflushed rows change.
+
+    Rows a consumer's slice keeps for later (``shared.db.add_later``) are seen at the flush before
+    their insert, which a slice always makes with its new task or changed clock.
+    """
+    cases: set[str] = set()
+    tasks: set[str] = set()
+    later = session.info.get(LATER_ROWS) or {}
+    # A new row counts whatever its values; a changed one only for the watched columns; a deleted one
+    # (a mark taken off) always.
+    added = chain(session.new, session.deleted, later.get(TaskClock, ()), later.get(Finding, ()))
+    changed = (row for row in session.dirty if _changed(row, _WATCHED.get(type(row), ())))
+    for row in chain(added, changed):
+        if type(row) not in _WATCHED:
+            continue
+        if isinstance(row, Finding):
+            tasks.add(row.task_id)
+        else:
+            cases.add(row.case_id)
+    return cases, tasks
+
+
+@sa_event.listens_for(Session, "before_flush")
+def _note(session: Session, _context: Any, _instances: Any) -> None:
+    if not _followed(session):
+        return
+    cases, tasks = _pending_matters(session)
+    if cases:
+        session.info.setdefault(_CASES, set()).update(cases)
+    if tasks:
+        session.info.setdefault(_TASKS, set()).update(tasks)
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _refresh(session: Session) -> None:
+    if session.in_nested_transaction() or not _followed(session):
+        return
+    if any(_pending_matters(session)):
+        session.flush()
+    cases: set[str] = session.info.pop(_CASES, set())
+    tasks: set[str] = session.info.pop(_TASKS, set())
+    if not cases and not tasks:
+        return
+    connection = session.connection()
+    if tasks:
+        cases.update(connection.scalars(select(col(Task.case_id)).where(col(Task.id).in_(tasks))))
+    refresh(connection, cases)
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _forget(session: Session, previous_transaction: SessionTransaction) -> None:
+    # A rolled-back savepoint's matters are refreshed all the same (harmless: made from the tables).
+    if previous_transaction.parent is None:
+        session.info.pop(_CASES, None)
+        session.info.pop(_TASKS, None)
