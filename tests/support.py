@@ -233,6 +233,11 @@ def base_environment(
         "RECEIVED_AT_MAX_AGE_DAYS": "3650",
         # The monthly reports would be due at every start; tests/test_reports.py drives the scheduler.
         "REPORTS_SCHEDULE_ENABLED": "false",
+        # Many modules poll the public query until a matter shows, all from 127.0.0.1: with the
+        # limits on, one slow projection spent the address's allowance and later modules got 429.
+        # tests/test_feedback_ratelimit.py runs the limiter with limits of its own.
+        "PUBLIC_RATE_PER_ADDRESS": "0",
+        "PUBLIC_RATE_PER_CODE": "0",
     }
     for name in SERVICE_NAMES:
         env[f"{name.upper()}_URL"] = urls[name]
