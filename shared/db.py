@@ -349,6 +349,19 @@ def rows_with(session: AsyncSession, column: Mapped[Any], key: str) -> list[Any]
     return [row for row in held if isinstance(row, model) and getattr(row, column.key) == key]
 
 
+def prefetched_without_rows(session: Session, column: Mapped[Any], keys: Iterable[str]) -> set[str]:
+    """Those of ``keys`` that the slice prefetched ``column`` for and that no row the session
+    holds has (``rows_with`` would answer an empty list); a sync session, for a commit hook."""
+    prefetched: set[str] = session.info.get(_PREFETCHED, {}).get(column, set())
+    wanted = prefetched.intersection(keys)
+    if not wanted:
+        return set()
+    assert isinstance(column, InstrumentedAttribute)
+    model: Any = column.class_
+    held = (*session.identity_map.values(), *session.new)
+    return wanted - {getattr(row, column.key) for row in held if isinstance(row, model)}
+
+
 def pending_rows(session: AsyncSession, model: type[_Row]) -> list[_Row]:
     """Rows of ``model`` added to the session and not flushed yet.
 

@@ -23,7 +23,19 @@ from itertools import chain
 from typing import Any
 from weakref import WeakSet
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, inspect, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Delete,
+    Engine,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    inspect,
+    or_,
+    select,
+)
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, SessionTransaction
@@ -42,7 +54,7 @@ from services.verification.models import (
     TaskStatus,
 )
 from shared.batchguard import LATER_ROWS
-from shared.db import UTCDateTime, table_of
+from shared.db import UTCDateTime, built_once, prefetched_without_rows, table_of
 from shared.matter_locks import lock_matters
 
 _CASES = "verification_ledger_cases"
@@ -115,8 +127,10 @@ def better_entry(other: Any, entry: Any) -> ColumnElement[bool]:
     return or_(and_(other.active, ~entry.active), and_(other.active == entry.active, newer))
 
 
-def _entries_of(connection: Connection, case_ids: Sequence[str] | None) -> list[dict[str, Any]]:
-    """The entries the tables make for these matters (every matter: None), each marked leading or not."""
+@built_once
+def _qualifying_tasks(*, of_cases: bool) -> Select[str, str, datetime, str | None, str, str, datetime]:
+    """The tasks on the ledger, with their matters' date and county: of the matters in the bound
+    ``case_ids``, or of every matter."""
     query = (
         select(
             col(Task.id),
@@ -130,11 +144,23 @@ def _entries_of(connection: Connection, case_ids: Sequence[str] | None) -> list[
         .join(MatterSnapshot, col(MatterSnapshot.case_id) == col(Task.case_id))
         .where(*task_conditions(Task))
     )
-    if case_ids is not None:
-        query = query.where(col(Task.case_id).in_(case_ids))
+    return query.where(col(Task.case_id).in_(bindparam("case_ids", expanding=True))) if of_cases else query
+
+
+@built_once
+def _delete_of_cases() -> Delete:
+    return ENTRY.delete().where(ENTRY.c.case_id.in_(bindparam("case_ids", expanding=True)))
+
+
+def _entries_of(connection: Connection, case_ids: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The entries the tables make for these matters (every matter: None), each marked leading or not."""
+    if case_ids is None:
+        found = connection.execute(_qualifying_tasks(of_cases=False))
+    else:
+        found = connection.execute(_qualifying_tasks(of_cases=True), {"case_ids": list(case_ids)})
     entries: dict[str, dict[str, Any]] = {}
     rows = []
-    for task_id, case_id, received_at, county, team, status, created_at in connection.execute(query):
+    for task_id, case_id, received_at, county, team, status, created_at in found:
         row = {
             "task_id": task_id,
             "case_id": case_id,
@@ -165,7 +191,7 @@ def refresh(connection: Connection, case_ids: Iterable[str]) -> None:
     for start in range(0, len(ordered), REFRESH_BATCH):
         batch = ordered[start : start + REFRESH_BATCH]
         rows = _entries_of(connection, batch)
-        connection.execute(ENTRY.delete().where(ENTRY.c.case_id.in_(batch)))
+        connection.execute(_delete_of_cases(), {"case_ids": batch})
         if rows:
             connection.execute(ENTRY.insert(), rows)
 
@@ -259,7 +285,9 @@ def _refresh(session: Session) -> None:
     connection = session.connection()
     if tasks:
         cases.update(connection.scalars(select(col(Task.case_id)).where(col(Task.id).in_(tasks))))
-    refresh(connection, cases)
+    # A matter the slice's prefetch found without tasks has no entries, before or after (a new
+    # snapshot, mostly): its tasks come only from an assignment, which waits for the matter's lock.
+    refresh(connection, cases - prefetched_without_rows(session, col(Task.case_id), cases))
 
 
 @sa_event.listens_for(Session, "after_soft_rollback")
