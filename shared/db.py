@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, Self, TypeVar, cast
 
-from sqlalchemy import Column, DateTime, Table, event, insert, insert_sentinel, inspect, text
+from sqlalchemy import Column, DateTime, Table, bindparam, event, insert, insert_sentinel, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError
@@ -333,20 +333,25 @@ async def prefetch_rows(session: AsyncSession, model: Prefetched, keys: Iterable
     session.sync_session.info.setdefault(_PREFETCHED, {}).setdefault(model, set()).update(wanted)
 
 
-def rows_with(session: AsyncSession, column: Mapped[Any], key: str) -> list[Any] | None:
-    """The rows whose ``column`` (``Task.case_id``) is ``key``, from the session: no query.
+async def rows_with(session: AsyncSession, column: Mapped[Any], key: str) -> list[Any]:
+    """The rows whose ``column`` (``Task.case_id``) is ``key``.
 
-    Only when the slice prefetched ``column`` for ``key`` (``prefetch_rows``); None otherwise,
-    and the caller queries.  Every such row was loaded then or written since (held by the
-    session), and a pending one counts as a query's autoflush would have made it count.
+    From the session, without a query, when the slice prefetched ``column`` for ``key``
+    (``prefetch_rows``): every such row was loaded then or written since (held by the session),
+    and a pending one counts as a query's autoflush would have made it count.  Otherwise one query.
     """
     sync_session = session.sync_session
-    if key not in sync_session.info.get(_PREFETCHED, {}).get(column, ()):
-        return None
     assert isinstance(column, InstrumentedAttribute)
     model: Any = column.class_
+    if key not in sync_session.info.get(_PREFETCHED, {}).get(column, ()):
+        return list(await session.exec(_rows_with_query(column), params={"key": key}))
     held = (*sync_session.identity_map.values(), *sync_session.new)
     return [row for row in held if isinstance(row, model) and getattr(row, column.key) == key]
+
+
+@built_once
+def _rows_with_query(column: InstrumentedAttribute[Any]) -> Any:
+    return select(column.class_).where(column == bindparam("key"))
 
 
 def prefetched_without_rows(session: Session, column: Mapped[Any], keys: Iterable[str]) -> set[str]:

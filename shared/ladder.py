@@ -134,7 +134,10 @@ async def fire_due_steps(
         )
         if lock_rows:
             # Nothing due is the usual round: it takes no lock at all.
-            if (await session.execute(query.with_only_columns(table.id))).first() is None:
+            probe = (
+                select(col(table.id)).where(table.status == RUNNING, col(table.next_step_at) <= now).limit(1)
+            )
+            if (await session.exec(probe)).first() is None:
                 return 0
             # The audit chain before the clocks: the order every appender that stops clocks keeps.
             await hold_chain(session)

@@ -35,6 +35,7 @@ from shared.db import (
     new_row,
     pending_rows,
     prefetch_rows,
+    prefetched_without_rows,
     rows_with,
     table_of,
     utcnow,
@@ -176,19 +177,29 @@ async def test_rows_added_later_are_inserted_by_the_slice_and_kept_to_the_rules(
 async def test_rows_prefetched_by_a_case_id_column_are_answered_from_the_session(engine: AsyncEngine) -> None:
     async with create_session_factory(engine)() as session, session.begin():
         session.add(snapshot("case-known"))
+        session.add(snapshot("case-other"))
     async with create_session_factory(engine)() as session, session.begin():
         keep_loaded_rows_for_the_slice(session)
         by_case = col(MatterSnapshot.case_id)
         await prefetch_rows(session, by_case, {"case-known", "case-new"})
-        assert [row.case_id for row in rows_with(session, by_case, "case-known") or []] == ["case-known"]
-        assert rows_with(session, by_case, "case-new") == []
-        # Not prefetched: the caller must query.
-        assert rows_with(session, by_case, "case-other") is None
+        assert [row.case_id for row in await rows_with(session, by_case, "case-known")] == ["case-known"]
+        assert await rows_with(session, by_case, "case-new") == []
+        # Not prefetched: one query finds it.
+        assert [row.case_id for row in await rows_with(session, by_case, "case-other")] == ["case-other"]
         # A row written since counts, pending or flushed, as a query would have found it.
         session.add(snapshot("case-new"))
-        assert [row.case_id for row in rows_with(session, by_case, "case-new") or []] == ["case-new"]
+        assert [row.case_id for row in await rows_with(session, by_case, "case-new")] == ["case-new"]
         await session.flush()
-        assert [row.case_id for row in rows_with(session, by_case, "case-new") or []] == ["case-new"]
+        assert [row.case_id for row in await rows_with(session, by_case, "case-new")] == ["case-new"]
+        # What the prefetch found without rows, for a commit hook (the ledger's entries).
+        sync_session = session.sync_session
+        assert (
+            prefetched_without_rows(sync_session, by_case, {"case-known", "case-new", "case-none"}) == set()
+        )
+        await prefetch_rows(session, by_case, {"case-none"})
+        assert prefetched_without_rows(sync_session, by_case, {"case-known", "case-none", "case-other"}) == {
+            "case-none"
+        }
 
 
 def remember(key: str, *, look_first: bool) -> Any:

@@ -22,9 +22,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Date, Integer, bindparam, case, cast, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.sql.expression import ColumnElement, Select
-from sqlmodel import col, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
-from sqlmodel.sql.expression import SelectOfScalar
 
 from services.verification import open_figures, stats, summaries
 from services.verification.context import VerificationContext
@@ -195,20 +194,13 @@ async def record_change(session: AsyncSession, *, case_id: str, before: Part, tz
 # --- The change points' differences that need no query ------------------------------------------
 
 
-@built_once
-def _tasks_of_matter_query() -> SelectOfScalar[Task]:
-    return select(Task).where(Task.case_id == bindparam("case_id"))
-
-
 async def matter_arrived(session: AsyncSession, *, matter: MatterSnapshot, tz: ZoneInfo) -> None:
     """A matter's snapshot is about to be added: counted as received for the team it sits with (its
     latest task, when its assignment came first); and what its tasks and ratings counted without a
     county (nearly always nothing) moves to its county.  Reads only the matter's own rows, on the
     session's connection, and none that the slice writes (tasks come from another consumer); the
     tasks from the slice's prefetch when it made one."""
-    held: list[Task] | None = rows_with(session, col(Task.case_id), matter.case_id)
-    if held is None:
-        held = list(await session.exec(_tasks_of_matter_query(), params={"case_id": matter.case_id}))
+    held: list[Task] = await rows_with(session, col(Task.case_id), matter.case_id)
     tasks = [(task.team_code, task.created_at) for task in held]
     open_figures.matter_arrived(session, county=matter.county_code, tasks=held)
     latest_team = max(tasks, key=lambda task: task[1])[0] if tasks else None

@@ -7,10 +7,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, and_, bindparam, false, func, not_
+from sqlalchemy import ColumnElement, and_, false, func, not_
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
-from sqlmodel.sql.expression import SelectOfScalar
 
 from services.verification import figures, open_figures
 from services.verification.context import VerificationContext
@@ -31,7 +30,7 @@ from services.verification.models import (
 )
 from shared.audit import audit, record_audited
 from shared.auth import Principal, Role
-from shared.db import add_later, built_once, lookup, new_row, rows_with, utcnow, where_given
+from shared.db import add_later, lookup, new_row, rows_with, utcnow, where_given
 from shared.errors import Forbidden, NotFound, conflict
 from shared.events import (
     CaseAssigned,
@@ -194,19 +193,12 @@ async def withdraw_tasks(
         add_history(session, task, "withdrawn", actor, f"事项已转类：{note}")
 
 
-@built_once
-def _tasks_of_case_query() -> SelectOfScalar[Task]:
-    return select(Task).where(Task.case_id == bindparam("case_id"))
-
-
 async def task_from_assignment(
     *, session: AsyncSession, event: CaseAssigned, ctx: VerificationContext
 ) -> Task | None:
     # A matter has a handful of tasks, one per assignment: one query answers both questions,
     # and in a slice the consumer made it for all the slice's matters at once.
-    tasks_of_case: list[Task] | None = rows_with(session, col(Task.case_id), event.case_id)
-    if tasks_of_case is None:
-        tasks_of_case = list(await session.exec(_tasks_of_case_query(), params={"case_id": event.case_id}))
+    tasks_of_case: list[Task] = await rows_with(session, col(Task.case_id), event.case_id)
     if any(t.assignment_id == event.assignment_id for t in tasks_of_case):
         return None
     if await lookup(session, WithdrawnMatter, event.case_id) is not None:
