@@ -39,9 +39,15 @@ def lock_matters(connection: Connection, case_ids: Iterable[str]) -> None:
         connection.execute(_LOCK_EACH, {"keys": keys})
 
 
+def is_postgresql(session: AsyncSession) -> bool:
+    """Whether the locks mean anything on this session's database (a caller that would read
+    something only to lock it asks first)."""
+    return bool(session.sync_session.get_bind().dialect.name == "postgresql")
+
+
 async def serialise_matters(session: AsyncSession, case_ids: Iterable[str]) -> None:
     """``lock_matters`` on the session's connection."""
-    if session.sync_session.get_bind().dialect.name != "postgresql":
+    if not is_postgresql(session):
         return
     connection = await session.connection()
     await connection.run_sync(lock_matters, case_ids)

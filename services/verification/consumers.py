@@ -64,7 +64,9 @@ async def on_rating_recorded(
 
 async def on_ladder_step_reached(*, session: AsyncSession, event: LadderStepReached) -> None:
     """The dashboard's open tasks: the task's worst overdue step (a transaction of its own)."""
-    await open_figures.step_taken(session=session, task_id=event.task_id, step=event.step)
+    await open_figures.step_taken(
+        session=session, case_id=event.case_id, task_id=event.task_id, step=event.step
+    )
 
 
 async def on_acceptance_notice_delivered(*, session: AsyncSession, event: AcceptanceNoticeDelivered) -> None:

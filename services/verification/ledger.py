@@ -42,6 +42,7 @@ from services.verification.schemas import (
 from shared.audit import audit
 from shared.auth import Principal, Role
 from shared.errors import FieldProblems, Forbidden, NotFound, conflict
+from shared.matter_locks import serialise_matters
 from shared.pagination import Key, Page
 from shared.workcalendar import WorkCalendar
 
@@ -364,6 +365,8 @@ async def mark_ledger(
     principal: Principal,
     mark_in: LedgerMarkIn,
 ) -> LedgerMark:
+    # Before anything is read, as every writer of a matter (``shared.matter_locks``).
+    await serialise_matters(session, [case_id])
     if (await session.exec(select(Task.id).where(Task.case_id == case_id))).first() is None:
         raise NotFound("事项不存在")
     existing = (
@@ -403,6 +406,7 @@ async def close_off(
 ) -> LedgerCloseOff:
     """挂账销号: the supervisor takes a matter off the ledger, with the reason.  Work still open on
     it (verification, a rectification item, a B-class follow-up) keeps it there until done."""
+    await serialise_matters(session, [case_id])
     rows = await ledger(session=session, ctx=ctx, min_age_days=0, case_id=case_id)
     if not rows:
         raise FieldProblems([("case_id", "该事项不在台账上，无需销号", "the matter is not on the ledger")])
@@ -434,6 +438,7 @@ async def close_off(
 async def remove_mark(
     *, session: AsyncSession, case_id: str, principal: Principal, remove_in: LedgerMarkRemoveIn
 ) -> None:
+    await serialise_matters(session, [case_id])
     mark = remove_in.mark
     existing = (
         await session.exec(select(LedgerMark).where(LedgerMark.case_id == case_id, LedgerMark.mark == mark))

@@ -28,6 +28,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.verification import stats, summaries
 from services.verification.models import ACTIVE_TASK_STATUSES, MatterSnapshot, OpenFigure, Task
 from shared.db import built_once, lookup, table_of
+from shared.matter_locks import serialise_matters
 
 OPEN = table_of(OpenFigure)
 SUMMARY = summaries.Summary(OPEN, ("county_code", "team_code", "case_kind", "overdue_rank"), ("open",))
@@ -74,7 +75,7 @@ async def _set_rank(session: AsyncSession, task: Task, rank: int) -> None:
     session.add(task)
 
 
-async def step_taken(session: AsyncSession, *, task_id: str, step: str) -> None:
+async def step_taken(session: AsyncSession, *, case_id: str, task_id: str, step: str) -> None:
     """A clock of the task took ``step``: its worst step may rise.
 
     From the ladder's own event, in a transaction of its own that locks the task: the round that
@@ -84,6 +85,10 @@ async def step_taken(session: AsyncSession, *, task_id: str, step: str) -> None:
     rank = rank_of(step)
     if not rank:
         return
+    # The matter's lock first, as a reassignment's slice takes it before it reads the task: the
+    # step then counts on the task as it stands after the slice (superseded, not counted), or the
+    # slice reads the task with the step's rank.
+    await serialise_matters(session, [case_id])
     task = (await session.exec(select(Task).where(Task.id == task_id).with_for_update())).first()
     if task is not None and rank > task.overdue_rank:
         await _set_rank(session, task, rank)

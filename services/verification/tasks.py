@@ -40,6 +40,7 @@ from shared.events import (
     TaskClaimed,
     TaskReturned,
 )
+from shared.matter_locks import is_postgresql, serialise_matters
 from shared.pagination import Page
 from shared.states import CaseKind
 
@@ -280,11 +281,23 @@ async def visible_task(
 ) -> Task:
     query = select(Task).where(Task.id == task_id)
     if lock:
+        await _serialise_matter_of(session, task_id)
         query = query.with_for_update()
     task = (await session.exec(query)).first()
     if task is None or not can_see(principal, task):
         raise NotFound("任务不存在")
     return task
+
+
+async def _serialise_matter_of(session: AsyncSession, task_id: str) -> None:
+    """The task's matter lock before the task's row lock, the order a consumer's slice keeps
+    (``shared.matter_locks``): what the change reads of the matter (its county, for the open
+    tasks' summary) is then what the snapshot slice committed, not the moment before."""
+    if not is_postgresql(session):
+        return
+    case_id = (await session.exec(select(Task.case_id).where(Task.id == task_id))).first()
+    if case_id is not None:
+        await serialise_matters(session, [case_id])
 
 
 class TaskScope(StrEnum):
