@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.logging import get_logger
@@ -25,8 +26,22 @@ ANALYSIS_LIMIT = 2000
 async def analyse(engine: AsyncEngine) -> None:
     """ANALYZE the database (SQLite), each index sampled: in one short write transaction."""
     async with engine.begin() as connection:
-        await connection.exec_driver_sql(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
-        await connection.exec_driver_sql("ANALYZE")
+        await connection.run_sync(_analyse)
+
+
+def _analyse(connection: Connection) -> None:
+    connection.exec_driver_sql(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
+    connection.exec_driver_sql("ANALYZE")
+
+
+def analyse_if_never(connection: Connection) -> None:
+    """Sampled statistics on a SQLite database that has none, before a back-fill reads the whole
+    of it (a migration runs before the service's own worker).  Without them the ledger's rebuild
+    probed running clocks by status, not by task: hours at a million matters, against seconds."""
+    if connection.dialect.name != "sqlite":
+        return
+    if connection.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").first() is None:
+        _analyse(connection)
 
 
 def statistics_worker(engine: AsyncEngine, *, hours: float) -> BackgroundWorker | None:
