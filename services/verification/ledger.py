@@ -241,7 +241,9 @@ def entries_query(filters: LedgerQuery, *, now: datetime) -> Select[str, datetim
             ledger_entries.better_entry(other, entry),
             *_task_filters(col(other.task_id), col(other.team_code), filters),
         )
-        conditions += [*task_filters, ~passing_better]
+        # Most matters have one entry: the check of the others is then skipped, row by row (as a
+        # join, PostgreSQL hashed every clock of the filter's name first: 90 ms at 100,000).
+        conditions += [*task_filters, or_(col(entry.alone), ~passing_better)]
     else:
         conditions.append(col(entry.leading).is_(True))
     return select(col(entry.task_id), col(entry.received_at), col(entry.case_id)).where(*conditions)

@@ -84,6 +84,8 @@ class LedgerEntry(SQLModel, table=True):
     active: bool
     created_at: datetime = Field(sa_type=UTCDateTime)
     leading: bool
+    # The matter's only entry: no other of its tasks can be its row under a filter on the task.
+    alone: bool
 
 
 ENTRY = table_of(LedgerEntry)
@@ -189,9 +191,12 @@ def _entries_of(connection: Connection, case_ids: Sequence[str] | None) -> list[
             "active": status in ACTIVE_TASK_STATUSES,
             "created_at": created_at,
             "leading": False,
+            "alone": True,
         }
         rows.append(row)
         kept = entries.get(case_id)
+        if kept is not None:
+            kept["alone"] = row["alone"] = False
         if kept is None or _rank(row) > _rank(kept):
             entries[case_id] = row
     for row in entries.values():

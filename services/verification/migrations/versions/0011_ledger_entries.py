@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("created_at", shared.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("leading", sa.Boolean(), nullable=False),
+        sa.Column("alone", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("task_id"),
     )
     op.create_index(
