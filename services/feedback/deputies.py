@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import structlog
 from sqlalchemy import ColumnElement
 from sqlmodel import and_, col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.feedback.answers import classification_label, delivered_answer, issued_letter
+from services.feedback.answers import classification_label, issued_letter
 from services.feedback.cases import is_deputys_own, public_clocks, status_label
-from services.feedback.models import CaseStatus, CaseView, Letter
-from services.feedback.ratings import can_rate, latest_rating
+from services.feedback.models import Answer, AnswerStatus, CaseStatus, CaseView, Letter, RatingRow
 from services.feedback.schemas import DeputySuggestionRead
 from shared.auth import Principal, Role
 from shared.errors import NotFound
@@ -89,10 +90,52 @@ DEPUTY_VIEW_FIELDS = {
 }
 
 
-async def suggestion_view(*, session: AsyncSession, case: CaseView) -> DeputySuggestionRead:
-    answer = await delivered_answer(session=session, case_id=case.case_id)
-    letter = await session.get(Letter, answer.id) if answer else None
-    rating = await latest_rating(session=session, case_id=case.case_id, round_=case.round)
+@dataclass
+class _Replies:
+    """What the deputy's view shows beside each suggestion, read for all of them at once."""
+
+    delivered: dict[str, Answer] = field(default_factory=dict)  # the latest delivered answer
+    current: dict[tuple[str, int], Answer] = field(default_factory=dict)  # per round, the latest
+    letters: set[str] = field(default_factory=set)  # answers with an issued letter
+    ratings: dict[tuple[str, int], RatingRow] = field(default_factory=dict)  # per round, the latest
+    rated_answers: set[str] = field(default_factory=set)
+
+    def can_rate(self, case: CaseView) -> bool:
+        """``ratings.can_rate``, from the rows read."""
+        if case.status != CaseStatus.ANSWERED:
+            return False
+        answer = self.current.get((case.case_id, case.round))
+        return answer is not None and answer.id not in self.rated_answers
+
+
+async def _replies(session: AsyncSession, case_ids: list[str]) -> _Replies:
+    """Three queries for a deputy's suggestions, instead of four per suggestion."""
+    replies = _Replies()
+    answers = await session.exec(
+        select(Answer)
+        .where(col(Answer.case_id).in_(case_ids), Answer.status == AnswerStatus.DELIVERED)
+        .order_by(col(Answer.delivered_at).desc())
+    )
+    for answer in answers:
+        replies.delivered.setdefault(answer.case_id, answer)
+        replies.current.setdefault((answer.case_id, answer.round), answer)
+    shown = [answer.id for answer in replies.delivered.values()]
+    if shown:
+        replies.letters = set(
+            await session.exec(select(Letter.answer_id).where(col(Letter.answer_id).in_(shown)))
+        )
+    for rating in await session.exec(
+        select(RatingRow).where(col(RatingRow.case_id).in_(case_ids)).order_by(col(RatingRow.at).desc())
+    ):
+        replies.ratings.setdefault((rating.case_id, rating.round), rating)
+        if rating.answer_id:
+            replies.rated_answers.add(rating.answer_id)
+    return replies
+
+
+def _suggestion_view(case: CaseView, replies: _Replies) -> DeputySuggestionRead:
+    answer = replies.delivered.get(case.case_id)
+    rating = replies.ratings.get((case.case_id, case.round))
     clocks = public_clocks(case)
     return DeputySuggestionRead(
         **case.model_dump(include=DEPUTY_VIEW_FIELDS),
@@ -106,8 +149,12 @@ async def suggestion_view(*, session: AsyncSession, case: CaseView) -> DeputySug
         reply=answer.text if answer else None,
         replied_at=answer.delivered_at if answer else None,
         classification_label=classification_label(case.classification),
-        letter_url=f"/api/v1/deputy/suggestions/{case.case_id}/letter" if letter else None,
-        can_rate=await can_rate(session=session, case=case),
+        letter_url=(
+            f"/api/v1/deputy/suggestions/{case.case_id}/letter"
+            if answer and answer.id in replies.letters
+            else None
+        ),
+        can_rate=replies.can_rate(case),
         rating=rating.rating if rating else None,
     )
 
@@ -117,4 +164,7 @@ async def suggestion_views(*, session: AsyncSession, deputy: Principal) -> list[
     if deputy.role != Role.DEPUTY:
         return []
     cases = await deputy_suggestions(session=session, deputy=deputy)
-    return [await suggestion_view(session=session, case=case) for case in cases]
+    if not cases:
+        return []
+    replies = await _replies(session, [case.case_id for case in cases])
+    return [_suggestion_view(case, replies) for case in cases]
