@@ -259,9 +259,20 @@ async def wait_for_audit_checkpoints(nats_url: str, db_urls: dict[str, str], *, 
     heads: dict[str, int] = {}
     for service, url in db_urls.items():
         engine = create_engine(url)
-        async with engine.connect() as connection:
-            seq = table_of(AuditEntry).c.seq
-            heads[service] = int((await connection.execute(sa.select(sa.func.max(seq)))).scalar() or 0)
+        # A SQLite connection here begins IMMEDIATE: a service busy writing at its start (its
+        # statistics, its chain check at a million complaints) can hold the lock past the timeout.
+        for attempt in range(30):
+            try:
+                async with engine.connect() as connection:
+                    seq = table_of(AuditEntry).c.seq
+                    heads[service] = int(
+                        (await connection.execute(sa.select(sa.func.max(seq)))).scalar() or 0
+                    )
+                break
+            except sa.exc.OperationalError:
+                if attempt == 29:
+                    raise
+                await asyncio.sleep(1.0)
         await engine.dispose()
     nc = await nats.connect(nats_url)
     try:

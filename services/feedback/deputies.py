@@ -111,12 +111,12 @@ class _Replies:
 async def _replies(session: AsyncSession, case_ids: list[str]) -> _Replies:
     """Three queries for a deputy's suggestions, instead of four per suggestion."""
     replies = _Replies()
+    # By matter only, the status checked here: with the status in the query SQLite read every
+    # delivered answer by the status index (1.3 s at a million complaints).
     answers = await session.exec(
-        select(Answer)
-        .where(col(Answer.case_id).in_(case_ids), Answer.status == AnswerStatus.DELIVERED)
-        .order_by(col(Answer.delivered_at).desc())
+        select(Answer).where(col(Answer.case_id).in_(case_ids)).order_by(col(Answer.delivered_at).desc())
     )
-    for answer in answers:
+    for answer in (a for a in answers if a.status == AnswerStatus.DELIVERED):
         replies.delivered.setdefault(answer.case_id, answer)
         replies.current.setdefault((answer.case_id, answer.round), answer)
     shown = [answer.id for answer in replies.delivered.values()]
