@@ -5,6 +5,7 @@ the running service kept."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -16,9 +17,16 @@ from services.verification.models import LadderStep, LedgerMark, MatterSnapshot,
 from tests.support import System
 
 
-def _filters(rows: dict[str, set[Any]]) -> list[LedgerQuery]:
+def _filters(rows: dict[str, set[Any]], now: datetime) -> list[LedgerQuery]:
     """The unfiltered ledger, and each filter with each value the data holds (and one it does not)."""
-    found = [LedgerQuery(min_age_days=0), LedgerQuery(min_age_days=30)]
+    found = [
+        LedgerQuery(min_age_days=0),
+        LedgerQuery(min_age_days=30),
+        LedgerQuery(
+            min_age_days=0, received_from=now - timedelta(days=400), received_before=now - timedelta(days=5)
+        ),
+        LedgerQuery(min_age_days=0, received_from=now - timedelta(days=1)),
+    ]
     for name, values in rows.items():
         for value in sorted(values | {"none-such"}, key=str):
             found.append(LedgerQuery(min_age_days=0, **{name: value}))
@@ -54,7 +62,7 @@ async def check_ledger_entries(system: System) -> int:
             "marked": set((await connection.execute(select(LedgerMark.mark))).scalars()),
             "category": {str(a.get("category")) for listed in allegations for a in listed},
         }
-        for filters in _filters(values):
+        for filters in _filters(values, now):
             from_entries = sorted(
                 (task_id, case_id)
                 for task_id, _, case_id in await session.exec(entries_query(filters, now=now))

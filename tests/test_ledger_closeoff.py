@@ -3,10 +3,12 @@ and B-class follow-up clocks that keep a matter on it until done, and a leader's
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import httpx
 import pytest
+from openpyxl import load_workbook
 
 from shared.auth import Principal, Role, token_auth
 from shared.web import COOKIE_NAME
@@ -291,3 +293,36 @@ async def test_the_kept_entries_are_what_the_tables_say(system: System) -> None:
     created = await create_complaint(system, **badge(9))
     await task_for(system, created["id"], "inspector-411681")
     assert await check_ledger_entries(system) >= 1
+
+
+async def test_the_ledger_filters_by_the_day_received(system: System) -> None:
+    """受理日期起/止: the matters received in the period, both days included, the same on the page
+    and in the export; a period that ends before it starts is refused on the field."""
+    created = await create_complaint(
+        system, received_at="2024-03-15T09:00:00+08:00", incident_at="2024-03-14T20:30:00+08:00"
+    )
+    await task_for(system, created["id"], "inspector-411681")
+    within = await ledger_rows(system, start="2024-03-15", end="2024-03-15")
+    assert list(within) == [created["id"]]
+    assert created["id"] not in await ledger_rows(system, start="2024-03-16")
+    assert created["id"] not in await ledger_rows(system, end="2024-03-14")
+    backwards = await system.call(
+        "verification",
+        "GET",
+        "/api/v1/ledger",
+        as_user="supervisor1",
+        params={"start": "2024-03-16", "end": "2024-03-15"},
+    )
+    assert backwards.status_code == 422 and "end" in backwards.text, backwards.text
+    exported = await system.call(
+        "verification",
+        "GET",
+        "/api/v1/ledger.xlsx",
+        as_user="supervisor1",
+        params={"start": "2024-03-15", "end": "2024-03-15", "min_age_days": 0},
+    )
+    assert exported.status_code == 200, exported.text
+    sheet = load_workbook(io.BytesIO(exported.content)).active
+    text = [str(cell.value) for row in sheet.iter_rows() for cell in row if cell.value is not None]
+    assert any("2024-03-15 至 2024-03-15" in t for t in text), text[:10]
+    assert any(created["tracking_code"] in t for t in text)

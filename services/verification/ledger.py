@@ -143,6 +143,9 @@ class LedgerQuery:
     step: str | None = None
     marked: str | None = None
     case_id: str | None = None
+    # Received in a period (受理日期): from the first day's start to the last day's end, local time.
+    received_from: datetime | None = None
+    received_before: datetime | None = None
 
 
 # The ledger's order, one row per matter; its pages seek the same two keys (``ledger_page``).
@@ -192,6 +195,10 @@ def _matter_filters(matter: Any, filters: LedgerQuery, *, now: datetime) -> list
         conditions.append(matter.county_code == filters.county)
     if filters.case_id:
         conditions.append(matter.case_id == filters.case_id)
+    if filters.received_from:
+        conditions.append(matter.received_at >= filters.received_from)
+    if filters.received_before:
+        conditions.append(matter.received_at < filters.received_before)
     if filters.category:
         # The allegations are JSON as the engine wrote it (json.dumps): the category as a value.
         needle = f'"category": {json.dumps(filters.category)}'
@@ -320,18 +327,9 @@ async def ledger_page(
     return await ledger_rows(session=session, ctx=ctx, found=[pairs[task_id] for task_id in wanted])
 
 
-async def ledger(
-    *,
-    session: AsyncSession,
-    ctx: VerificationContext,
-    min_age_days: int,
-    case_id: str | None = None,
-    **filters: str | None,
-) -> list[LedgerRow]:
-    """The whole ledger under the filters (a matter's row, for instance): no paging."""
-    query = ledger_query(
-        LedgerQuery(min_age_days=min_age_days, case_id=case_id, **filters), now=ctx.clock.now()
-    )
+async def ledger(*, session: AsyncSession, ctx: VerificationContext, case_id: str) -> list[LedgerRow]:
+    """A matter's row on the ledger, whatever its age, from the tables themselves (empty: not on it)."""
+    query = ledger_query(LedgerQuery(min_age_days=0, case_id=case_id), now=ctx.clock.now())
     found = list(await session.exec(query.order_by(*(k.ordered for k in LEDGER_KEYS))))
     return await ledger_rows(session=session, ctx=ctx, found=found)
 
@@ -423,7 +421,7 @@ async def close_off(
     """挂账销号: the supervisor takes a matter off the ledger, with the reason.  Work still open on
     it (verification, a rectification item, a B-class follow-up) keeps it there until done."""
     await serialise_matters(session, [case_id])
-    rows = await ledger(session=session, ctx=ctx, min_age_days=0, case_id=case_id)
+    rows = await ledger(session=session, ctx=ctx, case_id=case_id)
     if not rows:
         raise FieldProblems([("case_id", "该事项不在台账上，无需销号", "the matter is not on the ledger")])
     pending = [p for row in rows for p in row.pending]

@@ -11,6 +11,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from copy import copy
+from datetime import timedelta
 from typing import Any
 
 from openpyxl import Workbook
@@ -100,6 +101,14 @@ def filter_labels(ctx: VerificationContext, filters: ledger.LedgerQuery) -> dict
     """The filters as the workbook's heading states them, in the bureau's words."""
     organisation = ctx.organisation
     labels = {"受理满": f"{filters.min_age_days}日"}
+    if filters.received_from or filters.received_before:
+        first = ctx.calendar.local_date(filters.received_from) if filters.received_from else None
+        last = (
+            ctx.calendar.local_date(filters.received_before) - timedelta(days=1)
+            if filters.received_before
+            else None
+        )
+        labels["受理日期"] = f"{first or '不限'} 至 {last or '不限'}"
     if filters.county:
         labels["县（市、区）"] = group_name(organisation, filters.county, by="county")
     if filters.team_code:

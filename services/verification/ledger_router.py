@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import date, datetime, time, timedelta
 from typing import Annotated
 
 import structlog
@@ -21,6 +22,7 @@ from services.verification.schemas import (
 )
 from shared.apidocs import attachment, file_download
 from shared.deps import Session, Supervisor, SupervisorOrLeader, app_state
+from shared.errors import FieldProblems
 from shared.pagination import Page, page_headers, paging
 from shared.validation import Line
 
@@ -41,9 +43,16 @@ async def ledger_filters(
     step: Annotated[OverdueStep | None, Query()] = None,
     marked: Annotated[LedgerMarkKind | None, Query()] = None,
     case_id: Annotated[Line | None, Query(max_length=64)] = None,
+    start: Annotated[date | None, Query(description="received on or after this day (受理日期起)")] = None,
+    end: Annotated[date | None, Query(description="received on or before this day (受理日期止)")] = None,
 ) -> ledger.LedgerQuery:
     """The ledger's filters, the same for the list and its Excel export; a leader's county is forced."""
+    if start and end and end < start:
+        raise FieldProblems([("end", "受理日期的止日不能早于起日", "end is before start")])
+    tz = ctx.calendar.tz
     return ledger.LedgerQuery(
+        received_from=datetime.combine(start, time(), tz) if start else None,
+        received_before=datetime.combine(end + timedelta(days=1), time(), tz) if end else None,
         min_age_days=ctx.ledger_min_age_days if min_age_days is None else min_age_days,
         county=ledger.scoped_county(principal, county),
         team_code=team_code,
