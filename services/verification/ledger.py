@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, cast, exists, tuple_
+from sqlalchemy import ColumnElement, Text, cast, exists
 from sqlalchemy.orm import aliased
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -224,13 +224,13 @@ def ledger_query(filters: LedgerQuery, *, now: datetime) -> Select[Task, MatterS
     export read the kept entries (``entries_query``), which ``tests/test_ledger_entries.py``
     compares with this."""
     other = aliased(Task)
-    this_active = col(Task.status).in_(ACTIVE_TASK_STATUSES)
-    other_active = col(other.status).in_(ACTIVE_TASK_STATUSES)
-    newer = tuple_(other.created_at, other.id) > tuple_(col(Task.created_at), col(Task.id))
     better = exists().where(
         col(other.case_id) == col(Task.case_id),
         col(other.id) != col(Task.id),
-        or_(and_(other_active, ~this_active), and_(other_active == this_active, newer)),
+        ledger_entries.comes_before(
+            (col(other.status).in_(ACTIVE_TASK_STATUSES), col(other.created_at), col(other.id)),
+            (col(Task.status).in_(ACTIVE_TASK_STATUSES), col(Task.created_at), col(Task.id)),
+        ),
         *ledger_entries.task_conditions(other),
         *_task_filters(other.id, other.team_code, filters),
     )
@@ -259,7 +259,10 @@ def entries_query(filters: LedgerQuery, *, now: datetime) -> Select[str, datetim
         passing_better = exists().where(
             col(other.case_id) == col(entry.case_id),
             col(other.task_id) != col(entry.task_id),
-            ledger_entries.better_entry(other, entry),
+            ledger_entries.comes_before(
+                (col(other.active), col(other.created_at), col(other.task_id)),
+                (col(entry.active), col(entry.created_at), col(entry.task_id)),
+            ),
             *_task_filters(col(other.task_id), col(other.team_code), filters),
         )
         # Most matters have one entry: the check of the others is then skipped, row by row (as a

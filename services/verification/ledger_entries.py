@@ -35,6 +35,7 @@ from sqlalchemy import (
     inspect,
     or_,
     select,
+    tuple_,
     union,
 )
 from sqlalchemy import event as sa_event
@@ -122,13 +123,13 @@ def task_conditions(task: Any) -> list[ColumnElement[bool]]:
     ]
 
 
-def better_entry(other: Any, entry: Any) -> ColumnElement[bool]:
-    """``other`` is its matter's row before ``entry``: open before concluded, then the newer."""
-    newer = or_(
-        other.created_at > entry.created_at,
-        and_(other.created_at == entry.created_at, other.task_id > entry.task_id),
-    )
-    return or_(and_(other.active, ~entry.active), and_(other.active == entry.active, newer))
+def comes_before(other: tuple[Any, Any, Any], this: tuple[Any, Any, Any]) -> ColumnElement[bool]:
+    """The order of a matter's candidate rows, each given as (open, created at, task id): open
+    before concluded, then the newer, the id breaking a tie (``_rank`` is the same in Python)."""
+    other_open, other_created, other_id = other
+    this_open, this_created, this_id = this
+    newer = tuple_(other_created, other_id) > tuple_(this_created, this_id)
+    return or_(and_(other_open, ~this_open), and_(other_open == this_open, newer))
 
 
 @built_once
