@@ -295,6 +295,28 @@ async def test_the_kept_entries_are_what_the_tables_say(system: System) -> None:
     assert await check_ledger_entries(system) >= 1
 
 
+async def test_a_ladder_step_reaches_the_filter_by_step(system: System) -> None:
+    """The ladder's round takes the steps of a matter left overdue; each step's event, with no
+    other change of the task, puts it on the matter's entry: the ledger filtered by the step then
+    lists the matter, as the tables do."""
+    created = await create_complaint(
+        system,
+        **badge(12),
+        received_at="2024-05-06T10:00:00+08:00",
+        incident_at="2024-05-05T21:00:00+08:00",
+    )
+    await task_for(system, created["id"], "inspector-411681")
+    scheduler = system.apps["verification"].state.scheduler
+    while await scheduler.tick():
+        pass
+
+    async def listed_under_its_last_step() -> bool:
+        return created["id"] in await ledger_rows(system, step="rebuke")
+
+    await eventually(listed_under_its_last_step, what="the matter on the ledger under 通报")
+    await check_ledger_entries(system)
+
+
 async def test_the_ledger_filters_by_the_day_received(system: System) -> None:
     """受理日期起/止: the matters received in the period, both days included, the same on the page
     and in the export; a period that ends before it starts is refused on the field."""

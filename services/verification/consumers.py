@@ -7,7 +7,7 @@ from functools import partial
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.verification import early_warning, figures, open_figures, tasks
+from services.verification import early_warning, figures, ledger_entries, open_figures, tasks
 from services.verification.context import VerificationContext
 from services.verification.models import MatterSnapshot, Task, WithdrawnMatter
 from shared.bus import Subscription, batched_writes
@@ -63,10 +63,12 @@ async def on_rating_recorded(
 
 
 async def on_ladder_step_reached(*, session: AsyncSession, event: LadderStepReached) -> None:
-    """The dashboard's open tasks: the task's worst overdue step (a transaction of its own)."""
+    """The dashboard's open tasks: the task's worst overdue step; the ledger's filter by step (a
+    transaction of its own)."""
     await open_figures.step_taken(
         session=session, case_id=event.case_id, task_id=event.task_id, step=event.step
     )
+    ledger_entries.note(session.sync_session, [event.case_id])
 
 
 async def on_acceptance_notice_delivered(*, session: AsyncSession, event: AcceptanceNoticeDelivered) -> None:

@@ -18,7 +18,7 @@ from sqlmodel.sql.expression import Select
 from services.verification import ledger_entries
 from services.verification.context import VerificationContext
 from services.verification.ladder import STEPS
-from services.verification.ledger_entries import LedgerEntry
+from services.verification.ledger_entries import LedgerEntry, holds, like_escaped
 from services.verification.models import (
     ACTIVE_TASK_STATUSES,
     FOLLOW_UP_CLASSIFICATION,
@@ -153,30 +153,38 @@ LEDGER_KEYS = (Key(col(MatterSnapshot.received_at)), Key(col(MatterSnapshot.case
 ENTRY_KEYS = (Key(col(LedgerEntry.received_at)), Key(col(LedgerEntry.case_id)))
 
 
-def _like_escaped(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _task_filters(task_id: Any, team_code: Any, filters: LedgerQuery) -> list[ColumnElement[bool]]:
+def _task_filters(task: Any, filters: LedgerQuery) -> list[ColumnElement[bool]]:
     """The filters on the task itself (its team, a clock of it, a ladder step it took), on the
-    columns given: a task's or an entry's."""
+    tables: ``task`` is the task table or an alias of it."""
     conditions: list[ColumnElement[bool]] = []
     if filters.team_code:
-        conditions.append(team_code == filters.team_code)
+        conditions.append(task.team_code == filters.team_code)
     if filters.clock:
         named = or_(
             col(TaskClock.name) == filters.clock,
-            col(TaskClock.name).like(f"{_like_escaped(filters.clock)}:%", escape="\\"),
+            col(TaskClock.name).like(f"{like_escaped(filters.clock)}:%", escape="\\"),
         )
-        conditions.append(_probed(select(col(TaskClock.id)).where(col(TaskClock.task_id) == task_id, named)))
+        conditions.append(_probed(select(col(TaskClock.id)).where(col(TaskClock.task_id) == task.id, named)))
     if filters.step:
         conditions.append(
             _probed(
                 select(col(LadderStep.id)).where(
-                    col(LadderStep.task_id) == task_id, col(LadderStep.step) == filters.step
+                    col(LadderStep.task_id) == task.id, col(LadderStep.step) == filters.step
                 )
             )
         )
+    return conditions
+
+
+def _entry_task_filters(entry: Any, filters: LedgerQuery) -> list[ColumnElement[bool]]:
+    """The same filters on an entry (``LedgerEntry`` or an alias), from the tokens it keeps."""
+    conditions: list[ColumnElement[bool]] = []
+    if filters.team_code:
+        conditions.append(entry.team_code == filters.team_code)
+    if filters.clock:
+        conditions.append(holds(entry.clocks, filters.clock))
+    if filters.step:
+        conditions.append(holds(entry.steps, filters.step))
     return conditions
 
 
@@ -199,23 +207,20 @@ def _matter_filters(matter: Any, filters: LedgerQuery, *, now: datetime) -> list
         conditions.append(matter.received_at >= filters.received_from)
     if filters.received_before:
         conditions.append(matter.received_at < filters.received_before)
-    if filters.category:
-        # The allegations are JSON as the engine wrote it (json.dumps): the category as a value.
-        needle = f'"category": {json.dumps(filters.category)}'
-        snapshot = aliased(MatterSnapshot)
-        conditions.append(
-            _probed(
-                select(col(snapshot.case_id)).where(
-                    col(snapshot.case_id) == matter.case_id,
-                    cast(col(snapshot.allegations), Text).like(f"%{_like_escaped(needle)}%", escape="\\"),
-                )
-            )
-        )
     if filters.marked:
         conditions.append(
             exists().where(col(LedgerMark.case_id) == matter.case_id, col(LedgerMark.mark) == filters.marked)
         )
     return conditions
+
+
+def _category_probed(filters: LedgerQuery) -> list[ColumnElement[bool]]:
+    """The filter by category on the snapshot's allegations, JSON as the engine wrote it (json.dumps)."""
+    if not filters.category:
+        return []
+    needle = f'"category": {json.dumps(filters.category)}'
+    allegations = cast(col(MatterSnapshot.allegations), Text)
+    return [allegations.like(f"%{like_escaped(needle)}%", escape="\\")]
 
 
 def ledger_query(filters: LedgerQuery, *, now: datetime) -> Select[Task, MatterSnapshot]:
@@ -232,15 +237,16 @@ def ledger_query(filters: LedgerQuery, *, now: datetime) -> Select[Task, MatterS
             (col(Task.status).in_(ACTIVE_TASK_STATUSES), col(Task.created_at), col(Task.id)),
         ),
         *ledger_entries.task_conditions(other),
-        *_task_filters(other.id, other.team_code, filters),
+        *_task_filters(other, filters),
     )
     return (
         select(Task, MatterSnapshot)
         .join(MatterSnapshot, col(MatterSnapshot.case_id) == col(Task.case_id))
         .where(
             *_matter_filters(MatterSnapshot, filters, now=now),
+            *_category_probed(filters),
             *ledger_entries.task_conditions(Task),
-            *_task_filters(col(Task.id), col(Task.team_code), filters),
+            *_task_filters(Task, filters),
             ~better,
         )
     )
@@ -253,7 +259,9 @@ def entries_query(filters: LedgerQuery, *, now: datetime) -> Select[str, datetim
     step), it is the best of the matter's entries that pass, as ``ledger_query`` has it."""
     entry = LedgerEntry
     conditions = _matter_filters(entry, filters, now=now)
-    task_filters = _task_filters(col(entry.task_id), col(entry.team_code), filters)
+    if filters.category:
+        conditions.append(holds(col(entry.categories), filters.category))
+    task_filters = _entry_task_filters(entry, filters)
     if task_filters:
         other = aliased(LedgerEntry)
         passing_better = exists().where(
@@ -263,7 +271,7 @@ def entries_query(filters: LedgerQuery, *, now: datetime) -> Select[str, datetim
                 (col(other.active), col(other.created_at), col(other.task_id)),
                 (col(entry.active), col(entry.created_at), col(entry.task_id)),
             ),
-            *_task_filters(col(other.task_id), col(other.team_code), filters),
+            *_entry_task_filters(other, filters),
         )
         # Most matters have one entry: the check of the others is then skipped, row by row (as a
         # join, PostgreSQL hashed every clock of the filter's name first: 90 ms at 100,000).

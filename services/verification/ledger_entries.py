@@ -13,10 +13,19 @@ same transaction.  The refresh first takes each matter's lock (``shared.matter_l
 transactions that change one matter at once then refresh one after the other, and the second sees
 what the first committed.  ``rebuild`` makes every entry again from the tables (the migration's back-fill,
 and a repair).
+
+An entry also holds what the ledger's other filters name (``categories``, ``clocks``, ``steps``),
+as tokens a LIKE matches (``holds``): probing the matter's allegations, the task's clocks or its
+ladder steps for each entry took 120-280 ms a page at a million matters.  A ladder step is written
+by the scheduler's round, which holds the audit chain; taking matters' locks after it would invert
+the writers' order, so the step reaches the entries from its own event (``note``, called by
+``consumers.on_ladder_step_reached``, in a transaction of its own): until that event is handled, a
+filter by step does not yet see the step.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from itertools import chain
@@ -32,6 +41,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     exists,
+    false,
     inspect,
     or_,
     select,
@@ -48,6 +58,7 @@ from services.verification.models import (
     FOLLOW_UP_CLASSIFICATION,
     ClockStatus,
     Finding,
+    LadderStep,
     LedgerCloseOff,
     LedgerMark,
     MatterSnapshot,
@@ -87,9 +98,43 @@ class LedgerEntry(SQLModel, table=True):
     leading: bool
     # The matter's only entry: no other of its tasks can be its row under a filter on the task.
     alone: bool
+    # What the filters by category, clock and step match (``tokens``): the matter's categories, the
+    # task's clocks' names (with each prefix a rectification item's name has), the steps it took.
+    categories: str = Field(default="", max_length=400)
+    clocks: str = Field(default="", max_length=400)
+    steps: str = Field(default="", max_length=100)
 
 
 ENTRY = table_of(LedgerEntry)
+VALUE_SEPARATOR = "|"
+
+
+def tokens(values: Iterable[str]) -> str:
+    """Values as one column that ``holds`` matches: ``|a|b|``, sorted; empty for none.  A value
+    holding the separator cannot be asked for (``holds``) and is left out."""
+    kept = sorted({value for value in values if value and VALUE_SEPARATOR not in value})
+    return f"{VALUE_SEPARATOR}{VALUE_SEPARATOR.join(kept)}{VALUE_SEPARATOR}" if kept else ""
+
+
+def like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def holds(column: Any, value: str) -> ColumnElement[bool]:
+    """``column`` (made by ``tokens``) holds ``value``."""
+    if not value or VALUE_SEPARATOR in value:
+        return false()
+    matched: ColumnElement[bool] = column.like(
+        f"%{VALUE_SEPARATOR}{like_escaped(value)}{VALUE_SEPARATOR}%", escape="\\"
+    )
+    return matched
+
+
+def clock_tokens(name: str) -> list[str]:
+    """A clock's name and each of its prefixes ending before a colon: the ledger's filter by clock
+    names a rectification item's clocks (``rectification:<item>``) by their common prefix."""
+    parts = name.split(":")
+    return [":".join(parts[:end]) for end in range(1, len(parts) + 1)]
 
 
 def task_conditions(task: Any) -> list[ColumnElement[bool]]:
@@ -133,7 +178,9 @@ def comes_before(other: tuple[Any, Any, Any], this: tuple[Any, Any, Any]) -> Col
 
 
 @built_once
-def _qualifying_tasks(*, of_cases: bool) -> Select[str, str, datetime, str | None, str, str, datetime]:
+def _qualifying_tasks(
+    *, of_cases: bool
+) -> Select[str, str, datetime, str | None, str, str, datetime, list[dict[str, Any]]]:
     """The tasks on the ledger, with their matters' date and county: of the matters in the bound
     ``case_ids``, or of every matter."""
     query = (
@@ -145,6 +192,7 @@ def _qualifying_tasks(*, of_cases: bool) -> Select[str, str, datetime, str | Non
             col(Task.team_code),
             col(Task.status),
             col(Task.created_at),
+            col(MatterSnapshot.allegations),
         )
         .join(MatterSnapshot, col(MatterSnapshot.case_id) == col(Task.case_id))
         .where(*task_conditions(Task))
@@ -170,6 +218,31 @@ def _candidates() -> Any:
 
 
 @built_once
+def _clock_names() -> Select[str, str]:
+    return select(col(TaskClock.task_id), col(TaskClock.name)).where(
+        col(TaskClock.task_id).in_(bindparam("task_ids", expanding=True))
+    )
+
+
+@built_once
+def _steps_taken() -> Select[str, str]:
+    return select(col(LadderStep.task_id), col(LadderStep.step)).where(
+        col(LadderStep.task_id).in_(bindparam("task_ids", expanding=True))
+    )
+
+
+def _values_of(connection: Connection, query: Select[str, str], task_ids: list[str]) -> dict[str, set[str]]:
+    """Each task's values from ``query`` (task id, value), read a batch of tasks at a time."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for start in range(0, len(task_ids), REFRESH_BATCH):
+        for task_id, value in connection.execute(
+            query, {"task_ids": task_ids[start : start + REFRESH_BATCH]}
+        ):
+            found[task_id].add(value)
+    return found
+
+
+@built_once
 def _delete_of_cases() -> Delete:
     return ENTRY.delete().where(ENTRY.c.case_id.in_(bindparam("case_ids", expanding=True)))
 
@@ -182,7 +255,8 @@ def _entries_of(connection: Connection, case_ids: Sequence[str] | None) -> list[
         found = connection.execute(_qualifying_tasks(of_cases=True), {"case_ids": list(case_ids)})
     entries: dict[str, dict[str, Any]] = {}
     rows = []
-    for task_id, case_id, received_at, county, team, status, created_at in found:
+    for task_id, case_id, received_at, county, team, status, created_at, allegations in found:
+        categories = (allegation.get("category") for allegation in allegations)
         row = {
             "task_id": task_id,
             "case_id": case_id,
@@ -193,6 +267,7 @@ def _entries_of(connection: Connection, case_ids: Sequence[str] | None) -> list[
             "created_at": created_at,
             "leading": False,
             "alone": True,
+            "categories": tokens(category for category in categories if isinstance(category, str)),
         }
         rows.append(row)
         kept = entries.get(case_id)
@@ -202,6 +277,12 @@ def _entries_of(connection: Connection, case_ids: Sequence[str] | None) -> list[
             entries[case_id] = row
     for row in entries.values():
         row["leading"] = True
+    task_ids = [row["task_id"] for row in rows]
+    clocks = _values_of(connection, _clock_names(), task_ids)
+    steps = _values_of(connection, _steps_taken(), task_ids)
+    for row in rows:
+        row["clocks"] = tokens(part for name in clocks[row["task_id"]] for part in clock_tokens(name))
+        row["steps"] = tokens(steps[row["task_id"]])
     return rows
 
 
@@ -251,11 +332,11 @@ def _followed(session: Session) -> bool:
 # The columns whose change can move a row's matter on or off the ledger.
 _WATCHED: dict[type[Any], tuple[str, ...]] = {
     Task: ("status", "classification", "case_id", "created_at"),
-    TaskClock: ("status",),
+    TaskClock: ("status", "name"),
     Finding: ("follow_up",),
     LedgerMark: (),
     LedgerCloseOff: (),
-    MatterSnapshot: ("received_at", "county_code"),
+    MatterSnapshot: ("received_at", "county_code", "allegations"),
 }
 
 
@@ -285,6 +366,13 @@ def _pending_matters(session: Session) -> tuple[set[str], set[str]]:
         else:
             cases.add(row.case_id)
     return cases, tasks
+
+
+def note(session: Session, case_ids: Iterable[str]) -> None:
+    """Refresh these matters' entries at the commit, for a change the flush does not see (a ladder
+    step, from its event)."""
+    if _followed(session):
+        session.info.setdefault(_CASES, set()).update(case_ids)
 
 
 @sa_event.listens_for(Session, "before_flush")

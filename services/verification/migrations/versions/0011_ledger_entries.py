@@ -1,7 +1,8 @@
 """what is on the ledger, kept as rows (``verification_ledger_entry``)
 
-Back-filled with the service's own rebuild (``ledger_entries.rebuild``), from the tables as they
-stand, so the ledger reads the same after the upgrade.
+Back-filled by 0012, with the service's own rebuild (``ledger_entries.rebuild``), which writes the
+entries' newest columns: a database that ran this revision when it still back-filled is filled
+again there.
 
 Revision ID: 0011
 Revises: 0010
@@ -56,10 +57,6 @@ def upgrade() -> None:
         ["team_code", "received_at", "case_id"],
     )
     op.create_index("ix_verification_ledger_entry_case", "verification_ledger_entry", ["case_id"])
-    # Imported here: the back-fill is the service's own rebuild, from the tables as they stand.
-    from services.verification.ledger_entries import rebuild
-
-    rebuild(op.get_bind())
 
 
 def downgrade() -> None:
