@@ -14,9 +14,10 @@ import httpx
 import pytest
 from sqlmodel import col, func, select
 
+from services.feedback import notification_summary
 from services.feedback.models import Delivery, Notification, NotificationRead
 from shared.auth import Principal, Role, issue_token
-from shared.db import create_engine, table_of
+from shared.db import create_engine, create_session_factory, table_of
 from shared.events import EarlyWarningRaised, LadderStepReached
 from shared.web import COOKIE_NAME
 from shared.workcalendar import WorkCalendar
@@ -337,12 +338,15 @@ async def test_statistics_count_sent_and_unread_per_county_team_and_kind(system:
 
 async def shift_back(system: System, dedupe_key: str, by: timedelta) -> None:
     """Every moment stored of these items (sent, deadline, readings) earlier by ``by``: as if the
-    figures were asked for that much later."""
+    figures were asked for that much later.  Moved into a day that may be summarised already, as
+    a notification arriving late would be: that day's summary goes (``notifications.notify``)."""
     items, reads = table_of(Notification), table_of(NotificationRead)
     engine = create_engine(system.env["FEEDBACK_DATABASE_URL"])
     try:
-        async with engine.begin() as conn:
+        async with create_session_factory(engine)() as session, session.begin():
+            conn = await session.connection()
             for row in (await conn.execute(items.select().where(items.c.dedupe_key == dedupe_key))).all():
+                await notification_summary.reopen_day(session, at=row.created_at - by, tz=SHANGHAI)
                 assert row.first_read_at is not None
                 await conn.execute(
                     items.update()

@@ -9,25 +9,29 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlmodel import SQLModel
 
 # Imported for their side effect: every service's tables in the metadata compared against.
+from services.feedback import inbox
 from services.feedback import models as _feedback  # noqa: F401
+from services.feedback.notification_summary import DAY
 from services.intake import models as _intake  # noqa: F401
 from services.routing import models as _routing  # noqa: F401
 from services.verification import models as _verification  # noqa: F401
 from shared.audit import AuditEntry, first_break
 from shared.auth import query_secret_hash
-from shared.db import create_engine, table_of
+from shared.db import create_engine, create_session_factory, table_of, utcnow
 from shared.migrations import alembic_config, owned_tables
+from shared.workcalendar import SHANGHAI
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("intake", "routing", "verification", "feedback")
@@ -240,3 +244,37 @@ def test_working_records_are_there_in_their_shares(data_set: dict[str, Any]) -> 
     )
     for item_id, status, _ in items:
         assert clocks[f"rectification:{item_id}"] == ("running" if status == "open" else "stopped")
+
+
+async def _notification_figures(url: str) -> tuple[int, list[tuple[Any, Any]]]:
+    engine = create_engine(url)
+    try:
+        sessions = create_session_factory(engine)
+        now = utcnow()
+        async with sessions() as session:
+            connection = await session.connection()
+            summarised = int(
+                (await connection.execute(sa.select(sa.func.count()).select_from(DAY))).scalar_one()
+            )
+            pairs = []
+            for since in (now - timedelta(days=90), now - timedelta(days=5 * 366)):
+                pairs.append(
+                    (
+                        await inbox.statistics(
+                            session=session, county=None, since=since, now=now, tz=SHANGHAI
+                        ),
+                        await inbox.raw_statistics(session=session, county=None, since=since, now=now),
+                    )
+                )
+        return summarised, pairs
+    finally:
+        await engine.dispose()
+
+
+def test_the_notification_figures_summary_is_made_as_the_service_keeps_it(data_set: dict[str, Any]) -> None:
+    """The finish step summarised feedback's settled days (``notification_summary``), as migration
+    0011 and the service's worker do: the figures read with it equal the notifications' own."""
+    summarised, pairs = asyncio.run(_notification_figures(data_set["databases"]["feedback"]))
+    assert summarised > 4 * 365
+    for with_summary, raw in pairs:
+        assert raw and with_summary == raw

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.feedback import notification_summary
 from services.intake.accounts import seed_demo_accounts
 from services.intake.models import User
 from services.routing.main import seed_reference_data
@@ -104,13 +105,18 @@ async def seed_reference(
 async def finish(engines: dict[str, AsyncEngine]) -> None:
     """On PostgreSQL, move each sequence past the ids given here; make verification's dashboard
     summaries and its ledger's entries from the rows written (``figures.rebuild``,
-    ``open_figures.rebuild``, ``ledger_entries.rebuild``); then refresh the planner's statistics."""
+    ``open_figures.rebuild``, ``ledger_entries.rebuild``) and feedback's notification figures
+    (``notification_summary.summarise_settled``); then refresh the planner's statistics."""
     if "verification" in engines:
         async with engines["verification"].begin() as connection:
             # The data set's bureau is the default one, in the default time zone.
             await connection.run_sync(figures.rebuild, SHANGHAI)
             await connection.run_sync(open_figures.rebuild)
             await connection.run_sync(ledger_entries.rebuild)
+    if "feedback" in engines:
+        async with engines["feedback"].begin() as connection:
+            # The 通知送达 figures' summary of the settled days, as migration 0011 back-fills it.
+            await connection.run_sync(notification_summary.summarise_settled, SHANGHAI)
     for engine_ in engines.values():
         async with engine_.begin() as connection:
             if connection.dialect.name == "postgresql":

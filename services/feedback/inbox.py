@@ -7,16 +7,21 @@ recorded per person (``NotificationRead``), and the first reading by anyone on t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, bindparam, case, func, or_, union_all, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.expression import Select as CoreSelect
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
+from services.feedback import notification_summary
 from services.feedback.models import Notification, NotificationRead
 from services.feedback.notifications import audiences_of
 from shared.auth import Principal, Role
@@ -112,7 +117,8 @@ async def own_item(
 
 _NOTIFICATIONS = table_of(Notification)
 _READ_AT = bindparam("read_at", type_=_NOTIFICATIONS.c.first_read_at.type)
-# The earliest reading wins even when two people's readings commit out of order.
+# The earliest reading wins even when two people's readings commit out of order.  The figures'
+# summary counts on this for days past their deadlines (``notification_summary.SETTLE_MARGIN``).
 _FIRST_READ = (
     update(_NOTIFICATIONS)
     .where(
@@ -168,38 +174,39 @@ class KindCount:
     unread_after_one_working_day: int
 
 
-async def statistics(
-    *,
-    session: AsyncSession,
-    county: str | None,
-    since: datetime,
-    now: datetime,
-) -> list[KindCount]:
-    """Per county, team and kind: notifications sent since ``since``, and those nobody had read
-    one working day after they were sent (counted once that day is over).
+# (county or "", team or "", kind): [sent, unread]
+_Counts = dict[tuple[str, str, str], list[int]]
 
-    One aggregate over the ``stats`` index: the deadline and the first reading are on each item.
-    """
+
+def _raw_query(
+    *, county: str | None, since: datetime, until: datetime | None, now: datetime
+) -> CoreSelect[Any]:
+    """The figures of the notifications sent in [since, until) (no end: from ``since`` on), from
+    the notifications themselves: one aggregate over the ``stats`` index, which holds every column
+    it reads (the deadline and the first reading are on each item)."""
     item = _NOTIFICATIONS.c
-    late = and_(
-        item.read_deadline <= now,
-        or_(item.first_read_at.is_(None), item.first_read_at > item.read_deadline),
-    )
     keys = (item.county_code, item.team_code, item.kind)
     query = (
-        sa_select(*keys, func.count(), func.sum(case((late, 1), else_=0)))
+        sa_select(*keys, func.count(), func.sum(case((notification_summary.late(now), 1), else_=0)))
         .where(item.created_at >= since)
         .group_by(*keys)
     )
+    if until is not None:
+        query = query.where(item.created_at < until)
     if county:
         query = query.where(item.county_code == county)
-    connection = await session.connection()
+    return query
+
+
+def _add(counts: _Counts, rows: Iterable[Any]) -> None:
     # No code and an empty code are one group, sorted first on every database.
-    counts: dict[tuple[str, str, str], list[int]] = {}
-    for county_code, team_code, kind, sent, unread in await connection.execute(query):
+    for county_code, team_code, kind, sent, unread in rows:
         sent_unread = counts.setdefault((county_code or "", team_code or "", kind), [0, 0])
         sent_unread[0] += int(sent)
         sent_unread[1] += int(unread or 0)
+
+
+def _kind_counts(counts: _Counts) -> list[KindCount]:
     return [
         KindCount(
             county_code=county_code or None,
@@ -210,6 +217,43 @@ async def statistics(
         )
         for (county_code, team_code, kind), (sent, unread) in sorted(counts.items())
     ]
+
+
+async def raw_statistics(
+    *, session: AsyncSession, county: str | None, since: datetime, now: datetime
+) -> list[KindCount]:
+    """``statistics`` from the notifications alone, as it was before the summary: the reference
+    the tests compare it with."""
+    counts: _Counts = {}
+    connection = await session.connection()
+    _add(counts, await connection.execute(_raw_query(county=county, since=since, until=None, now=now)))
+    return _kind_counts(counts)
+
+
+async def statistics(
+    *,
+    session: AsyncSession,
+    county: str | None,
+    since: datetime,
+    now: datetime,
+    tz: ZoneInfo,
+) -> list[KindCount]:
+    """Per county, team and kind: notifications sent since ``since``, and those nobody had read
+    one working day after they were sent (counted once that day is over).
+
+    The whole local days (``tz``) of the window that are summarised come from the summary
+    (``notification_summary``); the rest (the first day from ``since``, today, and the days not
+    settled or not summarised yet) from the notifications, by the same aggregate as
+    ``raw_statistics``, whose figures these equal.
+    """
+    runs = await notification_summary.summarised_runs(session, since=since, now=now, tz=tz)
+    connection = await session.connection()
+    counts: _Counts = {}
+    if runs:
+        _add(counts, await connection.execute(notification_summary.figures_query(runs, county)))
+    for start, end in notification_summary.unsummarised_ranges(runs, since=since, tz=tz):
+        _add(counts, await connection.execute(_raw_query(county=county, since=start, until=end, now=now)))
+    return _kind_counts(counts)
 
 
 def resolve_link(link: str | None, urls: dict[str, str]) -> str | None:

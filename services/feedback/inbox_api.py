@@ -69,6 +69,7 @@ async def notification_summary(session: Session, principal: Signed) -> Notificat
 async def notification_stats(
     session: Session,
     principal: SupervisorOrLeader,
+    ctx: Context,
     county: Annotated[Line | None, Query(max_length=16)] = None,
     days: Annotated[int, Query(ge=1, le=730)] = 90,
 ) -> NotificationStats:
@@ -76,7 +77,7 @@ async def notification_stats(
     scope = inbox.stats_scope(principal, county)
     now = utcnow()
     since = now - timedelta(days=days)
-    rows = await inbox.statistics(session=session, county=scope, since=since, now=now)
+    rows = await inbox.statistics(session=session, county=scope, since=since, now=now, tz=ctx.calendar.tz)
     return NotificationStats(
         since=since,
         county=scope,

@@ -7,6 +7,7 @@ from services.feedback.clock_router import clock_router
 from services.feedback.consumers import subscriptions
 from services.feedback.context import FeedbackContext
 from services.feedback.deliveries import delivery_queued
+from services.feedback.notification_summary import summary_worker
 from services.feedback.router import router
 from services.feedback.sending import DeliverySender
 from services.feedback.settings import FeedbackSettings
@@ -69,12 +70,16 @@ def create_app(settings: FeedbackSettings | None = None) -> FastAPI:
         app.state.clock_scheduler = scheduler
         runtime.add_worker(scheduler.worker)
 
+    async def start_notification_summary(runtime: Runtime) -> None:
+        # The 通知送达 figures' summary of the days past their read deadlines (notification_summary).
+        runtime.add_worker(summary_worker(sessions=runtime.session_factory, calendar=ctx.calendar))
+
     app = create_service_app(
         settings=settings,
         title="督察答复与查询 feedback",
         routers=[router, clock_router, web_router],
         subscriptions=subscriptions(ctx),
-        on_startup=[start_delivery_worker, start_clock_scheduler],
+        on_startup=[start_delivery_worker, start_clock_scheduler, start_notification_summary],
     )
     app.state.feedback = ctx
     app.state.clock = Clock()

@@ -6,7 +6,7 @@ asks intake for the contact at the moment it sends and keeps only the outcome.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -368,6 +368,47 @@ class NotificationRead(SQLModel, table=True):
     notification_id: str = Field(max_length=64)
     username: str = Field(max_length=64)
     read_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class NotificationDay(SQLModel, table=True):
+    """A local day (the bureau's time zone) whose notifications the 通知送达 figures read from the
+    summary (``NotificationFigure``), not from the notifications (``notification_summary``).
+
+    Written with the day's figure rows in one transaction, once every notification of the day is
+    past its read deadline (and the margin); deleted with them when a notification arrives late
+    for the day.  A day without a row is counted from the notifications themselves.
+    """
+
+    __tablename__ = "feedback_notification_day"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    day: date = Field(primary_key=True)
+    # Where the day started and ended when it was summarised: a day cut in another time zone (the
+    # bureau's TIMEZONE changed, or differed where the back-fill ran) is read from the notifications.
+    starts_at: datetime = Field(sa_type=UTCDateTime)
+    ends_at: datetime = Field(sa_type=UTCDateTime)
+    notifications: int = Field(description="notifications sent that day, when summarised")
+    last_deadline: datetime | None = Field(
+        default=None, sa_type=UTCDateTime, description="the latest read deadline of the day's notifications"
+    )
+    summarised_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class NotificationFigure(SQLModel, table=True):
+    """The 通知送达 figures of a summarised day (``NotificationDay``): per county, team and kind,
+    the notifications sent and those not read by their deadline.  "" stands for no county or no
+    team (the figures count the two as one group)."""
+
+    __tablename__ = "feedback_notification_figure"
+    # SQLite: the rows live in the primary key's b-tree, so reading 90 days is one range scan.
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    day: date = Field(primary_key=True)
+    county_code: str = Field(primary_key=True, max_length=16)
+    team_code: str = Field(primary_key=True, max_length=32)
+    kind: str = Field(primary_key=True, max_length=32, description="NotificationKind")
+    sent: int
+    late: int = Field(description="not read by the read deadline")
 
 
 class FeedbackClock(SQLModel, table=True):

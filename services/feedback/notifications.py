@@ -21,6 +21,7 @@ from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.feedback import notification_summary
 from services.feedback.cases import known_case, local_date
 from services.feedback.context import FeedbackContext
 from services.feedback.models import (
@@ -163,6 +164,10 @@ async def notify(
         for audience in wanted
     ]
     inserted = await _insert_missing(session, rows)
+    if inserted:
+        # Sent on a day that is over (an event delivered late): that day's summary, if it has one,
+        # no longer holds.
+        await notification_summary.reopen_day(session, at=at, tz=calendar.tz)
     if send_message and case_id:
         # Imported here: deliveries (and the clocks it uses) notify people, so they import this module.
         from services.feedback.deliveries import new_delivery
