@@ -396,7 +396,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "database": data.backend,
-        "data_set": str(folder),
+        # The folder's name, not its path: results are committed, paths are this machine's.
+        "data_set": folder.name,
         "counts": data.counts,
         "requests_per_endpoint": args.requests,
         "ladders": ladders,

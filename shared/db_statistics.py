@@ -40,8 +40,27 @@ def analyse_if_never(connection: Connection) -> None:
     probed running clocks by status, not by task: hours at a million matters, against seconds."""
     if connection.dialect.name != "sqlite":
         return
-    if connection.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").first() is None:
+    if _tables_without_statistics(connection):
         _analyse(connection)
+
+
+def _tables_without_statistics(connection: Connection) -> list[str]:
+    """The tables holding rows that the planner has no statistics of.  Not only "never analysed":
+    a database analysed while it was empty (at its first migration) has ``sqlite_stat1`` with a row
+    for ``alembic_version`` alone, and a bulk load after that left the planner blind."""
+    tables = connection.exec_driver_sql(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    ).scalars()
+    analysed: set[str] = set()
+    if connection.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").first():
+        analysed = set(connection.exec_driver_sql("SELECT DISTINCT tbl FROM sqlite_stat1").scalars())
+    # A quoted name from sqlite_master: the tables are the migrations' own.
+    return [
+        name
+        for name in tables
+        if name not in analysed
+        and connection.exec_driver_sql(f'SELECT 1 FROM "{name}" LIMIT 1').first() is not None  # noqa: S608
+    ]
 
 
 def statistics_worker(engine: AsyncEngine, *, hours: float) -> BackgroundWorker | None:

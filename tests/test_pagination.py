@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -166,19 +165,59 @@ async def test_a_callers_complaints_page_newest_first_by_cursor(system: System) 
 
 
 def test_the_ledger_export_writes_formula_like_text_as_text(tmp_path: Path) -> None:
+    """The ledger's rows, written as the worksheet's XML and put into the workbook openpyxl saved,
+    read back as openpyxl would have written them: text stays text whatever it starts with (with
+    quotePrefix on = + - @), markup is escaped, numbers are numbers, every cell is bordered and
+    wrapped, the worst step's cell is filled; no file is left behind."""
+    path = str(tmp_path / "ledger.xlsx")
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet("台账")
-    styles = ledger_export._CellStyles(sheet)
-    row = SimpleNamespace(worst_step="chase")
-    sheet.append(ledger_export._cells(sheet, [1, '=HYPERLINK("x")', "正常", "-1+2", "@x"], row, styles))  # type: ignore[arg-type]
-    workbook.save(tmp_path / "ledger.xlsx")
-    sheet_read: Any = load_workbook(tmp_path / "ledger.xlsx").active
-    cells = next(iter(sheet_read.iter_rows()))
+    for heading in ("标题", "筛选条件", "序号"):  # rows 1 to 3, as the ledger's heading takes them
+        sheet.append([heading])
+    body = ledger_export._SheetBody(sheet, directory=str(tmp_path))
+    first: list[int | str] = [
+        1,
+        '=HYPERLINK("x")',
+        "正常",
+        "-1+2",
+        "@x",
+        "+1",
+        "#N/A",
+        "a & b <c> d",
+        "  前后空格 ",
+        "",
+        270,
+        "办理期限：2026-04-01（超期150个工作日）\n答复期限：2026-04-15（剩3个工作日）",
+        "=催办",
+    ]
+    body.add(first, worst_step="chase")
+    body.add([2, "B", "C", "D", "E", "F", "G", "H", "I", "J", 0, "L", "督办件"], worst_step=None)
+    workbook.save(path)
+    body.splice_into(path)
+    body.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.xlsx"]
+    sheet_read: Any = load_workbook(path).active
+    assert [c.value for c in sheet_read["A"]] == ["标题", "筛选条件", "序号", 1, 2]
+    cells = list(sheet_read[4])
     assert [(c.value, c.data_type, bool(c.quotePrefix)) for c in cells] == [
         (1, "n", False),
         ('=HYPERLINK("x")', "s", True),
         ("正常", "s", False),
         ("-1+2", "s", True),
         ("@x", "s", True),
+        ("+1", "s", True),
+        ("#N/A", "s", False),
+        ("a & b <c> d", "s", False),
+        ("  前后空格 ", "s", False),
+        (None, "n", False),
+        (270, "n", False),
+        ("办理期限：2026-04-01（超期150个工作日）\n答复期限：2026-04-15（剩3个工作日）", "s", False),
+        ("=催办", "s", True),
     ]
-    assert all(c.border.left.style == "thin" for c in cells)
+    both = [*cells, *sheet_read[5]]
+    assert all(c.border.left.style == "thin" and c.border.bottom.style == "thin" for c in both)
+    assert all(c.alignment.wrap_text and c.alignment.vertical == "top" for c in both)
+    # The worst step's colour, on its column alone (催办: ``_STEP_FILLS``); none without a step.
+    assert cells[11].fill.fgColor.rgb.endswith("FDECEC")
+    assert [c.fill.fill_type for c in both if c.column != 12] == [None] * 24
+    assert sheet_read["L5"].fill.fill_type is None

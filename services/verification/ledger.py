@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -281,23 +281,39 @@ def entries_query(filters: LedgerQuery, *, now: datetime) -> Select[str, datetim
     return select(col(entry.task_id), col(entry.received_at), col(entry.case_id)).where(*conditions)
 
 
+async def marks_of(session: AsyncSession, case_ids: Iterable[str]) -> dict[str, list[str]]:
+    """The marks of these matters, in the order they were made: one query."""
+    marks: dict[str, list[str]] = defaultdict(list)
+    if wanted := list(set(case_ids)):
+        for case_id, mark in await session.exec(
+            select(LedgerMark.case_id, LedgerMark.mark)
+            .where(col(LedgerMark.case_id).in_(wanted))
+            .order_by(col(LedgerMark.id))
+        ):
+            marks[case_id].append(mark)
+    return marks
+
+
+def worst_step(clocks: Sequence[ClockState]) -> str | None:
+    """The furthest ladder step any of the clocks took."""
+    taken = {step for clock in clocks for step in clock.steps_taken}
+    return next((step for step in reversed(STEPS) if step in taken), None)
+
+
+def categories_of(allegations: Sequence[dict[str, Any]]) -> list[str]:
+    return [str(allegation.get("category")) for allegation in allegations]
+
+
 async def ledger_rows(
     *, session: AsyncSession, ctx: VerificationContext, found: Sequence[tuple[Task, MatterSnapshot]]
 ) -> list[LedgerRow]:
     """The rows of tasks on the ledger, their clocks, marks and follow-ups read in one query each."""
     now = ctx.clock.now()
     task_ids = [task.id for task, _ in found]
-    case_ids = list({task.case_id for task, _ in found})
     clocks = await clock_states_of(session=session, ctx=ctx, task_ids=task_ids)
-    marks: dict[str, list[str]] = defaultdict(list)
+    marks = await marks_of(session, (task.case_id for task, _ in found))
     followed: set[str] = set()
     if found:
-        for case_id, mark in await session.exec(
-            select(LedgerMark.case_id, LedgerMark.mark)
-            .where(col(LedgerMark.case_id).in_(case_ids))
-            .order_by(col(LedgerMark.id))
-        ):
-            marks[case_id].append(mark)
         followed = set(
             await session.exec(
                 select(Finding.task_id).where(
@@ -308,10 +324,7 @@ async def ledger_rows(
     rows = []
     for task, matter in found:
         task_clocks = clocks.get(task.id, [])
-        categories = [str(a.get("category")) for a in matter.allegations]
-        row = _ledger_row(
-            task, matter, now=now, categories=categories, clocks=task_clocks, marks=marks[task.case_id]
-        )
+        row = _ledger_row(task, matter, now=now, clocks=task_clocks, marks=marks[task.case_id])
         row.pending = _pending(task, task_clocks, followed=task.id in followed)
         rows.append(row)
     return rows
@@ -365,19 +378,17 @@ def _ledger_row(
     matter: MatterSnapshot,
     *,
     now: datetime,
-    categories: list[str],
     clocks: list[ClockState],
     marks: list[str],
 ) -> LedgerRow:
-    taken = [s for c in clocks for s in c.steps_taken]
     return LedgerRow(
         **task.model_dump(include={"case_id", "case_kind", "team_code", "team_name", "status"}),
         **matter.model_dump(include={"tracking_code", "title", "county_code", "received_at"}),
-        categories=categories,
+        categories=categories_of(matter.allegations),
         task_id=task.id,
         age_days=(now - matter.received_at).days,
         clocks=clocks,
-        worst_step=next((s for s in reversed(STEPS) if s in taken), None),
+        worst_step=worst_step(clocks),
         marks=marks,
     )
 
