@@ -283,7 +283,11 @@ async def measure(
 
 async def api_params(base: str) -> dict[str, set[str]]:
     async with httpx.AsyncClient(timeout=60) as client:
-        spec = (await client.get(f"{base}/openapi.json")).json()
+        # Where the services publish it (``shared.app``); at ``/openapi.json`` nothing answered and
+        # every optional parameter (the periods, the page size) was left out of the probes unnoticed.
+        answer = await client.get(f"{base}/api/openapi.json")
+        answer.raise_for_status()
+        spec = answer.json()
     return {
         path: {p["name"] for op in ops.values() if isinstance(op, dict) for p in op.get("parameters", [])}
         for path, ops in spec.get("paths", {}).items()
