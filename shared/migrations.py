@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,6 +75,11 @@ def alembic_config(service: str, database_url: str) -> Config:
     return config
 
 
+# Alembic's ``context`` and ``op`` are module state: two upgrades at once in one process (threads
+# of a test, or of a tool migrating several databases) would run on each other's configuration.
+_ONE_UPGRADE_AT_A_TIME = threading.Lock()
+
+
 def upgrade(service: str, database_url: str, revision: str = "heads") -> None:
     """Bring ``service``'s database to ``revision``; safe to run on every start.
 
@@ -81,7 +87,8 @@ def upgrade(service: str, database_url: str, revision: str = "heads") -> None:
     """
     if is_sqlite(database_url):
         private_sqlite_files(normalise_url(database_url))
-    command.upgrade(alembic_config(service, database_url), revision)
+    with _ONE_UPGRADE_AT_A_TIME:
+        command.upgrade(alembic_config(service, database_url), revision)
 
 
 def table_exists(name: str) -> bool:

@@ -343,15 +343,18 @@ class InProcessServices:
         )
         # The test process owns signal handling, not the embedded servers.
         server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
-        task = asyncio.create_task(server.serve(), name=f"uvicorn-{name}")
-        self.servers[name], self.tasks[name] = server, task
-        deadline = time.monotonic() + 30
+        task = asyncio.create_task(_serve(server), name=f"uvicorn-{name}")
+        deadline = time.monotonic() + SERVICE_START_SECONDS
         while not server.started:
-            if task.done():
-                task.result()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start")
+            if task.done() or time.monotonic() > deadline:
+                # Said before the server is told to go: where its start-up stands is the clue.
+                failure = _start_failure(name, task)
+                server.should_exit = True
+                with contextlib.suppress(ServerExited):
+                    await task
+                raise failure
             await asyncio.sleep(0.02)
+        self.servers[name], self.tasks[name] = server, task
 
     async def stop(self, name: str) -> None:
         server, task = self.servers.pop(name), self.tasks.pop(name)
@@ -361,6 +364,33 @@ class InProcessServices:
     async def stop_all(self) -> None:
         # Together: each service's shutdown mostly waits out its workers' stop bounds.
         await asyncio.gather(*(self.stop(name) for name in list(self.servers)))
+
+
+SERVICE_START_SECONDS = 30
+
+
+def _start_failure(name: str, task: asyncio.Task[None]) -> RuntimeError:
+    """Why ``name`` is not serving, with every task's stack when it is still starting: a start-up
+    that hangs is otherwise a bare timeout."""
+    if task.done():
+        error = task.exception()
+        return RuntimeError(f"{name} ended during start-up: {error!r}")
+    print(f"--- {name} did not start in {SERVICE_START_SECONDS} s; the event loop's tasks:", file=sys.stderr)
+    for running in asyncio.all_tasks():
+        running.print_stack(limit=12, file=sys.stderr)
+    return RuntimeError(f"{name} did not start in {SERVICE_START_SECONDS} s")
+
+
+class ServerExited(RuntimeError):
+    """uvicorn's ``sys.exit`` (a start-up that failed), as an error a test can be told of."""
+
+
+async def _serve(server: uvicorn.Server) -> None:
+    # A SystemExit raised in a task escapes the event loop itself, and with it every test after.
+    try:
+        await server.serve()
+    except SystemExit as exit_:
+        raise ServerExited(f"the server exited with code {exit_.code}") from None
 
 
 def allocate(service_names: tuple[str, ...] = SERVICE_NAMES) -> tuple[dict[str, int], dict[str, str]]:

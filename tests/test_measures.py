@@ -5,15 +5,21 @@ made, for the city, per team, for one county and for a leader (their county only
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import Connection, select
 
+from services.verification import measure_facts
+from services.verification.measure_rules import MeasureSettings, load_settings
+from services.verification.measures import measures as measures_of
 from tests import fixtures
 from tests.support import System, eventually
-from tests.test_feedback_support import gateway_system_fixtures
+from tests.test_feedback_support import RestartableSystem, gateway_system_fixtures
 from tests.test_ledger_closeoff import sign_in_leader
 from tests.test_pipeline import (
     approve_answer,
@@ -252,3 +258,76 @@ async def test_the_period_is_checked(system: System) -> None:
             "verification", "GET", "/api/v1/measures", as_user="operator1", params={"start": str(TODAY)}
         )
     ).status_code in (403, 422)
+
+
+# A period that holds every matter but ends before any was concluded, and one of a few days.
+PERIODS = (
+    (START, END),
+    (START, TODAY - timedelta(days=5)),
+    (TODAY - timedelta(days=8), TODAY - timedelta(days=6)),
+)
+
+
+def kept_and_made(connection: Connection, settings: MeasureSettings) -> tuple[Any, Any]:
+    """The kept rows, and the rows the tables make now, each as a sorted list."""
+    case_ids = list(connection.scalars(select(measure_facts.FACT.c.case_id)))
+    made = measure_facts.facts_of(connection, settings, case_ids)
+    kept_facts = sorted(
+        tuple(row._mapping.values()) for row in connection.execute(select(measure_facts.FACT))
+    )
+    kept_ratings = sorted(
+        tuple(row._mapping.values()) for row in connection.execute(select(measure_facts.RATING_FACT))
+    )
+    made_facts = sorted(tuple(fact.values()) for fact in made)
+    made_ratings = sorted(
+        tuple(rating.values()) for rating in measure_facts.rating_facts_of(connection, made)
+    )
+    return (kept_facts, kept_ratings), (made_facts, made_ratings)
+
+
+async def test_the_kept_rows_agree_with_the_tables(
+    system: RestartableSystem, data_set: dict[str, Any]
+) -> None:
+    app = system.services.servers["verification"].config.app if system.services else None
+    assert app is not None
+    ctx, factory = app.state.verification, app.state.runtime.session_factory
+    settings = load_settings()
+    async with factory() as session, session.begin():
+        assert await measure_facts.ready(session, settings)
+        connection = await session.connection()
+        kept, made = await connection.run_sync(kept_and_made, settings)
+        assert kept == made and len(kept[0]) == 7 and len(kept[1]) == 2
+        for (start, end), by, county in itertools.product(
+            PERIODS, ("county", "team"), (None, "411681", "411624")
+        ):
+            args = {"session": session, "ctx": ctx, "start": start, "end": end, "by": by, "county": county}
+            assert asdict(await measures_of(**args)) == asdict(await measures_of(**args, from_tables=True))
+
+
+async def test_changed_settings_make_the_rows_again_a_batch_at_a_time(
+    system: RestartableSystem, data_set: dict[str, Any]
+) -> None:
+    app = system.services.servers["verification"].config.app if system.services else None
+    assert app is not None
+    factory, settings = app.state.runtime.session_factory, load_settings()
+    # A bureau that counts only 满意 as pleasing: a1's rating still pleases, nothing else changes it.
+    changed = replace(settings, pleased_ratings=("satisfied",), acceptance_clock="acceptance_notice_changed")
+    for wanted in (changed, settings):
+        async with factory() as session, session.begin():
+            assert not await measure_facts.ready(session, wanted)
+        steps = 0
+        while True:
+            steps += 1
+            async with factory() as session, session.begin():
+                connection = await session.connection()
+                if not await connection.run_sync(lambda c, w=wanted: measure_facts.build_step(c, w, batch=3)):
+                    break
+        # Seven matters, three at a time: the third step finds the last one.
+        assert steps == 3
+        async with factory() as session, session.begin():
+            assert await measure_facts.ready(session, wanted)
+            kept, made = await (await session.connection()).run_sync(kept_and_made, wanted)
+            assert kept == made
+            responded = sum(fact[5] for fact in kept[0])
+            # Told within a clock nobody has: only the anonymous complaint counts as responded.
+            assert responded == (1 if wanted is changed else 5 + 1)

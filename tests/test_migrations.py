@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import pkgutil
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,11 +19,6 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlmodel import SQLModel
 
-# Imported for their side effect: every service's tables in the metadata compared against.
-from services.feedback import models as _feedback  # noqa: F401
-from services.intake import models as _intake  # noqa: F401
-from services.routing import models as _routing  # noqa: F401
-from services.verification import models as _verification  # noqa: F401
 from shared.db import create_engine, normalise_url, table_of, utcnow
 from shared.migrations import (
     PLATFORM_BRANCH,
@@ -35,6 +32,20 @@ from shared.migrations import (
 from shared.outbox import OutboxMessage
 from tests.conftest import BACKENDS
 from tests.support import SERVICE_NAMES, Databases
+
+
+def _import_every_module() -> None:
+    """Every module of the four services, for its side effect: the tables it defines in the metadata
+    compared against.  A table kept beside its code (the ledger's entries, the measures' facts) is
+    otherwise there or not by which test modules happened to be imported."""
+    for service in SERVICE_NAMES:
+        package = importlib.import_module(f"services.{service}")
+        for module in pkgutil.iter_modules(package.__path__):
+            if module.name not in ("migrations", "__main__"):
+                importlib.import_module(f"services.{service}.{module.name}")
+
+
+_import_every_module()
 
 
 async def _differences(url: str, service: str) -> list[Any]:

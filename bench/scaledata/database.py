@@ -16,7 +16,8 @@ from services.intake.accounts import seed_demo_accounts
 from services.intake.models import User
 from services.routing.main import seed_reference_data
 from services.routing.rulebook import DEFAULT_RULES_FILE
-from services.verification import figures, ledger_entries, open_figures
+from services.verification import figures, ledger_entries, measure_facts, open_figures
+from services.verification.measure_rules import load_settings as load_measure_settings
 from shared.db import create_engine, table_of
 from shared.migrations import upgrade
 from shared.workcalendar import SHANGHAI
@@ -104,8 +105,8 @@ async def seed_reference(
 
 async def finish(engines: dict[str, AsyncEngine]) -> None:
     """On PostgreSQL, move each sequence past the ids given here; make verification's dashboard
-    summaries and its ledger's entries from the rows written (``figures.rebuild``,
-    ``open_figures.rebuild``, ``ledger_entries.rebuild``) and feedback's notification figures
+    summaries, its ledger's entries and its measures' facts from the rows written (``figures.rebuild``,
+    ``open_figures.rebuild``, ``ledger_entries.rebuild``, ``measure_facts.build_all``) and feedback's notification figures
     (``notification_summary.summarise_settled``); then refresh the planner's statistics."""
     if "verification" in engines:
         async with engines["verification"].begin() as connection:
@@ -113,6 +114,8 @@ async def finish(engines: dict[str, AsyncEngine]) -> None:
             await connection.run_sync(figures.rebuild, SHANGHAI)
             await connection.run_sync(open_figures.rebuild)
             await connection.run_sync(ledger_entries.rebuild)
+            # As the service's worker would after its first start, in one go.
+            await connection.run_sync(measure_facts.build_all, load_measure_settings())
     if "feedback" in engines:
         async with engines["feedback"].begin() as connection:
             # The 通知送达 figures' summary of the settled days, as migration 0011 back-fills it.

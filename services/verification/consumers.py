@@ -7,7 +7,7 @@ from functools import partial
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.verification import early_warning, figures, ledger_entries, open_figures, tasks
+from services.verification import early_warning, figures, matter_rows, open_figures, tasks
 from services.verification.context import VerificationContext
 from services.verification.models import MatterSnapshot, Task, WithdrawnMatter
 from shared.bus import Subscription, batched_writes
@@ -68,7 +68,7 @@ async def on_ladder_step_reached(*, session: AsyncSession, event: LadderStepReac
     await open_figures.step_taken(
         session=session, case_id=event.case_id, task_id=event.task_id, step=event.step
     )
-    ledger_entries.note(session.sync_session, [event.case_id])
+    matter_rows.note(session.sync_session, [event.case_id])
 
 
 async def on_acceptance_notice_delivered(*, session: AsyncSession, event: AcceptanceNoticeDelivered) -> None:

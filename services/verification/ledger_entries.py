@@ -6,19 +6,15 @@ per task.  Asked at read time, a page and its total evaluated every candidate ta
 entry, with the matter's date and county, and the entry that is the matter's row on the unfiltered
 ledger (an open task first, else the newest) is marked ``leading``.  A page is then an index range.
 
-The entries follow the rows they are made of, without a call at each change: a flush notes the
-matters whose tasks, clocks, findings, marks, close-offs or snapshot it wrote (``_note``), and just
-before the outermost commit their entries are made again from the tables (``_refresh``), in the
-same transaction.  The refresh first takes each matter's lock (``shared.matter_locks``): two
-transactions that change one matter at once then refresh one after the other, and the second sees
-what the first committed.  ``rebuild`` makes every entry again from the tables (the migration's back-fill,
-and a repair).
+The entries follow the rows they are made of, without a call at each change (``matter_rows``):
+the matters a transaction changed have their entries made again from the tables at its commit.
+``rebuild`` makes every entry again from the tables (the migration's back-fill, and a repair).
 
 An entry also holds what the ledger's other filters name (``categories``, ``clocks``, ``steps``),
 as tokens a LIKE matches (``holds``): probing the matter's allegations, the task's clocks or its
 ladder steps for each entry took 120-280 ms a page at a million matters.  A ladder step is written
 by the scheduler's round, which holds the audit chain; taking matters' locks after it would invert
-the writers' order, so the step reaches the entries from its own event (``note``, called by
+the writers' order, so the step reaches the entries from its own event (``matter_rows.note``, called by
 ``consumers.on_ladder_step_reached``, in a transaction of its own): until that event is handled, a
 filter by step does not yet see the step.
 """
@@ -28,29 +24,23 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from itertools import chain
 from typing import Any
-from weakref import WeakSet
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Delete,
-    Engine,
     Select,
     and_,
     bindparam,
     exists,
     false,
-    inspect,
     or_,
     select,
     tuple_,
     union,
 )
-from sqlalchemy import event as sa_event
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import Session, SessionTransaction, aliased
+from sqlalchemy.orm import aliased
 from sqlmodel import Field, Index, SQLModel, col
 
 from services.verification.models import (
@@ -66,10 +56,8 @@ from services.verification.models import (
     TaskClock,
     TaskStatus,
 )
-from shared.batchguard import LATER_ROWS
-from shared.db import UTCDateTime, built_once, prefetched_without_rows, table_of
+from shared.db import UTCDateTime, built_once, table_of
 from shared.db_statistics import analyse_if_never
-from shared.matter_locks import lock_matters
 
 _CASES = "verification_ledger_cases"
 _TASKS = "verification_ledger_tasks"
@@ -291,9 +279,8 @@ def _rank(row: dict[str, Any]) -> tuple[bool, datetime, str]:
 
 
 def refresh(connection: Connection, case_ids: Iterable[str]) -> None:
-    """Make the entries of these matters again from the tables."""
+    """Make the entries of these matters again from the tables (the caller holds their locks)."""
     ordered = sorted(set(case_ids))
-    lock_matters(connection, ordered)
     for start in range(0, len(ordered), REFRESH_BATCH):
         batch = ordered[start : start + REFRESH_BATCH]
         rows = _entries_of(connection, batch)
@@ -310,103 +297,3 @@ def rebuild(connection: Connection) -> int:
     if rows:
         connection.execute(ENTRY.insert(), rows)
     return len(rows)
-
-
-# --- Following the rows the entries are made of --------------------------------------------------
-
-# The engines of verification's databases whose sessions keep the entries (``follow``): the hooks
-# are the Session class's, and other databases in the process (another service's, a test's own)
-# hold no such table.
-_FOLLOWED: WeakSet[Engine] = WeakSet()
-
-
-def follow(engine: AsyncEngine) -> None:
-    """Keep the entries in every session on ``engine`` from now on (the service's start-up)."""
-    _FOLLOWED.add(engine.sync_engine)
-
-
-def _followed(session: Session) -> bool:
-    return session.bind in _FOLLOWED
-
-
-# The columns whose change can move a row's matter on or off the ledger.
-_WATCHED: dict[type[Any], tuple[str, ...]] = {
-    Task: ("status", "classification", "case_id", "created_at"),
-    TaskClock: ("status", "name"),
-    Finding: ("follow_up",),
-    LedgerMark: (),
-    LedgerCloseOff: (),
-    MatterSnapshot: ("received_at", "county_code", "allegations"),
-}
-
-
-def _changed(row: Any, columns: tuple[str, ...]) -> bool:
-    state = inspect(row)
-    return any(state.attrs[name].history.has_changes() for name in columns)
-
-
-def _pending_matters(session: Session) -> tuple[set[str], set[str]]:
-    """The matters (and, for findings, the tasks) that the session's unflushed rows change.
-
-    Rows a consumer's slice keeps for later (``shared.db.add_later``) are seen at the flush before
-    their insert, which a slice always makes with its new task or changed clock.
-    """
-    cases: set[str] = set()
-    tasks: set[str] = set()
-    later = session.info.get(LATER_ROWS) or {}
-    # A new row counts whatever its values; a changed one only for the watched columns; a deleted one
-    # (a mark taken off) always.
-    added = chain(session.new, session.deleted, later.get(TaskClock, ()), later.get(Finding, ()))
-    changed = (row for row in session.dirty if _changed(row, _WATCHED.get(type(row), ())))
-    for row in chain(added, changed):
-        if type(row) not in _WATCHED:
-            continue
-        if isinstance(row, Finding):
-            tasks.add(row.task_id)
-        else:
-            cases.add(row.case_id)
-    return cases, tasks
-
-
-def note(session: Session, case_ids: Iterable[str]) -> None:
-    """Refresh these matters' entries at the commit, for a change the flush does not see (a ladder
-    step, from its event)."""
-    if _followed(session):
-        session.info.setdefault(_CASES, set()).update(case_ids)
-
-
-@sa_event.listens_for(Session, "before_flush")
-def _note(session: Session, _context: Any, _instances: Any) -> None:
-    if not _followed(session):
-        return
-    cases, tasks = _pending_matters(session)
-    if cases:
-        session.info.setdefault(_CASES, set()).update(cases)
-    if tasks:
-        session.info.setdefault(_TASKS, set()).update(tasks)
-
-
-@sa_event.listens_for(Session, "before_commit")
-def _refresh(session: Session) -> None:
-    if session.in_nested_transaction() or not _followed(session):
-        return
-    if any(_pending_matters(session)):
-        session.flush()
-    cases: set[str] = session.info.pop(_CASES, set())
-    tasks: set[str] = session.info.pop(_TASKS, set())
-    if not cases and not tasks:
-        return
-    connection = session.connection()
-    if tasks:
-        cases.update(connection.scalars(select(col(Task.case_id)).where(col(Task.id).in_(tasks))))
-    # A matter the slice's prefetch found without tasks has no entries, before or after (a new
-    # snapshot, mostly): its tasks come only from an assignment, which waits for the matter's lock.
-    refresh(connection, cases - prefetched_without_rows(session, col(Task.case_id), cases))
-
-
-@sa_event.listens_for(Session, "after_soft_rollback")
-def _forget(session: Session, previous_transaction: SessionTransaction) -> None:
-    # A rolled-back savepoint's matters are refreshed all the same (harmless: made from the tables).
-    if previous_transaction.parent is None:
-        session.info.pop(_CASES, None)
-        session.info.pop(_TASKS, None)

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.verification import ledger_entries
+from services.verification import matter_rows, measure_facts
 from services.verification.consumers import subscriptions
 from services.verification.context import VerificationContext
 from services.verification.ladder import LadderScheduler
+from services.verification.measure_rules import load_settings as load_measure_settings
 from services.verification.reports import load_config as load_report_config
 from services.verification.reports_router import router as reports_router
 from services.verification.reports_worker import ReportScheduler
@@ -22,8 +23,11 @@ def create_app(settings: VerificationSettings | None = None, *, clock: Clock | N
     settings = settings or load_settings(VerificationSettings)
     ctx = VerificationContext.from_settings(settings, clock=clock)
 
-    async def keep_ledger_entries(runtime: Runtime) -> None:
-        ledger_entries.follow(runtime.engine)
+    async def keep_matter_rows(runtime: Runtime) -> None:
+        matter_rows.follow(runtime.engine)
+        runtime.add_worker(
+            measure_facts.fact_builder(sessions=runtime.session_factory, settings=load_measure_settings)
+        )
 
     async def start_scheduler(runtime: Runtime) -> None:
         scheduler = LadderScheduler(
@@ -60,7 +64,7 @@ def create_app(settings: VerificationSettings | None = None, *, clock: Clock | N
         title="督察核查 verification",
         routers=[router, reports_router, web_router],
         subscriptions=subscriptions(ctx),
-        on_startup=[keep_ledger_entries, start_scheduler, start_report_scheduler, connect_evidence_store],
+        on_startup=[keep_matter_rows, start_scheduler, start_report_scheduler, connect_evidence_store],
     )
     app.state.verification = ctx
     return app

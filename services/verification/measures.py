@@ -19,21 +19,26 @@ which ratings please are data (``shared/data/measures.json``): a bureau changes 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_
 from sqlalchemy import select as sa_select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.verification import measure_facts
 from services.verification.context import VerificationContext
+from services.verification.measure_facts import FACT, RATING_FACT
+from services.verification.measure_rules import (
+    MeasureDefinition,
+    MeasureSettings,
+    load_settings,
+    reopened,
+    told_in_time,
+)
 from services.verification.models import RepeatCall, TaskStatus
 from services.verification.stats import (
-    CLOCK,
     FINDING,
     MATTER,
     RATING,
@@ -50,10 +55,8 @@ from services.verification.stats import (
     substantiation_counts,
 )
 from shared.db import UTCDateTime, table_of
-from shared.reference import DATA_DIR
 from shared.states import CaseKind
 
-DEFAULT_MEASURES_FILE = DATA_DIR / "measures.json"
 REPEAT = table_of(RepeatCall)
 COUNT_KEYS = (
     "received",
@@ -76,15 +79,6 @@ RATING_COUNTS = {"satisfied": "satisfied", "basically_satisfied": "basically_sat
 DISSATISFIED = "unsatisfied"
 
 
-@dataclass(frozen=True)
-class MeasureDefinition:
-    key: str
-    name: str
-    definition: str
-    numerator: str
-    denominator: str
-
-
 @dataclass
 class GroupMeasures:
     code: str
@@ -104,31 +98,6 @@ class MeasuresReport:
     total: GroupMeasures
 
 
-@dataclass(frozen=True)
-class MeasureSettings:
-    """What a bureau changes: the texts, the acceptance clock, which ratings please or reopen."""
-
-    definitions: tuple[MeasureDefinition, ...]
-    acceptance_clock: str
-    pleased_ratings: tuple[str, ...]
-    reopening_ratings: tuple[str, ...]
-
-
-@cache
-def load_settings(path: Path = DEFAULT_MEASURES_FILE) -> MeasureSettings:
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    return MeasureSettings(
-        definitions=tuple(MeasureDefinition(**item) for item in data["measures"]),
-        acceptance_clock=data["acceptance_clock"],
-        pleased_ratings=tuple(data["pleased_ratings"]),
-        reopening_ratings=tuple(data["reopening_ratings"]),
-    )
-
-
-def definitions() -> list[MeasureDefinition]:
-    return list(load_settings().definitions)
-
-
 def period_bounds(*, start: date, end: date, ctx: VerificationContext) -> tuple[datetime, datetime]:
     """The period as [first moment, first moment after) in the bureau's time zone."""
     tz = ctx.calendar.tz
@@ -143,9 +112,13 @@ async def measures(
     end: date,
     by: str = "county",
     county: str | None = None,
+    from_tables: bool = False,
 ) -> MeasuresReport:
     """The measures per county (``by="county"``) or team for the matters received from ``start`` to
-    ``end`` (inclusive, local dates); with ``county``, only that county's matters (a leader's view)."""
+    ``end`` (inclusive, local dates); with ``county``, only that county's matters (a leader's view).
+
+    Read from the kept rows (``measure_facts``) once they are complete for the running settings,
+    else, or with ``from_tables`` (a check of the rows), from the tables."""
     settings = load_settings()
     first, after = period_bounds(start=start, end=end, ctx=ctx)
     counts: dict[str, dict[str, int]] = {}
@@ -153,18 +126,22 @@ async def measures(
     def group(code: str | None) -> dict[str, int]:
         return counts.setdefault(code or UNASSIGNED, dict.fromkeys(COUNT_KEYS, 0))
 
-    for code, *values in await rows_of(session, _cohort_query(settings, by, first, after, county), seek=True):
+    kept = not from_tables and await measure_facts.ready(session, settings)
+    queries = _fact_queries if kept else _table_queries
+    cohort, ratings, repeats = queries(settings, by, first, after, county)
+    # From the tables, the joins go by index lookups from the period's matters (``rows_of``).
+    for code, *values in await rows_of(session, cohort, seek=not kept):
         row = group(code)
         for name, value in zip(_COHORT_COUNTS, values, strict=True):
             row[name] += value or 0
-    for code, rating, count in await rows_of(session, _ratings_query(by, first, after, county), seek=True):
+    for code, rating, count in await rows_of(session, ratings, seek=not kept):
         row = group(code)
         row["rated"] += count
         row["pleased"] += count if rating in settings.pleased_ratings else 0
         row["dissatisfied"] += count if rating == DISSATISFIED else 0
         for name, value in RATING_COUNTS.items():
             row[name] += count if rating == value else 0
-    for code, count in await rows_of(session, _repeats_query(by, first, after, county), seek=True):
+    for code, count in await rows_of(session, repeats, seek=not kept):
         row = group(code)
         row["repeats"] += count
         row["complaints"] += count
@@ -205,22 +182,14 @@ _COHORT_COUNTS = (
 )
 
 
-def _told_in_time(settings: MeasureSettings) -> ColumnElement[bool]:
-    """The complainant told within the acceptance clock, or nobody to tell by it."""
-    told = exists().where(
-        CLOCK.c.case_id == MATTER.c.case_id,
-        CLOCK.c.name == settings.acceptance_clock,
-        CLOCK.c.stopped_at.is_not(None),
-        CLOCK.c.stopped_at <= CLOCK.c.due_at,
-    )
-    return or_(MATTER.c.anonymous, MATTER.c.case_kind != CaseKind.COMPLAINT, told)
-
-
-def _reopened(settings: MeasureSettings) -> ColumnElement[bool]:
-    later_round = TASK.alias("later_round")
-    return or_(
-        exists().where(later_round.c.case_id == MATTER.c.case_id, later_round.c.round > 1),
-        exists().where(RATING.c.case_id == MATTER.c.case_id, RATING.c.rating.in_(settings.reopening_ratings)),
+def _table_queries(
+    settings: MeasureSettings, by: str, first: datetime, after: datetime, county: str | None
+) -> tuple[Any, Any, Any]:
+    """The measures' three queries read from the tables: the definition the kept rows follow."""
+    return (
+        _cohort_query(settings, by, first, after, county),
+        _ratings_query(by, first, after, county),
+        _repeats_query(by, first, after, county),
     )
 
 
@@ -244,13 +213,13 @@ def _cohort_query(
             key,
             func.count(),
             count(MATTER.c.case_kind == CaseKind.COMPLAINT),
-            count(and_(TASK.c.id.is_not(None), _told_in_time(settings))),
+            count(and_(TASK.c.id.is_not(None), told_in_time(settings))),
             count(concluded),
             count(and_(concluded, concluded_on_time())),
             # The finding is joined only to a task concluded by the period's end.
             with_outcome,
             substantiated,
-            count(and_(concluded, or_(pleased, ~_reopened(settings)))),
+            count(and_(concluded, or_(pleased, ~reopened(settings)))),
         )
         .select_from(
             MATTER.outerjoin(TASK, latest_task_of_matter()).outerjoin(
@@ -294,3 +263,64 @@ def _repeats_query(by: str, first: datetime, after: datetime, county: str | None
         )
         .group_by(key)
     )
+
+
+# --- From the kept rows (``measure_facts``) ----------------------------------------------------
+
+
+def _fact_key(table: Any, by: str) -> ColumnElement[Any]:
+    """``group_key`` on a kept row: its county (a suggestion, which has none, where its team sits) or
+    its team."""
+    if by == "team":
+        key: ColumnElement[Any] = table.c.team_code
+        return key
+    return func.coalesce(func.nullif(table.c.county_code, ""), table.c.team_code)
+
+
+def _fact_queries(
+    settings: MeasureSettings, by: str, first: datetime, after: datetime, county: str | None
+) -> tuple[Any, Any, Any]:
+    """The measures' three queries over the kept rows: the matters' and ratings' index ranges."""
+    key = _fact_key(FACT, by)
+    concluded = before(FACT.c.concluded_at, after)
+    pleased = before(FACT.c.pleased_at, after)
+
+    def count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+        return func.sum(case((condition, 1), else_=0))
+
+    def in_period(table: Any) -> list[ColumnElement[bool]]:
+        conditions = [table.c.received_at >= literal(first, UTCDateTime), before(table.c.received_at, after)]
+        return conditions + ([table.c.county_code == county] if county else [])
+
+    cohort = (
+        sa_select(
+            key,
+            func.count(),
+            count(FACT.c.complaint),
+            count(FACT.c.responded),
+            count(concluded),
+            count(and_(concluded, FACT.c.on_time)),
+            count(and_(concluded, FACT.c.with_outcome)),
+            count(and_(concluded, FACT.c.substantiated)),
+            count(and_(concluded, or_(pleased, ~FACT.c.reopened))),
+        )
+        .where(*in_period(FACT))
+        .group_by(key)
+    )
+    rating_key = _fact_key(RATING_FACT, by)
+    ratings = (
+        sa_select(rating_key, RATING_FACT.c.rating, func.count())
+        .where(*in_period(RATING_FACT), before(RATING_FACT.c.at, after))
+        .group_by(rating_key, RATING_FACT.c.rating)
+    )
+    repeats = (
+        sa_select(key, func.count())
+        .select_from(REPEAT.join(FACT, FACT.c.case_id == REPEAT.c.case_id))
+        .where(
+            REPEAT.c.received_at >= literal(first, UTCDateTime),
+            before(REPEAT.c.received_at, after),
+            *([FACT.c.county_code == county] if county else []),
+        )
+        .group_by(key)
+    )
+    return cohort, ratings, repeats

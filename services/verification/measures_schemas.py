@@ -6,7 +6,8 @@ from datetime import date
 
 from pydantic import BaseModel, Field
 
-from services.verification.measures import GroupMeasures, MeasureDefinition, MeasuresReport
+from services.verification.measure_rules import MeasureDefinition
+from services.verification.measures import GroupMeasures, MeasuresReport
 
 
 class MeasureDefinitionOut(BaseModel):
