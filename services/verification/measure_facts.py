@@ -58,13 +58,32 @@ BUILD_STEP_TIMEOUT_SECONDS = 120.0
 STATE_ID = 1
 
 
+# What a period's sums read besides the date, in the covering indexes' order (the county first: the
+# county index leaves it out after its own first column).
+_SUMMED = (
+    "county_code",
+    "team_code",
+    "complaint",
+    "responded",
+    "concluded_at",
+    "on_time",
+    "with_outcome",
+    "substantiated",
+    "pleased_at",
+    "reopened",
+)
+_RATING_SUMMED = ("county_code", "team_code", "rating", "at")
+
+
 class MeasureFact(SQLModel, table=True):
     """One matter: when it arrived, where it counts, and what the measures ask of it."""
 
     __tablename__ = "verification_measure_fact"
+    # Each holds every column a period's sums read, so they are read from the index alone: fetching
+    # each row from the table by its index entry took three quarters of the time.
     __table_args__ = (
-        Index("ix_verification_measure_fact_received", "received_at"),
-        Index("ix_verification_measure_fact_county", "county_code", "received_at"),
+        Index("ix_verification_measure_fact_received", "received_at", *_SUMMED),
+        Index("ix_verification_measure_fact_county", "county_code", "received_at", *_SUMMED[1:]),
     )
 
     case_id: str = Field(primary_key=True, max_length=64)
@@ -88,8 +107,10 @@ class MeasureRatingFact(SQLModel, table=True):
 
     __tablename__ = "verification_measure_rating_fact"
     __table_args__ = (
-        Index("ix_verification_measure_rating_fact_received", "received_at"),
-        Index("ix_verification_measure_rating_fact_county", "county_code", "received_at"),
+        Index("ix_verification_measure_rating_fact_received", "received_at", *_RATING_SUMMED),
+        Index(
+            "ix_verification_measure_rating_fact_county", "county_code", "received_at", *_RATING_SUMMED[1:]
+        ),
         Index("ix_verification_measure_rating_fact_case", "case_id"),
     )
 
