@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Connection, select
 
-from services.verification import measure_facts
+from services.verification import measure_days, measure_facts
 from services.verification.measure_rules import MeasureSettings, load_settings
 from services.verification.measures import measures as measures_of
 from tests import fixtures
@@ -268,8 +268,22 @@ PERIODS = (
 )
 
 
+def days_of(facts: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[int]]:
+    """The days' sums the kept rows make, without the keys at nought."""
+    sums: dict[tuple[Any, ...], list[int]] = {}
+    for fact in facts:
+        key = (
+            fact["received_at"].astimezone(SHANGHAI).date(),
+            fact["county_code"] or "",
+            fact["team_code"] or "",
+        )
+        counts = sums.setdefault(key, [0] * len(measure_days.DAY_COUNTERS))
+        counts[:] = [a + b for a, b in zip(counts, measure_days.counts_of(fact), strict=True)]
+    return {key: counts for key, counts in sums.items() if any(counts)}
+
+
 def kept_and_made(connection: Connection, settings: MeasureSettings) -> tuple[Any, Any]:
-    """The kept rows, and the rows the tables make now, each as a sorted list."""
+    """The kept rows and days' sums, and what the tables make now, each as sorted lists."""
     case_ids = list(connection.scalars(select(measure_facts.FACT.c.case_id)))
     made = measure_facts.facts_of(connection, settings, case_ids)
     kept_facts = sorted(
@@ -282,7 +296,12 @@ def kept_and_made(connection: Connection, settings: MeasureSettings) -> tuple[An
     made_ratings = sorted(
         tuple(rating.values()) for rating in measure_facts.rating_facts_of(connection, made)
     )
-    return (kept_facts, kept_ratings), (made_facts, made_ratings)
+    kept_days = {
+        (row.day, row.county_code, row.team_code): [row._mapping[name] for name in measure_days.DAY_COUNTERS]
+        for row in connection.execute(select(measure_days.DAY))
+    }
+    kept_days = {key: counts for key, counts in kept_days.items() if any(counts)}
+    return (kept_facts, kept_ratings, kept_days), (made_facts, made_ratings, days_of(made))
 
 
 async def test_the_kept_rows_agree_with_the_tables(
@@ -320,7 +339,9 @@ async def test_changed_settings_make_the_rows_again_a_batch_at_a_time(
             steps += 1
             async with factory() as session, session.begin():
                 connection = await session.connection()
-                if not await connection.run_sync(lambda c, w=wanted: measure_facts.build_step(c, w, batch=3)):
+                if not await connection.run_sync(
+                    lambda c, w=wanted: measure_facts.build_step(c, w, SHANGHAI, batch=3)
+                ):
                     break
         # Seven matters, three at a time: the third step finds the last one.
         assert steps == 3

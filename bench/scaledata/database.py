@@ -115,7 +115,7 @@ async def finish(engines: dict[str, AsyncEngine]) -> None:
             await connection.run_sync(open_figures.rebuild)
             await connection.run_sync(ledger_entries.rebuild)
             # As the service's worker would after its first start, in one go.
-            await connection.run_sync(measure_facts.build_all, load_measure_settings())
+            await connection.run_sync(measure_facts.build_all, load_measure_settings(), SHANGHAI)
     if "feedback" in engines:
         async with engines["feedback"].begin() as connection:
             # The 通知送达 figures' summary of the settled days, as migration 0011 back-fills it.

@@ -24,9 +24,11 @@ def create_app(settings: VerificationSettings | None = None, *, clock: Clock | N
     ctx = VerificationContext.from_settings(settings, clock=clock)
 
     async def keep_matter_rows(runtime: Runtime) -> None:
-        matter_rows.follow(runtime.engine)
+        matter_rows.follow(runtime.engine, tz=ctx.calendar.tz)
         runtime.add_worker(
-            measure_facts.fact_builder(sessions=runtime.session_factory, settings=load_measure_settings)
+            measure_facts.fact_builder(
+                sessions=runtime.session_factory, settings=load_measure_settings, tz=ctx.calendar.tz
+            )
         )
 
     async def start_scheduler(runtime: Runtime) -> None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from itertools import chain
 from typing import Any
-from weakref import WeakSet
+from weakref import WeakKeyDictionary
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, inspect, select
 from sqlalchemy import event as sa_event
@@ -43,7 +44,7 @@ _TASKS = "verification_kept_rows_tasks"
 # The engines of verification's databases whose sessions keep the rows (``follow``): the hooks are
 # the Session class's, and other databases in the process (another service's, a test's own) hold no
 # such tables.
-_FOLLOWED: WeakSet[Engine] = WeakSet()
+_FOLLOWED: WeakKeyDictionary[Engine, ZoneInfo] = WeakKeyDictionary()
 
 # The columns whose change can change a matter's kept rows: a new or deleted row always does.
 _WATCHED: dict[type[Any], tuple[str, ...]] = {
@@ -57,13 +58,16 @@ _WATCHED: dict[type[Any], tuple[str, ...]] = {
 }
 
 
-def follow(engine: AsyncEngine) -> None:
-    """Keep the rows in every session on ``engine`` from now on (the service's start-up)."""
-    _FOLLOWED.add(engine.sync_engine)
+def follow(engine: AsyncEngine, *, tz: ZoneInfo) -> None:
+    """Keep the rows in every session on ``engine`` from now on (the service's start-up); ``tz``:
+    the bureau's, whose days the measures' sums count by."""
+    _FOLLOWED[engine.sync_engine] = tz
 
 
-def _followed(session: Session) -> bool:
-    return session.bind in _FOLLOWED
+def _followed(session: Session) -> ZoneInfo | None:
+    """The bureau's time zone when the session's database keeps the rows, else None."""
+    bind = session.bind
+    return _FOLLOWED.get(bind) if isinstance(bind, Engine) else None
 
 
 def _changed(row: Any, columns: tuple[str, ...]) -> bool:
@@ -95,13 +99,13 @@ def _pending_matters(session: Session) -> tuple[set[str], set[str]]:
 def note(session: Session, case_ids: Iterable[str]) -> None:
     """Refresh these matters' rows at the commit, for a change the flush does not see (a ladder
     step, from its event)."""
-    if _followed(session):
+    if _followed(session) is not None:
         session.info.setdefault(_CASES, set()).update(case_ids)
 
 
 @sa_event.listens_for(Session, "before_flush")
 def _note(session: Session, _context: Any, _instances: Any) -> None:
-    if not _followed(session):
+    if _followed(session) is None:
         return
     cases, tasks = _pending_matters(session)
     if cases:
@@ -112,7 +116,8 @@ def _note(session: Session, _context: Any, _instances: Any) -> None:
 
 @sa_event.listens_for(Session, "before_commit")
 def _refresh(session: Session) -> None:
-    if session.in_nested_transaction() or not _followed(session):
+    tz = _followed(session)
+    if session.in_nested_transaction() or tz is None:
         return
     if any(_pending_matters(session)):
         session.flush()
@@ -128,7 +133,7 @@ def _refresh(session: Session) -> None:
     # A matter the slice's prefetch found without tasks has no entries, before or after (a new
     # snapshot, mostly): its tasks come only from an assignment, which waits for the matter's lock.
     ledger_entries.refresh(connection, cases - prefetched_without_rows(session, col(Task.case_id), cases))
-    measure_facts.refresh(connection, ordered, load_settings())
+    measure_facts.refresh(connection, ordered, load_settings(), tz)
 
 
 @sa_event.listens_for(Session, "after_soft_rollback")

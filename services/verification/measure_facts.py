@@ -23,11 +23,13 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Delete, Select, and_, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, Index, SQLModel
 
+from services.verification import measure_days
 from services.verification.measure_rules import MeasureSettings, reopened, told_in_time
 from services.verification.models import TaskStatus
 from services.verification.schemas import SUBSTANTIATED
@@ -260,26 +262,52 @@ def rating_facts_of(connection: Connection, facts: Iterable[dict[str, Any]]) -> 
     return rows
 
 
-def refresh(connection: Connection, case_ids: Iterable[str], settings: MeasureSettings) -> None:
-    """Make these matters' rows again from the tables (the caller holds their locks)."""
+@built_once
+def _kept_facts() -> Select[Any]:
+    return select(FACT).where(FACT.c.case_id.in_(bindparam("case_ids", expanding=True)))
+
+
+@built_once
+def _kept_ratings() -> Select[Any]:
+    return select(RATING_FACT).where(RATING_FACT.c.case_id.in_(bindparam("case_ids", expanding=True)))
+
+
+def refresh(connection: Connection, case_ids: Iterable[str], settings: MeasureSettings, tz: ZoneInfo) -> None:
+    """Make these matters' rows again from the tables, and their days' sums with them (the caller
+    holds their locks)."""
     ordered = sorted(set(case_ids))
     for start in range(0, len(ordered), REFRESH_BATCH):
-        batch = ordered[start : start + REFRESH_BATCH]
-        facts = facts_of(connection, settings, batch)
+        batch = {"case_ids": ordered[start : start + REFRESH_BATCH]}
+        facts = facts_of(connection, settings, batch["case_ids"])
         ratings = rating_facts_of(connection, facts)
-        connection.execute(_delete_rating_facts(), {"case_ids": batch})
-        connection.execute(_delete_facts(), {"case_ids": batch})
+        old_facts = [dict(row._mapping) for row in connection.execute(_kept_facts(), batch)]
+        old_ratings = [dict(row._mapping) for row in connection.execute(_kept_ratings(), batch)]
+        connection.execute(_delete_rating_facts(), batch)
+        connection.execute(_delete_facts(), batch)
         if facts:
             connection.execute(FACT.insert(), facts)
         if ratings:
             connection.execute(RATING_FACT.insert(), ratings)
+        measure_days.apply(
+            connection,
+            tz=tz,
+            old_facts=old_facts,
+            new_facts=facts,
+            old_ratings=old_ratings,
+            new_ratings=ratings,
+        )
 
 
 # --- Building them all, a batch at a time ---------------------------------------------------------
 
 
 def build_step(
-    connection: Connection, settings: MeasureSettings, *, batch: int = BUILD_BATCH, lock: bool = True
+    connection: Connection,
+    settings: MeasureSettings,
+    tz: ZoneInfo,
+    *,
+    batch: int = BUILD_BATCH,
+    lock: bool = True,
 ) -> bool:
     """One batch of the rebuild the settings call for; whether more is waiting.  ``lock``: take the
     batch's matters' locks (not when nothing else writes, as the locks would add up to every matter
@@ -302,7 +330,8 @@ def build_step(
         # A fresh start: rows of matters that no longer exist (none in normal running) go too.
         connection.execute(RATING_FACT.delete())
         connection.execute(FACT.delete())
-    refresh(connection, case_ids, settings)
+        measure_days.clear(connection)
+    refresh(connection, case_ids, settings, tz)
     complete = len(case_ids) < batch
     values = {
         "fingerprint": wanted,
@@ -319,9 +348,9 @@ def build_step(
     return not complete
 
 
-def build_all(connection: Connection, settings: MeasureSettings) -> None:
+def build_all(connection: Connection, settings: MeasureSettings, tz: ZoneInfo) -> None:
     """The whole rebuild in one transaction, nobody else writing (the scale data's finish)."""
-    while build_step(connection, settings, batch=20_000, lock=False):
+    while build_step(connection, settings, tz, batch=20_000, lock=False):
         pass
 
 
@@ -333,7 +362,7 @@ async def ready(session: AsyncSession, settings: MeasureSettings) -> bool:
 
 
 def fact_builder(
-    *, sessions: Callable[[], AsyncSession], settings: Callable[[], MeasureSettings]
+    *, sessions: Callable[[], AsyncSession], settings: Callable[[], MeasureSettings], tz: ZoneInfo
 ) -> BackgroundWorker:
     """Checks the fingerprint every minute; rebuilds a batch per step (each its own transaction,
     so the consumers write between two) until the rows are complete."""
@@ -341,7 +370,7 @@ def fact_builder(
     async def step() -> bool:
         async with sessions() as session, session.begin():
             connection = await session.connection()
-            return bool(await connection.run_sync(build_step, settings()))
+            return bool(await connection.run_sync(build_step, settings(), tz))
 
     return BackgroundWorker(
         name="measure-facts",

@@ -29,6 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.verification import measure_facts
 from services.verification.context import VerificationContext
+from services.verification.measure_days import DAY, DAY_COUNTERS, RATING_DAY, counts_of
 from services.verification.measure_facts import FACT, RATING_FACT
 from services.verification.measure_rules import (
     MeasureDefinition,
@@ -127,24 +128,32 @@ async def measures(
         return counts.setdefault(code or UNASSIGNED, dict.fromkeys(COUNT_KEYS, 0))
 
     kept = not from_tables and await measure_facts.ready(session, settings)
-    queries = _fact_queries if kept else _table_queries
-    cohort, ratings, repeats = queries(settings, by, first, after, county)
-    # From the tables, the joins go by index lookups from the period's matters (``rows_of``).
-    for code, *values in await rows_of(session, cohort, seek=not kept):
+    if kept:
+        cohort, ratings = await _kept_cohort_and_ratings(
+            session, by=by, start=start, end=end, first=first, after=after, county=county
+        )
+        repeats = await rows_of(session, _kept_repeats(by, first, after, county))
+    else:
+        # From the tables, the joins go by index lookups from the period's matters (``rows_of``).
+        queries = _table_queries(settings, by, first, after, county)
+        cohort, ratings, repeats = [await rows_of(session, query, seek=True) for query in queries]
+    for code, *values in cohort:
         row = group(code)
         for name, value in zip(_COHORT_COUNTS, values, strict=True):
             row[name] += value or 0
-    for code, rating, count in await rows_of(session, ratings, seek=not kept):
+    for code, rating, count in ratings:
         row = group(code)
         row["rated"] += count
         row["pleased"] += count if rating in settings.pleased_ratings else 0
         row["dissatisfied"] += count if rating == DISSATISFIED else 0
         for name, value in RATING_COUNTS.items():
             row[name] += count if rating == value else 0
-    for code, count in await rows_of(session, repeats, seek=not kept):
+    for code, count in repeats:
         row = group(code)
         row["repeats"] += count
         row["complaints"] += count
+    # A day's sums keep a group whose matters have all moved on (to another team), at nought.
+    counts = {code: values for code, values in counts.items() if any(values.values())}
     groups = [
         _measured(code, group_name(ctx.organisation, None if code == UNASSIGNED else code, by=by), values)
         for code, values in sorted(counts.items(), key=lambda item: (item[0] == UNASSIGNED, item[0]))
@@ -265,55 +274,103 @@ def _repeats_query(by: str, first: datetime, after: datetime, county: str | None
     )
 
 
-# --- From the kept rows (``measure_facts``) ----------------------------------------------------
+# --- From the kept rows (``measure_facts``, ``measure_days``) ---------------------------------
 
 
-def _fact_key(table: Any, by: str) -> ColumnElement[Any]:
-    """``group_key`` on a kept row: its county (a suggestion, which has none, where its team sits) or
-    its team."""
+def group_key_of(table: Any, by: str) -> ColumnElement[Any]:
+    """``stats.group_key`` on a kept row or a day's sums: the county (a suggestion, which has none,
+    where its team sits) or the team; None or "" reads as unassigned."""
     if by == "team":
         key: ColumnElement[Any] = table.c.team_code
         return key
     return func.coalesce(func.nullif(table.c.county_code, ""), table.c.team_code)
 
 
-def _fact_queries(
-    settings: MeasureSettings, by: str, first: datetime, after: datetime, county: str | None
-) -> tuple[Any, Any, Any]:
-    """The measures' three queries over the kept rows: the matters' and ratings' index ranges."""
-    key = _fact_key(FACT, by)
-    concluded = before(FACT.c.concluded_at, after)
-    pleased = before(FACT.c.pleased_at, after)
+async def _kept_cohort_and_ratings(
+    session: AsyncSession,
+    *,
+    by: str,
+    start: date,
+    end: date,
+    first: datetime,
+    after: datetime,
+    county: str | None,
+) -> tuple[list[Any], list[Any]]:
+    """The measures' cohort rows (group, then ``DAY_COUNTERS``) and rating rows (group, rating,
+    count) for the matters received from ``start`` to ``end`` (``first`` to ``after``), as of the
+    period's end: the days' sums, and for each matter concluded or first pleased after the end,
+    the difference that made, taken back out."""
+    connection = await session.connection()
+    cohort: list[Any] = list(await connection.execute(_day_sums(by, start, end, county)))
+    for row in await connection.execute(_late_facts(by, first, after, county)):
+        now, then = counts_of(row), counts_of(row, before=after)
+        cohort.append((row[0], *(b - a for a, b in zip(now, then, strict=True))))
+    ratings: list[Any] = list(await connection.execute(_rating_day_sums(by, start, end, county)))
+    ratings.extend(
+        (code, rating, -1)
+        for code, rating in await connection.execute(_late_ratings(by, first, after, county))
+    )
+    return cohort, ratings
 
-    def count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
-        return func.sum(case((condition, 1), else_=0))
 
-    def in_period(table: Any) -> list[ColumnElement[bool]]:
-        conditions = [table.c.received_at >= literal(first, UTCDateTime), before(table.c.received_at, after)]
-        return conditions + ([table.c.county_code == county] if county else [])
-
-    cohort = (
-        sa_select(
-            key,
-            func.count(),
-            count(FACT.c.complaint),
-            count(FACT.c.responded),
-            count(concluded),
-            count(and_(concluded, FACT.c.on_time)),
-            count(and_(concluded, FACT.c.with_outcome)),
-            count(and_(concluded, FACT.c.substantiated)),
-            count(and_(concluded, or_(pleased, ~FACT.c.reopened))),
-        )
-        .where(*in_period(FACT))
+def _day_sums(by: str, start: date, end: date, county: str | None) -> Any:
+    key = group_key_of(DAY, by)
+    return (
+        sa_select(key, *(func.sum(DAY.c[name]) for name in DAY_COUNTERS))
+        .where(DAY.c.day >= start, DAY.c.day <= end, *([DAY.c.county_code == county] if county else []))
         .group_by(key)
     )
-    rating_key = _fact_key(RATING_FACT, by)
-    ratings = (
-        sa_select(rating_key, RATING_FACT.c.rating, func.count())
-        .where(*in_period(RATING_FACT), before(RATING_FACT.c.at, after))
-        .group_by(rating_key, RATING_FACT.c.rating)
+
+
+def _rating_day_sums(by: str, start: date, end: date, county: str | None) -> Any:
+    key = group_key_of(RATING_DAY, by)
+    return (
+        sa_select(key, RATING_DAY.c.rating, func.sum(RATING_DAY.c.rated))
+        .where(
+            RATING_DAY.c.day >= start,
+            RATING_DAY.c.day <= end,
+            *([RATING_DAY.c.county_code == county] if county else []),
+        )
+        .group_by(key, RATING_DAY.c.rating)
     )
-    repeats = (
+
+
+def _in_period(table: Any, first: datetime, after: datetime, county: str | None) -> list[ColumnElement[bool]]:
+    return [
+        table.c.received_at >= literal(first, UTCDateTime),
+        table.c.received_at < literal(after, UTCDateTime),
+        *([table.c.county_code == county] if county else []),
+    ]
+
+
+def _late_facts(by: str, first: datetime, after: datetime, county: str | None) -> Any:
+    """The period's matters concluded or first pleased after its end (read from a covering index)."""
+    late = or_(
+        FACT.c.concluded_at >= literal(after, UTCDateTime), FACT.c.pleased_at >= literal(after, UTCDateTime)
+    )
+    return sa_select(
+        group_key_of(FACT, by),
+        FACT.c.complaint,
+        FACT.c.responded,
+        FACT.c.concluded_at,
+        FACT.c.on_time,
+        FACT.c.with_outcome,
+        FACT.c.substantiated,
+        FACT.c.pleased_at,
+        FACT.c.reopened,
+    ).where(*_in_period(FACT, first, after, county), late)
+
+
+def _late_ratings(by: str, first: datetime, after: datetime, county: str | None) -> Any:
+    return sa_select(group_key_of(RATING_FACT, by), RATING_FACT.c.rating).where(
+        *_in_period(RATING_FACT, first, after, county), RATING_FACT.c.at >= literal(after, UTCDateTime)
+    )
+
+
+def _kept_repeats(by: str, first: datetime, after: datetime, county: str | None) -> Any:
+    """The repeat calls received in the period, each counted for its matter's group."""
+    key = group_key_of(FACT, by)
+    return (
         sa_select(key, func.count())
         .select_from(REPEAT.join(FACT, FACT.c.case_id == REPEAT.c.case_id))
         .where(
@@ -323,4 +380,3 @@ def _fact_queries(
         )
         .group_by(key)
     )
-    return cohort, ratings, repeats

@@ -100,11 +100,11 @@ def _apply(session: Session) -> None:
     for summary, total in sorted(totals.items(), key=lambda item: item[0].table.name):
         rows = summary.rows(total)
         if rows:
-            connection.execute(_upsert_for(connection.dialect.name, summary), rows)
+            connection.execute(upsert_for(connection.dialect.name, summary), rows)
 
 
 @built_once
-def _upsert_for(dialect: str, summary: Summary) -> Any:
+def upsert_for(dialect: str, summary: Summary) -> Any:
     """INSERT … ON CONFLICT (the key) DO UPDATE SET each counter = counter + the new one."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(summary.table)

@@ -1,4 +1,4 @@
-"""each matter's part in the 12345 measures, and each rating's, kept as rows
+"""each matter's part in the 12345 measures, and each rating's, kept as rows and summed per day
 
 Left empty: the service's worker (``measure_facts.fact_builder``) makes them a batch at a time once
 it starts with the bureau's own settings, and until then the measures are read from the tables.
@@ -95,6 +95,27 @@ def upgrade() -> None:
     op.create_index(
         "ix_verification_measure_rating_fact_case", "verification_measure_rating_fact", ["case_id"]
     )
+    counters = ("received", "complaints", "responded_on_time", "concluded", "concluded_on_time")
+    counters += ("with_outcome", "substantiated", "resolved")
+    op.create_table(
+        "verification_measure_day",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("county_code", _string(16), nullable=False),
+        sa.Column("team_code", _string(32), nullable=False),
+        *(sa.Column(name, sa.Integer(), nullable=False) for name in counters),
+        sa.PrimaryKeyConstraint("day", "county_code", "team_code"),
+        sqlite_with_rowid=False,
+    )
+    op.create_table(
+        "verification_measure_rating_day",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("county_code", _string(16), nullable=False),
+        sa.Column("team_code", _string(32), nullable=False),
+        sa.Column("rating", _string(32), nullable=False),
+        sa.Column("rated", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("day", "county_code", "team_code", "rating"),
+        sqlite_with_rowid=False,
+    )
     op.create_table(
         "verification_measure_fact_state",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
@@ -108,5 +129,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("verification_measure_fact_state")
+    op.drop_table("verification_measure_rating_day")
+    op.drop_table("verification_measure_day")
     op.drop_table("verification_measure_rating_fact")
     op.drop_table("verification_measure_fact")
