@@ -86,6 +86,9 @@ class MeasureFact(SQLModel, table=True):
     __table_args__ = (
         Index("ix_verification_measure_fact_received", "received_at", *_SUMMED),
         Index("ix_verification_measure_fact_county", "county_code", "received_at", *_SUMMED[1:]),
+        # A recent period's matters concluded or first pleased after its end (``measures``).
+        Index("ix_verification_measure_fact_concluded", "concluded_at"),
+        Index("ix_verification_measure_fact_pleased", "pleased_at"),
     )
 
     case_id: str = Field(primary_key=True, max_length=64)
@@ -114,6 +117,7 @@ class MeasureRatingFact(SQLModel, table=True):
             "ix_verification_measure_rating_fact_county", "county_code", "received_at", *_RATING_SUMMED[1:]
         ),
         Index("ix_verification_measure_rating_fact_case", "case_id"),
+        Index("ix_verification_measure_rating_fact_at", "at"),
     )
 
     # The rating's own id, not one of this table's making.

@@ -99,6 +99,11 @@ class MeasuresReport:
     total: GroupMeasures
 
 
+# A period counts as recent while the time since its end is under a quarter of its length: the
+# matters concluded since are then fewer than the period's own.
+RECENT_SHARE = 4
+
+
 def period_bounds(*, start: date, end: date, ctx: VerificationContext) -> tuple[datetime, datetime]:
     """The period as [first moment, first moment after) in the bureau's time zone."""
     tz = ctx.calendar.tz
@@ -130,7 +135,7 @@ async def measures(
     kept = not from_tables and await measure_facts.ready(session, settings)
     if kept:
         cohort, ratings = await _kept_cohort_and_ratings(
-            session, by=by, start=start, end=end, first=first, after=after, county=county
+            session, by=by, start=start, end=end, first=first, after=after, county=county, now=ctx.clock.now()
         )
         repeats = await rows_of(session, _kept_repeats(by, first, after, county))
     else:
@@ -295,21 +300,30 @@ async def _kept_cohort_and_ratings(
     first: datetime,
     after: datetime,
     county: str | None,
+    now: datetime,
 ) -> tuple[list[Any], list[Any]]:
     """The measures' cohort rows (group, then ``DAY_COUNTERS``) and rating rows (group, rating,
     count) for the matters received from ``start`` to ``end`` (``first`` to ``after``), as of the
     period's end: the days' sums, and for each matter concluded or first pleased after the end,
     the difference that made, taken back out."""
     connection = await session.connection()
+    # A period that ended lately finds its late matters among the few concluded or rated since its
+    # end; one that ended long ago (or a short one) among its own matters.  With the period's dates
+    # in the statement SQLite reads the period's matters whichever is fewer, so those are checked here.
+    recent = (now - after) * RECENT_SHARE < after - first
+
+    def in_period(row: Any) -> bool:
+        return first <= row.received_at < after and (county is None or row.county_code == county)
+
     cohort: list[Any] = list(await connection.execute(_day_sums(by, start, end, county)))
-    for row in await connection.execute(_late_facts(by, first, after, county)):
-        now, then = counts_of(row), counts_of(row, before=after)
-        cohort.append((row[0], *(b - a for a, b in zip(now, then, strict=True))))
+    for statement in _late_facts(by, first, after, county, recent=recent):
+        for row in await connection.execute(statement):
+            if in_period(row):
+                now_counts, then_counts = counts_of(row), counts_of(row, before=after)
+                cohort.append((row[0], *(b - a for a, b in zip(now_counts, then_counts, strict=True))))
     ratings: list[Any] = list(await connection.execute(_rating_day_sums(by, start, end, county)))
-    ratings.extend(
-        (code, rating, -1)
-        for code, rating in await connection.execute(_late_ratings(by, first, after, county))
-    )
+    late_ratings = await connection.execute(_late_ratings(by, first, after, county, recent=recent))
+    ratings.extend((row[0], row.rating, -1) for row in late_ratings if in_period(row))
     return cohort, ratings
 
 
@@ -343,12 +357,10 @@ def _in_period(table: Any, first: datetime, after: datetime, county: str | None)
     ]
 
 
-def _late_facts(by: str, first: datetime, after: datetime, county: str | None) -> Any:
-    """The period's matters concluded or first pleased after its end (read from a covering index)."""
-    late = or_(
-        FACT.c.concluded_at >= literal(after, UTCDateTime), FACT.c.pleased_at >= literal(after, UTCDateTime)
-    )
-    return sa_select(
+def _late_facts(by: str, first: datetime, after: datetime, county: str | None, *, recent: bool) -> list[Any]:
+    """The period's matters concluded or first pleased after its end (and, when ``recent``, the
+    others concluded or first pleased since: the caller keeps the period's)."""
+    columns = (
         group_key_of(FACT, by),
         FACT.c.complaint,
         FACT.c.responded,
@@ -358,13 +370,35 @@ def _late_facts(by: str, first: datetime, after: datetime, county: str | None) -
         FACT.c.substantiated,
         FACT.c.pleased_at,
         FACT.c.reopened,
-    ).where(*_in_period(FACT, first, after, county), late)
-
-
-def _late_ratings(by: str, first: datetime, after: datetime, county: str | None) -> Any:
-    return sa_select(group_key_of(RATING_FACT, by), RATING_FACT.c.rating).where(
-        *_in_period(RATING_FACT, first, after, county), RATING_FACT.c.at >= literal(after, UTCDateTime)
+        FACT.c.received_at,
+        FACT.c.county_code,
     )
+    concluded_late = FACT.c.concluded_at >= literal(after, UTCDateTime)
+    pleased_late = FACT.c.pleased_at >= literal(after, UTCDateTime)
+    if not recent:
+        return [
+            sa_select(*columns).where(
+                *_in_period(FACT, first, after, county), or_(concluded_late, pleased_late)
+            )
+        ]
+    # Each its own index range; the second leaves out the first's.
+    return [
+        sa_select(*columns).where(concluded_late),
+        sa_select(*columns).where(pleased_late, ~func.coalesce(concluded_late, False)),
+    ]
+
+
+def _late_ratings(by: str, first: datetime, after: datetime, county: str | None, *, recent: bool) -> Any:
+    late = RATING_FACT.c.at >= literal(after, UTCDateTime)
+    columns = (
+        group_key_of(RATING_FACT, by),
+        RATING_FACT.c.rating,
+        RATING_FACT.c.received_at,
+        RATING_FACT.c.county_code,
+    )
+    if recent:
+        return sa_select(*columns).where(late)
+    return sa_select(*columns).where(*_in_period(RATING_FACT, first, after, county), late)
 
 
 def _kept_repeats(by: str, first: datetime, after: datetime, county: str | None) -> Any:

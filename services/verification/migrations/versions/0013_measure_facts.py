@@ -71,6 +71,8 @@ def upgrade() -> None:
         "verification_measure_fact",
         ["county_code", "received_at", *_SUMMED[1:]],
     )
+    op.create_index("ix_verification_measure_fact_concluded", "verification_measure_fact", ["concluded_at"])
+    op.create_index("ix_verification_measure_fact_pleased", "verification_measure_fact", ["pleased_at"])
     op.create_table(
         "verification_measure_rating_fact",
         sa.Column("rating_id", sa.Integer(), autoincrement=False, nullable=False),
@@ -95,6 +97,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_verification_measure_rating_fact_case", "verification_measure_rating_fact", ["case_id"]
     )
+    op.create_index("ix_verification_measure_rating_fact_at", "verification_measure_rating_fact", ["at"])
     counters = ("received", "complaints", "responded_on_time", "concluded", "concluded_on_time")
     counters += ("with_outcome", "substantiated", "resolved")
     op.create_table(
