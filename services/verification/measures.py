@@ -20,7 +20,7 @@ which ratings please are data (``shared/data/measures.json``): a bureau changes 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_
@@ -357,6 +357,9 @@ def _in_period(table: Any, first: datetime, after: datetime, county: str | None)
     ]
 
 
+_NEVER = literal(datetime(9999, 1, 1, tzinfo=UTC), UTCDateTime)
+
+
 def _late_facts(by: str, first: datetime, after: datetime, county: str | None, *, recent: bool) -> list[Any]:
     """The period's matters concluded or first pleased after its end (and, when ``recent``, the
     others concluded or first pleased since: the caller keeps the period's)."""
@@ -381,10 +384,14 @@ def _late_facts(by: str, first: datetime, after: datetime, county: str | None, *
                 *_in_period(FACT, first, after, county), or_(concluded_late, pleased_late)
             )
         ]
-    # Each its own index range; the second leaves out the first's.
+    # Each its own index range; the second leaves out the first's.  Bounded on both sides: SQLite,
+    # without the histograms that tell it a range since the period's end is narrow, reckons an
+    # open-ended range a quarter of the table and scans the covering index instead.
     return [
-        sa_select(*columns).where(concluded_late),
-        sa_select(*columns).where(pleased_late, ~func.coalesce(concluded_late, False)),
+        sa_select(*columns).where(concluded_late, FACT.c.concluded_at < _NEVER),
+        sa_select(*columns).where(
+            pleased_late, FACT.c.pleased_at < _NEVER, ~func.coalesce(concluded_late, False)
+        ),
     ]
 
 
@@ -397,7 +404,7 @@ def _late_ratings(by: str, first: datetime, after: datetime, county: str | None,
         RATING_FACT.c.county_code,
     )
     if recent:
-        return sa_select(*columns).where(late)
+        return sa_select(*columns).where(late, RATING_FACT.c.at < _NEVER)
     return sa_select(*columns).where(*_in_period(RATING_FACT, first, after, county), late)
 
 
