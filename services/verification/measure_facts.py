@@ -25,8 +25,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Delete, Select, and_, bindparam, case, func, select
+from sqlalchemy import Connection, Select, and_, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningDelete
 from sqlmodel import Field, Index, SQLModel
 
 from services.verification import measure_days
@@ -207,13 +208,17 @@ def _ratings_of() -> Select[Any]:
 
 
 @built_once
-def _delete_facts() -> Delete:
-    return FACT.delete().where(FACT.c.case_id.in_(bindparam("case_ids", expanding=True)))
+def _delete_facts() -> ReturningDelete[Any]:
+    return FACT.delete().where(FACT.c.case_id.in_(bindparam("case_ids", expanding=True))).returning(*FACT.c)
 
 
 @built_once
-def _delete_rating_facts() -> Delete:
-    return RATING_FACT.delete().where(RATING_FACT.c.case_id.in_(bindparam("case_ids", expanding=True)))
+def _delete_rating_facts() -> ReturningDelete[Any]:
+    return (
+        RATING_FACT.delete()
+        .where(RATING_FACT.c.case_id.in_(bindparam("case_ids", expanding=True)))
+        .returning(*RATING_FACT.c)
+    )
 
 
 _FACT_COLUMNS = (
@@ -266,16 +271,6 @@ def rating_facts_of(connection: Connection, facts: Iterable[dict[str, Any]]) -> 
     return rows
 
 
-@built_once
-def _kept_facts() -> Select[Any]:
-    return select(FACT).where(FACT.c.case_id.in_(bindparam("case_ids", expanding=True)))
-
-
-@built_once
-def _kept_ratings() -> Select[Any]:
-    return select(RATING_FACT).where(RATING_FACT.c.case_id.in_(bindparam("case_ids", expanding=True)))
-
-
 def refresh(connection: Connection, case_ids: Iterable[str], settings: MeasureSettings, tz: ZoneInfo) -> None:
     """Make these matters' rows again from the tables, and their days' sums with them (the caller
     holds their locks)."""
@@ -284,10 +279,10 @@ def refresh(connection: Connection, case_ids: Iterable[str], settings: MeasureSe
         batch = {"case_ids": ordered[start : start + REFRESH_BATCH]}
         facts = facts_of(connection, settings, batch["case_ids"])
         ratings = rating_facts_of(connection, facts)
-        old_facts = [dict(row._mapping) for row in connection.execute(_kept_facts(), batch)]
-        old_ratings = [dict(row._mapping) for row in connection.execute(_kept_ratings(), batch)]
-        connection.execute(_delete_rating_facts(), batch)
-        connection.execute(_delete_facts(), batch)
+        # The old rows are what the deletes took: read before them, a rebuild's clearing committed
+        # in between would have their part in the days' sums taken out twice.
+        old_ratings = [dict(row._mapping) for row in connection.execute(_delete_rating_facts(), batch)]
+        old_facts = [dict(row._mapping) for row in connection.execute(_delete_facts(), batch)]
         if facts:
             connection.execute(FACT.insert(), facts)
         if ratings:
@@ -331,7 +326,15 @@ def build_step(
     if lock:
         lock_matters(connection, case_ids)
     if after is None:
-        # A fresh start: rows of matters that no longer exist (none in normal running) go too.
+        # A fresh start: rows of matters that no longer exist (none in normal running) go too.  On
+        # PostgreSQL the table is held first: a refresh committing meanwhile would leave a matter's
+        # row whose part in the days' sums the clearing took away, and the batch that reaches it
+        # would take that part out a second time.
+        if lock and connection.dialect.name == "postgresql":
+            # In the order a refresh writes them, so a refresh under way finishes first.
+            connection.exec_driver_sql(
+                f"LOCK TABLE {RATING_FACT.name}, {FACT.name} IN SHARE ROW EXCLUSIVE MODE"
+            )
         connection.execute(RATING_FACT.delete())
         connection.execute(FACT.delete())
         measure_days.clear(connection)
