@@ -172,6 +172,11 @@ class Page:
         await self.count(session, query if counted is None else counted)
         return found
 
+    def counted(self, total: int) -> None:
+        """The total when the page's own query counted it (a window over the filtered rows)."""
+        self.total = total
+        self._write_headers()
+
     async def count(self, session: AsyncSession, query: Any) -> int:
         """The total of ``query`` as filtered, without its order or paging."""
         self.total = await count_rows(session, query)

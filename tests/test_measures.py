@@ -301,7 +301,12 @@ def kept_and_made(connection: Connection, settings: MeasureSettings) -> tuple[An
         for row in connection.execute(select(measure_days.DAY))
     }
     kept_days = {key: counts for key, counts in kept_days.items() if any(counts)}
-    return (kept_facts, kept_ratings, kept_days), (made_facts, made_ratings, days_of(made))
+    kept_repeats = sorted(tuple(row) for row in connection.execute(select(measure_facts.REPEAT_FACT)))
+    made_repeats = sorted(
+        tuple(repeat.values()) for repeat in measure_facts.repeat_facts_of(connection, made)
+    )
+    kept = (kept_facts, kept_ratings, kept_days, kept_repeats)
+    return kept, (made_facts, made_ratings, days_of(made), made_repeats)
 
 
 async def test_the_kept_rows_agree_with_the_tables(
@@ -315,7 +320,7 @@ async def test_the_kept_rows_agree_with_the_tables(
         assert await measure_facts.ready(session, settings)
         connection = await session.connection()
         kept, made = await connection.run_sync(kept_and_made, settings)
-        assert kept == made and len(kept[0]) == 7 and len(kept[1]) == 2
+        assert kept == made and len(kept[0]) == 7 and len(kept[1]) == 2 and len(kept[3]) == 1
         for (start, end), by, county in itertools.product(
             PERIODS, ("county", "team"), (None, "411681", "411624")
         ):

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from tests import fixtures
 from tests import test_web_roles as roles
 from tests.support import System, eventually
 from tests.test_pipeline import create_complaint, current_assignment, task_for
@@ -80,6 +81,33 @@ async def test_a_task_in_review_is_the_reviewers_to_review_and_the_leads_in_hand
     assert {t["id"] for t in every.json()} == {task["id"]}
 
 
+async def test_a_co_handling_team_has_the_task_in_hand_and_no_other_team_sees_it(system: System) -> None:
+    response = await system.call(
+        "intake",
+        "POST",
+        "/api/v1/suggestions",
+        as_user="operator1",
+        json=fixtures.suggestion(co_units=["郸城县公安局"]),
+    )
+    assert response.status_code == 201, response.text
+    case_id = response.json()["id"]
+    task = await task_for(system, case_id, "inspector-411600")
+    assert task["participants"] == ["411625"]
+    # The lead team's and the participant's: each way of seeing it finds it once, in the total too.
+    for user in ("inspector-411600", "inspector-411625", "supervisor1"):
+        page = await system.call(
+            "verification",
+            "GET",
+            "/api/v1/tasks",
+            as_user=user,
+            params={"scope": "active", "case_id": case_id, "include": "clocks"},
+        )
+        assert page.status_code == 200, page.text
+        assert [t["id"] for t in page.json()] == [task["id"]] and page.headers["X-Total-Count"] == "1"
+    assert await ids_in(system, "inspector-411623", "active", case_id) == set()
+    assert await ids_in(system, "inspector-411625", "done", case_id) == set()
+
+
 async def test_clocks_come_with_the_page_as_each_tasks_own_clocks(system: System) -> None:
     task, lead, reviewer = await in_review(system)
     rows = await board(system, reviewer, "review", case_id=task["case_id"], include="clocks")
@@ -143,6 +171,16 @@ async def test_the_active_tab_pages_by_offset_nearest_deadline_first_with_its_to
         walked.extend(page.json())
     assert [t["id"] for t in walked] == [t["id"] for t in whole[:4]]
     assert all(isinstance(t["clock_states"], list) for t in walked)
+    # Past the end: no rows, and still the tab's total.
+    beyond = await system.call(
+        "verification",
+        "GET",
+        "/api/v1/tasks",
+        as_user="supervisor1",
+        params={"scope": "active", "limit": 2, "offset": len(whole) + 5},
+    )
+    assert beyond.status_code == 200 and beyond.json() == []
+    assert int(beyond.headers["X-Total-Count"]) >= len(whole)
 
 
 async def test_an_unknown_scope_is_refused(system: System) -> None:

@@ -28,6 +28,7 @@ from shared.auth import Principal, Role
 from shared.db import table_of, utcnow
 from shared.errors import Forbidden, NotFound
 from shared.pagination import Key, Page
+from shared.planner import without_jit
 
 
 def _with_receipt(principal: Principal) -> Select[Notification, datetime | None]:
@@ -80,6 +81,10 @@ async def own_items(
     ]
     ids = union_all(*(select(arm.subquery().c.id) for arm in arms))
     query = _with_receipt(principal).where(col(Notification.id).in_(ids))
+    # The total counts every open item of both audiences (54,000 of a supervisor's at a million
+    # complaints): while their pages are not all-visible its cost estimate switches JIT on, 13 ms
+    # of compiling per request.
+    await without_jit(await session.connection())
     found = await page.rows(session, query, keys, counted=filtered(_mine(principal)))
     return [(row[0], row[1]) for row in found]
 

@@ -2,7 +2,7 @@
 (``ledger_entries``) and the measures' facts (``measure_facts``).
 
 Without a call at each change: a flush notes the matters whose tasks, clocks, findings, marks,
-close-offs, ratings or snapshot it wrote (``_note``), and just before the outermost commit their
+close-offs, ratings, repeat calls or snapshot it wrote (``_note``), and just before the outermost commit their
 rows are made again from the tables (``_refresh``), in the same transaction.  The refresh first
 takes each matter's lock (``shared.matter_locks``): two transactions that change one matter at once
 then refresh one after the other, and the second sees what the first committed.  A change the
@@ -30,6 +30,7 @@ from services.verification.models import (
     LedgerCloseOff,
     LedgerMark,
     MatterSnapshot,
+    RepeatCall,
     RoundRating,
     Task,
     TaskClock,
@@ -54,6 +55,7 @@ _WATCHED: dict[type[Any], tuple[str, ...]] = {
     LedgerMark: (),
     LedgerCloseOff: (),
     RoundRating: ("rating", "at"),
+    RepeatCall: ("case_id", "received_at"),
     MatterSnapshot: ("received_at", "county_code", "allegations", "case_kind", "anonymous"),
 }
 

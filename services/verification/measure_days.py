@@ -24,6 +24,8 @@ from sqlmodel import Field, SQLModel
 from services.verification import summaries
 from shared.db import table_of
 
+INSERT_BATCH = 5_000
+
 # The counts of ``measures.COUNT_KEYS`` that a matter's row gives, as they stand now.
 DAY_COUNTERS = (
     "received",
@@ -98,7 +100,7 @@ def counts_of(fact: Any, *, before: datetime | None = None) -> list[int]:
     ]
 
 
-def _key(row: dict[str, Any], tz: ZoneInfo) -> tuple[date, str, str]:
+def _key(row: Any, tz: ZoneInfo) -> tuple[date, str, str]:
     received: datetime = row["received_at"]
     return received.astimezone(tz).date(), row["county_code"] or "", row["team_code"] or ""
 
@@ -130,6 +132,21 @@ def apply(
             connection.execute(summaries.upsert_for(connection.dialect.name, summary), rows)
 
 
-def clear(connection: Connection) -> None:
+def rebuild(connection: Connection, *, tz: ZoneInfo, facts: Iterable[Any], ratings: Iterable[Any]) -> None:
+    """The sums made again from all the kept rows (a rebuild's last step)."""
     connection.execute(RATING_DAY.delete())
     connection.execute(DAY.delete())
+    days: summaries.Part = {}
+    for fact in facts:
+        row = fact._mapping
+        counts = days.setdefault(_key(row, tz), [0] * len(DAY_COUNTERS))
+        for index, value in enumerate(counts_of(fact)):
+            counts[index] += value
+    by_rating: summaries.Part = {}
+    for rating in ratings:
+        row = rating._mapping
+        by_rating.setdefault((*_key(row, tz), row["rating"]), [0])[0] += 1
+    for summary, part in ((DAYS, days), (RATING_DAYS, by_rating)):
+        rows = summary.rows(part)
+        for start in range(0, len(rows), INSERT_BATCH):
+            connection.execute(summary.table.insert(), rows[start : start + INSERT_BATCH])

@@ -30,7 +30,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.verification import measure_facts
 from services.verification.context import VerificationContext
 from services.verification.measure_days import DAY, DAY_COUNTERS, RATING_DAY, counts_of
-from services.verification.measure_facts import FACT, RATING_FACT
+from services.verification.measure_facts import FACT, RATING_FACT, REPEAT_FACT
 from services.verification.measure_rules import (
     MeasureDefinition,
     MeasureSettings,
@@ -410,14 +410,5 @@ def _late_ratings(by: str, first: datetime, after: datetime, county: str | None,
 
 def _kept_repeats(by: str, first: datetime, after: datetime, county: str | None) -> Any:
     """The repeat calls received in the period, each counted for its matter's group."""
-    key = group_key_of(FACT, by)
-    return (
-        sa_select(key, func.count())
-        .select_from(REPEAT.join(FACT, FACT.c.case_id == REPEAT.c.case_id))
-        .where(
-            REPEAT.c.received_at >= literal(first, UTCDateTime),
-            before(REPEAT.c.received_at, after),
-            *([FACT.c.county_code == county] if county else []),
-        )
-        .group_by(key)
-    )
+    key = group_key_of(REPEAT_FACT, by)
+    return sa_select(key, func.count()).where(*_in_period(REPEAT_FACT, first, after, county)).group_by(key)

@@ -7,8 +7,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, and_, false, func, not_
-from sqlmodel import col, or_, select
+from sqlalchemy import ColumnElement, and_, false, func, not_, union
+from sqlalchemy import select as sa_select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.verification import figures, open_figures
@@ -42,6 +43,7 @@ from shared.events import (
 )
 from shared.matter_locks import is_postgresql, serialise_matters
 from shared.pagination import Page
+from shared.planner import without_jit
 from shared.states import CaseKind
 
 E = TypeVar("E", bound=Event)
@@ -326,6 +328,16 @@ def _scope_condition(scope: TaskScope, team: str) -> ColumnElement[bool]:
     return and_(col(Task.status).in_(ACTIVE_TASK_STATUSES), not_(reviewing))
 
 
+def _board_order(scope: TaskScope | None, keys: Any) -> list[Any]:
+    """The board's order over ``keys`` (columns named id, due_at and created_at)."""
+    if scope == TaskScope.DONE:
+        return [keys.created_at.desc(), keys.id.desc()]
+    if scope is not None:
+        # The task's due_at is its main clock's due (extensions move both); an undated task last.
+        return [keys.due_at.asc().nulls_last(), keys.created_at, keys.id]
+    return [keys.due_at, keys.created_at, keys.id]
+
+
 async def list_tasks(
     *,
     session: AsyncSession,
@@ -336,30 +348,53 @@ async def list_tasks(
     scope: TaskScope | None = None,
 ) -> list[Task]:
     """The tasks a person may see, soonest due first (已办结: the newest first); a page by offset
-    (``due_at`` may be empty, which a keyset cannot seek past alike on both databases), with the total."""
-    query = where_given(select(Task), (Task.case_id, case_id), (Task.status, status))
+    (``due_at`` may be empty, which a keyset cannot seek past alike on both databases), with the total.
+
+    An inspector sees a task as its team's, as the team that cross-checks it, or as a participant:
+    each way is a search of its own index, and the page is ranked by the sort keys of their union
+    alone, its total counted in the same pass, before the page's rows are read.  As one OR,
+    PostgreSQL could not use the indexes beside the participants' subquery: it read every active
+    task of every team (48,000 at a million complaints, 80,000 pages) for the page and again for
+    the total.
+    """
+    keyed = where_given(
+        select(col(Task.id), col(Task.due_at), col(Task.created_at)),
+        (Task.case_id, case_id),
+        (Task.status, status),
+    )
     team = principal.team_code or ""
-    if principal.role == Role.INSPECTOR:
-        query = query.where(
-            or_(
-                Task.team_code == team,
-                (col(Task.review_team_code) == team) & col(Task.status).in_(REVIEWER_VISIBLE_STATUSES),
-                col(Task.id).in_(select(TaskParticipant.task_id).where(TaskParticipant.team_code == team)),
-            )
-        )
-    elif principal.role != Role.SUPERVISOR:
-        return []
     if scope is not None:
-        query = query.where(_scope_condition(scope, team))
-    if scope == TaskScope.DONE:
-        ordered = query.order_by(col(Task.created_at).desc(), col(Task.id).desc())
-    elif scope is not None:
-        # The task's due_at is its main clock's due (extensions move both); an undated task last.
-        ordered = query.order_by(col(Task.due_at).asc().nulls_last(), col(Task.created_at), col(Task.id))
+        keyed = keyed.where(_scope_condition(scope, team))
+    if principal.role == Role.INSPECTOR:
+        ranked = union(
+            keyed.where(Task.team_code == team),
+            keyed.where(col(Task.review_team_code) == team, col(Task.status).in_(REVIEWER_VISIBLE_STATUSES)),
+            keyed.join(TaskParticipant, col(TaskParticipant.task_id) == col(Task.id)).where(
+                TaskParticipant.team_code == team
+            ),
+        ).subquery()
+    elif principal.role == Role.SUPERVISOR:
+        ranked = keyed.subquery()
     else:
-        ordered = query.order_by(col(Task.due_at), col(Task.created_at), col(Task.id))
-    found = page.cut(list(await session.exec(page.window(ordered))))
-    await page.count(session, query)
+        return []
+    top = page.window(
+        sa_select(
+            ranked.c.id, ranked.c.due_at, ranked.c.created_at, func.count().over().label("total")
+        ).order_by(*_board_order(scope, ranked.c))
+    ).subquery()
+    await without_jit(await session.connection())
+    rows = list(
+        await session.exec(
+            select(Task, top.c.total)
+            .join(top, col(Task.id) == top.c.id)
+            .order_by(*_board_order(scope, top.c))
+        )
+    )
+    found = page.cut([task for task, _ in rows])
+    if rows or not page.offset:
+        page.counted(rows[0][1] if rows else 0)
+    else:
+        await page.count(session, sa_select(ranked.c.id))
     return found
 
 

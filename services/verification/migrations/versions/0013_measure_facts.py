@@ -98,6 +98,23 @@ def upgrade() -> None:
         "ix_verification_measure_rating_fact_case", "verification_measure_rating_fact", ["case_id"]
     )
     op.create_index("ix_verification_measure_rating_fact_at", "verification_measure_rating_fact", ["at"])
+    op.create_table(
+        "verification_measure_repeat_fact",
+        sa.Column("repeat_case_id", _string(64), nullable=False),
+        sa.Column("case_id", _string(64), nullable=False),
+        sa.Column("received_at", _moment(), nullable=False),
+        sa.Column("county_code", _string(16), nullable=True),
+        sa.Column("team_code", _string(32), nullable=True),
+        sa.PrimaryKeyConstraint("repeat_case_id"),
+    )
+    for name, columns in (
+        ("received", ["received_at", "county_code", "team_code"]),
+        ("county", ["county_code", "received_at", "team_code"]),
+        ("case", ["case_id"]),
+    ):
+        op.create_index(
+            f"ix_verification_measure_repeat_fact_{name}", "verification_measure_repeat_fact", columns
+        )
     counters = ("received", "complaints", "responded_on_time", "concluded", "concluded_on_time")
     counters += ("with_outcome", "substantiated", "resolved")
     op.create_table(
@@ -132,6 +149,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("verification_measure_fact_state")
+    op.drop_table("verification_measure_repeat_fact")
     op.drop_table("verification_measure_rating_day")
     op.drop_table("verification_measure_day")
     op.drop_table("verification_measure_rating_fact")
