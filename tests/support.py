@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
+import pkgutil
 import random
 import secrets
 import shutil
@@ -526,3 +528,14 @@ async def serving(app: Any, *, name: str) -> AsyncIterator[int]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=10)
+
+
+def import_every_service_module() -> None:
+    """Every module of the four services, for its side effect: the tables it defines in the metadata
+    compared against.  A table kept beside its code (the ledger's entries, the measures' facts) is
+    otherwise there or not by which test modules happened to be imported."""
+    for service in SERVICE_NAMES:
+        package = importlib.import_module(f"services.{service}")
+        for module in pkgutil.iter_modules(package.__path__):
+            if module.name not in ("migrations", "__main__"):
+                importlib.import_module(f"services.{service}.{module.name}")

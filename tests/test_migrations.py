@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import pkgutil
 import shutil
 import subprocess
 from pathlib import Path
@@ -31,21 +29,9 @@ from shared.migrations import (
 )
 from shared.outbox import OutboxMessage
 from tests.conftest import BACKENDS
-from tests.support import SERVICE_NAMES, Databases
+from tests.support import SERVICE_NAMES, Databases, import_every_service_module
 
-
-def _import_every_module() -> None:
-    """Every module of the four services, for its side effect: the tables it defines in the metadata
-    compared against.  A table kept beside its code (the ledger's entries, the measures' facts) is
-    otherwise there or not by which test modules happened to be imported."""
-    for service in SERVICE_NAMES:
-        package = importlib.import_module(f"services.{service}")
-        for module in pkgutil.iter_modules(package.__path__):
-            if module.name not in ("migrations", "__main__"):
-                importlib.import_module(f"services.{service}.{module.name}")
-
-
-_import_every_module()
+import_every_service_module()
 
 
 async def _differences(url: str, service: str) -> list[Any]:

@@ -20,18 +20,17 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlmodel import SQLModel
 
-# Imported for their side effect: every service's tables in the metadata compared against.
 from services.feedback import inbox
-from services.feedback import models as _feedback  # noqa: F401
 from services.feedback.notification_summary import DAY
-from services.intake import models as _intake  # noqa: F401
-from services.routing import models as _routing  # noqa: F401
-from services.verification import models as _verification  # noqa: F401
 from shared.audit import AuditEntry, first_break
 from shared.auth import query_secret_hash
 from shared.db import create_engine, create_session_factory, table_of, utcnow
 from shared.migrations import alembic_config, owned_tables
 from shared.workcalendar import SHANGHAI
+from tests.support import import_every_service_module
+
+# Every table of the four services in the metadata the schemas are compared against.
+import_every_service_module()
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("intake", "routing", "verification", "feedback")

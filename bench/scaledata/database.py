@@ -107,7 +107,7 @@ async def finish(engines: dict[str, AsyncEngine]) -> None:
     """On PostgreSQL, move each sequence past the ids given here; make verification's dashboard
     summaries, its ledger's entries and its measures' facts from the rows written (``figures.rebuild``,
     ``open_figures.rebuild``, ``ledger_entries.rebuild``, ``measure_facts.build_all``) and feedback's notification figures
-    (``notification_summary.summarise_settled``); then refresh the planner's statistics."""
+    (``notification_summary.summarise_settled``); then refresh the planner's statistics (and, on PostgreSQL, vacuum)."""
     if "verification" in engines:
         async with engines["verification"].begin() as connection:
             # The data set's bureau is the default one, in the default time zone.
@@ -139,7 +139,15 @@ async def finish(engines: dict[str, AsyncEngine]) -> None:
                             f"COALESCE((SELECT MAX(id) FROM {table.name}), 0) + 1, false)"
                         )
                     )
-            await connection.execute(sa.text("ANALYZE"))
+            else:
+                await connection.execute(sa.text("ANALYZE"))
+        if engine_.dialect.name == "postgresql":
+            # VACUUM as well: it marks the pages all-visible, without which no read is from an index
+            # alone (a bureau's autovacuum does it; a freshly written data set, and a server with
+            # autovacuum off, have none of it: intake's figures 167 ms against 38 once vacuumed).
+            async with engine_.connect() as connection:
+                autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                await autocommit.execute(sa.text("VACUUM (ANALYZE)"))
 
 
 async def row_counts(engines: dict[str, AsyncEngine]) -> dict[str, dict[str, int]]:

@@ -44,6 +44,7 @@ from services.verification.models import (
 from services.verification.schemas import SUBSTANTIATED
 from shared.db import UTCDateTime, table_of
 from shared.events import RatingRecorded
+from shared.planner import without_jit
 from shared.reference import Organisation
 from shared.states import CaseKind, Rating
 
@@ -175,13 +176,12 @@ async def rows_of(session: AsyncSession, query: Select[Any], *, seek: bool = Fal
     million matters).  Both settings hold for this transaction only.
     """
     connection = await session.connection()
-    if connection.dialect.name == "postgresql":
-        # The aggregates' cost estimates switch JIT compilation on, which alone took 400 ms
-        # (EXPLAIN ANALYZE) of a query that runs in 100.
-        await connection.exec_driver_sql("SET LOCAL jit = off")
-        if seek:
-            await connection.exec_driver_sql("SET LOCAL enable_hashjoin = off")
-            await connection.exec_driver_sql("SET LOCAL enable_mergejoin = off")
+    # The aggregates' cost estimates switch JIT compilation on, which alone took 400 ms (EXPLAIN
+    # ANALYZE) of a query that runs in 100.
+    await without_jit(connection)
+    if seek and connection.dialect.name == "postgresql":
+        await connection.exec_driver_sql("SET LOCAL enable_hashjoin = off")
+        await connection.exec_driver_sql("SET LOCAL enable_mergejoin = off")
     return list((await connection.execute(query)).all())
 
 
