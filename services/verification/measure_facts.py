@@ -252,20 +252,8 @@ def _delete_rating_facts() -> ReturningDelete[Any]:
     )
 
 
-_FACT_COLUMNS = (
-    "case_id",
-    "received_at",
-    "county_code",
-    "team_code",
-    "complaint",
-    "responded",
-    "concluded_at",
-    "on_time",
-    "with_outcome",
-    "substantiated",
-    "pleased_at",
-    "reopened",
-)
+# The order ``_facts_of`` selects them in.
+_FACT_COLUMNS = ("case_id", "received_at", *_SUMMED)
 _FLAGS = ("complaint", "responded", "on_time", "with_outcome", "substantiated", "reopened")
 
 

@@ -184,16 +184,8 @@ def _measured(code: str, name: str, counts: dict[str, int]) -> GroupMeasures:
     return GroupMeasures(code=code, name=name, counts=counts, rates=rates)
 
 
-_COHORT_COUNTS = (
-    "received",
-    "complaints",
-    "responded_on_time",
-    "concluded",
-    "concluded_on_time",
-    "with_outcome",
-    "substantiated",
-    "resolved",
-)
+# The cohort's counts, in the order both readings give them.
+_COHORT_COUNTS = DAY_COUNTERS
 
 
 def _table_queries(
