@@ -13,7 +13,7 @@ transaction.  "" stands for no county or no team (a primary key has no NULLs to 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -80,8 +80,8 @@ RATING_DAYS = summaries.Summary(RATING_DAY, ("day", "county_code", "team_code", 
 
 def counts_of(fact: Any, *, before: datetime | None = None) -> list[int]:
     """What one matter's row adds, in ``DAY_COUNTERS`` order: as it stands now, or (``before``) as
-    it stood by that moment.  ``fact`` is a row or a dict with the row's names."""
-    get = fact.get if isinstance(fact, dict) else fact._mapping.get
+    it stood by that moment.  ``fact`` is a row or a mapping of the row's names."""
+    get = fact.get if isinstance(fact, Mapping) else fact._mapping.get
 
     def by(moment: datetime | None) -> bool:
         return moment is not None and (before is None or moment < before)
@@ -105,6 +105,23 @@ def _key(row: Any, tz: ZoneInfo) -> tuple[date, str, str]:
     return received.astimezone(tz).date(), row["county_code"] or "", row["team_code"] or ""
 
 
+def _parts(
+    tz: ZoneInfo, facts: Iterable[tuple[int, Iterable[Any]]], ratings: Iterable[tuple[int, Iterable[Any]]]
+) -> tuple[summaries.Part, summaries.Part]:
+    """What rows of facts and of ratings add to the days' sums, each group of rows with its sign."""
+    days: summaries.Part = {}
+    for sign, rows in facts:
+        for fact in rows:
+            counts = days.setdefault(_key(fact, tz), [0] * len(DAY_COUNTERS))
+            for index, value in enumerate(counts_of(fact)):
+                counts[index] += sign * value
+    by_rating: summaries.Part = {}
+    for sign, rows in ratings:
+        for rating in rows:
+            by_rating.setdefault((*_key(rating, tz), rating["rating"]), [0])[0] += sign
+    return days, by_rating
+
+
 def apply(
     connection: Connection,
     *,
@@ -115,17 +132,7 @@ def apply(
     new_ratings: Iterable[dict[str, Any]],
 ) -> None:
     """Add to the sums what the new rows add and take out what the old ones added."""
-    days: summaries.Part = {}
-    for sign, facts in ((-1, old_facts), (1, new_facts)):
-        for fact in facts:
-            counts = days.setdefault(_key(fact, tz), [0] * len(DAY_COUNTERS))
-            for index, value in enumerate(counts_of(fact)):
-                counts[index] += sign * value
-    ratings: summaries.Part = {}
-    for sign, rows in ((-1, old_ratings), (1, new_ratings)):
-        for rating in rows:
-            key = (*_key(rating, tz), rating["rating"])
-            ratings.setdefault(key, [0])[0] += sign * 1
+    days, ratings = _parts(tz, ((-1, old_facts), (1, new_facts)), ((-1, old_ratings), (1, new_ratings)))
     for summary, part in ((DAYS, days), (RATING_DAYS, ratings)):
         rows = summary.rows(part)
         if rows:
@@ -136,16 +143,9 @@ def rebuild(connection: Connection, *, tz: ZoneInfo, facts: Iterable[Any], ratin
     """The sums made again from all the kept rows (a rebuild's last step)."""
     connection.execute(RATING_DAY.delete())
     connection.execute(DAY.delete())
-    days: summaries.Part = {}
-    for fact in facts:
-        row = fact._mapping
-        counts = days.setdefault(_key(row, tz), [0] * len(DAY_COUNTERS))
-        for index, value in enumerate(counts_of(fact)):
-            counts[index] += value
-    by_rating: summaries.Part = {}
-    for rating in ratings:
-        row = rating._mapping
-        by_rating.setdefault((*_key(row, tz), row["rating"]), [0])[0] += 1
+    days, by_rating = _parts(
+        tz, [(1, (row._mapping for row in facts))], [(1, (row._mapping for row in ratings))]
+    )
     for summary, part in ((DAYS, days), (RATING_DAYS, by_rating)):
         rows = summary.rows(part)
         for start in range(0, len(rows), INSERT_BATCH):
