@@ -23,7 +23,7 @@ from services.verification.reports import load_config, make_period
 from services.verification.reports_worker import ReportScheduler, due_periods
 from shared.clock import Clock, ControlledClock
 from shared.web import COOKIE_NAME
-from tests.support import System
+from tests.support import System, eventually
 from tests.test_ledger_closeoff import sign_in_leader
 from tests.test_pipeline import approve_answer, conclude, create_complaint, task_for, wait_status
 from tests.test_statistics import rate
@@ -72,7 +72,14 @@ async def data_set(system: System) -> dict[str, Any]:
     )
     assert marked.status_code == 201, marked.text
     month = datetime.fromisoformat(received_now()["received_at"])
-    return {"x1": x1, "x2": x2, "x3": x3, "s1": s1, "year": month.year, "month": month.month}
+    made = {"x1": x1, "x2": x2, "x3": x3, "s1": s1, "year": month.year, "month": month.month}
+
+    # The rating reaches verification over the bus after feedback has answered.
+    async def rating_counted() -> bool:
+        return bool((await measures_api(system, made))["total"]["counts"]["satisfied"] == 1)
+
+    await eventually(rating_counted, what="x2's rating in verification's measures")
+    return made
 
 
 async def make(
