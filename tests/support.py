@@ -308,6 +308,23 @@ class System:
         return System(urls=self.urls, env=self.env, nats_url=self.nats_url, apps=self.apps)
 
 
+@contextlib.asynccontextmanager
+async def one_snapshot(factory: Any) -> AsyncIterator[Any]:
+    """A session whose every read sees one snapshot, rolled back at the end.
+
+    A check that compares what the services kept with what the tables make reads several times
+    while the consumers keep committing: on PostgreSQL's default READ COMMITTED each statement
+    would see a later state. SQLite's transaction already reads one snapshot.
+    """
+    async with factory() as session:
+        if session.bind.dialect.name == "postgresql":
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        try:
+            yield session
+        finally:
+            await session.rollback()
+
+
 async def eventually(
     probe: Callable[[], Awaitable[Any]],
     *,

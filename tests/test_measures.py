@@ -18,7 +18,7 @@ from services.verification import measure_days, measure_facts
 from services.verification.measure_rules import MeasureSettings, load_settings
 from services.verification.measures import measures as measures_of
 from tests import fixtures
-from tests.support import System, eventually
+from tests.support import System, eventually, one_snapshot
 from tests.test_feedback_support import RestartableSystem, gateway_system_fixtures
 from tests.test_ledger_closeoff import sign_in_leader
 from tests.test_pipeline import (
@@ -316,7 +316,7 @@ async def test_the_kept_rows_agree_with_the_tables(
     assert app is not None
     ctx, factory = app.state.verification, app.state.runtime.session_factory
     settings = load_settings()
-    async with factory() as session, session.begin():
+    async with one_snapshot(factory) as session:
         assert await measure_facts.ready(session, settings)
         connection = await session.connection()
         kept, made = await connection.run_sync(kept_and_made, settings)

@@ -235,7 +235,7 @@ def _delete_of_cases() -> Delete:
     return ENTRY.delete().where(ENTRY.c.case_id.in_(bindparam("case_ids", expanding=True)))
 
 
-def _entries_of(connection: Connection, case_ids: Sequence[str] | None) -> list[dict[str, Any]]:
+def entries_of(connection: Connection, case_ids: Sequence[str] | None) -> list[dict[str, Any]]:
     """The entries the tables make for these matters (every matter: None), each marked leading or not."""
     if case_ids is None:
         found = connection.execute(_qualifying_tasks(of_cases=False))
@@ -283,7 +283,7 @@ def refresh(connection: Connection, case_ids: Iterable[str]) -> None:
     ordered = sorted(set(case_ids))
     for start in range(0, len(ordered), REFRESH_BATCH):
         batch = ordered[start : start + REFRESH_BATCH]
-        rows = _entries_of(connection, batch)
+        rows = entries_of(connection, batch)
         connection.execute(_delete_of_cases(), {"case_ids": batch})
         if rows:
             connection.execute(ENTRY.insert(), rows)
@@ -292,7 +292,7 @@ def refresh(connection: Connection, case_ids: Iterable[str]) -> None:
 def rebuild(connection: Connection) -> int:
     """Every entry made again from the tables; the number of entries."""
     analyse_if_never(connection)
-    rows = _entries_of(connection, None)
+    rows = entries_of(connection, None)
     connection.execute(ENTRY.delete())
     if rows:
         connection.execute(ENTRY.insert(), rows)
