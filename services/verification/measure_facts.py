@@ -183,6 +183,7 @@ def fingerprint(settings: MeasureSettings) -> str:
 # --- Making the rows ------------------------------------------------------------------------------
 
 
+@built_once
 def _facts_of(settings: MeasureSettings) -> Select[Any]:
     """Each matter of the bound ``case_ids`` with what the measures ask of it, from the tables: the
     same conditions the measures read from the tables (``measures_sql``), without a period's end."""
