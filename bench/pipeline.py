@@ -270,6 +270,34 @@ async def stage_latencies(
     return stages
 
 
+async def slice_counts(urls: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """Each consumer's slices applied and events in them so far, from its service's ``/metrics``."""
+    counts: dict[str, list[float]] = {}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for url in urls.values():
+            for line in (await client.get(f"{url}/metrics")).text.splitlines():
+                for metric, index in (
+                    ("sv_consumer_slices_applied_total", 0),
+                    ("sv_consumer_slice_events_total", 1),
+                ):
+                    if line.startswith(metric + "{"):
+                        consumer = line.split('consumer="', 1)[1].split('"', 1)[0]
+                        counts.setdefault(consumer, [0.0, 0.0])[index] = float(line.rsplit(" ", 1)[1])
+    return {consumer: (slices, events) for consumer, (slices, events) in counts.items()}
+
+
+def events_per_slice(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float]:
+    """Per consumer, the events a slice held on average between two readings (the batching)."""
+    sizes = {}
+    for consumer, (slices, events) in sorted(after.items()):
+        old_slices, old_events = before.get(consumer, (0.0, 0.0))
+        if slices > old_slices:
+            sizes[consumer] = round((events - old_events) / (slices - old_slices), 1)
+    return sizes
+
+
 def postgres_cpu_seconds() -> float:
     """CPU of every process named postgres: the server's share of the work, when it runs here."""
     total = 0.0
@@ -329,12 +357,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             processes.update(services.pids)
             rss_before = {name: rss_kib(pid) for name, pid in processes.items()}
             cpu_before = cpu_snapshot(processes, postgres=bool(args.postgres_url))
+            slices_before = await slice_counts(services.urls)
             ids, post_seconds = await post_complaints(client, args.count, rate=None, offset=0)
             burst_start = time.time() - post_seconds
             tasks = await wait_for_tasks(services, ids, timeout=args.timeout)
             cpu = cpu_per_complaint(
                 cpu_before, cpu_snapshot(processes, postgres=bool(args.postgres_url)), args.count
             )
+            slices = events_per_slice(slices_before, await slice_counts(services.urls))
             # Read once the tasks are in, so what a service holds after the burst is counted.
             rss_after = {name: rss_kib(pid) for name, pid in processes.items()}
             created = await services.commit_times("intake", "SELECT id, created_at FROM intake_complaint")
@@ -347,6 +377,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "end_to_end_per_second": round(len(tasks) / end_to_end_seconds, 1) if tasks else 0,
                 "started": burst_start,
                 "cpu_ms_per_complaint": cpu,
+                "events_per_slice": slices,
                 "rss_mib": {
                     name: {
                         "before": round(rss_before[name] / 1024, 1),
@@ -362,6 +393,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             print(
                 "CPU per complaint (ms): " + ", ".join(f"{name} {ms}" for name, ms in cpu.items()),
+                flush=True,
+            )
+            print(
+                "events per slice: " + ", ".join(f"{name} {size}" for name, size in slices.items()),
                 flush=True,
             )
             print(
