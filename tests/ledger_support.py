@@ -14,7 +14,8 @@ from services.verification import ledger_entries
 from services.verification.context import VerificationContext
 from services.verification.ledger import LedgerQuery, entries_query, ledger_query
 from services.verification.models import LadderStep, LedgerMark, MatterSnapshot, TaskClock
-from tests.support import System, one_snapshot
+from tests.databases import one_snapshot
+from tests.support import System
 
 
 def _filters(rows: dict[str, set[Any]], now: datetime) -> list[LedgerQuery]:

@@ -31,9 +31,9 @@ from services.cli.common import CommandError
 from services.registry import SERVICES
 from shared.db import create_engine
 from shared.settings import ServiceSettings
+from tests.databases import Databases
 from tests.support import (
     SERVICE_NAMES,
-    Databases,
     InProcessServices,
     NatsServer,
     System,

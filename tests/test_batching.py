@@ -47,7 +47,8 @@ from shared.inbox import InboxRecord
 from shared.settings import ServiceSettings
 from shared.slices import SliceApplier, SliceEvent, Verdict
 from tests.conftest import BACKENDS
-from tests.support import TEST_SECRET_KEY, Databases
+from tests.databases import Databases
+from tests.support import TEST_SECRET_KEY
 
 TABLES = [InboxRecord, AuditEntry, MatterSnapshot, IdempotencyRecord]
 

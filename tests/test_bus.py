@@ -40,8 +40,9 @@ from shared.outbox import (
 )
 from tests.audit_support import erase_audit_log
 from tests.conftest import BACKENDS
-from tests.support import MigratedDatabase as Db
-from tests.support import NatsServer, eventually, migrated_database, scratch_stream
+from tests.databases import MigratedDatabase as Db
+from tests.databases import migrated_database
+from tests.support import NatsServer, eventually, scratch_stream
 
 STREAM = "BUSTEST"
 DLQ_STREAM = STREAM + DEAD_LETTER_STREAM_SUFFIX

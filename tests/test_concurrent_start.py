@@ -27,7 +27,8 @@ from shared.db import create_engine, create_session_factory, serialise_on
 from shared.migrations import upgrade
 from shared.reference import Organisation
 from tests.conftest import BACKENDS
-from tests.support import TEST_SECRET_KEY, Databases
+from tests.databases import Databases
+from tests.support import TEST_SECRET_KEY
 
 INSTANCES = 2
 

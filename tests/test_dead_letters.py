@@ -42,8 +42,9 @@ from shared.events import CaseClosed
 from shared.outbox import HEADER_EVENT_TYPE, HEADER_EVENT_VERSION, HEADER_MSG_ID
 from tests.audit_support import erase_audit_log
 from tests.conftest import BACKENDS
-from tests.support import MigratedDatabase as Db
-from tests.support import NatsServer, eventually, migrated_database, scratch_stream
+from tests.databases import MigratedDatabase as Db
+from tests.databases import migrated_database
+from tests.support import NatsServer, eventually, scratch_stream
 
 STREAM = "DLTEST"
 DLQ_STREAM = STREAM + DEAD_LETTER_STREAM_SUFFIX

@@ -22,9 +22,9 @@ import pytest
 
 from tests import fixtures
 from tests.conftest import BACKENDS
+from tests.databases import Databases
 from tests.support import (
     SERVICE_NAMES,
-    Databases,
     NatsServer,
     System,
     allocate,

@@ -38,9 +38,9 @@ from services.feedback.settings import FeedbackSettings
 from shared.db import create_engine
 from shared.migrations import upgrade
 from tests import fixtures
+from tests.databases import Databases
 from tests.support import (
     TEST_SECRET_KEY,
-    Databases,
     InProcessServices,
     NatsServer,
     System,

@@ -38,10 +38,10 @@ from shared.db import create_engine
 from shared.events import Event
 from shared.outbox import HEADER_EVENT_TYPE, HEADER_EVENT_VERSION, HEADER_MSG_ID
 from tests import fixtures
+from tests.databases import Databases
 from tests.support import (
     SERVICE_NAMES,
     TEST_SECRET_KEY,
-    Databases,
     InProcessServices,
     System,
     allocate,

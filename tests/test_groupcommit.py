@@ -19,7 +19,7 @@ from shared.db import create_engine, create_session_factory, new_row, pending_ro
 from shared.groupcommit import GroupCommitter
 from shared.idempotency import IdempotencyRecord
 from tests.conftest import BACKENDS
-from tests.support import Databases
+from tests.databases import Databases
 
 request_name: contextvars.ContextVar[str] = contextvars.ContextVar("request_name", default="")
 

@@ -18,7 +18,8 @@ from services.verification import measure_days, measure_facts
 from services.verification.measure_rules import MeasureSettings, load_settings
 from services.verification.measures import measures as measures_of
 from tests import fixtures
-from tests.support import System, eventually, one_snapshot
+from tests.databases import one_snapshot
+from tests.support import System, eventually
 from tests.test_feedback_support import RestartableSystem, gateway_system_fixtures
 from tests.test_ledger_closeoff import sign_in_leader
 from tests.test_pipeline import (

@@ -29,7 +29,8 @@ from shared.migrations import (
 )
 from shared.outbox import OutboxMessage
 from tests.conftest import BACKENDS
-from tests.support import SERVICE_NAMES, Databases, import_every_service_module
+from tests.databases import Databases
+from tests.support import SERVICE_NAMES, import_every_service_module
 
 import_every_service_module()
 
