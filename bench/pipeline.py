@@ -41,9 +41,12 @@ sys.path.insert(0, str(ROOT))
 from bench import common  # noqa: E402 - after the sys.path line above
 from bench.common import (  # noqa: E402 - after the sys.path line above
     RESULTS,
-    cpu_seconds,
+    cpu_per_complaint,
+    cpu_snapshot,
+    events_per_slice,
     percentile,
     rss_kib,
+    slice_counts,
     start_nats,
     wait_until_drained,
 )
@@ -268,59 +271,6 @@ async def stage_latencies(
                 "p99_ms": round(percentile(gaps, 0.99), 1),
             }
     return stages
-
-
-async def slice_counts(urls: dict[str, str]) -> dict[str, tuple[float, float]]:
-    """Each consumer's slices applied and events in them so far, from its service's ``/metrics``."""
-    counts: dict[str, list[float]] = {}
-    async with httpx.AsyncClient(timeout=10) as client:
-        for url in urls.values():
-            for line in (await client.get(f"{url}/metrics")).text.splitlines():
-                for metric, index in (
-                    ("sv_consumer_slices_applied_total", 0),
-                    ("sv_consumer_slice_events_total", 1),
-                ):
-                    if line.startswith(metric + "{"):
-                        consumer = line.split('consumer="', 1)[1].split('"', 1)[0]
-                        counts.setdefault(consumer, [0.0, 0.0])[index] = float(line.rsplit(" ", 1)[1])
-    return {consumer: (slices, events) for consumer, (slices, events) in counts.items()}
-
-
-def events_per_slice(
-    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
-) -> dict[str, float]:
-    """Per consumer, the events a slice held on average between two readings (the batching)."""
-    sizes = {}
-    for consumer, (slices, events) in sorted(after.items()):
-        old_slices, old_events = before.get(consumer, (0.0, 0.0))
-        if slices > old_slices:
-            sizes[consumer] = round((events - old_events) / (slices - old_slices), 1)
-    return sizes
-
-
-def postgres_cpu_seconds() -> float:
-    """CPU of every process named postgres: the server's share of the work, when it runs here."""
-    total = 0.0
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            if comm.read_text().strip() == "postgres":
-                total += cpu_seconds(int(comm.parent.name))
-        except OSError:
-            continue
-    return total
-
-
-def cpu_snapshot(pids: dict[str, int], *, postgres: bool) -> dict[str, float]:
-    snapshot = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    if postgres:
-        snapshot["postgres"] = postgres_cpu_seconds()
-    snapshot["benchmark client"] = sum(os.times()[:2])
-    return snapshot
-
-
-def cpu_per_complaint(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
-    """Milliseconds of CPU each process spent per complaint over the throughput phase."""
-    return {name: round((after[name] - before[name]) * 1000 / count, 2) for name in before}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
