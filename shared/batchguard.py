@@ -9,7 +9,7 @@ which is right only under two rules stated in those modules:
   (the slice is flushed before an event of a matter already written in it, so the only pending
   rows of its own matter are its own);
 * a request that must see what the earlier requests of its group added also looks at the
-  session's pending rows (``shared.db.pending_rows``).
+  session's pending rows (``shared.slice_rows.pending_rows``).
 
 With the guard on (``BATCHING_GUARD=1``: the tests turn it on, production leaves it off, since
 it costs a look at the session's pending rows per query) a unit breaking them fails with
@@ -84,13 +84,13 @@ def guarded(session: AsyncSession | Session, *, kind: str, matter: str | None = 
             sync_session.info[_UNIT] = outer
 
 
-# Where a consumer's slice keeps the rows its batched handlers add with ``shared.db.add_later``
+# Where a consumer's slice keeps the rows its batched handlers add with ``shared.slice_rows.add_later``
 # until it inserts them: pending rows as far as the rules go, model -> the rows.
 LATER_ROWS = "rows_added_later"
 
 
 def note_pending_rows_seen(session: Session, model: type[Any]) -> None:
-    """The unit looks at ``model``'s pending rows (``shared.db.pending_rows`` says so)."""
+    """The unit looks at ``model``'s pending rows (``shared.slice_rows.pending_rows`` says so)."""
     unit = session.info.get(_UNIT)
     if unit is not None:
         unit.looked_at.add(model)

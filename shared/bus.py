@@ -32,7 +32,6 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.batchguard import BatchingRuleBroken, guard_enabled_by_environment
-from shared.db import Prefetched
 from shared.events import (
     DEAD_LETTER_PREFIX,
     REPLAY_PREFIX,
@@ -45,6 +44,7 @@ from shared.logging import get_logger
 from shared.metrics import count_dead_letter, count_slice
 from shared.natsauth import NatsCredentials
 from shared.outbox import HEADER_CORRELATION_ID, HEADER_EVENT_TYPE, HEADER_EVENT_VERSION, HEADER_PRODUCER
+from shared.slice_rows import Prefetched
 from shared.slices import (
     EventOutcome,
     Handler,
@@ -133,8 +133,8 @@ class Subscription:
     # that cannot be marked, as in the tests); the handlers' marks are the usual declaration.
     batched_writes: frozenset[type[Event]] = frozenset()
     # Tables keyed by the matter's case id whose rows the slice's handlers look up
-    # (``shared.db.lookup``), and case id columns of tables with several rows per matter
-    # (``col(Task.case_id)``, read with ``shared.db.rows_with``): loaded in one query per table
+    # (``shared.slice_rows.lookup``), and case id columns of tables with several rows per matter
+    # (``col(Task.case_id)``, read with ``shared.slice_rows.rows_with``): loaded in one query per table
     # instead of one per event.
     prefetch_by_case: tuple[Prefetched, ...] = ()
     # Lock each matter of a slice (``shared.matter_locks``) before it reads any of the matter's

@@ -23,7 +23,7 @@ What each request sees does not change:
 One thing a request must do itself: its queries do not see what the earlier requests of its
 group added, since that is not flushed yet.  A request that must see it (is this key already
 used? has this person complained before?) also looks at the session's pending rows
-(``shared.db.pending_rows``); a unique constraint would otherwise catch the conflict at the
+(``shared.slice_rows.pending_rows``); a unique constraint would otherwise catch the conflict at the
 flush, and the redo one by one would answer it right, only more slowly.  The batching guard
 (``shared.batchguard``, on in the tests) checks this rule.
 

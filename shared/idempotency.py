@@ -26,7 +26,8 @@ from sqlalchemy import delete
 from sqlmodel import Column, Field, SQLModel, Text, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import UTCDateTime, built_once, new_row, pending_rows, table_of, utcnow
+from shared.db import UTCDateTime, built_once, new_row, table_of, utcnow
+from shared.slice_rows import pending_rows
 
 MAX_KEY_LENGTH = 128
 # Where a stored answer keeps its sealed fields: {field: ciphertext}.

@@ -15,7 +15,7 @@ off and their rows are flushed together, one multi-row insert per table, instead
 each query.  Such a handler reads only rows of its own matter and never reads back a row it
 wrote; an event of a matter already written in the slice flushes first, so it still sees what
 the earlier events did.  The batching guard (``shared.batchguard``) checks this when on.  The
-rows such a handler adds with ``shared.db.add_later`` (append-only rows nothing reads back as
+rows such a handler adds with ``shared.slice_rows.add_later`` (append-only rows nothing reads back as
 objects) wait too, and each of the slice's flushes inserts them after the ORM's rows, one Core
 statement per table.
 """
@@ -37,21 +37,19 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.batchguard import BatchingRuleBroken, guarded
-from shared.db import (
-    Prefetched,
-    collect_later_rows,
-    insert_later_rows,
-    keep_loaded_rows_for_the_slice,
-    new_row,
-    prefetch_rows,
-    table_of,
-    utcnow,
-)
+from shared.db import new_row, table_of, utcnow
 from shared.events import Event
 from shared.inbox import InboxRecord
 from shared.logging import get_logger
 from shared.matter_locks import serialise_matters
 from shared.outbox import HEADER_CORRELATION_ID
+from shared.slice_rows import (
+    Prefetched,
+    collect_later_rows,
+    insert_later_rows,
+    keep_loaded_rows_for_the_slice,
+    prefetch_rows,
+)
 
 log = get_logger(__name__)
 
@@ -126,8 +124,8 @@ class SliceApplier:
     session_factory: async_sessionmaker[AsyncSession]
     # Events whose handlers are declared ``@batched_writes``.
     batched: frozenset[type[Event]]
-    # Tables keyed by the matter's case id (``shared.db.lookup``) or case id columns
-    # (``shared.db.rows_with``) whose rows the handlers look up.
+    # Tables keyed by the matter's case id (``shared.slice_rows.lookup``) or case id columns
+    # (``shared.slice_rows.rows_with``) whose rows the handlers look up.
     prefetch_by_case: tuple[Prefetched, ...]
     guard: bool
     # Each matter's lock (``shared.matter_locks``) before the slice reads anything of it.

@@ -26,25 +26,21 @@ from services.verification.models import MatterSnapshot
 from shared.audit import AuditEntry, audit, trail, verify_chain
 from shared.batchguard import BatchingRuleBroken
 from shared.bus import Subscription, batched_writes, consumer_config
-from shared.db import (
-    add_later,
-    create_engine,
-    create_session_factory,
-    keep_loaded_rows_for_the_slice,
-    lookup,
-    new_row,
-    pending_rows,
-    prefetch_rows,
-    prefetched_without_rows,
-    rows_with,
-    table_of,
-    utcnow,
-)
+from shared.db import create_engine, create_session_factory, new_row, table_of, utcnow
 from shared.events import CaseClosed, CaseReopened, Event
 from shared.groupcommit import GroupCommitter
 from shared.idempotency import IdempotencyRecord
 from shared.inbox import InboxRecord
 from shared.settings import ServiceSettings
+from shared.slice_rows import (
+    add_later,
+    keep_loaded_rows_for_the_slice,
+    lookup,
+    pending_rows,
+    prefetch_rows,
+    prefetched_without_rows,
+    rows_with,
+)
 from shared.slices import SliceApplier, SliceEvent, Verdict
 from tests.conftest import BACKENDS
 from tests.databases import Databases

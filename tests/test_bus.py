@@ -27,7 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.verification.models import MatterSnapshot
 from shared.audit import AuditEntry, audit, trail, verify_chain
 from shared.bus import DEAD_LETTER_STREAM_SUFFIX, EventConsumer, PermanentError, Subscription, ensure_streams
-from shared.db import lookup, utcnow
+from shared.db import utcnow
 from shared.events import DEAD_LETTER_PREFIX, CaseClosed, Event
 from shared.inbox import InboxRecord
 from shared.outbox import (
@@ -38,6 +38,7 @@ from shared.outbox import (
     OutboxRelay,
     record_event,
 )
+from shared.slice_rows import lookup
 from tests.audit_support import erase_audit_log
 from tests.conftest import BACKENDS
 from tests.databases import MigratedDatabase as Db

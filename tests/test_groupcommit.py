@@ -15,9 +15,10 @@ from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.audit import AuditEntry, audit, trail, verify_chain
-from shared.db import create_engine, create_session_factory, new_row, pending_rows, table_of
+from shared.db import create_engine, create_session_factory, new_row, table_of
 from shared.groupcommit import GroupCommitter
 from shared.idempotency import IdempotencyRecord
+from shared.slice_rows import pending_rows
 from tests.conftest import BACKENDS
 from tests.databases import Databases
 

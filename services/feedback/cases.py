@@ -13,8 +13,9 @@ from services.feedback.context import FeedbackContext
 from services.feedback.models import CaseStatus, CaseView, Stage, TimelineEntry
 from services.feedback.schemas import STATUS_LABELS, PublicClock
 from shared.auth import Principal, Role, query_secret_hash
-from shared.db import add_later, lookup, new_row, utcnow
+from shared.db import new_row, utcnow
 from shared.errors import NotFound
+from shared.slice_rows import add_later, lookup
 from shared.states import CaseKind
 from shared.workcalendar import SHANGHAI
 

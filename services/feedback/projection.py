@@ -17,7 +17,7 @@ from services.feedback.context import FeedbackContext
 from services.feedback.deliveries import deliver_to_repeat, new_delivery
 from services.feedback.models import CaseStatus, CaseView, DeliveryKind, Stage
 from shared.audit import audit
-from shared.db import lookup, new_row, pending_rows, utcnow
+from shared.db import new_row, utcnow
 from shared.events import (
     CaseAssigned,
     CaseConcluded,
@@ -31,6 +31,7 @@ from shared.events import (
     deputy_account_of,
 )
 from shared.logging import get_logger
+from shared.slice_rows import lookup, pending_rows
 from shared.states import CaseKind
 
 log = get_logger(__name__)

@@ -18,7 +18,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.intake.models import CaseStatus, ComplainantKey, Complaint
 from services.intake.schemas import EarlierMatter
-from shared.db import built_once, pending_rows, table_of
+from shared.db import built_once, table_of
+from shared.slice_rows import pending_rows
 from shared.states import Rating
 
 # A matter in one of these states is still being worked on: a repeat of it is linked (重复件).

@@ -13,7 +13,8 @@ from sqlmodel import update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.intake.models import CaseStatus, Complaint, Suggestion
-from shared.db import built_once, loaded_row, table_of
+from shared.db import built_once, table_of
+from shared.slice_rows import loaded_row
 from shared.states import CaseKind
 
 

@@ -29,7 +29,7 @@ from services.routing.rules import Decision, decide, reassignment, recusal_matte
 from services.routing.workload import NOT_FETCHED, WorkloadNeeded, workload
 from shared.audit import audit
 from shared.auth import Principal
-from shared.db import add_later, built_once, lookup, new_row, table_of, utcnow
+from shared.db import built_once, new_row, table_of, utcnow
 from shared.errors import FieldProblems, NotFound, conflict
 from shared.events import (
     CaseAssigned,
@@ -43,6 +43,7 @@ from shared.logging import get_logger
 from shared.outbox import record_event
 from shared.recusal import Duty, may_take
 from shared.reference import Organisation
+from shared.slice_rows import add_later, lookup
 from shared.states import CaseKind
 
 log = get_logger(__name__)

@@ -12,7 +12,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
 from services.routing.models import Assignment, Team
-from shared.db import built_once, insert_later_rows
+from shared.db import built_once
+from shared.slice_rows import insert_later_rows
 
 
 class WorkloadNeeded(Exception):

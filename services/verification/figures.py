@@ -28,8 +28,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.verification import open_figures, stats, summaries
 from services.verification.context import VerificationContext
 from services.verification.models import DailyFigure, MatterSnapshot, Task, TaskStatus
-from shared.db import built_once, rows_with, table_of
+from shared.db import built_once, table_of
 from shared.events import RatingRecorded
+from shared.slice_rows import rows_with
 from shared.states import Rating
 
 FIGURE = table_of(DailyFigure)

@@ -23,10 +23,11 @@ from services.verification.models import (
     Task,
     TaskClock,
 )
-from shared.db import add_later, new_row
+from shared.db import new_row
 from shared.deadlines import DeadlineBook
 from shared.events import ClockSet
 from shared.ladder import LadderPolicy
+from shared.slice_rows import add_later
 from shared.states import CaseKind
 
 RECTIFICATION = "rectification"

@@ -36,8 +36,8 @@ from services.verification.models import (
     TaskClock,
 )
 from shared.batchguard import LATER_ROWS
-from shared.db import prefetched_without_rows
 from shared.matter_locks import lock_matters
+from shared.slice_rows import prefetched_without_rows
 
 _CASES = "verification_kept_rows_cases"
 _TASKS = "verification_kept_rows_tasks"
@@ -80,7 +80,7 @@ def _changed(row: Any, columns: tuple[str, ...]) -> bool:
 def _pending_matters(session: Session) -> tuple[set[str], set[str]]:
     """The matters (and, for findings, the tasks) that the session's unflushed rows change.
 
-    Rows a consumer's slice keeps for later (``shared.db.add_later``) are seen at the flush before
+    Rows a consumer's slice keeps for later (``shared.slice_rows.add_later``) are seen at the flush before
     their insert, which a slice always makes with its new task or changed clock.
     """
     cases: set[str] = set()

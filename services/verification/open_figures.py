@@ -27,8 +27,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.verification import stats, summaries
 from services.verification.models import ACTIVE_TASK_STATUSES, MatterSnapshot, OpenFigure, Task
-from shared.db import built_once, lookup, table_of
+from shared.db import built_once, table_of
 from shared.matter_locks import serialise_matters
+from shared.slice_rows import lookup
 
 OPEN = table_of(OpenFigure)
 SUMMARY = summaries.Summary(OPEN, ("county_code", "team_code", "case_kind", "overdue_rank"), ("open",))

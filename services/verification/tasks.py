@@ -31,7 +31,7 @@ from services.verification.models import (
 )
 from shared.audit import audit, record_audited
 from shared.auth import Principal, Role
-from shared.db import add_later, lookup, new_row, rows_with, utcnow, where_given
+from shared.db import new_row, utcnow, where_given
 from shared.errors import Forbidden, NotFound, conflict
 from shared.events import (
     CaseAssigned,
@@ -44,6 +44,7 @@ from shared.events import (
 from shared.matter_locks import is_postgresql, serialise_matters
 from shared.pagination import Page
 from shared.planner import without_jit
+from shared.slice_rows import add_later, lookup, rows_with
 from shared.states import CaseKind
 
 E = TypeVar("E", bound=Event)
