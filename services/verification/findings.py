@@ -1,5 +1,5 @@
-"""Findings: recording one, concluding, the cross-check review (复核), follow-up replies,
-co-handling views and the check of rectification items."""
+"""Findings: recording one, concluding, the cross-check review (复核), follow-up replies and
+co-handling views (the check of rectification items: ``rectifications``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from services.verification.later_clocks import (
     LaterClocks,
     default_rectification_due,
     start_after_conclusion,
-    stop_rectification_clock,
 )
 from services.verification.models import (
     ACTIVE_TASK_STATUSES,
@@ -22,7 +21,6 @@ from services.verification.models import (
     Finding,
     MatterSnapshot,
     Rectification,
-    RectificationStatus,
     ReviewStatus,
     Task,
     TaskStatus,
@@ -31,15 +29,14 @@ from services.verification.schemas import (
     CoViewIn,
     FindingIn,
     FollowUpIn,
-    RectificationCheckIn,
     RequireReviewIn,
     ReviewIn,
 )
-from services.verification.tasks import add_history, stop_clocks, task_event, visible_task
+from services.verification.tasks import add_history, stop_clocks, task_event
 from shared.audit import audit
 from shared.auth import Principal, Role
 from shared.db import utcnow
-from shared.errors import FieldProblems, Forbidden, NotFound, conflict
+from shared.errors import FieldProblems, Forbidden, conflict
 from shared.events import CaseConcluded, FindingSentBack, ReviewStarted
 from shared.outbox import record_event
 from shared.recusal import Duty, Matter, allowed_teams, may_take
@@ -467,59 +464,3 @@ async def give_co_view(
 
 async def co_views(*, session: AsyncSession, task_id: str) -> list[CoHandlingView]:
     return list(await session.exec(select(CoHandlingView).where(CoHandlingView.task_id == task_id)))
-
-
-async def rectifications(*, session: AsyncSession, task_id: str) -> list[Rectification]:
-    return list(
-        await session.exec(
-            select(Rectification)
-            .where(Rectification.task_id == task_id)
-            .order_by(col(Rectification.due_date))
-        )
-    )
-
-
-async def rectification_to_check(
-    *, session: AsyncSession, item_id: str, principal: Principal, organisation: Organisation
-) -> Rectification:
-    """The item, if the caller sees its task and did not find the problem in the first place."""
-    item = await session.get(Rectification, item_id)
-    if item is None:
-        raise NotFound("整改事项不存在")
-    task = await visible_task(session=session, task_id=item.task_id, principal=principal)
-    if principal.role == Role.INSPECTOR:
-        # No team certifies a rectification of its own work or of its own bureau: not the lead team,
-        # not a joint-check or co-handling participant, not the accused county's team.
-        matter = await recusal_matter(session=session, task=task)
-        verdict = may_take(
-            matter=matter, team_code=principal.team_code or "", duty=Duty.CHECK, organisation=organisation
-        )
-        if not verdict.allowed:
-            raise Forbidden(f"整改检查应由督察支队或复核队进行（{verdict.chinese}）")
-    return item
-
-
-async def check_rectification(
-    *,
-    session: AsyncSession,
-    ctx: VerificationContext,
-    item: Rectification,
-    principal: Principal,
-    check: RectificationCheckIn,
-) -> Rectification:
-    if item.status != RectificationStatus.OPEN:
-        raise conflict("status", "该整改事项已检查", "this item was already checked")
-    item.status = RectificationStatus.DONE if check.done else RectificationStatus.NOT_DONE
-    item.checked_by = principal.username
-    item.checked_at = ctx.clock.now()
-    item.check_note = check.note.strip()
-    session.add(item)
-    await stop_rectification_clock(session, item=item, at=item.checked_at)
-    await audit(
-        session,
-        case_id=item.case_id,
-        action=f"rectification_{item.status}",
-        actor=principal.username,
-        reason=item.check_note,
-    )
-    return item

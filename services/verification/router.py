@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.verification import evidence, extensions, findings, ledger, tasks
+from services.verification import evidence, extensions, findings, ledger, rectifications, tasks
 from services.verification.context import VerificationContext
 from services.verification.later_clocks import LaterClocks
 from services.verification.ledger_router import router as ledger_router
@@ -392,7 +392,7 @@ async def list_rectifications(
     task_id: str, session: Session, principal: InspectorOrSupervisor, response: Response
 ) -> list[RectificationRead]:
     task = await tasks.visible_task(session=session, task_id=task_id, principal=principal)
-    rows = await findings.rectifications(session=session, task_id=task.id)
+    rows = await rectifications.rectifications(session=session, task_id=task.id)
     return whole(response, [RectificationRead.model_validate(r, from_attributes=True) for r in rows])
 
 
@@ -401,11 +401,11 @@ async def check_rectification(
     item_id: str, body: RectificationCheckIn, session: Session, ctx: Context, principal: InspectorOrSupervisor
 ) -> RectificationRead:
     async with session.begin():
-        item = await findings.rectification_to_check(
+        item = await rectifications.rectification_to_check(
             session=session, item_id=item_id, principal=principal, organisation=ctx.organisation
         )
         structlog.contextvars.bind_contextvars(case_id=item.case_id)
-        item = await findings.check_rectification(
+        item = await rectifications.check_rectification(
             session=session, ctx=ctx, item=item, principal=principal, check=body
         )
     return RectificationRead.model_validate(item, from_attributes=True)
