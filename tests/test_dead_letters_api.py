@@ -2,7 +2,7 @@
 
 The four services run in this process (``tests.support.running_system``, SQLite); a poison
 event published on the bus is parked by each consumer of its subject.  The browser test
-(Chromium via Playwright, as ``tests/test_web_roles.py``) is skipped where there is none.
+(Chromium via Playwright, as ``tests/web_support.py``) is skipped where there is none.
 """
 
 from __future__ import annotations

@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 
 from tests import fixtures
-from tests import test_web_roles as roles
+from tests import web_support as browsing
 from tests.support import System, eventually
 from tests.test_pipeline import create_complaint, current_assignment, task_for
 
-# The board in a browser: test_web_roles's Chromium and sessions, on this module's system.
-browser = roles.browser
-open_session = roles.open_session
+# The board in a browser: tests/web_support.py's Chromium and sessions, on this module's system.
+browser = browsing.browser
+open_session = browsing.open_session
 
 
 @pytest.fixture(scope="module")
@@ -190,15 +190,15 @@ async def test_an_unknown_scope_is_refused(system: System) -> None:
     assert response.status_code == 422
 
 
-@roles.pytestmark
+@browsing.needs_chromium
 async def test_the_board_shows_a_tab_a_page_at_a_time_with_clocks(system: System, open_session: Any) -> None:
-    created = await roles.record(system)
-    task = await roles.task_of(system, created["id"])
+    created = await browsing.record(system)
+    task = await browsing.task_of(system, created["id"])
     inspector = await open_session(f"inspector-{task['team_code']}")
     page = inspector.page
     assert page.url == inspector.url("verification", "/tasks")
     row = f"tr[data-task='{task['id']}']"
-    await roles.reload_until(inspector, row)
+    await browsing.reload_until(inspector, row)
     # The clocks came with the page: the chips show the working days left.
     assert "剩" in await page.inner_text(row)
     active = await system.call(

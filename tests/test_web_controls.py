@@ -5,7 +5,7 @@ needs a person.  Supervisor: flagging a key clue, requiring a cross-check review
 rectification, the audit trail with its chain check, the identity-access log, retrying a failed
 delivery and deactivating an account.  Inspector: a co-handling view and the B-class follow-up
 reply.  The browser set-up (a seeded system, Chromium, one session per person) is
-tests/test_web_roles.py's,
+tests/web_support.py's,
 without its demo data.
 """
 
@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 
 from tests import fixtures
-from tests import test_web_roles as roles
+from tests import web_support as browsing
 from tests.support import NatsServer, System, eventually, running_system
-from tests.test_web_roles import answered_by_api, record, task_of
+from tests.web_support import answered_by_api, record, task_of
 
-# The browser, the sessions and the skip without Chromium are test_web_roles's.
-pytestmark = roles.pytestmark
-browser = roles.browser
-open_session = roles.open_session
+# The browser, the sessions and the skip without Chromium are tests/web_support.py's.
+pytestmark = browsing.needs_chromium
+browser = browsing.browser
+open_session = browsing.open_session
 
 
 @pytest.fixture(scope="module")

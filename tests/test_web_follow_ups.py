@@ -1,6 +1,6 @@
 """The operators' 回访 page in a real browser: a call due is listed and its outcome recorded.
 
-The browser and page set-up are tests/test_web_roles.py's; the services run without the demo
+The browser and page set-up are tests/web_support.py's; the services run without the demo
 matters (this file makes its own), so the list holds just the calls made here.
 """
 
@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from tests.support import NatsServer, System, eventually, running_system
-from tests.test_web_roles import CHROMIUM, answered_by_api, browser, open_session, record, reload_until
+from tests.web_support import answered_by_api, browser, needs_chromium, open_session, record, reload_until
 
 __all__ = ["browser", "open_session"]  # fixtures used by name below
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"browser tests need Chromium at {CHROMIUM}")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")

@@ -11,40 +11,33 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
-from urllib.parse import urlsplit
+from typing import Any
 
 import pytest
 from openpyxl import load_workbook
 
 from services.demo_seed import seed
 from tests import fixtures
-from tests.support import NatsServer, System, eventually, running_system
-
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--lang=zh-CN",  # date and time fields in the Chinese layout, as on the bureau's desktops
-]
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
-DESKTOP = {"width": 1440, "height": 900}
-PHONE = {"width": 390, "height": 844}
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason=f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium; or set CHROMIUM_PATH)",
+from tests.support import NatsServer, System, running_system
+from tests.web_support import (
+    PHONE,
+    Session,
+    answered_by_api,
+    browser,
+    chart_series,
+    needs_chromium,
+    open_session,
+    record,
+    reload_until,
+    task_of,
 )
+
+__all__ = ["browser", "open_session"]  # fixtures used by name below
+
+pytestmark = needs_chromium
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -68,172 +61,6 @@ async def web(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory)
         # Idempotent: a second run finds the matters and leaves them alone.
         assert not await seed(system.urls, said.append)
         yield system
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        await launched.close()
-
-
-async def chart_series(page: Any, node_id: str) -> list[dict[str, Any]] | None:
-    """The series an ECharts chart draws in the node (charts.js), as the page holds them."""
-    return cast(
-        "list[dict[str, Any]] | None",
-        await page.evaluate(
-            """id => { const chart = SV.chart.of(document.getElementById(id));
-              return chart ? chart.getOption().series.map(s => ({ type: s.type, name: s.name, data: s.data })) : null; }""",
-            node_id,
-        ),
-    )
-
-
-class Session:
-    """One person at one browser: their pages, and what went wrong on them."""
-
-    def __init__(self, context: Any, page: Any, system: System) -> None:
-        self.context = context
-        self.page = page
-        self.system = system
-        self.errors: list[str] = []
-        self.outside: list[str] = []
-        # HTTP statuses a test provokes on purpose (the browser logs each as an error).
-        self.expected_statuses: set[int] = set()
-
-    def url(self, service: str, path: str) -> str:
-        return self.system.urls[service] + path
-
-    async def goto(self, service: str, path: str) -> None:
-        await self.page.goto(self.url(service, path))
-
-    async def sign_in(self, username: str, password: str = "demo") -> None:
-        page = self.page
-        if "/login" not in page.url:
-            await self.goto("intake", "/login")
-        await page.fill("#username", username)
-        await page.fill("#password", password)
-        async with page.expect_navigation():
-            await page.press("#password", "Enter")
-
-    async def text(self) -> str:
-        return str(await self.page.inner_text("body"))
-
-    async def shot(self, name: str) -> None:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        await self.page.wait_for_load_state("networkidle")
-        await self.page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
-
-    def check(self) -> None:
-        errors = [
-            e for e in self.errors if not any(f"status of {code} " in e for code in self.expected_statuses)
-        ]
-        assert not errors, f"errors in the page: {errors}"
-        assert not self.outside, f"requests outside the bureau's network: {self.outside}"
-
-
-@pytest.fixture
-async def open_session(web: System, browser: Any) -> AsyncIterator[Callable[..., Awaitable[Session]]]:
-    sessions: list[Session] = []
-
-    async def make(user: str | None = None, *, viewport: dict[str, int] = DESKTOP) -> Session:
-        context = await browser.new_context(
-            locale="zh-CN", timezone_id="Asia/Shanghai", viewport=viewport, accept_downloads=True
-        )
-        page = await context.new_page()
-        session = Session(context, page, web)
-        page.on("pageerror", lambda error: session.errors.append(str(error)))
-        page.on(
-            "console",
-            lambda message: session.errors.append(message.text) if message.type == "error" else None,
-        )
-
-        async def only_local(route: Any) -> None:
-            # The bureau's network is closed: everything a page loads comes from the services.
-            host = urlsplit(route.request.url).hostname
-            if host in ("127.0.0.1", "localhost") or route.request.url.startswith(("data:", "blob:")):
-                await route.continue_()
-            else:
-                session.outside.append(route.request.url)
-                await route.abort()
-
-        await page.route("**/*", only_local)
-        if user:
-            await session.sign_in(user)
-        sessions.append(session)
-        return session
-
-    yield make
-    for session in sessions:
-        await session.context.close()
-    for session in sessions:
-        session.check()
-
-
-# --------------------------------------------------------------------------- helpers via the API
-
-
-async def record(system: System, **overrides: Any) -> dict[str, Any]:
-    # Received now (the sample's fixed date would already be past every deadline).
-    body = fixtures.complaint(**{"received_at": None, **overrides})
-    response = await system.call("intake", "POST", "/api/v1/complaints", as_user="operator1", json=body)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-async def task_of(system: System, case_id: str, statuses: tuple[str, ...] = ("open",)) -> dict[str, Any]:
-    async def probe() -> dict[str, Any] | None:
-        response = await system.call(
-            "verification", "GET", "/api/v1/tasks", as_user="supervisor1", params={"case_id": case_id}
-        )
-        return next((t for t in response.json() if t["status"] in statuses), None)
-
-    return dict(await eventually(probe, what=f"task in {statuses}"))
-
-
-async def answered_by_api(system: System, created: dict[str, Any], summary: str) -> None:
-    task = await task_of(system, created["id"])
-    inspector = f"inspector-{task['team_code']}"
-    claimed = await system.call(
-        "verification", "POST", f"/api/v1/tasks/{task['id']}/claim", as_user=inspector
-    )
-    assert claimed.status_code == 200, claimed.text
-    found = await system.call(
-        "verification",
-        "POST",
-        f"/api/v1/tasks/{task['id']}/finding",
-        as_user=inspector,
-        json={"outcome": "partly_substantiated", "summary": summary},
-    )
-    assert found.status_code == 200, found.text
-
-    async def draft() -> dict[str, Any] | None:
-        response = await system.call(
-            "feedback",
-            "GET",
-            "/api/v1/answers",
-            as_user="supervisor1",
-            params={"case_id": created["id"], "status": "pending_approval"},
-        )
-        return response.json()[0] if response.json() else None
-
-    answer = await eventually(draft, what="draft answer")
-    approved = await system.call(
-        "feedback", "POST", f"/api/v1/answers/{answer['id']}/approve", as_user="supervisor1"
-    )
-    assert approved.status_code == 200, approved.text
-
-
-async def reload_until(session: Session, selector: str, *, timeout: float = 20.0) -> None:
-    async def probe() -> bool:
-        await session.page.reload()
-        await session.page.wait_for_load_state("networkidle")
-        return bool(await session.page.locator(selector).count())
-
-    await eventually(probe, timeout=timeout, interval=0.3, what=selector)
 
 
 # --------------------------------------------------------------------------- sign-in

@@ -6,7 +6,7 @@ ledger of their own county; the dashboard's 预警 panel, its threshold editor a
 panel; the bureaus' leaders on the 组织机构 page; the 消息记录 log, masked; the operators' Excel
 import with its progress and per-row results; and the Open311 keys, issued once and revoked.
 
-The browser set-up (Chromium, one session per person) is tests/test_web_roles.py's.  The services
+The browser set-up (Chromium, one session per person) is tests/web_support.py's.  The services
 run here without the demo matters but with the demo SMS and mail sinks (so messages are sent and
 logged) and a ladder that looks every second (so an old matter is up the ladder at once).
 """
@@ -24,17 +24,17 @@ import pytest
 from services.cli.demosinks import point_feedback_at, running_sinks
 from shared.reference import load_organisation
 from tests import fixtures
-from tests import test_web_roles as roles
+from tests import web_support as browsing
 from tests.support import NatsServer, System, eventually, running_system
 from tests.test_feedback_support import outside_world_env
 from tests.test_imports import good_row, workbook
 from tests.test_pagination import all_pages
-from tests.test_web_roles import Session, answered_by_api, record, reload_until, task_of
+from tests.web_support import Session, answered_by_api, record, reload_until, task_of
 
-# The browser, the sessions and the skip without Chromium are test_web_roles's.
-pytestmark = roles.pytestmark
-browser = roles.browser
-open_session = roles.open_session
+# The browser, the sessions and the skip without Chromium are tests/web_support.py's.
+pytestmark = browsing.needs_chromium
+browser = browsing.browser
+open_session = browsing.open_session
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 LEADER = "leader-411624"
@@ -308,7 +308,7 @@ async def test_dashboard_draws_the_county_map_the_12345_measures_and_saves_a_png
     # The map: one region per county, each coloured by its complaints per 10,000 residents.
     await page.wait_for_selector("#chart-map canvas")
     counties = {c.name: c for c in load_organisation().counties.values()}
-    series = await roles.chart_series(page, "chart-map")
+    series = await browsing.chart_series(page, "chart-map")
     assert series and [s["type"] for s in series] == ["map"]
     values = {d["name"]: d["value"] for d in series[0]["data"]}
     assert set(values) == set(counties)
@@ -374,7 +374,7 @@ async def test_dashboard_draws_the_county_map_the_12345_measures_and_saves_a_png
     leader = await open_session(LEADER)
     await leader.goto("verification", "/dashboard")
     await leader.page.wait_for_selector("#chart-map canvas")
-    series = await roles.chart_series(leader.page, "chart-map")
+    series = await browsing.chart_series(leader.page, "chart-map")
     # ECharts lists every region of the map; only the leader's own county has a figure.
     assert series and [d["name"] for d in series[0]["data"] if d.get("value") is not None] == ["沈丘县"]
     await leader.page.wait_for_selector("[data-testid=measures-table]")
