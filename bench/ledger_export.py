@@ -1,6 +1,6 @@
 """Benchmark: the ledger's Excel export (督办台账, ``write_ledger_workbook``) in-process, on a data set.
 
-    python bench/ledger_export.py --data /work/data/s100k [--period year|all] [--copies K]
+    python bench/ledger_export.py --data DIR [--period year|all] [--copies K]
         [--repeats 3] [--versus OTHER/ledger_export.py [--same-content]] [--profile FILE.prof]
 
 1. Reads the data set made by ``bench/scale_data.py`` (``<data>/manifest.json``: the databases,
@@ -16,7 +16,7 @@
    ledger of a year at a million complaints, 19,272 rows, without the million, is ``--copies 4
    --period all`` on a data set of 100,000 (5,130 rows on the ledger).
 3. ``--versus FILE`` times another version of ``services/verification/ledger_export.py`` (for
-   instance ``git show HEAD:services/verification/ledger_export.py > /tmp/before.py``) run for
+   instance ``git show HEAD:services/verification/ledger_export.py > before.py``) run for
    run alternately with the working tree's, since on a shared machine two runs minutes apart say
    little; ``--same-content`` then reads both workbooks back and compares every cell's value.
 4. ``--profile FILE`` runs one more export of the working tree's version under cProfile, writes
