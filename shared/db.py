@@ -300,21 +300,27 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
-async def serialise_on(session: AsyncSession, name: str) -> None:
+_LOCK_ONE = text("SELECT pg_advisory_xact_lock(CAST(:key AS BIGINT))")
+_LOCK_EACH = text("SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS BIGINT[])) AS key")
+
+
+async def serialise_on(session: AsyncSession, *names: str) -> None:
     """Make the transactions that call this with the same name run one after another.
 
     Call it first in a transaction whose check-then-write must not interleave with another
     instance's (start-up seeding): on PostgreSQL it waits for a transaction-scoped advisory lock,
     which the commit or rollback releases, and at the engines' isolation (READ COMMITTED) the
     statements after it see what the previous holder committed.  On SQLite it does nothing: every
-    transaction begins IMMEDIATE, so writers already run one at a time.
+    transaction begins IMMEDIATE, so writers already run one at a time.  Several names: one
+    statement takes their locks in key order, so two callers never wait for each other in a circle.
     """
-    if session.sync_session.get_bind().dialect.name != "postgresql":
+    if not names or session.sync_session.get_bind().dialect.name != "postgresql":
         return
     connection = await session.connection()
-    await connection.execute(
-        text("SELECT pg_advisory_xact_lock(CAST(:key AS BIGINT))"), {"key": lock_key(name)}
-    )
+    if len(names) == 1:
+        await connection.execute(_LOCK_ONE, {"key": lock_key(names[0])})
+    else:
+        await connection.execute(_LOCK_EACH, {"keys": sorted({lock_key(name) for name in names})})
 
 
 async def insert_missing(session: AsyncSession, model: type[Any], rows: Sequence[Any]) -> None:

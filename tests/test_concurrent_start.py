@@ -23,7 +23,7 @@ from services.routing.main import seed_reference_data
 from services.routing.models import RoutingRule, Team, Unit
 from services.routing.rulebook import DEFAULT_RULES_FILE
 from services.routing.settings import RoutingSettings
-from shared.db import create_engine, create_session_factory, serialise_on
+from shared.db import create_engine, create_session_factory, lock_key, serialise_on
 from shared.migrations import upgrade
 from shared.reference import Organisation
 from tests.conftest import BACKENDS
@@ -147,6 +147,36 @@ async def test_transactions_serialised_on_one_name_run_one_after_another(
             async with sessions() as other, other.begin():
                 await asyncio.wait_for(serialise_on(other, "intake.seed"), timeout=5)
         # The first transaction's commit released the lock.
+        await asyncio.wait_for(waiting, timeout=5)
+    finally:
+        await engine.dispose()
+
+
+async def test_several_names_are_locked_in_one_order_whatever_the_callers_order(
+    fresh_database: tuple[str, str],
+) -> None:
+    """A transaction naming two locks in the opposite order to another's waits for the first one
+    in key order without holding the second: the two never wait for each other in a circle."""
+    backend, url = fresh_database
+    if backend != "postgres":
+        pytest.skip("SQLite's writers run one at a time without a lock")
+    low, high = sorted(("warning:officer:a", "warning:unit:b"), key=lock_key)
+    engine = create_engine(url)
+    sessions = create_session_factory(engine)
+    try:
+        async with sessions() as first, first.begin():
+            await serialise_on(first, low)
+
+            async def both_in_reverse() -> None:
+                async with sessions() as second, second.begin():
+                    await serialise_on(second, high, low)
+
+            waiting = asyncio.create_task(both_in_reverse())
+            await asyncio.sleep(0.3)
+            assert not waiting.done(), "the second transaction took a lock the first holds"
+            # Taken in the caller's order, the second would now hold ``high`` and this would wait
+            # for it in a circle (PostgreSQL would end one of them as deadlocked).
+            await asyncio.wait_for(serialise_on(first, high), timeout=5)
         await asyncio.wait_for(waiting, timeout=5)
     finally:
         await engine.dispose()

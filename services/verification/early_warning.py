@@ -230,40 +230,81 @@ def _hit_insert() -> Insert:
     return insert(table_of(WarningHit))
 
 
+def _lock_name(subject: _Subject, measure: str) -> str:
+    return f"early-warning:{subject.kind}:{measure}:{subject.key}"
+
+
 async def _count(
     session: AsyncSession,
-    subject: _Subject,
+    subjects: list[_Subject],
     *,
     measure: str,
     case_id: str,
     at: datetime,
     threshold: Threshold,
 ) -> None:
-    """Count ``case_id`` against one subject; raise the warning if this matter crosses the threshold."""
-    kind, key = subject.kind, subject.key
-    # Two matters about one subject counted at once (two instances) take turns, so the second
-    # sees the first and only one of them crosses the threshold (PostgreSQL; SQLite has one writer).
-    await serialise_on(session, f"early-warning:{kind}:{measure}:{key}")
+    """Count ``case_id`` against each subject; raise the warning of each subject this matter
+    brings to its threshold.
+
+    Two matters about one subject counted at once (two instances) take turns, so the second sees
+    the first and only one of them crosses the threshold (PostgreSQL; SQLite has one writer).  The
+    subjects' locks are taken in one statement, and their hits inserted in one: each subject's
+    count reads only its own hits, so the others' inserted later change nothing it reads.
+    """
+    if not subjects:
+        return
+    await serialise_on(session, *(_lock_name(subject, measure) for subject in subjects))
     start = _months_before(at, threshold.window_months)
-    window: dict[str, Any] = {"kind": kind, "key": key, "measure": measure, "start": start, "at": at}
     standing = _standing_query(max(threshold.count, 1))
-    counted, before = (await session.exec(standing, params={**window, "case_id": case_id})).one()
-    if counted is not None:
-        return
-    after = before + 1
-    crossing = before < threshold.count <= after
-    # Read before the new hit is inserted, which would put it into the window.
-    earlier = list(await session.exec(_window_cases_query(), params=window)) if crossing else []
-    await session.exec(_hit_insert(), params={**subject.columns(measure), "case_id": case_id, "at": at})
-    if not crossing:
-        return
-    case_ids = [*earlier, case_id]
+    hits: list[dict[str, Any]] = []
+    for subject in subjects:
+        window: dict[str, Any] = {
+            "kind": subject.kind,
+            "key": subject.key,
+            "measure": measure,
+            "start": start,
+            "at": at,
+        }
+        counted, before = (await session.exec(standing, params={**window, "case_id": case_id})).one()
+        if counted is not None:
+            continue
+        hits.append({**subject.columns(measure), "case_id": case_id, "at": at})
+        after = before + 1
+        if before < threshold.count <= after:
+            # Read before the hit is inserted, which would put it into the window.
+            earlier = list(await session.exec(_window_cases_query(), params=window))
+            await _raise(
+                session,
+                subject,
+                measure=measure,
+                case_ids=[*earlier, case_id],
+                at=at,
+                count=after,
+                threshold=threshold,
+            )
+    if hits:
+        await session.exec(_hit_insert(), params=hits)
+
+
+async def _raise(
+    session: AsyncSession,
+    subject: _Subject,
+    *,
+    measure: str,
+    case_ids: list[str],
+    at: datetime,
+    count: int,
+    threshold: Threshold,
+) -> None:
+    """The warning of a subject whose count this matter (the last of ``case_ids``) brought to the
+    threshold, and its event."""
+    kind, key = subject.kind, subject.key
     warning = EarlyWarning(
         **subject.columns(measure),
-        count=after,
+        count=count,
         threshold=threshold.count,
         window_months=threshold.window_months,
-        crossing_case_id=case_id,
+        crossing_case_id=case_ids[-1],
         case_ids=case_ids,
         raised_at=at,
     )
@@ -271,7 +312,7 @@ async def _count(
     await record_audited(
         session,
         EarlyWarningRaised(
-            case_id=case_id,
+            case_id=case_ids[-1],
             actor="verification",
             subject_kind="officer" if kind == "officer" else "unit",
             measure="complaints" if measure == "complaints" else "substantiated",
@@ -280,7 +321,7 @@ async def _count(
             ),
         ),
         action="early_warning_raised",
-        reason=f"{SUBJECT_LABELS[kind]}{key}：{threshold.window_months}个月内{threshold.label}{after}次",
+        reason=f"{SUBJECT_LABELS[kind]}{key}：{threshold.window_months}个月内{threshold.label}{count}次",
         detail={"subject_kind": kind, "measure": measure, "case_ids": case_ids},
     )
 
@@ -301,15 +342,14 @@ async def count_complaint(*, session: AsyncSession, event: ComplaintReceived) ->
     subjects = [_Subject("officer", b, county) for b in _badges([o.model_dump() for o in event.officers])]
     if event.accused_unit.strip():
         subjects.append(_Subject("unit", event.accused_unit.strip(), county))
-    for subject in subjects:
-        await _count(
-            session,
-            subject,
-            measure="complaints",
-            case_id=event.case_id,
-            at=event.received_at,
-            threshold=threshold,
-        )
+    await _count(
+        session,
+        subjects,
+        measure="complaints",
+        case_id=event.case_id,
+        at=event.received_at,
+        threshold=threshold,
+    )
 
 
 async def count_substantiated(*, session: AsyncSession, task: Task, finding: Finding, at: datetime) -> None:
@@ -332,10 +372,7 @@ async def count_substantiated(*, session: AsyncSession, task: Task, finding: Fin
     if not subjects:
         return
     threshold = (await _thresholds_of_transaction(session))["substantiated"]
-    for subject in subjects:
-        await _count(
-            session, subject, measure="substantiated", case_id=task.case_id, at=at, threshold=threshold
-        )
+    await _count(session, subjects, measure="substantiated", case_id=task.case_id, at=at, threshold=threshold)
 
 
 async def warnings(*, session: AsyncSession, county: str | None) -> list[dict[str, Any]]:
