@@ -19,7 +19,7 @@ import pytest
 from tests import fixtures
 from tests import web_support as browsing
 from tests.support import NatsServer, System, eventually, running_system
-from tests.web_support import answered_by_api, record, task_of
+from tests.web_support import answered_by_api, claimed_and_found, record, task_of
 
 # The browser, the sessions and the skip without Chromium are tests/web_support.py's.
 pytestmark = browsing.needs_chromium
@@ -66,18 +66,10 @@ async def delivery_status(system: System, case_id: str) -> dict[str, str]:
 
 async def concluded_with_rectification(system: System) -> dict[str, Any]:
     created = await record(system)
-    task = await task_of(system, created["id"])
-    inspector = f"inspector-{task['team_code']}"
-    claimed = await system.call(
-        "verification", "POST", f"/api/v1/tasks/{task['id']}/claim", as_user=inspector
-    )
-    assert claimed.status_code == 200, claimed.text
-    found = await system.call(
-        "verification",
-        "POST",
-        f"/api/v1/tasks/{task['id']}/finding",
-        as_user=inspector,
-        json={
+    return await claimed_and_found(
+        system,
+        created["id"],
+        {
             "outcome": "partly_substantiated",
             "summary": "民警言语不文明属实，推搡一节无法查实。",
             "rectifications": [
@@ -89,8 +81,6 @@ async def concluded_with_rectification(system: System) -> dict[str, Any]:
             ],
         },
     )
-    assert found.status_code == 200, found.text
-    return task
 
 
 # --------------------------------------------------------------------------- operator

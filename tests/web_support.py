@@ -160,21 +160,23 @@ async def task_of(system: System, case_id: str, statuses: tuple[str, ...] = ("op
     return dict(await eventually(probe, what=f"task in {statuses}"))
 
 
-async def answered_by_api(system: System, created: dict[str, Any], summary: str) -> None:
-    task = await task_of(system, created["id"])
+async def claimed_and_found(system: System, case_id: str, finding: dict[str, Any]) -> dict[str, Any]:
+    """The matter's open task claimed by its team's inspector, who records ``finding``; the task."""
+    task = await task_of(system, case_id)
     inspector = f"inspector-{task['team_code']}"
     claimed = await system.call(
         "verification", "POST", f"/api/v1/tasks/{task['id']}/claim", as_user=inspector
     )
     assert claimed.status_code == 200, claimed.text
     found = await system.call(
-        "verification",
-        "POST",
-        f"/api/v1/tasks/{task['id']}/finding",
-        as_user=inspector,
-        json={"outcome": "partly_substantiated", "summary": summary},
+        "verification", "POST", f"/api/v1/tasks/{task['id']}/finding", as_user=inspector, json=finding
     )
     assert found.status_code == 200, found.text
+    return task
+
+
+async def answered_by_api(system: System, created: dict[str, Any], summary: str) -> None:
+    await claimed_and_found(system, created["id"], {"outcome": "partly_substantiated", "summary": summary})
 
     async def draft() -> dict[str, Any] | None:
         response = await system.call(
