@@ -301,7 +301,8 @@ def lock_key(name: str) -> int:
 
 
 _LOCK_ONE = text("SELECT pg_advisory_xact_lock(CAST(:key AS BIGINT))")
-_LOCK_EACH = text("SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS BIGINT[])) AS key")
+# Each key's lock, in the array's order (the callers sort the keys).
+LOCK_EACH = text("SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS BIGINT[])) AS key")
 
 
 async def serialise_on(session: AsyncSession, *names: str) -> None:
@@ -320,7 +321,7 @@ async def serialise_on(session: AsyncSession, *names: str) -> None:
     if len(names) == 1:
         await connection.execute(_LOCK_ONE, {"key": lock_key(names[0])})
     else:
-        await connection.execute(_LOCK_EACH, {"keys": sorted({lock_key(name) for name in names})})
+        await connection.execute(LOCK_EACH, {"keys": sorted({lock_key(name) for name in names})})
 
 
 async def insert_missing(session: AsyncSession, model: type[Any], rows: Sequence[Any]) -> None:

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import lock_key
-
-_LOCK_EACH = text("SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS BIGINT[])) AS key")
+from shared.db import LOCK_EACH, lock_key
 
 
 def _keys(case_ids: Iterable[str]) -> list[int]:
@@ -36,7 +34,7 @@ def lock_matters(connection: Connection, case_ids: Iterable[str]) -> None:
     a session's commit hook)."""
     keys = _keys(case_ids)
     if keys and connection.dialect.name == "postgresql":
-        connection.execute(_LOCK_EACH, {"keys": keys})
+        connection.execute(LOCK_EACH, {"keys": keys})
 
 
 def is_postgresql(session: AsyncSession) -> bool:
