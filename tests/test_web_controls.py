@@ -18,8 +18,8 @@ import pytest
 
 from tests import fixtures
 from tests import web_support as browsing
-from tests.support import NatsServer, System, eventually, running_system
-from tests.web_support import answered_by_api, claimed_and_found, record, task_of
+from tests.support import NatsServer, System, running_system
+from tests.web_support import answered_by_api, claimed_and_found, first_listed, record, task_of
 
 # The browser, the sessions and the skip without Chromium are tests/web_support.py's.
 pytestmark = browsing.needs_chromium
@@ -43,17 +43,9 @@ async def failed_delivery(system: System, **complainant: Any) -> dict[str, Any]:
     )
     await answered_by_api(system, created, "经查，民警言语不规范属实，已批评教育。")
 
-    async def failed() -> dict[str, Any] | None:
-        response = await system.call(
-            "feedback",
-            "GET",
-            "/api/v1/deliveries",
-            as_user="supervisor1",
-            params={"case_id": created["id"], "status": "failed"},
-        )
-        return response.json()[0] if response.json() else None
-
-    delivery = dict(await eventually(failed, what="failed delivery"))
+    delivery = await first_listed(
+        system, "/api/v1/deliveries", {"case_id": created["id"], "status": "failed"}, what="failed delivery"
+    )
     return {"created": created, "delivery": delivery}
 
 

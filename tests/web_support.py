@@ -175,20 +175,25 @@ async def claimed_and_found(system: System, case_id: str, finding: dict[str, Any
     return task
 
 
+async def first_listed(system: System, path: str, params: dict[str, Any], *, what: str) -> dict[str, Any]:
+    """The first row feedback lists at ``path`` with ``params`` for the supervisor, once there is one."""
+
+    async def probe() -> dict[str, Any] | None:
+        response = await system.call("feedback", "GET", path, as_user="supervisor1", params=params)
+        return response.json()[0] if response.json() else None
+
+    return dict(await eventually(probe, what=what))
+
+
 async def answered_by_api(system: System, created: dict[str, Any], summary: str) -> None:
     await claimed_and_found(system, created["id"], {"outcome": "partly_substantiated", "summary": summary})
 
-    async def draft() -> dict[str, Any] | None:
-        response = await system.call(
-            "feedback",
-            "GET",
-            "/api/v1/answers",
-            as_user="supervisor1",
-            params={"case_id": created["id"], "status": "pending_approval"},
-        )
-        return response.json()[0] if response.json() else None
-
-    answer = await eventually(draft, what="draft answer")
+    answer = await first_listed(
+        system,
+        "/api/v1/answers",
+        {"case_id": created["id"], "status": "pending_approval"},
+        what="draft answer",
+    )
     approved = await system.call(
         "feedback", "POST", f"/api/v1/answers/{answer['id']}/approve", as_user="supervisor1"
     )
