@@ -310,6 +310,31 @@ async def slice_counts(urls: dict[str, str]) -> dict[str, tuple[float, float]]:
     return {consumer: (slices, events) for consumer, (slices, events) in counts.items()}
 
 
+async def database_work(urls: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """Each service's statements and commits on its database so far, from its ``/metrics``."""
+    work: dict[str, list[float]] = {}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for service, url in urls.items():
+            for line in (await client.get(f"{url}/metrics")).text.splitlines():
+                for metric, index in (("sv_db_statements_total", 0), ("sv_db_commits_total", 1)):
+                    if line.startswith(metric + "{"):
+                        work.setdefault(service, [0.0, 0.0])[index] = float(line.rsplit(" ", 1)[1])
+    return {service: (statements, commits) for service, (statements, commits) in work.items()}
+
+
+def work_per_complaint(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], count: int
+) -> dict[str, dict[str, float]]:
+    """Statements and commits each service made per complaint between two readings."""
+    return {
+        service: {
+            "statements": round((statements - before.get(service, (0.0, 0.0))[0]) / count, 1),
+            "commits": round((commits - before.get(service, (0.0, 0.0))[1]) / count, 2),
+        }
+        for service, (statements, commits) in after.items()
+    }
+
+
 def events_per_slice(
     before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
 ) -> dict[str, float]:

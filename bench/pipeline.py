@@ -43,12 +43,14 @@ from bench.common import (  # noqa: E402 - after the sys.path line above
     RESULTS,
     cpu_per_complaint,
     cpu_snapshot,
+    database_work,
     events_per_slice,
     percentile,
     rss_kib,
     slice_counts,
     start_nats,
     wait_until_drained,
+    work_per_complaint,
 )
 
 
@@ -308,6 +310,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             rss_before = {name: rss_kib(pid) for name, pid in processes.items()}
             cpu_before = cpu_snapshot(processes, postgres=bool(args.postgres_url))
             slices_before = await slice_counts(services.urls)
+            work_before = await database_work(services.urls)
             ids, post_seconds = await post_complaints(client, args.count, rate=None, offset=0)
             burst_start = time.time() - post_seconds
             tasks = await wait_for_tasks(services, ids, timeout=args.timeout)
@@ -361,6 +364,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # The burst leaves work behind it (intake and feedback follow every assignment); the
             # latency phase starts from a quiet system, or it measures the burst's tail instead.
             await wait_until_drained(nats_url, timeout=args.timeout)
+            # Read once drained: the statements of every consumer's share of the burst, not a part.
+            throughput["database_work_per_complaint"] = work = work_per_complaint(
+                work_before, await database_work(services.urls), args.count
+            )
+            print(
+                "database statements (commits) per complaint: "
+                + ", ".join(f"{name} {w['statements']} ({w['commits']})" for name, w in work.items()),
+                flush=True,
+            )
             paced_count = int(args.rate * args.paced_seconds)
             paced_ids, _ = await post_complaints(paced_client, paced_count, rate=args.rate, offset=1_000_000)
             paced_tasks = await wait_for_tasks(services, paced_ids, timeout=args.timeout)

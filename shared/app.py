@@ -49,7 +49,13 @@ from shared.errors import (
     validation_error_response,
 )
 from shared.logging import configure_logging, get_logger
-from shared.metrics import RequestMetricsMiddleware, ServiceMetrics, bind_service, metrics_router
+from shared.metrics import (
+    RequestMetricsMiddleware,
+    ServiceMetrics,
+    bind_service,
+    count_database_work,
+    metrics_router,
+)
 from shared.natsauth import credentials_from
 from shared.outbox import OutboxRelay, oldest_unpublished_age
 from shared.settings import ServiceSettings
@@ -124,6 +130,7 @@ def create_service_app(
         engine = create_engine(
             settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
         )
+        count_database_work(engine, service=settings.service_name)
         runtime = Runtime(
             settings=settings,
             engine=engine,

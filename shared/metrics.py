@@ -46,7 +46,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func
+from sqlalchemy import event, func
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -115,6 +116,18 @@ DELIVERIES_SENT = Counter(
     ["service", "channel"],
     registry=EVENTS,
 )
+DB_STATEMENTS = Counter(
+    "sv_db_statements",
+    "Statements sent to the service's database (a statement for many rows counts once).",
+    ["service"],
+    registry=EVENTS,
+)
+DB_COMMITS = Counter(
+    "sv_db_commits",
+    "Transactions committed on the service's database.",
+    ["service"],
+    registry=EVENTS,
+)
 DELIVERIES_FAILED = Counter(
     "sv_deliveries_failed",
     "Delivery attempts that failed, by channel (none: no channel could be used) and permanence.",
@@ -145,6 +158,15 @@ def count_outbox(*, published: int, unacknowledged: int) -> None:
     service = current_service.get()
     OUTBOX_PUBLISHED.labels(service).inc(published)
     OUTBOX_UNACKNOWLEDGED.labels(service).inc(unacknowledged)
+
+
+def count_database_work(engine: AsyncEngine, *, service: str) -> None:
+    """Count the engine's statements and commits: divided by the events or requests handled, the
+    work each costs whatever the machine's speed (``bench/pipeline.py`` prints them per complaint)."""
+    statements, commits = DB_STATEMENTS.labels(service), DB_COMMITS.labels(service)
+    # The label is bound once here: ``labels()`` on every statement would cost more than the count.
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *_: statements.inc())
+    event.listen(engine.sync_engine, "commit", lambda *_: commits.inc())
 
 
 def count_ladder_step(*, step: str) -> None:

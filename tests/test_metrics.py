@@ -33,6 +33,8 @@ COMMON_NAMES = {
     "sv_worker_stuck",
     "sv_metrics_source_up",
     "sv_bus_up",
+    "sv_db_statements",
+    "sv_db_commits",
 }
 OWN_NAMES = {
     "verification": {"sv_ladder_steps_fired"},
@@ -67,7 +69,8 @@ def complaint_posts(text: str) -> dict[str, float]:
 
 async def test_every_service_exposes_its_metrics_after_a_complaint(system: System) -> None:
     # The system is shared with other modules (whose refused posts are counted too): compare.
-    posts_before = complaint_posts(await scrape(system, "intake"))
+    before = await scrape(system, "intake")
+    posts_before = complaint_posts(before)
     created = await create_complaint(system)
     await current_assignment(system, created["id"])
     await task_for(system, created["id"], "inspector-411681")
@@ -94,6 +97,10 @@ async def test_every_service_exposes_its_metrics_after_a_complaint(system: Syste
     assert posted == {"2xx"}, (posts_before, posts_after)
     # The relay published the complaint's event, counted as intake's (not another app's) work.
     published = samples(intake, "sv_outbox_published_rows_total")
+    # The complaint's statements and its commit are counted as intake's, on intake's database.
+    for name in ("sv_db_statements_total", "sv_db_commits_total"):
+        ((labels, value),) = samples(intake, name)
+        assert labels == {"service": "intake"} and value > samples(before, name)[0][1], name
     assert [labels["service"] for labels, _ in published] == ["intake"] and published[0][1] >= 1
     routing = await scrape(system, "routing")
     slices = {labels["consumer"] for labels, _ in samples(routing, "sv_consumer_slices_applied_total")}
