@@ -2,7 +2,9 @@
 
 Real nats-server (the session fixture) and real databases: a SQLite file and, when
 TEST_POSTGRES_URL is set, a fresh PostgreSQL database.  Each test gets its own
-"BUSTEST" stream (and "BUSTEST_DLQ"), deleted afterwards.
+"BUSTEST" stream (and "BUSTEST_DLQ"), deleted afterwards.  Many events at a time (two
+instances on one durable, the slices a fetch is applied in) are tests/test_bus_slices.py's,
+on these fixtures and helpers.
 """
 
 from __future__ import annotations
@@ -19,15 +21,12 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from sqlalchemy import delete, func, update
-from sqlalchemy.event import listen as event_listen
-from sqlalchemy.event import remove as event_remove
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.verification.models import MatterSnapshot
-from shared.audit import AuditEntry, audit, trail, verify_chain
+from shared.audit import AuditEntry, audit
 from shared.bus import DEAD_LETTER_STREAM_SUFFIX, EventConsumer, PermanentError, Subscription, ensure_streams
-from shared.db import utcnow
 from shared.events import DEAD_LETTER_PREFIX, CaseClosed, Event
 from shared.inbox import InboxRecord
 from shared.outbox import (
@@ -38,7 +37,6 @@ from shared.outbox import (
     OutboxRelay,
     record_event,
 )
-from shared.slice_rows import lookup
 from tests.audit_support import erase_audit_log
 from tests.conftest import BACKENDS
 from tests.databases import MigratedDatabase as Db
@@ -114,11 +112,6 @@ async def audit_count(db: Db, case_ids: list[str] | None = None) -> int:
         if case_ids is not None:
             query = query.where(col(AuditEntry.case_id).in_(case_ids))
         return int((await session.exec(query)).one())
-
-
-async def audit_case_ids(db: Db) -> list[str]:
-    async with db.sessions() as session:
-        return list(await session.exec(select(AuditEntry.case_id)))
 
 
 async def inbox_count(db: Db, consumer: str) -> int:
@@ -324,13 +317,13 @@ async def test_undecodable_events_are_dead_lettered_without_retry(js: JetStreamC
     good = closed_event()
     payload = good.model_dump_json().encode()
 
-    def headers(msg_id: str, event_type: str) -> dict[str, str]:
+    def headers_of(msg_id: str, event_type: str) -> dict[str, str]:
         return {HEADER_MSG_ID: msg_id, HEADER_EVENT_TYPE: event_type, HEADER_EVENT_VERSION: "1"}
 
-    await js.publish("sv.CaseClosed.v1", b"{not json", headers=headers("bad-json", "CaseClosed"))
+    await js.publish("sv.CaseClosed.v1", b"{not json", headers=headers_of("bad-json", "CaseClosed"))
     no_note = json.dumps({"case_id": "c-1"}).encode()
-    await js.publish("sv.CaseClosed.v1", no_note, headers=headers("invalid", "CaseClosed"))
-    await js.publish("sv.CaseClosed.v1", payload, headers=headers("unknown-type", "CaseVanished"))
+    await js.publish("sv.CaseClosed.v1", no_note, headers=headers_of("invalid", "CaseClosed"))
+    await js.publish("sv.CaseClosed.v1", payload, headers=headers_of("unknown-type", "CaseVanished"))
     # No type headers: type and version come from the subject, and v9 does not exist.
     await js.publish("sv.CaseClosed.v9", payload, headers={HEADER_MSG_ID: "unknown-version"})
 
@@ -386,161 +379,3 @@ async def test_always_failing_handler_is_parked_after_max_deliver(js: JetStreamC
     assert reason.startswith("gave up after 3 deliveries") and "RuntimeError" in reason
     assert await audit_count(db) == 0
     assert await inbox_count(db, durable) == 0
-
-
-# --------------------------------------------------------------------------- two instances
-
-
-async def test_two_instances_share_a_durable_and_apply_each_event_once(js: JetStreamContext, db: Db) -> None:
-    durable = durable_name()
-    first, second = Recorder(tag="-1"), Recorder(tag="-2")
-    events = [closed_event() for _ in range(200)]
-    async with (
-        consuming(js, db, subscription(durable, first), batch_size=10),
-        consuming(js, db, subscription(durable, second), batch_size=10),
-    ):
-        async with db.sessions() as session, session.begin():
-            for item in events:
-                record_event(session, item)
-        relay = OutboxRelay(engine=db.engine, session_factory=db.sessions, js=js, batch_size=500)
-        assert await relay.publish_pending() == 200
-
-        async def all_applied() -> bool:
-            return await audit_count(db) >= 200
-
-        await eventually(all_applied, timeout=30, what="200 effects")
-        info = await settled(js, durable, delivered=200)
-
-    case_ids = await audit_case_ids(db)
-    assert len(case_ids) == 200
-    assert Counter(case_ids) == Counter(e.case_id for e in events)
-    assert await inbox_count(db, durable) == 200
-    assert info.num_ack_pending == 0 and info.num_pending == 0
-    handled = first.calls + second.calls
-    assert set(handled) == {e.event_id for e in events}
-    # Both instances took part, and no event reached a handler twice.
-    assert first.calls and second.calls
-    assert max(handled.values()) == 1
-
-
-# --------------------------------------------------------------------------- slices
-
-
-async def test_one_bad_event_does_not_undo_the_rest_of_its_slice(js: JetStreamContext, db: Db) -> None:
-    durable = durable_name()
-    events = [closed_event() for _ in range(5)]
-    bad = events[2]
-
-    class FailsOnOne(Recorder):
-        async def __call__(self, *, session: AsyncSession, event: Event) -> None:
-            await super().__call__(session=session, event=event)
-            if event.event_id == bad.event_id:
-                raise PermanentError("this one contradicts what the service knows")
-
-    handler = FailsOnOne()
-    for item in events:
-        await publish(js, item)
-    # All five are in the stream before the consumer starts: one fetch, one slice.
-    async with consuming(js, db, subscription(durable, handler)):
-        (parked,) = await dead_letters(js, durable, expected=1)
-        await settled(js, durable, delivered=5)
-    assert json.loads(parked.data or b"")["event_id"] == bad.event_id
-    # The first pass ran up to the bad event; the second ran the others, not the bad one again.
-    assert handler.calls == Counter(
-        {
-            events[0].event_id: 2,
-            events[1].event_id: 2,
-            bad.event_id: 1,
-            events[3].event_id: 1,
-            events[4].event_id: 1,
-        }
-    )
-    good = [e.case_id for e in events if e is not bad]
-    assert sorted(await audit_case_ids(db)) == sorted(good)
-    assert await inbox_count(db, durable) == 4
-
-
-async def test_batched_writes_still_see_what_earlier_events_did_to_their_matter(
-    js: JetStreamContext, db: Db
-) -> None:
-    durable = durable_name()
-    case_id = f"case-{uuid4().hex[:12]}"
-    events = [
-        closed_event(case_id=case_id),
-        closed_event(),
-        closed_event(case_id=case_id),
-        closed_event(),
-        closed_event(case_id=case_id),
-    ]
-    seen: list[int] = []
-
-    async def count_then_write(*, session: AsyncSession, event: Event) -> None:
-        # Reads its own matter's rows (no autoflush here) and writes one more.
-        if event.case_id == case_id:
-            query = select(func.count()).select_from(AuditEntry).where(AuditEntry.case_id == case_id)
-            seen.append(int((await session.exec(query)).one()))
-        await audit(session, case_id=event.case_id, action="case_closed", actor="bustest")
-
-    batched = Subscription(
-        durable=durable, handlers={CaseClosed: count_then_write}, batched_writes=frozenset({CaseClosed})
-    )
-    for item in events:
-        await publish(js, item)
-    async with consuming(js, db, batched):
-        await settled(js, durable, delivered=5)
-    assert seen == [0, 1, 2]
-    assert await audit_count(db, [case_id]) == 3
-    async with db.sessions() as session:
-        assert verify_chain(await trail(session, case_id))
-
-
-def snapshot(case_id: str) -> MatterSnapshot:
-    return MatterSnapshot(
-        case_id=case_id,
-        case_kind="complaint",
-        tracking_code="C-test",
-        received_at=utcnow(),
-        title="测试",
-        text="民警态度粗暴。",
-    )
-
-
-async def test_prefetched_lookups_cost_one_query_for_the_slice(js: JetStreamContext, db: Db) -> None:
-    durable = durable_name()
-    known = closed_event()
-    async with db.sessions() as session, session.begin():
-        session.add(snapshot(known.case_id))
-    events = [known, *(closed_event() for _ in range(5))]
-    found: dict[str, bool] = {}
-
-    async def note_snapshot(*, session: AsyncSession, event: Event) -> None:
-        existing = await lookup(session, MatterSnapshot, event.case_id)
-        found[event.case_id] = existing is not None
-        if existing is None:
-            session.add(snapshot(event.case_id))
-
-    queries: list[str] = []
-
-    def count_snapshot_queries(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "verification_matter" in statement:
-            queries.append(statement)
-
-    for item in events:
-        await publish(js, item)
-    event_listen(db.engine.sync_engine, "before_cursor_execute", count_snapshot_queries)
-    try:
-        looked_up = Subscription(
-            durable=durable,
-            handlers={CaseClosed: note_snapshot},
-            batched_writes=frozenset({CaseClosed}),
-            prefetch_by_case=(MatterSnapshot,),
-        )
-        async with consuming(js, db, looked_up):
-            await settled(js, durable, delivered=6)
-    finally:
-        event_remove(db.engine.sync_engine, "before_cursor_execute", count_snapshot_queries)
-    assert found == {e.case_id: e is known for e in events}
-    assert len(queries) == 1, queries
-    async with db.sessions() as session:
-        stored = list(await session.exec(select(MatterSnapshot.case_id)))
-    assert sorted(stored) == sorted(e.case_id for e in events)

@@ -38,6 +38,13 @@ async def task_for(system: System, case_id: str, inspector: str) -> dict[str, An
     return dict(await eventually(probe, what="task"))
 
 
+async def task_history(system: System, task_id: str) -> list[tuple[str, str, str]]:
+    """A task's history as a supervisor sees it: what to print when a test finds it moved on."""
+    response = await system.call("verification", "GET", f"/api/v1/tasks/{task_id}", as_user="supervisor1")
+    assert response.status_code == 200, response.text
+    return [(h["action"], h["actor"], h.get("note") or "") for h in response.json()["history"]]
+
+
 async def public_status(system: System, created: dict[str, Any]) -> dict[str, Any]:
     response = await system.call(
         "feedback",
