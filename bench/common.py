@@ -144,6 +144,23 @@ class Services:
             else:
                 self.db_urls[name] = f"sqlite:///{self.workdir / f'{name}.db'}"
 
+    async def postgres_deadlocks(self) -> int | None:
+        """Deadlocks PostgreSQL detected in the services' databases so far (None on SQLite): each
+        one rolled a transaction back after the server's deadlock timeout, a second of the tail."""
+        if not (self.postgres_url and self.pg_databases):
+            return None
+        import asyncpg
+
+        conn = await asyncpg.connect(self.postgres_url)
+        try:
+            found = await conn.fetchval(
+                "SELECT coalesce(sum(deadlocks), 0) FROM pg_stat_database WHERE datname = any($1::text[])",
+                self.pg_databases,
+            )
+        finally:
+            await conn.close()
+        return int(found)
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(

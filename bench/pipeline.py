@@ -398,6 +398,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 + "; ".join(f"{name} {f['p50_ms']} / {f['p99_ms']}" for name, f in latency["stages"].items()),
                 flush=True,
             )
+            latency["postgres_deadlocks"] = deadlocks = await services.postgres_deadlocks()
+            if deadlocks is not None:
+                print(f"PostgreSQL deadlocks in the run: {deadlocks}", flush=True)
         finally:
             await client.close()
             await paced_client.close()
