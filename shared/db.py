@@ -16,7 +16,8 @@ import hashlib
 import os
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, Self, TypeVar, cast
 
@@ -55,13 +56,26 @@ def _row_plan(model: type[Any]) -> tuple[frozenset[str], tuple[tuple[str, Any, A
         # attributes cannot even be read.
         configure_mappers()
         defaults = tuple(
-            (name, field.default, field.default_factory)
+            (name, field.default, _copier(field.default, field.default_factory))
             for name, field in model.model_fields.items()
             if not field.is_required()
         )
         plan = (frozenset(model.model_fields) | frozenset(model.__sqlmodel_relationships__), defaults)
         _ROW_PLANS[model] = plan
     return plan
+
+
+# Defaults a row may share with every other row: copying them cost a few percent of a consumer
+# that writes many rows with many defaulted columns (py-spy).
+_SHARED_DEFAULTS = (type(None), bool, int, float, str, bytes, Enum, datetime, date, tuple, frozenset)
+
+
+def _copier(default: Any, factory: Callable[[], Any] | None) -> Callable[[], Any] | None:
+    """What makes a new row's value of a defaulted field: the field's factory, or for a mutable
+    default a copy of it, as SQLModel's constructor would; None where the default itself will do."""
+    if factory is not None or isinstance(default, _SHARED_DEFAULTS):
+        return factory
+    return functools.partial(copy.copy, default)
 
 
 def built_once(build: Callable[_Args, _Statement]) -> Callable[_Args, _Statement]:
@@ -99,7 +113,7 @@ def new_row(model: type[_Row], **values: Any) -> _Row:
     attributes = row.__dict__
     for name, default, factory in defaults:
         if name not in values:
-            attributes[name] = factory() if factory is not None else copy.copy(default)
+            attributes[name] = factory() if factory is not None else default
     attributes.update(values)
     object.__setattr__(row, "__pydantic_fields_set__", set(values))
     return cast(_Row, row)

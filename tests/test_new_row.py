@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.dialects.sqlite import DATETIME
@@ -13,7 +15,19 @@ from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlmodel import SQLModel, select
 
 from services.verification.models import MatterSnapshot, Task, TaskClock
-from shared.db import UTCDateTime, create_engine, create_session_factory, new_row, table_of, utcnow
+from shared.db import UTCDateTime, _copier, create_engine, create_session_factory, new_row, table_of, utcnow
+
+# Every table model is checked, so that a field added later with a default the shortcut does not
+# handle fails here rather than in a consumer.
+MODEL_MODULES = (
+    "services.intake.models",
+    "services.routing.models",
+    "services.verification.models",
+    "services.feedback.models",
+    "shared.audit",
+    "shared.outbox",
+    "shared.inbox",
+)
 
 
 def fields_of(row: SQLModel) -> dict[str, object]:
@@ -132,3 +146,40 @@ def test_sqlite_stores_times_as_sqlalchemy_always_has() -> None:
     assert ours(None) is None
     with pytest.raises(ValueError):
         ours(datetime(2026, 1, 1))
+
+
+def table_models() -> list[type[Any]]:
+    for module in MODEL_MODULES:
+        importlib.import_module(module)
+    return sorted(
+        (
+            mapper.class_
+            for mapper in SQLModel._sa_registry.mappers
+            if mapper.class_.__module__ in MODEL_MODULES
+        ),
+        key=lambda model: (model.__module__, model.__name__),
+    )
+
+
+@pytest.mark.parametrize("model", table_models(), ids=lambda model: model.__name__)
+def test_a_new_row_holds_the_defaults_the_constructor_gives(model: type[Any]) -> None:
+    built, first, second = model(), new_row(model), new_row(model)
+    for name, field in model.model_fields.items():
+        if field.is_required():
+            continue
+        if field.default_factory is None:
+            assert getattr(first, name) == getattr(built, name), name
+            continue
+        assert type(getattr(first, name)) is type(getattr(built, name)), name
+        if isinstance(getattr(first, name), list | dict | set):
+            assert getattr(first, name) is not getattr(second, name), name
+
+
+def test_only_a_mutable_default_is_copied_for_each_row() -> None:
+    shared_default = ["411681"]
+    make = _copier(shared_default, None)
+    assert make is not None
+    copied = make()
+    assert copied == shared_default and copied is not shared_default
+    assert _copier("open", None) is None and _copier(None, None) is None and _copier(0, None) is None
+    assert _copier(None, list) is list
