@@ -265,6 +265,9 @@ async def test_the_report_never_holds_a_formula(system: System) -> None:
         assert cell.data_type != "f", (cell.coordinate, cell.value)
         if str(cell.value).startswith(("=", "+", "-", "@")):
             assert cell.data_type == "s" and cell.quotePrefix, (cell.coordinate, cell.value)
+    # Each ticket number fits its column, which a reader's program would otherwise cut off.
+    tickets = [str(row[2]) for row in sheet.iter_rows(min_row=2, values_only=True)]
+    assert sheet.column_dimensions["C"].width >= max(len(t) for t in tickets)
 
 
 async def test_the_import_page_is_the_operators(system: System) -> None:

@@ -457,3 +457,9 @@ async def test_the_export_holds_each_row_of_the_ledger(system: System) -> None:
     assert (title.data_type, title.quotePrefix) == ("s", True)
     assert not any(c.quotePrefix for c in by_code[overdue["tracking_code"]])
     assert by_code[overdue["tracking_code"]][11].fill.fgColor.rgb.endswith("F1E8FA")
+    # Printed as wide as a landscape page, heads on each; the complaint's clocks take two lines, and
+    # its row says so (no reader makes a row taller for wrapped text by itself).
+    assert sheet.sheet_properties.pageSetUpPr.fitToPage and sheet.print_title_rows == "$3:$3"
+    overdue_cells = by_code[overdue["tracking_code"]]
+    lines = overdue_cells[10].value.count("\n") + 1
+    assert lines >= 2 and sheet.row_dimensions[overdue_cells[0].row].height == 15 * lines

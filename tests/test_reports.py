@@ -129,7 +129,7 @@ async def test_a_city_month_report_states_the_figures_of_the_data(
     assert report["period_label"] == f"{data_set['year']}年{data_set['month']}月"
 
     book = load_workbook(io.BytesIO(await download(system, report["id"], "xlsx")))
-    assert book.sheetnames == ["总体情况", "分组指标", "超期督办", "满意度"]
+    assert book.sheetnames == ["总体情况", "分组指标", "超期督办", "督办件和领导包案", "满意度"]
     groups = sheet_rows(book, "分组指标")
     assert groups["项城市"][:2] == [3, 2] and groups["沈丘县"][:2] == [1, 1] and groups["全市"][:2] == [4, 3]
     overall = sheet_rows(book, "总体情况")
@@ -146,6 +146,8 @@ async def test_a_city_month_report_states_the_figures_of_the_data(
     assert cell.data_type == "n" and cell.number_format == "0.0%"
     supervision = sheet_rows(book, "超期督办")
     assert supervision["项城市"][-2:] == [1, 0]  # x3 marked 督办件
+    [(marked_county, mark)] = [(row[1], row[2]) for row in sheet_rows(book, "督办件和领导包案").values()]
+    assert (marked_county, mark) == ("项城市", "督办件")
     satisfaction = sheet_rows(book, "满意度")
     assert satisfaction["项城市"][:2] == [1, 1] and satisfaction["项城市"][-1] == 1.0
 

@@ -17,10 +17,9 @@ from typing import Any
 
 from openpyxl import Workbook, load_workbook
 from openpyxl.styles import Font, PatternFill
-from openpyxl.utils import get_column_letter
 
 from shared.errors import FieldProblems
-from shared.xlsx import safe_cell
+from shared.xlsx import fit_to_text, print_to_page_width, safe_cell
 
 # The columns of the template, in its order: (key, header).
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -196,10 +195,6 @@ def _header(rows: Iterable[Sequence[Any]]) -> tuple[dict[int, str], int]:
     raise _refuse("文件中没有数据行：请在表头下方逐行填写", "the sheet is empty")
 
 
-def _safe_cell(sheet: Any, row: int, column: int, value: Any) -> None:
-    safe_cell(sheet, row, column, value)
-
-
 def _workbook(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
     workbook = Workbook()
     sheet = workbook.active
@@ -208,14 +203,14 @@ def _workbook(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]])
     bold = Font(bold=True)
     fill = PatternFill("solid", fgColor="DDEBF7")
     for column, header in enumerate(headers, start=1):
-        _safe_cell(sheet, 1, column, header)
-        sheet.cell(row=1, column=column).font = bold
-        sheet.cell(row=1, column=column).fill = fill
-        sheet.column_dimensions[get_column_letter(column)].width = max(12, len(header) * 2 + 4)
+        cell = safe_cell(sheet, 1, column, header)
+        cell.font, cell.fill = bold, fill
     for number, values in enumerate(rows, start=2):
         for column, value in enumerate(values, start=1):
-            _safe_cell(sheet, number, column, value)
+            safe_cell(sheet, number, column, value)
+    fit_to_text(sheet)
     sheet.freeze_panes = "A2"
+    print_to_page_width(sheet, title_rows="1:1")
     out = io.BytesIO()
     workbook.save(out)
     return out.getvalue()

@@ -48,7 +48,7 @@ from services.verification.stats import group_name
 from shared.pagination import count_rows
 from shared.reference import Organisation
 from shared.states import CaseKind
-from shared.xlsx import UNSAFE_START
+from shared.xlsx import UNSAFE_START, print_to_page_width, row_height
 
 # Rows fetched from the database and written per round: bounded memory, few round trips.
 BATCH_ROWS = 500
@@ -266,9 +266,7 @@ def _heading(sheet: Any, *, ctx: VerificationContext, filters: dict[str, str], t
     for index, (_, column_width) in enumerate(LEDGER_COLUMNS, start=1):
         sheet.column_dimensions[get_column_letter(index)].width = column_width
     sheet.freeze_panes = "C4"
-    sheet.print_title_rows = "3:3"
-    sheet.page_setup.orientation = "landscape"
-    sheet.page_setup.fitToWidth = 1
+    print_to_page_width(sheet, title_rows="3:3")
     now = ctx.clock.now().astimezone(ctx.calendar.tz)
     title = WriteOnlyCell(sheet, value=f"{ctx.organisation.city_bureau}长期未办结投诉及建议提案督办台账")
     title.font = Font(size=16, bold=True)
@@ -309,6 +307,7 @@ class _SheetBody:
         handle, self._path = tempfile.mkstemp(prefix="ledger-rows-", suffix=".xml", dir=directory)
         self._file: IO[str] = os.fdopen(handle, "w", encoding="utf-8")
         self._letters = [get_column_letter(c) for c in range(1, len(LEDGER_COLUMNS) + 1)]
+        self._widths = [width for _, width in LEDGER_COLUMNS]
         self._plain = _style_id(sheet)
         self._by_step = {step: _style_id(sheet, fill) for step, fill in _STEP_FILLS.items()}
         # Each of them with quotePrefix, for the text that starts with = + - @.
@@ -319,7 +318,8 @@ class _SheetBody:
     def add(self, values: Sequence[int | str], *, worst_step: str | None) -> None:
         self.rows += 1
         number = _FIRST_ROW - 1 + self.rows
-        parts = [f'<row r="{number}">']
+        height = row_height(values, self._widths)
+        parts = [f'<row r="{number}" ht="{height:g}" customHeight="1">' if height else f'<row r="{number}">']
         for column, (letter, value) in enumerate(zip(self._letters, values, strict=True), start=1):
             style = self._plain
             if column == _WORST_STEP_COLUMN and worst_step in self._by_step:

@@ -1,5 +1,5 @@
-"""The 督察工作通报's tables as an .xlsx: one sheet per section (总体情况, 分组指标, 超期督办, 满意度),
-counts as numbers, rates as numbers formatted as percentages, and no cell ever a formula."""
+"""The 督察工作通报's tables as an .xlsx: one sheet per section (总体情况, 分组指标, 超期督办 with
+督办件和领导包案, 满意度), counts as numbers, rates as numbers formatted as percentages, and no cell ever a formula."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ from collections.abc import Sequence
 
 from openpyxl import Workbook
 from openpyxl.styles import Font, PatternFill
-from openpyxl.utils import get_column_letter
-from openpyxl.worksheet.worksheet import Worksheet
 
 from services.verification.measures import GroupMeasures
 from services.verification.reports import ReportContent
 from services.verification.reports_docx import RATING_COUNTS
-from shared.xlsx import safe_cell
+from shared.xlsx import fit_to_text, print_to_page_width, safe_cell
 
 PERCENT = "0.0%"
 _HEAD = Font(bold=True, color="FFFFFF")
@@ -31,20 +29,21 @@ def _rate(value: float | None) -> _Rate | None:
 
 def _sheet(
     workbook: Workbook, title: str, caption: str, headers: Sequence[str], rows: Sequence[Sequence[object]]
-) -> Worksheet:
+) -> None:
     sheet = workbook.create_sheet(title)
     safe_cell(sheet, 1, 1, caption).font = Font(bold=True, size=13)
     for column, header in enumerate(headers, start=1):
         cell = safe_cell(sheet, 2, column, header)
         cell.font, cell.fill = _HEAD, _HEAD_FILL
-        sheet.column_dimensions[get_column_letter(column)].width = max(10, len(header) * 2 + 2)
     for number, values in enumerate(rows, start=3):
         for column, value in enumerate(values, start=1):
             cell = safe_cell(sheet, number, column, float(value) if isinstance(value, _Rate) else value)
             if isinstance(value, _Rate):
                 cell.number_format = PERCENT
+    # Fitted below the caption, which runs over the empty cells beside it.
+    fit_to_text(sheet, from_row=2)
     sheet.freeze_panes = "B3"
-    return sheet
+    print_to_page_width(sheet, title_rows="2:2")
 
 
 def workbook(content: ReportContent) -> bytes:
@@ -69,9 +68,7 @@ def workbook(content: ReportContent) -> bytes:
         ]
         for d in definitions
     ]
-    _sheet(
-        book, "总体情况", heading, ["指标", "件数/分子", "分母", "比率", "定义"], overall
-    ).column_dimensions["E"].width = 80
+    _sheet(book, "总体情况", heading, ["指标", "件数/分子", "分母", "比率", "定义"], overall)
     groups: list[GroupMeasures] = [*content.measures.groups, content.total]
     _sheet(
         book,
@@ -118,30 +115,21 @@ def _supervision_sheet(book: Workbook, content: ReportContent, heading: str) -> 
         ]
         for g in [*content.supervision, content.supervision_total]
     ]
-    sheet = _sheet(
+    _sheet(
         book,
         "超期督办",
         heading,
         ["单位", *content.step_labels.values(), "超期合计", f"受理超{days}日未结", "督办件", "领导包案"],
         rows,
     )
-    if not content.marked:
-        return
-    first = len(rows) + 5
-    safe_cell(sheet, first - 1, 1, "督办件和领导包案事项").font = Font(bold=True)
-    for column, header in enumerate(
-        ("查询码", "事项", "县（市、区）", "标记", "包案领导", "标记日期"), start=1
-    ):
-        cell = safe_cell(sheet, first, column, header)
-        cell.font, cell.fill = _HEAD, _HEAD_FILL
-    for number, marked in enumerate(content.marked, start=first + 1):
-        values = (
-            marked.tracking_code,
-            marked.title,
-            marked.group,
-            marked.mark,
-            marked.leader,
-            marked.marked_on.isoformat(),
-        )
-        for column, value in enumerate(values, start=1):
-            safe_cell(sheet, number, column, value)
+    # The marked matters on a sheet of their own: their long titles would widen the columns above.
+    _sheet(
+        book,
+        "督办件和领导包案",
+        heading,
+        ["查询码", "事项", "县（市、区）", "标记", "包案领导", "标记日期"],
+        [
+            [m.tracking_code, m.title, m.group, m.mark, m.leader, m.marked_on.isoformat()]
+            for m in content.marked
+        ],
+    )
