@@ -161,6 +161,25 @@ class Services:
             await conn.close()
         return int(found)
 
+    async def row_writes(self) -> dict[str, int] | None:
+        """Rows inserted, updated and deleted so far in each table of the services' databases
+        (``service.table``), from PostgreSQL's statistics; None on SQLite."""
+        if not (self.postgres_url and self.pg_databases):
+            return None
+        import asyncpg
+
+        writes: dict[str, int] = {}
+        for service, url in self.db_urls.items():
+            conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+            try:
+                for row in await conn.fetch(
+                    "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del AS written FROM pg_stat_user_tables"
+                ):
+                    writes[f"{service}.{row['relname']}"] = int(row["written"])
+            finally:
+                await conn.close()
+        return writes
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(

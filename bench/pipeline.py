@@ -311,6 +311,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             cpu_before = cpu_snapshot(processes, postgres=bool(args.postgres_url))
             slices_before = await slice_counts(services.urls)
             work_before = await database_work(services.urls)
+            rows_before = await services.row_writes()
             ids, post_seconds = await post_complaints(client, args.count, rate=None, offset=0)
             burst_start = time.time() - post_seconds
             tasks = await wait_for_tasks(services, ids, timeout=args.timeout)
@@ -373,6 +374,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 + ", ".join(f"{name} {w['statements']} ({w['commits']})" for name, w in work.items()),
                 flush=True,
             )
+            rows_after = await services.row_writes()
+            if rows_before is not None and rows_after is not None:
+                written = {
+                    table: round((count - rows_before.get(table, 0)) / args.count, 2)
+                    for table, count in rows_after.items()
+                }
+                busiest = dict(sorted(written.items(), key=lambda item: -item[1])[:12])
+                throughput["rows_written_per_complaint"] = written
+                print(
+                    f"rows written per complaint: {round(sum(written.values()), 1)} in all; "
+                    + ", ".join(f"{table} {n}" for table, n in busiest.items()),
+                    flush=True,
+                )
             paced_count = int(args.rate * args.paced_seconds)
             paced_ids, _ = await post_complaints(paced_client, paced_count, rate=args.rate, offset=1_000_000)
             paced_tasks = await wait_for_tasks(services, paced_ids, timeout=args.timeout)
