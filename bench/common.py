@@ -330,32 +330,33 @@ async def wait_for_audit_checkpoints(nats_url: str, db_urls: dict[str, str], *, 
         await nc.drain()
 
 
-async def slice_counts(urls: dict[str, str]) -> dict[str, tuple[float, float]]:
-    """Each consumer's slices applied and events in them so far, from its service's ``/metrics``."""
-    counts: dict[str, list[float]] = {}
-    async with httpx.AsyncClient(timeout=10) as client:
-        for url in urls.values():
-            for line in (await client.get(f"{url}/metrics")).text.splitlines():
-                for metric, index in (
-                    ("sv_consumer_slices_applied_total", 0),
-                    ("sv_consumer_slice_events_total", 1),
-                ):
-                    if line.startswith(metric + "{"):
-                        consumer = line.split('consumer="', 1)[1].split('"', 1)[0]
-                        counts.setdefault(consumer, [0.0, 0.0])[index] = float(line.rsplit(" ", 1)[1])
-    return {consumer: (slices, events) for consumer, (slices, events) in counts.items()}
-
-
-async def database_work(urls: dict[str, str]) -> dict[str, tuple[float, float]]:
-    """Each service's statements and commits on its database so far, from its ``/metrics``."""
-    work: dict[str, list[float]] = {}
+async def counter_pairs(
+    urls: dict[str, str], first: str, second: str, *, by: str | None = None
+) -> dict[str, tuple[float, float]]:
+    """Two counters read from each service's ``/metrics``, paired by the value of the label
+    ``by`` (a consumer), or by service when ``by`` is None."""
+    pairs: dict[str, list[float]] = {}
     async with httpx.AsyncClient(timeout=10) as client:
         for service, url in urls.items():
             for line in (await client.get(f"{url}/metrics")).text.splitlines():
-                for metric, index in (("sv_db_statements_total", 0), ("sv_db_commits_total", 1)):
-                    if line.startswith(metric + "{"):
-                        work.setdefault(service, [0.0, 0.0])[index] = float(line.rsplit(" ", 1)[1])
-    return {service: (statements, commits) for service, (statements, commits) in work.items()}
+                metric, brace, rest = line.partition("{")
+                if not brace or metric not in (first, second):
+                    continue
+                key = service if by is None else rest.split(f'{by}="', 1)[1].split('"', 1)[0]
+                pairs.setdefault(key, [0.0, 0.0])[metric == second] = float(rest.rsplit(" ", 1)[1])
+    return {key: (a, b) for key, (a, b) in pairs.items()}
+
+
+async def slice_counts(urls: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """Each consumer's slices applied and events in them so far."""
+    return await counter_pairs(
+        urls, "sv_consumer_slices_applied_total", "sv_consumer_slice_events_total", by="consumer"
+    )
+
+
+async def database_work(urls: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """Each service's statements and commits on its database so far."""
+    return await counter_pairs(urls, "sv_db_statements_total", "sv_db_commits_total")
 
 
 def work_per_complaint(
