@@ -159,10 +159,17 @@ class UTCDateTime(TypeDecorator[datetime]):
             return super().bind_processor(dialect)
 
         # SQLite stores text: the same text SQLAlchemy's DATETIME writes, made in one step; its
-        # %-formatting after our conversion cost a few percent of a consumer's CPU (py-spy).
+        # %-formatting after our conversion cost a few percent of a consumer's CPU (py-spy).  A
+        # value already in UTC (nearly all: ``utcnow``, and what the database gave back) skips the
+        # conversion, and its text is cut before the offset instead of copying the value naive.
         def to_text(value: datetime | None) -> str | None:
-            naive_utc = self.process_bind_param(value, dialect)
-            return None if naive_utc is None else naive_utc.isoformat(" ", "microseconds")
+            if value is None:
+                return None
+            if value.tzinfo is not UTC:
+                naive_utc = self.process_bind_param(value, dialect)
+                assert naive_utc is not None
+                return naive_utc.isoformat(" ", "microseconds")
+            return value.isoformat(" ", "microseconds")[:26]
 
         return to_text
 

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from sqlalchemy import func
 from sqlalchemy.event import listen as event_listen
 from sqlalchemy.event import remove as event_remove
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.verification.models import MatterSnapshot
@@ -24,7 +24,7 @@ from shared.audit import AuditEntry, audit, trail, verify_chain
 from shared.bus import PermanentError, Subscription
 from shared.db import utcnow
 from shared.events import CaseClosed, Event
-from shared.outbox import OutboxRelay, record_event
+from shared.outbox import OutboxMessage, OutboxRelay, record_event
 from shared.slice_rows import lookup
 from tests.databases import MigratedDatabase as Db
 from tests.support import eventually
@@ -159,6 +159,40 @@ async def test_batched_writes_still_see_what_earlier_events_did_to_their_matter(
     assert await audit_count(db, [case_id]) == 3
     async with db.sessions() as session:
         assert verify_chain(await trail(session, case_id))
+
+
+async def test_events_a_slice_records_wait_for_its_flush_and_keep_their_order(
+    js: JetStreamContext, db: Db
+) -> None:
+    """A batched handler's outgoing events are inserted with the slice's other kept rows, one
+    statement for the slice, in the order the handlers recorded them (the relay's order)."""
+    durable = durable_name()
+    events = [closed_event() for _ in range(6)]
+    outgoing: list[CaseClosed] = []
+    unflushed: list[bool] = []
+
+    async def answer(*, session: AsyncSession, event: Event) -> None:
+        reply = closed_event(case_id=event.case_id, note="已回复")
+        record_event(session, reply)
+        outgoing.append(reply)
+        unflushed.append(not any(isinstance(row, OutboxMessage) for row in session.sync_session.new))
+
+    batched = Subscription(
+        durable=durable, handlers={CaseClosed: answer}, batched_writes=frozenset({CaseClosed})
+    )
+    for item in events:
+        await publish(js, item)
+    async with consuming(js, db, batched):
+        await settled(js, durable, delivered=6)
+    assert unflushed == [True] * 6
+    async with db.sessions() as session:
+        rows = list(await session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id))))
+    assert [row.event_id for row in rows] == [reply.event_id for reply in outgoing]
+    assert [row.case_id for row in rows] == [item.case_id for item in events]
+    assert all(
+        row.published_at is None and row.subject == reply.subject()
+        for row, reply in zip(rows, outgoing, strict=True)
+    )
 
 
 def snapshot(case_id: str) -> MatterSnapshot:

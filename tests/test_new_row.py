@@ -141,6 +141,8 @@ def test_sqlite_stores_times_as_sqlalchemy_always_has() -> None:
         datetime(2026, 11, 28, 6, 20, 13, 166325, tzinfo=UTC),
         datetime(2027, 2, 1, 7, 59, 59, 1, tzinfo=shanghai),
         datetime(999, 12, 31, 23, 0, tzinfo=UTC),
+        # UTC under another object (pydantic's, a parsed "Z"): the conversion path, same text.
+        datetime(2026, 6, 30, 23, 59, 59, 999999, tzinfo=timezone(timedelta(0), "Z")),
     ):
         assert ours(moment) == theirs(moment.astimezone(UTC).replace(tzinfo=None))
     assert ours(None) is None

@@ -181,3 +181,21 @@ def test_every_deadline_is_17_30_shanghai(calendar: WorkCalendar) -> None:
         ):
             assert_end_of_shanghai_day(result)
             assert result > start or result.date() == calendar.local_date(start)
+
+
+def test_a_deadline_asked_again_is_the_same_and_each_calendar_keeps_its_own_days(tmp_path: Path) -> None:
+    """Deadlines are remembered per day of receipt and length; the answer depends on the day only,
+    and a calendar with an override holiday does not share another calendar's answers."""
+    plain = WorkCalendar.load()
+    override = tmp_path / "calendar.json"
+    override.write_text(json.dumps({"holidays": ["2026-03-03"]}), encoding="utf-8")
+    with_holiday = WorkCalendar.load(override)
+    monday_morning, monday_evening = at(2026, 3, 2, 9), at(2026, 3, 2, 22, 30)
+    first = plain.add_working_days(monday_morning, 3)
+    assert first == due(date(2026, 3, 5))
+    assert plain.add_working_days(monday_evening, 3) == first
+    assert plain.add_working_days(monday_morning.astimezone(UTC), 3) == first
+    assert with_holiday.add_working_days(monday_morning, 3) == due(date(2026, 3, 6))
+    assert plain.add_working_days(monday_morning, 3) == first
+    # Late in the evening in UTC is the next morning in Shanghai: another day of receipt.
+    assert plain.add_working_days(datetime(2026, 3, 2, 17, tzinfo=UTC), 3) == due(date(2026, 3, 6))
