@@ -43,6 +43,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.db import UTCDateTime, batch_insert_sentinel, built_once, new_row, table_of, utcnow
 from shared.events import Event
 from shared.outbox import record_event
+from shared.slice_rows import add_later, before_later_insert
 
 GENESIS = "0" * 64
 
@@ -125,8 +126,10 @@ async def audit(
         detail=json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, default=str),
         at=(at or utcnow()).replace(microsecond=0),
     )
-    session.add(entry)
-    _chain_of(session.sync_session).waiting.append(entry)
+    # In a consumer's slice the entry waits for the slice's insert of its kept rows, which numbers
+    # it (``_number_kept_entries``); elsewhere the flush that writes it does.
+    if not add_later(session, entry):
+        _chain_of(session.sync_session).waiting.append(entry)
     return entry
 
 
@@ -182,6 +185,16 @@ def _number_new_entries(session: Session, _context: Any, _instances: Any) -> Non
     chain.waiting.clear()
     if not entries:
         return
+    _number(session, chain, entries)
+
+
+@before_later_insert(AuditEntry)
+def _number_kept_entries(session: Session, entries: list[AuditEntry]) -> None:
+    """A slice's entries (``shared.slice_rows.add_later``), numbered after those its flush wrote."""
+    _number(session, _chain_of(session), entries)
+
+
+def _number(session: Session, chain: _SessionChain, entries: list[AuditEntry]) -> None:
     if chain.head is None:
         # Core on the session's connection: nothing of the chain is pending in the session
         # when the head is unknown (it is forgotten only at the end of a transaction or of a

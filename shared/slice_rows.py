@@ -8,7 +8,7 @@ statement per table (``add_later``, ``insert_later_rows``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import bindparam, event, insert, inspect
@@ -111,7 +111,7 @@ def pending_rows(session: AsyncSession, model: type[_Row]) -> list[_Row]:
     return [row for row in session.sync_session.new if isinstance(row, model)]
 
 
-def add_later(session: AsyncSession, row: SQLModel) -> None:
+def add_later(session: AsyncSession, row: SQLModel) -> bool:
     """``session.add`` for a new row (``new_row``) that nothing reads back as an object.
 
     In a consumer's slice, from a batched handler (autoflush off), the row waits with the
@@ -121,13 +121,30 @@ def add_later(session: AsyncSession, row: SQLModel) -> None:
     append-only tables (a history line, a timeline entry, a clock): the row never enters the
     session, so it has no generated id and is not found by ``lookup``; a query sees it once
     the slice flushed, like any pending row (``shared.batchguard`` checks the same rules).
+    Returns whether the row was kept for later (else it was added to the session).
     """
     sync_session = session.sync_session
     later: dict[type[Any], list[Any]] | None = sync_session.info.get(LATER_ROWS)
     if later is None or sync_session.autoflush:
         session.add(row)
-        return
+        return False
     later.setdefault(type(row), []).append(row)
+    return True
+
+
+# What a table's kept rows need just before their insert, registered by the module that owns the
+# table (the audit chain numbers its entries then): model -> hook(sync session, rows, in order).
+_BEFORE_INSERT: dict[type[Any], Callable[[Session, list[Any]], None]] = {}
+
+
+def before_later_insert(model: type[Any]) -> Callable[[Callable[[Session, list[Any]], None]], Any]:
+    """Register ``hook(session, rows)`` to run on ``model``'s kept rows just before their insert."""
+
+    def register(hook: Callable[[Session, list[Any]], None]) -> Callable[[Session, list[Any]], None]:
+        _BEFORE_INSERT[model] = hook
+        return hook
+
+    return register
 
 
 def collect_later_rows(session: AsyncSession) -> None:
@@ -144,6 +161,11 @@ async def insert_later_rows(session: AsyncSession) -> None:
     await session.flush()
     later: dict[type[Any], list[Any]] = session.sync_session.info.get(LATER_ROWS) or {}
     for model, rows in later.items():
+        if not rows:
+            continue
+        hook = _BEFORE_INSERT.get(model)
+        if hook is not None:
+            await session.run_sync(hook, rows)
         table = table_of(model)
         keys = {column.name for column in table.primary_key.columns}
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}

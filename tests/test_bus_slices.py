@@ -23,7 +23,7 @@ from services.verification.models import MatterSnapshot
 from shared.audit import AuditEntry, audit, trail, verify_chain
 from shared.bus import PermanentError, Subscription
 from shared.db import utcnow
-from shared.events import CaseClosed, Event
+from shared.events import CaseClosed, CaseReopened, Event
 from shared.outbox import OutboxMessage, OutboxRelay, record_event
 from shared.slice_rows import lookup
 from tests.databases import MigratedDatabase as Db
@@ -193,6 +193,52 @@ async def test_events_a_slice_records_wait_for_its_flush_and_keep_their_order(
         row.published_at is None and row.subject == reply.subject()
         for row, reply in zip(rows, outgoing, strict=True)
     )
+
+
+async def test_a_slice_numbers_its_kept_audit_entries_after_those_its_flushes_wrote(
+    js: JetStreamContext, db: Db
+) -> None:
+    """Entries of batched handlers wait for the slice's insert, those of a plain handler are
+    flushed at once: the service's chain stays one unbroken sequence either way."""
+    durable = durable_name()
+    events: list[Event] = []
+    for index in range(8):
+        events.append(closed_event())
+        if index % 3 == 0:
+            events.append(
+                CaseReopened(
+                    case_id=f"case-{uuid4().hex[:12]}",
+                    case_kind="complaint",
+                    reason="不满意",
+                    previous_team_codes=[],
+                    round=2,
+                )
+            )
+
+    kept_for_later: dict[str, bool] = {}
+
+    async def audited(*, session: AsyncSession, event: Event) -> None:
+        entry = await audit(session, case_id=event.case_id, action=event.event_type, actor="bustest")
+        kept_for_later[event.event_type] = entry not in session.sync_session.new
+
+    mixed = Subscription(
+        durable=durable,
+        handlers={CaseClosed: audited, CaseReopened: audited},
+        batched_writes=frozenset({CaseClosed}),
+    )
+    for item in events:
+        await publish(js, item)
+    async with consuming(js, db, mixed):
+        await settled(js, durable, delivered=len(events))
+    async with db.sessions() as session:
+        chain = list(await session.exec(select(AuditEntry).order_by(col(AuditEntry.seq))))
+    assert kept_for_later == {"CaseClosed": True, "CaseReopened": False}
+    assert [entry.seq for entry in chain] == list(range(1, len(chain) + 1))
+    assert verify_chain(chain)
+    mine = [
+        entry for entry in chain if entry.actor == "bustest" and entry.case_id in {e.case_id for e in events}
+    ]
+    assert sorted(entry.case_id for entry in mine) == sorted(e.case_id for e in events)
 
 
 def snapshot(case_id: str) -> MatterSnapshot:
