@@ -133,12 +133,18 @@ async def test_complaint_travels_the_whole_way(system: System) -> None:
         assert forbidden not in str(result)
 
     # Intake recorded each read of the contact: feedback's, to tell the complainant the complaint
-    # was accepted (告知受理), then to deliver the answer.
-    accesses = await system.call(
-        "intake", "GET", f"/api/v1/complaints/{created['id']}/identity-accesses", as_user="supervisor1"
-    )
-    assert [a["accessor"] for a in accesses.json()] == ["service:feedback", "service:feedback"]
-    assert "发送受理告知" in {a["reason"] for a in accesses.json()}
+    # was accepted (告知受理), then to deliver the answer.  The notice is sent by feedback's delivery
+    # worker, queued when the task was claimed: on a busy machine it may come after the answer.
+    async def both_reads() -> list[dict[str, Any]]:
+        accesses = await system.call(
+            "intake", "GET", f"/api/v1/complaints/{created['id']}/identity-accesses", as_user="supervisor1"
+        )
+        found: list[dict[str, Any]] = accesses.json()
+        return found if len(found) >= 2 else []
+
+    reads = await eventually(both_reads, what="the notice's and the answer's reads of the contact")
+    assert [a["accessor"] for a in reads] == ["service:feedback", "service:feedback"]
+    assert "发送受理告知" in {a["reason"] for a in reads}
 
 
 async def test_public_query_reveals_nothing_for_wrong_code_or_secret(system: System) -> None:
