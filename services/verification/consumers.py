@@ -108,5 +108,9 @@ def subscriptions(ctx: VerificationContext) -> list[Subscription]:
                 RatingRecorded: partial(on_rating_recorded, ctx=ctx),
                 LadderStepReached: on_ladder_step_reached,
             },
+            # The matters' locks before any row: an overdue step upserts the open tasks' figures and
+            # its commit refreshes the matter's kept rows under the matter's lock, while a finding
+            # takes that lock first and then the same figures (a deadlock on PostgreSQL, CI).
+            serialise_by_case=True,
         ),
     ]
