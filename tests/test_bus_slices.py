@@ -55,6 +55,14 @@ async def audit_case_ids(db: Db) -> list[str]:
         return list(await session.exec(select(AuditEntry.case_id)))
 
 
+async def consume_published(js: JetStreamContext, db: Db, consumer: Subscription, events: list[Any]) -> None:
+    """Publish ``events``, then run ``consumer`` until it has taken every one of them."""
+    for item in events:
+        await publish(js, item)
+    async with consuming(js, db, consumer):
+        await settled(js, consumer.durable, delivered=len(events))
+
+
 # --------------------------------------------------------------------------- two instances
 
 
@@ -151,10 +159,7 @@ async def test_batched_writes_still_see_what_earlier_events_did_to_their_matter(
     batched = Subscription(
         durable=durable, handlers={CaseClosed: count_then_write}, batched_writes=frozenset({CaseClosed})
     )
-    for item in events:
-        await publish(js, item)
-    async with consuming(js, db, batched):
-        await settled(js, durable, delivered=5)
+    await consume_published(js, db, batched, events)
     assert seen == [0, 1, 2]
     assert await audit_count(db, [case_id]) == 3
     async with db.sessions() as session:
@@ -180,10 +185,7 @@ async def test_events_a_slice_records_wait_for_its_flush_and_keep_their_order(
     batched = Subscription(
         durable=durable, handlers={CaseClosed: answer}, batched_writes=frozenset({CaseClosed})
     )
-    for item in events:
-        await publish(js, item)
-    async with consuming(js, db, batched):
-        await settled(js, durable, delivered=6)
+    await consume_published(js, db, batched, events)
     assert unflushed == [True] * 6
     async with db.sessions() as session:
         rows = list(await session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id))))
@@ -226,10 +228,7 @@ async def test_a_slice_numbers_its_kept_audit_entries_after_those_its_flushes_wr
         handlers={CaseClosed: audited, CaseReopened: audited},
         batched_writes=frozenset({CaseClosed}),
     )
-    for item in events:
-        await publish(js, item)
-    async with consuming(js, db, mixed):
-        await settled(js, durable, delivered=len(events))
+    await consume_published(js, db, mixed, events)
     async with db.sessions() as session:
         chain = list(await session.exec(select(AuditEntry).order_by(col(AuditEntry.seq))))
     assert kept_for_later == {"CaseClosed": True, "CaseReopened": False}
